@@ -1,0 +1,3 @@
+from pocketgpt.cli import main
+
+raise SystemExit(main())

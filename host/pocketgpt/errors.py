@@ -1,0 +1,45 @@
+"""Errors a person can act on, and writes that never leave half a file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+class PocketError(Exception):
+    """A failure the command line reports as one line (what failed, the value, what to do)."""
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it over ``dest`` only if the block succeeds.
+
+    The temporary file lives in the destination folder so the final ``os.replace`` is atomic and
+    a crash, a full disk or an exception leaves the old file (or nothing) in place, never a torn one.
+    """
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise PocketError(f"cannot write {dest}: folder {parent} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(dest: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(dest: str | os.PathLike[str], text: str) -> None:
+    write_bytes_atomic(dest, text.encode("utf-8"))

@@ -1,0 +1,53 @@
+"""Model specs: a file path, a Hugging Face folder, or a model shipped in the package."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from pocketgpt.errors import PocketError
+
+BUILTINS = {
+    "host": "host.gguf",      # the relay's default: the quotes GPT-2 (see docs/models.md)
+    "device": "device.gguf",  # the firmware's default: the shrunk device model
+}
+
+
+def builtin_path(name: str) -> Path:
+    if name not in BUILTINS:
+        raise PocketError(f"unknown built-in model {name!r}; built-ins: "
+                          + ", ".join(f"builtin:{n}" for n in BUILTINS))
+    path = Path(str(resources.files("pocketgpt").joinpath("data", "models", BUILTINS[name])))
+    if not path.exists():
+        raise PocketError(f"built-in model builtin:{name} is not shipped in this build ({path}); "
+                          "pass a .gguf path instead")
+    return path
+
+
+def resolve(spec: str) -> Path:
+    """`builtin:NAME` -> the shipped file; anything else -> the path as given."""
+    if spec.startswith("builtin:"):
+        return builtin_path(spec.split(":", 1)[1])
+    return Path(spec).expanduser()
+
+
+def load(spec: str):
+    """A GGUF model file (path or builtin); a Hugging Face folder is converted in memory."""
+    from pocketgpt.gguf_io import read_gguf
+
+    path = resolve(spec)
+    if path.is_dir():
+        return from_hf_folder(str(path))
+    return read_gguf(path)
+
+
+def from_hf_folder(src: str):
+    """A Hugging Face checkpoint as an in-memory F32 ModelFile (same tensors `convert` writes)."""
+    from pocketgpt import hf
+    from pocketgpt.gguf_io import ModelFile, store_tensors
+    from pocketgpt.quant.formats import F32
+
+    model, vocab = hf.load_hf(src)
+    cfg, tensors, _ = hf.hf_to_tensors(model)
+    stored = store_tensors(tensors, lambda n, a: F32)
+    return ModelFile(Path(src), cfg, vocab, stored, {"general.architecture": "gpt2"}, 0)

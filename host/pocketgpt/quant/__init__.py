@@ -1,0 +1,1 @@
+"""Weight quantization: GGML block formats (byte-identical to llama.cpp's) and the quantizers."""

@@ -1,0 +1,5 @@
+"""Build hook: the C engine's Python extension is added here (see firmware/engine/)."""
+
+from setuptools import setup
+
+setup()
