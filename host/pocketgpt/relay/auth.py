@@ -1,0 +1,207 @@
+"""Who may talk to the relay: registered devices and their tokens, stored hashed.
+
+State lives under $POCKETGPT_HOME (default ~/.local/share/pocketgpt):
+
+- ``relay.secret``  32 random bytes (mode 0600), created by the first ``pocketgpt token add``;
+- ``devices.json``  one entry per device: a public key id, a per-token salt and
+  sha256(salt || token). The token itself is never written down.
+
+A token is ``pgt_<key_id>_<secret>``, where the secret is HMAC-SHA256(relay.secret,
+key_id || device_id). Deriving it (rather than storing it) is what lets the OTA call hand a
+registered device its token again after a reboot, as XiaoZhi devices expect, while the file of
+record keeps only hashes: a leaked devices.json grants nothing. ``token revoke`` deletes the
+entry; a later ``token add`` picks a new key id, so a revoked token never comes back.
+
+The relay re-reads devices.json whenever its modification time changes, so ``token add`` and
+``token revoke`` take effect on a running relay without a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pocketgpt.errors import PocketError, atomic_path
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
+STORE_VERSION = 1
+
+
+def pocketgpt_home() -> Path:
+    """$POCKETGPT_HOME, else ~/.local/share/pocketgpt (XDG-style, per user)."""
+    env = os.environ.get("POCKETGPT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "pocketgpt"
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.match(device_id or ""):
+        raise PocketError(f"device id {device_id!r} is not valid: use 1-64 characters of letters, digits, "
+                          "':', '.', '_' or '-' (a MAC address such as aa:bb:cc:dd:ee:ff works)")
+    return device_id
+
+
+def _hash(salt: bytes, token: str) -> str:
+    return hashlib.sha256(salt + token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DeviceEntry:
+    device_id: str
+    key_id: str
+    salt: str
+    token_hash: str
+    created: float
+
+
+class TokenStore:
+    """devices.json plus relay.secret under one folder; safe to share between threads."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = Path(home) if home is not None else pocketgpt_home()
+        self.devices_path = self.home / "devices.json"
+        self.secret_path = self.home / "relay.secret"
+        self._lock = threading.Lock()
+        self._mtime: float | None = None
+        self._by_device: dict[str, DeviceEntry] = {}
+        self._by_key: dict[str, DeviceEntry] = {}
+        self._secret: bytes | None = None
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """(Re)read devices.json if it changed since the last look."""
+        try:
+            mtime = self.devices_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._mtime, self._by_device, self._by_key = None, {}, {}
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            data = json.loads(self.devices_path.read_text(encoding="utf-8"))
+            entries = [DeviceEntry(d, e["key_id"], e["salt"], e["hash"], float(e.get("created", 0)))
+                       for d, e in data["devices"].items()]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PocketError(f"{self.devices_path} is damaged ({exc}); fix it or delete it and re-add devices") from None
+        self._by_device = {e.device_id: e for e in entries}
+        self._by_key = {e.key_id: e for e in entries}
+        self._mtime = mtime
+
+    def _read_secret(self, create: bool) -> bytes | None:
+        if self._secret is not None:
+            return self._secret
+        if self.secret_path.exists():
+            data = self.secret_path.read_bytes()
+            if len(data) != 32:
+                raise PocketError(f"{self.secret_path} should hold 32 bytes, has {len(data)}; "
+                                  "delete it and re-add every device")
+            self._secret = data
+        elif create:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.secret_path) as tmp:
+                tmp.write_bytes(secrets.token_bytes(32))
+                os.chmod(tmp, 0o600)
+            self._secret = self.secret_path.read_bytes()
+        return self._secret
+
+    def _derive(self, key_id: str, device_id: str, secret: bytes) -> str:
+        mac = hmac.new(secret, f"{key_id}\0{device_id}".encode(), hashlib.sha256).digest()
+        return f"pgt_{key_id}_" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def devices(self) -> list[DeviceEntry]:
+        with self._lock:
+            self._load()
+            return sorted(self._by_device.values(), key=lambda e: e.device_id)
+
+    # ---- writing --------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        doc = {"version": STORE_VERSION,
+               "devices": {e.device_id: {"key_id": e.key_id, "salt": e.salt, "hash": e.token_hash,
+                                         "created": e.created} for e in self._by_device.values()}}
+        with atomic_path(self.devices_path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o600)
+        self._mtime = None  # force a re-read (and a fresh mtime) next time
+
+    def add(self, device_id: str) -> str:
+        """Register a device and return its token (the only time it is shown by this call)."""
+        check_device_id(device_id)
+        with self._lock:
+            self._load()
+            if device_id in self._by_device:
+                raise PocketError(f"device {device_id} already has a token: 'pocketgpt token show {device_id}' "
+                                  f"prints it, 'pocketgpt token revoke {device_id}' removes it")
+            secret = self._read_secret(create=True)
+            assert secret is not None
+            key_id = secrets.token_hex(6)
+            while key_id in self._by_key:
+                key_id = secrets.token_hex(6)
+            token = self._derive(key_id, device_id, secret)
+            salt = secrets.token_bytes(16)
+            entry = DeviceEntry(device_id, key_id, salt.hex(), _hash(salt, token), time.time())
+            self._by_device[device_id] = entry
+            self._by_key[key_id] = entry
+            self._write()
+            return token
+
+    def revoke(self, device_id: str) -> None:
+        with self._lock:
+            self._load()
+            if device_id not in self._by_device:
+                raise PocketError(f"device {device_id!r} is not registered ('pocketgpt token list' shows them)")
+            entry = self._by_device.pop(device_id)
+            self._by_key.pop(entry.key_id, None)
+            self._write()
+
+    # ---- checking -------------------------------------------------------------------------
+
+    def token_for(self, device_id: str) -> str | None:
+        """The token of a registered device (re-derived, then checked against its hash), else None."""
+        with self._lock:
+            self._load()
+            entry = self._by_device.get(device_id)
+            if entry is None:
+                return None
+            secret = self._read_secret(create=False)
+            if secret is None:
+                return None
+            token = self._derive(entry.key_id, device_id, secret)
+            if not hmac.compare_digest(_hash(bytes.fromhex(entry.salt), token), entry.token_hash):
+                return None  # relay.secret was replaced: this device needs a new token
+            return token
+
+    def verify(self, token: str | None) -> str | None:
+        """The device id a token belongs to, or None for a missing, malformed, wrong or revoked one."""
+        if not token or len(token) > 200:
+            return None
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "pgt":
+            return None
+        with self._lock:
+            self._load()
+            entry = self._by_key.get(parts[1])
+            if entry is None:
+                return None
+            ok = hmac.compare_digest(_hash(bytes.fromhex(entry.salt), token), entry.token_hash)
+            return entry.device_id if ok else None
+
+
+def bearer(value: str | None) -> str | None:
+    """The token in an Authorization value: "Bearer X" or a bare X (some clients skip the scheme)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value or None

@@ -1,0 +1,415 @@
+"""Where the relay's text comes from: the embedded engine, or any OpenAI-compatible server.
+
+Every backend turns a `GenRequest` into a `Generation`: an async iterator of text pieces with an
+`abort()` and, once it ends, `stats` (prompt_tokens, tokens, finish_reason). The server never
+knows which backend it talks to, so batched decode (a later issue) slots in behind the same
+interface by replacing `TokenScheduler`.
+
+The engine backend keeps inference off the event loop: a small pool of worker threads (one per
+core by default) advances the live generations one token at a time, round robin, so one long
+generation cannot starve the rest, and an abort is seen before the next token is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator
+
+log = logging.getLogger("pocketgpt.relay")
+
+
+class BackendError(Exception):
+    """A generation that could not run. `code` is a protocol error code (see protocol.ERROR_CODES)."""
+
+    def __init__(self, code: str, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    prompt: str
+    max_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+    greedy: bool = False
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class GenStats:
+    prompt_tokens: int = 0
+    tokens: int = 0
+    finish_reason: str = "stop"
+    first_token_s: float | None = None   # seconds from start() to the first piece
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Generation:
+    """One running generation: `async for text in gen`, `gen.abort()`, then `gen.stats`.
+
+    The producer (a worker thread or an HTTP stream reader) calls `_put`/`_finish`/`_fail`
+    through the event loop; the consumer iterates. An error ends the iteration by raising
+    BackendError.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._aborted = threading.Event()
+        self._started = time.perf_counter()
+        self.stats = GenStats()
+        self.finished = False
+        self._on_abort: list[Any] = []
+
+    # producer side (thread-safe)
+    def _put_threadsafe(self, kind: str, value: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
+        except RuntimeError:
+            pass  # the loop is gone (server stopped): nobody is listening any more
+
+    # consumer side
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
+
+    def abort(self) -> None:
+        """Stop at the next token boundary; the iteration then ends with finish_reason 'abort'."""
+        if not self._aborted.is_set():
+            self._aborted.set()
+            for cb in self._on_abort:
+                cb()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        while True:
+            kind, value = await self._queue.get()
+            if kind == "piece":
+                if self.stats.first_token_s is None:
+                    self.stats.first_token_s = time.perf_counter() - self._started
+                if value:
+                    yield value
+            elif kind == "done":
+                self.stats = _merge_stats(self.stats, value)
+                self.finished = True
+                return
+            else:  # "error"
+                self.finished = True
+                raise value
+
+
+def _merge_stats(current: GenStats, final: GenStats) -> GenStats:
+    final.first_token_s = current.first_token_s
+    return final
+
+
+class Backend:
+    """The interface the server uses. `start` must not block the event loop."""
+
+    name = "backend"
+    model_id = "model"
+
+    async def start(self, req: GenRequest) -> Generation:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model_id}
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ---- embedded engine -------------------------------------------------------------------------
+
+class _Job:
+    __slots__ = ("gen", "req", "iterator", "session", "prompt_ids")
+
+    def __init__(self, gen: Generation, req: GenRequest) -> None:
+        self.gen = gen
+        self.req = req
+        self.iterator: Iterator[Any] | None = None
+        self.session: Any = None
+        self.prompt_ids: list[int] = []
+
+
+class TokenScheduler:
+    """Round-robin token steps over all live generations on a fixed pool of worker threads.
+
+    A job is in the run queue only while no worker holds it, so one engine session is never
+    stepped by two threads at once; a worker takes the head job, computes exactly one token
+    (the first step also does the prefill) and puts the job back at the tail. With W workers and
+    N live generations every generation advances once per N/W steps: fair, and an abort flag is
+    checked before every step.
+    """
+
+    def __init__(self, engine: Any, workers: int, max_prompt_tokens: int | None = None) -> None:
+        self.engine = engine
+        self.max_prompt_tokens = max_prompt_tokens
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"pocketgpt-gen-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def live(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def submit(self, job: _Job) -> None:
+        with self._cond:
+            if self._closed:
+                raise BackendError("shutting_down", "the engine is shutting down", 503)
+            self._queue.append(job)
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            jobs = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for job in jobs:
+            job.gen.abort()
+            self._finish(job, "abort")
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job = self._queue.popleft()
+            keep = False
+            try:
+                keep = self._step(job)
+            except BackendError as exc:
+                self._close_iter(job)
+                job.gen._put_threadsafe("error", exc)
+            except Exception as exc:  # an engine failure ends this generation, never the worker
+                log.exception("engine failed during a generation")
+                self._close_iter(job)
+                job.gen._put_threadsafe("error", BackendError("backend_error", f"engine failed: {exc}"))
+            if keep:
+                with self._cond:
+                    if self._closed:
+                        keep = False
+                    else:
+                        self._queue.append(job)
+                        self._cond.notify()
+                if not keep:
+                    self._finish(job, "abort")
+
+    def _step(self, job: _Job) -> bool:
+        """Advance one token; True if the job should go back in the queue."""
+        if job.gen.aborted:
+            self._finish(job, "abort")
+            return False
+        if job.iterator is None:
+            ids = self.engine.tokenize(job.req.prompt)
+            if not ids:
+                raise BackendError("bad_message", "the prompt has no tokens", 400)
+            limit = self.max_prompt_tokens or self.engine.n_ctx - 1
+            if len(ids) > limit:
+                raise BackendError("prompt_too_long",
+                                   f"prompt is {len(ids)} tokens; this relay takes at most {limit}", 400)
+            room = self.engine.n_ctx - len(ids)
+            req = job.req
+            job.prompt_ids = ids
+            job.session = self.engine.session()
+            job.iterator = iter(job.session.generate(
+                ids, max_tokens=max(1, min(req.max_tokens, room)), temperature=req.temperature,
+                top_k=req.top_k, top_p=req.top_p, repeat_penalty=req.repeat_penalty, seed=req.seed,
+                greedy=req.greedy, stop=tuple(req.stop), stop_at_eos=True))
+        try:
+            piece = next(job.iterator)
+        except StopIteration:
+            self._finish(job, None)
+            return False
+        job.gen._put_threadsafe("piece", piece.text)
+        return True
+
+    def _close_iter(self, job: _Job) -> None:
+        if job.iterator is not None:
+            try:
+                job.iterator.close()  # breaking out of the engine's iterator aborts it
+            except Exception:
+                log.exception("engine iterator failed to close")
+
+    def _finish(self, job: _Job, reason: str | None) -> None:
+        if job.gen.finished:
+            return
+        self._close_iter(job)
+        raw = dict(getattr(job.session, "last_stats", None) or {}) if job.session is not None else {}
+        stats = GenStats(prompt_tokens=int(raw.get("prompt_tokens", len(job.prompt_ids))),
+                         tokens=int(raw.get("tokens", 0)),
+                         finish_reason=reason or str(raw.get("finish_reason", "stop")),
+                         extra={k: raw[k] for k in ("prefill_tok_s", "decode_tok_s") if k in raw})
+        if stats.finish_reason not in ("stop", "length", "abort"):
+            stats.finish_reason = "stop"
+        job.gen.finished = True  # guards against a second _finish; the consumer sees "done" below
+        job.gen._put_threadsafe("done", stats)
+
+
+class EngineBackend(Backend):
+    """The embedded C engine (pocketgpt.engine.Engine) or anything with the same API."""
+
+    name = "engine"
+
+    def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None) -> None:
+        self.engine = engine
+        self.model_id = model_id
+        self.scheduler = TokenScheduler(engine, workers, max_prompt_tokens)
+
+    async def start(self, req: GenRequest) -> Generation:
+        gen = Generation(asyncio.get_running_loop())
+        gen._on_abort.append(self.scheduler._wake)
+        self.scheduler.submit(_Job(gen, req))
+        return gen
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model_id, "n_ctx": int(self.engine.n_ctx),
+                "workers": len(self.scheduler._threads)}
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.scheduler.close)
+
+
+def load_engine(path: str, threads: int | None, reference: bool = False) -> Any:
+    """The C engine for a model file; `reference=True` picks the PyTorch reference engine."""
+    if reference:
+        from pocketgpt.relay.torch_engine import TorchEngine
+
+        return TorchEngine(path)
+    try:
+        from pocketgpt.engine import Engine
+    except ImportError as exc:
+        from pocketgpt.errors import PocketError
+
+        raise PocketError(f"the C engine is not built in this install ({exc}); rebuild with "
+                          "'pip install -e .', or use --backend torch (needs the toolchain extra) "
+                          "or --backend openai --url URL") from None
+    return Engine(path, threads=threads)
+
+
+# ---- OpenAI-compatible server ----------------------------------------------------------------
+
+class OpenAIBackend(Backend):
+    """Forward generation to an OpenAI-compatible /v1/completions (llama.cpp server, vLLM, Ollama).
+
+    Streams with server-sent events; a refused connection, a non-200 answer or a broken stream
+    becomes a BackendError the server reports to the device as an error message.
+    """
+
+    name = "openai"
+
+    def __init__(self, url: str, model_id: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.base = url.rstrip("/")
+        if not self.base.endswith("/v1"):
+            self.base += "/v1"
+        self.model_id = model_id
+        self.api_key = api_key
+        self.timeout = timeout
+        self._session: Any = None
+
+    def _client(self) -> Any:
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                                                                sock_read=self.timeout))
+        return self._session
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model_id, "url": self.base}
+
+    async def start(self, req: GenRequest) -> Generation:
+        gen = Generation(asyncio.get_running_loop())
+        task = asyncio.create_task(self._pump(gen, req))
+        gen._on_abort.append(task.cancel)
+        return gen
+
+    async def _pump(self, gen: Generation, req: GenRequest) -> None:
+        import aiohttp
+
+        body: dict[str, Any] = {"model": self.model_id, "prompt": req.prompt, "max_tokens": req.max_tokens,
+                                "temperature": 0.0 if req.greedy else req.temperature, "top_p": req.top_p,
+                                "stream": True, "stream_options": {"include_usage": True}}
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if req.top_k:
+            body["top_k"] = req.top_k  # llama.cpp, vLLM and our relay honour it; others ignore it
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        stats = GenStats()
+        pieces = 0
+        try:
+            async with self._client().post(f"{self.base}/completions", json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    detail = (await resp.text())[:200]
+                    raise BackendError("backend_error", f"OpenAI backend {self.base} answered HTTP {resp.status}: {detail}")
+                async for raw in resp.content:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise BackendError("backend_error", f"OpenAI backend error: {chunk['error']}")
+                    usage = chunk.get("usage") or {}
+                    if usage:
+                        stats.prompt_tokens = int(usage.get("prompt_tokens", 0))
+                        stats.tokens = int(usage.get("completion_tokens", pieces))
+                    for choice in chunk.get("choices") or []:
+                        text = choice.get("text") or ""
+                        pieces += 1
+                        gen._queue.put_nowait(("piece", text))
+                        if choice.get("finish_reason"):
+                            stats.finish_reason = "length" if choice["finish_reason"] == "length" else "stop"
+            if not stats.tokens:
+                stats.tokens = pieces
+            gen.finished = True
+            gen._queue.put_nowait(("done", stats))
+        except asyncio.CancelledError:
+            stats.finish_reason = "abort"
+            stats.tokens = stats.tokens or pieces
+            gen.finished = True
+            gen._queue.put_nowait(("done", stats))
+        except BackendError as exc:
+            gen._queue.put_nowait(("error", exc))
+        except (aiohttp.ClientConnectorError, ConnectionError, OSError) as exc:
+            gen._queue.put_nowait(("error", BackendError(
+                "backend_unavailable", f"OpenAI backend {self.base} is unreachable ({exc.__class__.__name__})", 503)))
+        except (aiohttp.ClientError, ValueError, asyncio.TimeoutError) as exc:
+            gen._queue.put_nowait(("error", BackendError(
+                "backend_error", f"OpenAI backend {self.base} failed mid-stream ({exc.__class__.__name__}: {exc})")))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,885 @@
+"""The relay: XiaoZhi websocket protocol + our text extension, OTA, health, metrics, OpenAI API.
+
+Two listeners, as XiaoZhi's reference server has them: the websocket port (default 8000,
+path /xiaozhi/v1/) and the HTTP port (default 8003: POST /xiaozhi/ota/, GET /healthz,
+GET /metrics, /v1/models, /v1/completions, /v1/chat/completions).
+
+Every connection is independent: the only state a relay keeps is per connection (plus its
+in-process rate buckets and counters), so several relays can sit behind one websocket load
+balancer (docs/relay.md). Credentials are checked before any work: the websocket upgrade is
+refused with HTTP 401 in `process_request`, the HTTP API answers 401 before reading a prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pocketgpt.errors import PocketError
+from pocketgpt.relay import protocol as P
+from pocketgpt.relay.auth import TokenStore, bearer
+from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
+
+log = logging.getLogger("pocketgpt.relay")
+
+DEFAULT_WAKE_WORDS = ("你好小智", "你好小志", "hi pocket", "hey pocket")
+
+
+@dataclass
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    http_port: int = 8003
+    open: bool = False                 # no tokens at all: only for a trusted LAN
+    home: Path | None = None           # token store folder ($POCKETGPT_HOME)
+    cert: str | None = None            # TLS certificate + key: wss:// and https://
+    key: str | None = None
+    public_url: str | None = None      # websocket URL the OTA call hands out (behind a load balancer)
+    max_message_bytes: int = 64 * 1024
+    max_sessions: int = 64
+    rate_per_minute: float = 60.0      # generation requests per device (websocket + HTTP)
+    rate_burst: int = 10
+    max_prompt_chars: int = 8000
+    max_tokens_cap: int = 512
+    default_max_tokens: int = 64
+    idle_timeout: float = 120.0
+    hello_timeout: float = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    drain_timeout: float = 10.0
+    log_prompts: bool = False
+    wake_words: tuple[str, ...] = DEFAULT_WAKE_WORDS
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+
+class RateLimiter:
+    """A token bucket per device: `burst` requests at once, refilled at `per_minute`."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(max(1, burst))
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> float:
+        """0.0 if allowed (and counted), else the seconds to wait."""
+        now = time.monotonic()
+        level, last = self._buckets.get(key, (self.burst, now))
+        level = min(self.burst, level + (now - last) * self.rate)
+        if level >= 1.0:
+            self._buckets[key] = (level - 1.0, now)
+            return 0.0
+        self._buckets[key] = (level, now)
+        return (1.0 - level) / self.rate if self.rate > 0 else 3600.0
+
+
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters for GET /metrics in Prometheus' text format (no client library needed)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.ttft = [0] * (len(TTFT_BUCKETS) + 1)
+        self.ttft_sum = 0.0
+        self.ttft_count = 0
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self.counters[key] = self.counters.get(key, 0.0) + value
+
+    def observe_ttft(self, seconds: float) -> None:
+        for i, edge in enumerate(TTFT_BUCKETS):
+            if seconds <= edge:
+                self.ttft[i] += 1
+                break
+        else:
+            self.ttft[-1] += 1
+        self.ttft_sum += seconds
+        self.ttft_count += 1
+
+    def render(self, gauges: dict[str, float]) -> str:
+        help_text = {
+            "pocketgpt_sessions_total": "Websocket sessions accepted.",
+            "pocketgpt_refusals_total": "Requests refused, by error code.",
+            "pocketgpt_generations_total": "Generations ended, by finish reason.",
+            "pocketgpt_tokens_generated_total": "Tokens generated.",
+            "pocketgpt_http_requests_total": "HTTP requests, by route and status.",
+        }
+        lines: list[str] = []
+        for name, value in sorted(gauges.items()):
+            lines += [f"# TYPE {name} gauge", f"{name} {value:g}"]
+        seen: set[str] = set()
+        for (name, labels), value in sorted(self.counters.items()):
+            if name not in seen:
+                seen.add(name)
+                lines += [f"# HELP {name} {help_text.get(name, name)}", f"# TYPE {name} counter"]
+            lab = ",".join(f'{k}="{v}"' for k, v in labels)
+            lines.append(f"{name}{{{lab}}} {value:g}" if lab else f"{name} {value:g}")
+        name = "pocketgpt_time_to_first_token_seconds"
+        lines += [f"# HELP {name} Time from request to first generated text.", f"# TYPE {name} histogram"]
+        acc = 0
+        for edge, n in zip(TTFT_BUCKETS, self.ttft):
+            acc += n
+            lines.append(f'{name}_bucket{{le="{edge:g}"}} {acc}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.ttft_count}')
+        lines += [f"{name}_sum {self.ttft_sum:g}", f"{name}_count {self.ttft_count}"]
+        return "\n".join(lines) + "\n"
+
+
+def _ws_closed_exceptions() -> tuple[type[BaseException], ...]:
+    from websockets.exceptions import ConnectionClosed
+
+    return (ConnectionClosed,)
+
+
+# ---- one websocket session --------------------------------------------------------------------
+
+class WsSession:
+    """One device connection: the protocol state machine between socket and backend."""
+
+    def __init__(self, relay: "Relay", ws: Any, device_id: str) -> None:
+        self.relay = relay
+        self.ws = ws
+        self.device_id = device_id
+        self.session_id = uuid.uuid4().hex
+        self.hello_done = False
+        self.extension = False
+        self.task: asyncio.Task[None] | None = None
+        self.gen: Generation | None = None
+        self.request_id: str | None = None     # the running pg.generate, if any
+        self.audio_refused = False
+        self.aborting = False
+
+    async def send(self, text: str) -> bool:
+        try:
+            await self.ws.send(text)
+            return True
+        except _ws_closed_exceptions():
+            return False
+
+    async def refuse(self, code: str, message: str, request_id: str | None = None) -> None:
+        self.relay.metrics.inc("pocketgpt_refusals_total", code=code)
+        await self.send(P.error(code, message, request_id))
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def run(self) -> None:
+        cfg = self.relay.cfg
+        closed = _ws_closed_exceptions()
+        try:
+            while True:
+                timeout = cfg.idle_timeout if self.hello_done else cfg.hello_timeout
+                try:
+                    message = await asyncio.wait_for(self.ws.recv(), timeout)
+                except asyncio.TimeoutError:
+                    if self.busy:
+                        continue  # a reply is streaming: the device is listening, not idle
+                    code = "idle_timeout" if self.hello_done else "hello_timeout"
+                    await self.refuse(code, f"nothing received for {timeout:g} s; closing")
+                    await self.ws.close(1000 if self.hello_done else 1008, code)
+                    return
+                try:
+                    await self.handle(message)
+                except closed:
+                    raise
+                except Exception:
+                    log.exception("session %s: failed handling a message", self.session_id[:8])
+                    await self.refuse("internal", "the relay failed handling that message; the session stays open")
+        except closed:
+            pass
+        finally:
+            if self.gen is not None:
+                self.gen.abort()
+            if self.task is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.task), 5)
+                except (asyncio.TimeoutError, Exception):
+                    self.task.cancel()
+
+    async def handle(self, message: str | bytes) -> None:
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            if not self.hello_done:
+                await self.refuse("hello_required", "send a hello before anything else")
+            elif not self.audio_refused:
+                # once per listening phase: a device streams ~16 packets/s, one error is enough
+                self.audio_refused = True
+                await self.refuse("audio_unsupported", "this relay has no voice pipeline yet; binary audio "
+                                  "frames are ignored until the next listen start; send text turns with "
+                                  "listen detect or pg.generate")
+            return
+        try:
+            msg = P.parse_client(message)
+        except P.ProtocolError as exc:
+            await self.refuse(exc.code, exc.message, exc.request_id)
+            return
+        if msg.type == "hello":
+            self.hello_done = True
+            self.extension = self.extension or msg.wants_extension
+            ext = None
+            if self.extension:
+                ext = {"version": P.EXTENSION_VERSION, "max_tokens": self.relay.cfg.max_tokens_cap,
+                       "max_prompt_chars": self.relay.cfg.max_prompt_chars, **self.relay.backend.describe()}
+            await self.send(P.server_hello(self.session_id, ext))
+            return
+        if not self.hello_done:
+            await self.refuse("hello_required", "send a hello before anything else")
+            return
+        if msg.type == "listen":
+            if msg.state == "start":
+                self.audio_refused = False
+            elif msg.state == "detect" and msg.text:
+                if msg.text.strip().lower() in self.relay.cfg.wake_words:
+                    return  # a wake word fired: nothing to answer until the user speaks
+                await self.start_xiaozhi_turn(msg.text)
+            return
+        if msg.type == "abort":
+            await self.abort(msg.request_id)
+            return
+        if msg.type == "mcp":
+            return  # no device tools on this relay
+        if msg.type == "pg.generate":
+            await self.start_pg(msg)
+
+    # -- turns --
+
+    def _check_request(self, prompt: str, request_id: str | None) -> tuple[str, str] | None:
+        cfg = self.relay.cfg
+        if self.relay.draining:
+            return "shutting_down", "the relay is shutting down; reconnect to another relay"
+        if len(prompt) > cfg.max_prompt_chars:
+            return "prompt_too_long", f"prompt is {len(prompt)} characters; this relay takes at most {cfg.max_prompt_chars}"
+        wait = self.relay.limiter.allow(self.device_id)
+        if wait:
+            return "rate_limited", f"too many requests from this device; retry in {wait:.1f} s"
+        return None
+
+    async def start_xiaozhi_turn(self, text: str) -> None:
+        if self.busy:
+            # the user spoke again while the reply plays: barge in, as XiaoZhi servers do
+            await self.abort(None, quiet=True)
+        refusal = self._check_request(text, None)
+        if refusal:
+            await self.refuse(*refusal)
+            return
+        req = GenRequest(prompt=text, max_tokens=self.relay.cfg.default_max_tokens)
+        self.relay.log_request(self.device_id, "xiaozhi", text)
+        self.task = asyncio.create_task(self._xiaozhi_turn(text, req))
+
+    async def _xiaozhi_turn(self, text: str, req: GenRequest) -> None:
+        sid = self.session_id
+        await self.send(P.stt(text, sid))
+        await self.send(P.tts("start", sid))
+        splitter = P.SentenceSplitter()
+        try:
+            self.gen = await self.relay.start_generation(req)
+            async for piece in self.gen:
+                for sentence in splitter.feed(piece):
+                    await self.send(P.tts("sentence_start", sid, sentence))
+            rest = splitter.flush()
+            if rest and self.gen.stats.finish_reason != "abort":
+                await self.send(P.tts("sentence_start", sid, rest))
+        except BackendError as exc:
+            await self.refuse(exc.code, exc.message)
+        finally:
+            self.gen = None
+            await self.send(P.tts("stop", sid))
+
+    async def start_pg(self, msg: P.ClientMessage) -> None:
+        rid = msg.request_id
+        assert rid is not None and msg.prompt is not None
+        cfg = self.relay.cfg
+        if not self.extension:
+            await self.refuse("unknown_type", "pg.generate needs \"features\": {\"pocketgpt\": 1} in the hello", rid)
+            return
+        if self.busy:
+            await self.refuse("busy", f"request {self.request_id or '(voice turn)'} is still running; "
+                              "abort it or wait for its pg.done", rid)
+            return
+        p = msg.params
+        if p.max_tokens is not None and p.max_tokens > cfg.max_tokens_cap:
+            await self.refuse("bad_message", f"max_tokens {p.max_tokens} exceeds this relay's cap of {cfg.max_tokens_cap}", rid)
+            return
+        refusal = self._check_request(msg.prompt, rid)
+        if refusal:
+            await self.refuse(*refusal, rid)
+            return
+        defaults = GenRequest(prompt=msg.prompt)
+        req = GenRequest(
+            prompt=msg.prompt, max_tokens=p.max_tokens or cfg.default_max_tokens,
+            temperature=defaults.temperature if p.temperature is None else p.temperature,
+            top_k=defaults.top_k if p.top_k is None else p.top_k,
+            top_p=defaults.top_p if p.top_p is None else p.top_p,
+            seed=p.seed, greedy=p.greedy, stop=p.stop)
+        self.relay.log_request(self.device_id, "pg.generate", msg.prompt)
+        self.request_id = rid
+        self.task = asyncio.create_task(self._pg_turn(rid, req))
+
+    async def _pg_turn(self, rid: str, req: GenRequest) -> None:
+        try:
+            self.gen = await self.relay.start_generation(req)
+            async for piece in self.gen:
+                await self.send(P.delta(rid, piece))
+            st = self.gen.stats
+            await self.send(P.done(rid, st.finish_reason, st.tokens, st.prompt_tokens))
+        except BackendError as exc:
+            await self.refuse(exc.code, exc.message, rid)
+        finally:
+            self.gen = None
+            self.request_id = None
+
+    async def abort(self, request_id: str | None, quiet: bool = False) -> None:
+        if not self.busy:
+            if not quiet and request_id is None:
+                await self.send(P.tts("stop", self.session_id))  # XiaoZhi: abort is answered by tts stop
+            return
+        if request_id is not None and request_id != self.request_id:
+            return  # an old or unknown id: nothing of that name is running
+        if self.gen is not None:
+            self.gen.abort()
+        task = self.task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 10)
+            except asyncio.TimeoutError:
+                task.cancel()
+
+
+# ---- the relay --------------------------------------------------------------------------------
+
+class Relay:
+    """Both listeners, the token store, limits, metrics and the backend; `drain()` shuts down."""
+
+    def __init__(self, cfg: RelayConfig, backend: Backend) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.store = TokenStore(cfg.home)
+        self.limiter = RateLimiter(cfg.rate_per_minute, cfg.rate_burst)
+        self.metrics = Metrics()
+        self.sessions: set[WsSession] = set()
+        self.active: set[Generation] = set()
+        self.draining = False
+        self.ws_port: int | None = None
+        self.http_port: int | None = None
+        self._ws_server: Any = None
+        self._http_runner: Any = None
+        self._stopped: asyncio.Event | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not (self.cfg.cert or self.cfg.key):
+            return None
+        if not (self.cfg.cert and self.cfg.key):
+            raise PocketError("TLS needs both --cert and --key")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(self.cfg.cert, self.cfg.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise PocketError(f"cannot load TLS certificate {self.cfg.cert} / key {self.cfg.key}: {exc}") from None
+        return ctx
+
+    async def start(self) -> None:
+        from aiohttp import web
+        from websockets.asyncio.server import serve
+
+        self._stopped = asyncio.Event()
+        tls = self.ssl_context()
+        c = self.cfg
+        try:
+            self._ws_server = await serve(
+                self._ws_handler, c.host, c.port, process_request=self._process_request,
+                max_size=c.max_message_bytes, ping_interval=c.ping_interval, ping_timeout=c.ping_timeout,
+                close_timeout=5, open_timeout=c.hello_timeout, compression=None, ssl=tls, server_header="pocketgpt")
+        except OSError as exc:
+            raise PocketError(f"cannot listen on {c.host}:{c.port} for websockets: {exc.strerror}; "
+                              "pick another --port") from None
+        self.ws_port = self._ws_server.sockets[0].getsockname()[1]
+        app = web.Application(client_max_size=c.max_message_bytes, middlewares=[self._http_middleware])
+        app.router.add_post("/xiaozhi/ota/", self.http_ota)
+        app.router.add_post("/xiaozhi/ota", self.http_ota)
+        app.router.add_get("/healthz", self.http_healthz)
+        app.router.add_get("/metrics", self.http_metrics)
+        app.router.add_get("/v1/models", self.http_models)
+        app.router.add_post("/v1/completions", self.http_completions)
+        app.router.add_post("/v1/chat/completions", self.http_chat)
+        self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, c.host, c.http_port, ssl_context=tls)
+        try:
+            await site.start()
+        except OSError as exc:
+            self._ws_server.close()
+            raise PocketError(f"cannot listen on {c.host}:{c.http_port} for HTTP: {exc.strerror}; "
+                              "pick another --http-port") from None
+        self.http_port = self._http_runner.addresses[0][1]
+        if c.open:
+            log.warning("OPEN MODE: no tokens are checked; anyone who reaches ports %s and %s can use the model. "
+                        "Use --open only on a trusted LAN.", self.ws_port, self.http_port)
+
+    @property
+    def scheme(self) -> tuple[str, str]:
+        return ("wss", "https") if self.cfg.cert else ("ws", "http")
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    def request_drain(self) -> None:
+        """Signal-handler entry: start draining once."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self.drain())
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new sessions and requests, let running generations finish until the
+        deadline, abort the rest (their clients get pg.done reason abort / tts stop), close."""
+        if self.draining:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        log.warning("draining: no new sessions; %d generation(s) running, deadline %.0f s",
+                    len(self.active), self.cfg.drain_timeout)
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=False)  # stop listening; open sessions stay
+        deadline = loop.time() + self.cfg.drain_timeout
+        while self.active and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self.active:
+            log.warning("drain deadline reached: aborting %d generation(s)", len(self.active))
+            for gen in list(self.active):
+                gen.abort()
+            end = loop.time() + 5
+            while self.active and loop.time() < end:
+                await asyncio.sleep(0.02)
+        for s in list(self.sessions):
+            # let each turn send its last message (pg.done / tts stop) before the close frame
+            if s.task is not None and not s.task.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(s.task), 2)
+                except (asyncio.TimeoutError, Exception):
+                    pass
+            try:
+                await s.ws.close(1001, "relay shutting down")
+            except Exception:
+                pass
+        if self._ws_server is not None:
+            try:
+                await asyncio.wait_for(self._ws_server.wait_closed(), 10)
+            except asyncio.TimeoutError:
+                log.warning("some websocket handlers did not finish in time")
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        await self.backend.aclose()
+        log.info("relay stopped")
+        if self._stopped is not None:
+            self._stopped.set()
+
+    # -- generations --
+
+    async def start_generation(self, req: GenRequest) -> Generation:
+        if self.draining:
+            raise BackendError("shutting_down", "the relay is shutting down", 503)
+        gen = await self.backend.start(req)
+        self.active.add(gen)
+        return _Tracked(self, gen)  # type: ignore[return-value]
+
+    def _ended(self, gen: Generation) -> None:
+        self.active.discard(gen)
+        st = gen.stats
+        self.metrics.inc("pocketgpt_generations_total", reason=st.finish_reason)
+        self.metrics.inc("pocketgpt_tokens_generated_total", st.tokens)
+        if st.first_token_s is not None:
+            self.metrics.observe_ttft(st.first_token_s)
+
+    def log_request(self, device_id: str, kind: str, prompt: str) -> None:
+        if self.cfg.log_prompts:
+            log.info("device %s %s prompt=%r", device_id, kind, prompt)
+        else:
+            log.info("device %s %s (%d chars)", device_id, kind, len(prompt))
+
+    # -- websocket --
+
+    def _process_request(self, connection: Any, request: Any) -> Any:
+        parts = urlsplit(request.path)
+        if parts.path == "/healthz":
+            return connection.respond(503 if self.draining else 200, "draining\n" if self.draining else "ok\n")
+        if parts.path.rstrip("/") != P.WS_PATH.rstrip("/"):
+            return connection.respond(404, f"no websocket endpoint at {parts.path}; use {P.WS_PATH}\n")
+        if self.draining:
+            self.metrics.inc("pocketgpt_refusals_total", code="shutting_down")
+            return connection.respond(503, "relay is shutting down; connect to another relay\n")
+        query = parse_qs(parts.query)
+        token = bearer(request.headers.get("Authorization")) or bearer((query.get("authorization") or [None])[0])
+        claimed = request.headers.get("Device-Id") or (query.get("device-id") or [None])[0]
+        if self.cfg.open:
+            device_id = claimed or f"anonymous@{connection.remote_address[0] if connection.remote_address else '?'}"
+        else:
+            try:
+                owner = self.store.verify(token)
+            except PocketError as exc:
+                log.error("token store unreadable: %s", exc)
+                return connection.respond(500, "relay token store is damaged; see the relay's log\n")
+            if owner is None:
+                self.metrics.inc("pocketgpt_refusals_total", code="unauthorized")
+                log.info("refused websocket: %s token (device %s)", "missing" if not token else "invalid", claimed)
+                return connection.respond(401, "missing, invalid or revoked token: register the device with "
+                                          "'pocketgpt token add DEVICE_ID' and send Authorization: Bearer TOKEN\n")
+            if claimed and claimed != owner:
+                self.metrics.inc("pocketgpt_refusals_total", code="unauthorized")
+                return connection.respond(401, "this token belongs to another device\n")
+            device_id = owner
+        if len(self.sessions) >= self.cfg.max_sessions:
+            self.metrics.inc("pocketgpt_refusals_total", code="too_many_sessions")
+            return connection.respond(503, f"relay is at its limit of {self.cfg.max_sessions} sessions; retry later\n")
+        connection.pocketgpt_device = device_id
+        return None
+
+    async def _ws_handler(self, ws: Any) -> None:
+        session = WsSession(self, ws, getattr(ws, "pocketgpt_device", "unknown"))
+        self.sessions.add(session)
+        self.metrics.inc("pocketgpt_sessions_total")
+        log.info("session %s opened for device %s", session.session_id[:8], session.device_id)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            log.info("session %s closed (code %s)", session.session_id[:8], getattr(ws, "close_code", None))
+
+    # -- HTTP --
+
+    def _gauges(self) -> dict[str, float]:
+        return {"pocketgpt_sessions_active": len(self.sessions), "pocketgpt_generations_active": len(self.active),
+                "pocketgpt_draining": 1 if self.draining else 0, "pocketgpt_open_mode": 1 if self.cfg.open else 0}
+
+    @staticmethod
+    def _route_name(request: Any) -> str:
+        info = request.match_info.route.resource
+        return info.canonical if info is not None else "other"
+
+    @property
+    def _http_middleware(self) -> Any:
+        from aiohttp import web
+
+        @web.middleware
+        async def middleware(request: Any, handler: Any) -> Any:
+            status = 500
+            try:
+                resp = await handler(request)
+                status = resp.status
+                return resp
+            except web.HTTPException as exc:
+                status = exc.status
+                if exc.status == 413:
+                    return _api_error(413, "too_large", f"request body exceeds {self.cfg.max_message_bytes} bytes")
+                if exc.status in (404, 405):
+                    return _api_error(exc.status, "not_found", f"no {request.method} {request.path} on this relay")
+                raise
+            except (ConnectionResetError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("HTTP %s %s failed", request.method, request.path)
+                return _api_error(500, "internal", "the relay failed handling this request")
+            finally:
+                self.metrics.inc("pocketgpt_http_requests_total", route=self._route_name(request), status=str(status))
+        return middleware
+
+    def _http_device(self, request: Any) -> str | Any:
+        """The device id behind an API request, or a 401 response."""
+        if self.cfg.open:
+            return request.headers.get("Device-Id") or f"anonymous@{request.remote}"
+        owner = self.store.verify(bearer(request.headers.get("Authorization")))
+        if owner is None:
+            self.metrics.inc("pocketgpt_refusals_total", code="unauthorized")
+            return _api_error(401, "invalid_api_key", "missing, invalid or revoked token: send Authorization: "
+                              "Bearer TOKEN (pocketgpt token add DEVICE_ID issues one)")
+        return owner
+
+    async def http_healthz(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = {"status": "draining" if self.draining else "ok", "sessions": len(self.sessions),
+                "generations": len(self.active), "open": self.cfg.open, **self.backend.describe()}
+        return web.json_response(body, status=503 if self.draining else 200)
+
+    async def http_metrics(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.Response(text=self.metrics.render(self._gauges()), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    def ws_url_for(self, request: Any) -> str:
+        if self.cfg.public_url:
+            return self.cfg.public_url
+        host = request.url.host or self.cfg.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{self.scheme[0]}://{host}:{self.ws_port}{P.WS_PATH}"
+
+    async def http_ota(self, request: Any) -> Any:
+        """XiaoZhi's configuration call: websocket URL + token, firmware version echoed back."""
+        from aiohttp import web
+
+        if self.draining:
+            return _api_error(503, "shutting_down", "the relay is shutting down")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _api_error(400, "bad_json", "the OTA request body must be a JSON object")
+        if not isinstance(body, dict):
+            return _api_error(400, "bad_json", "the OTA request body must be a JSON object")
+        app = body.get("application") if isinstance(body.get("application"), dict) else {}
+        version = app.get("version") if isinstance(app.get("version"), str) else ""
+        device_id = request.headers.get("Device-Id") or (body.get("mac_address") if isinstance(body.get("mac_address"), str) else None)
+        if self.cfg.open:
+            token = ""
+        else:
+            token = self.store.token_for(device_id) if device_id else None
+            if token is None:
+                self.metrics.inc("pocketgpt_refusals_total", code="unknown_device")
+                log.info("OTA refused for unregistered device %s", device_id)
+                return _api_error(403, "unknown_device", "this device is not registered with the relay")
+        reply = {"server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
+                 "firmware": {"version": version, "url": ""},
+                 "websocket": {"url": self.ws_url_for(request), "token": token, "version": P.PROTOCOL_VERSION}}
+        return web.json_response(reply)
+
+    async def http_models(self, request: Any) -> Any:
+        from aiohttp import web
+
+        device = self._http_device(request)
+        if not isinstance(device, str):
+            return device
+        return web.json_response({"object": "list", "data": [
+            {"id": self.backend.model_id, "object": "model", "created": 0, "owned_by": "pocketgpt"}]})
+
+    async def _api_request(self, request: Any) -> tuple[str, dict[str, Any]] | Any:
+        if self.draining:
+            return _api_error(503, "shutting_down", "the relay is shutting down; retry against another relay")
+        device = self._http_device(request)
+        if not isinstance(device, str):
+            return device
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _api_error(400, "bad_json", "the request body must be a JSON object")
+        if not isinstance(body, dict):
+            return _api_error(400, "bad_json", "the request body must be a JSON object")
+        return device, body
+
+    def _gen_request(self, body: dict[str, Any], prompt: str, extra_stop: tuple[str, ...] = (),
+                     default_max: int = 16) -> GenRequest | Any:
+        cfg = self.cfg
+        if len(prompt) > cfg.max_prompt_chars:
+            return _api_error(400, "prompt_too_long", f"prompt is {len(prompt)} characters; this relay takes at most {cfg.max_prompt_chars}")
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens", default_max))
+        if max_tokens is None:
+            max_tokens = default_max
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            return _api_error(400, "bad_message", f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if max_tokens > cfg.max_tokens_cap:
+            return _api_error(400, "bad_message", f"max_tokens {max_tokens} exceeds this relay's cap of {cfg.max_tokens_cap}")
+        if body.get("n", 1) != 1:
+            return _api_error(400, "bad_message", "this relay generates one choice per request (n=1)")
+        stop = body.get("stop") or []
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+            return _api_error(400, "bad_message", "stop must be a string or up to 4 strings")
+        nums: dict[str, float] = {}
+        for key, lo, hi, default in (("temperature", 0.0, 5.0, 0.8), ("top_p", 0.0, 1.0, 0.95)):
+            v = body.get(key, default)
+            v = default if v is None else v
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+                return _api_error(400, "bad_message", f"{key} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+            nums[key] = float(v)
+        seed = body.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            return _api_error(400, "bad_message", f"seed must be an integer, got {seed!r}")
+        top_k = body.get("top_k", 40)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            return _api_error(400, "bad_message", f"top_k must be a non-negative integer, got {top_k!r}")
+        return GenRequest(prompt=prompt, max_tokens=max_tokens, temperature=nums["temperature"],
+                          top_p=nums["top_p"] or 1.0, top_k=top_k, seed=seed, greedy=nums["temperature"] == 0.0,
+                          stop=tuple(stop) + extra_stop)
+
+    async def http_completions(self, request: Any) -> Any:
+        got = await self._api_request(request)
+        if not isinstance(got, tuple):
+            return got
+        device, body = got
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt:
+            return _api_error(400, "bad_message", "prompt must be a non-empty string")
+        if body.get("echo"):
+            return _api_error(400, "bad_message", "echo is not supported")
+        req = self._gen_request(body, prompt)
+        if not isinstance(req, GenRequest):
+            return req
+        return await self._serve_api(request, device, body, req, chat=False)
+
+    async def http_chat(self, request: Any) -> Any:
+        got = await self._api_request(request)
+        if not isinstance(got, tuple):
+            return got
+        device, body = got
+        prompt = chat_prompt(body.get("messages"))
+        if prompt is None:
+            return _api_error(400, "bad_message", "messages must be a non-empty list of {role, content} objects")
+        req = self._gen_request(body, prompt, extra_stop=("\nUser:",), default_max=self.cfg.default_max_tokens)
+        if not isinstance(req, GenRequest):
+            return req
+        return await self._serve_api(request, device, body, req, chat=True)
+
+    async def _serve_api(self, request: Any, device: str, body: dict[str, Any], req: GenRequest, chat: bool) -> Any:
+        from aiohttp import web
+
+        wait = self.limiter.allow(device)
+        if wait:
+            self.metrics.inc("pocketgpt_refusals_total", code="rate_limited")
+            return _api_error(429, "rate_limited", f"too many requests from this device; retry in {wait:.1f} s",
+                              headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        self.log_request(device, "chat" if chat else "completion", req.prompt)
+        try:
+            gen = await self.start_generation(req)
+        except BackendError as exc:
+            return _api_error(exc.status, exc.code, exc.message)
+        cid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        model = self.backend.model_id
+        if not body.get("stream"):
+            parts: list[str] = []
+            try:
+                async for piece in gen:
+                    parts.append(piece)
+            except BackendError as exc:
+                return _api_error(exc.status, exc.code, exc.message)
+            finally:
+                if not gen.finished:
+                    gen.abort()
+            st = gen.stats
+            usage = {"prompt_tokens": st.prompt_tokens, "completion_tokens": st.tokens,
+                     "total_tokens": st.prompt_tokens + st.tokens}
+            text = "".join(parts)
+            if chat:
+                choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                          "finish_reason": st.finish_reason}
+                return web.json_response({"id": cid, "object": "chat.completion", "created": created,
+                                          "model": model, "choices": [choice], "usage": usage})
+            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": st.finish_reason}
+            return web.json_response({"id": cid, "object": "text_completion", "created": created,
+                                      "model": model, "choices": [choice], "usage": usage})
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(text: str | None, finish: str | None, first: bool = False) -> bytes:
+            if chat:
+                delta: dict[str, Any] = {}
+                if first:
+                    delta["role"] = "assistant"
+                if text is not None:
+                    delta["content"] = text
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                choice = {"text": text or "", "index": 0, "logprobs": None, "finish_reason": finish}
+            data = {"id": cid, "object": obj, "created": created, "model": model, "choices": [choice]}
+            return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+        try:
+            if chat:
+                await resp.write(chunk("", None, first=True))
+            async for piece in gen:
+                await resp.write(chunk(piece, None))
+            st = gen.stats
+            await resp.write(chunk(None if chat else "", st.finish_reason))
+            opts = body.get("stream_options")
+            if isinstance(opts, dict) and opts.get("include_usage"):
+                usage = {"prompt_tokens": st.prompt_tokens, "completion_tokens": st.tokens,
+                         "total_tokens": st.prompt_tokens + st.tokens}
+                data = {"id": cid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
+                await resp.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        except BackendError as exc:
+            err = {"error": {"message": exc.message, "type": "server_error", "code": exc.code, "param": None}}
+            await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            gen.abort()  # the client went away: stop generating for nobody
+            raise
+        finally:
+            if not gen.finished:
+                gen.abort()
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+class _Tracked:
+    """Wraps a Generation so the relay learns when it ends (for drain and metrics)."""
+
+    def __init__(self, relay: Relay, gen: Generation) -> None:
+        self._relay = relay
+        self._gen = gen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gen, name)
+
+    def __aiter__(self) -> Any:
+        return self._iterate()
+
+    async def _iterate(self) -> Any:
+        try:
+            async for piece in self._gen:
+                yield piece
+        finally:
+            if self._gen.finished or self._gen.aborted:
+                self._relay._ended(self._gen)
+            else:
+                self._relay.active.discard(self._gen)
+
+
+def chat_prompt(messages: Any) -> str | None:
+    """A chat as plain text GPT-2 can continue: "User: ...\\nAssistant: ..." lines ending in "Assistant:"."""
+    if not isinstance(messages, list) or not messages:
+        return None
+    lines: list[str] = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            return None
+        content = m.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str):
+            return None
+        role = m["role"]
+        if role in ("system", "developer"):
+            lines.append(content.strip())
+        else:
+            lines.append(f"{'User' if role == 'user' else 'Assistant'}: {content.strip()}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+def _api_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
+    """OpenAI's error shape, so OpenAI clients raise a typed error with our message."""
+    from aiohttp import web
+
+    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}},
+                             status=status, headers=headers)
