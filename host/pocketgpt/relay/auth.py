@@ -201,7 +201,7 @@ def bearer(value: str | None) -> str | None:
     """The token in an Authorization value: "Bearer X" or a bare X (some clients skip the scheme)."""
     if not value:
         return None
-    value = value.strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
-    return value or None
+    parts = value.split(None, 1)
+    if parts and parts[0].lower() == "bearer":
+        return parts[1].strip() if len(parts) == 2 and parts[1].strip() else None
+    return value.strip() or None

@@ -237,14 +237,15 @@ def error(code: str, message: str, request_id: str | None = None) -> str:
 
 # ---- sentences for tts sentence_start ---------------------------------------------------------
 
-_SENTENCE_END = re.compile(r"[.!?。！？;；…]+[\"')\]」』]*(?=\s)|\n+")
+_SENTENCE_END = re.compile(r"[。！？；…]+[」』）\"']*|[.!?;]+[\"')\]]*(?=\s)|\n+")
 
 
 class SentenceSplitter:
     """Cut streamed text into sentences as soon as each one is complete.
 
-    A sentence ends at terminal punctuation followed by whitespace (so "3.14" and "e.g.x" stay
-    whole) or at a line break. Whitespace between sentences is dropped; empty sentences never come out.
+    A sentence ends at Western terminal punctuation followed by whitespace (so "3.14" stays
+    whole), right after CJK full-width punctuation (Chinese puts no space after it), or at a
+    line break. Whitespace between sentences is dropped; empty sentences never come out.
     """
 
     def __init__(self) -> None:
