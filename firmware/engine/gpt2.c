@@ -1,0 +1,395 @@
+// pocketgpt engine: the GPT-2 forward pass (pre-norm blocks, tanh GELU, tied or separate head).
+#include "gpt2.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+// ---- model init ----------------------------------------------------------------------------
+
+typedef struct {
+    const pg_gguf *g;
+    const pg_config *cfg;
+    pg_status *st;
+} pg_loader;
+
+static pg_code find_tensor(pg_loader *L, const char *name, pg_gguf_tensor *t) {
+    if (!pg_gguf_find_tensor(L->g, name, t))
+        return pg_fail(L->st, PG_ERR_FORMAT, "tensor %s missing; the file is not a complete GPT-2 model", name);
+    return PG_OK;
+}
+
+// A vector (n,) stored as F32 (trailing unit dimensions allowed).
+static pg_code load_vector(pg_loader *L, const char *name, uint32_t n, const float **out) {
+    pg_gguf_tensor t;
+    pg_code rc = find_tensor(L, name, &t);
+    if (rc) return rc;
+    if (t.ne[0] != n || t.ne[1] != 1 || t.ne[2] != 1 || t.ne[3] != 1)
+        return pg_fail(L->st, PG_ERR_FORMAT, "tensor %s has shape (%llu, %llu), the config implies (%u,)", name,
+                       (unsigned long long)t.ne[1], (unsigned long long)t.ne[0], (unsigned)n);
+    if (t.type != PG_TYPE_F32)
+        return pg_fail(L->st, PG_ERR_UNSUPPORTED, "tensor %s is %s; vectors must be F32 (re-convert the model)", name,
+                       pg_type_name(t.type));
+    if (((uintptr_t)t.data & 3u) != 0)
+        return pg_fail(L->st, PG_ERR_FORMAT, "tensor %s is not 4-byte aligned in memory; map the blob aligned", name);
+    *out = (const float *)t.data;
+    return PG_OK;
+}
+
+// A matrix (rows, cols) in any supported type.
+static pg_code load_matrix(pg_loader *L, const char *name, uint32_t rows, uint32_t cols, pg_matrix *out) {
+    pg_gguf_tensor t;
+    pg_code rc = find_tensor(L, name, &t);
+    if (rc) return rc;
+    if (t.ne[0] != cols || t.ne[1] != rows || t.ne[2] != 1 || t.ne[3] != 1)
+        return pg_fail(L->st, PG_ERR_FORMAT, "tensor %s has shape (%llu, %llu), the config implies (%u, %u)", name,
+                       (unsigned long long)t.ne[1], (unsigned long long)t.ne[0], (unsigned)rows, (unsigned)cols);
+    if (!pg_type_supported(t.type))
+        return pg_fail(L->st, PG_ERR_UNSUPPORTED, "tensor %s has type %s, which this engine cannot run", name,
+                       pg_type_name(t.type));
+    if (((uintptr_t)t.data & 3u) != 0)
+        return pg_fail(L->st, PG_ERR_FORMAT, "tensor %s is not 4-byte aligned in memory; map the blob aligned", name);
+    out->data = t.data;
+    out->type = t.type;
+    out->rows = (int32_t)rows;
+    out->cols = (int32_t)cols;
+    out->row_bytes = (size_t)cols / pg_type_block(t.type) * pg_type_block_bytes(t.type);
+    return PG_OK;
+}
+
+static pg_code read_config(const pg_gguf *g, pg_config *c, pg_status *st) {
+    pg_gguf_value v;
+    if (!pg_gguf_find(g, "general.architecture", &v) || v.type != PG_GGUF_STRING)
+        return pg_fail(st, PG_ERR_FORMAT, "general.architecture missing; not a GPT-2 model file");
+    size_t off = v.val_off;
+    const uint8_t *s;
+    uint32_t len;
+    pg_gguf_read_string(g, &off, &s, &len);
+    if (len != 4 || memcmp(s, "gpt2", 4) != 0)
+        return pg_fail(st, PG_ERR_UNSUPPORTED, "architecture is '%.*s', this engine runs only 'gpt2'",
+                       (int)(len > 32 ? 32 : len), (const char *)s);
+    pg_code rc;
+    if ((rc = pg_gguf_get_u32(g, "gpt2.context_length", &c->n_ctx, st)) ||
+        (rc = pg_gguf_get_u32(g, "gpt2.embedding_length", &c->n_embd, st)) ||
+        (rc = pg_gguf_get_u32(g, "gpt2.feed_forward_length", &c->n_ff, st)) ||
+        (rc = pg_gguf_get_u32(g, "gpt2.block_count", &c->n_layer, st)) ||
+        (rc = pg_gguf_get_u32(g, "gpt2.attention.head_count", &c->n_head, st)) ||
+        (rc = pg_gguf_get_f32(g, "gpt2.attention.layer_norm_epsilon", &c->eps, st)))
+        return rc;
+    if (c->n_embd == 0 || c->n_head == 0 || c->n_layer == 0 || c->n_ctx == 0 || c->n_ff == 0 ||
+        c->n_embd % c->n_head != 0 || c->n_embd > 65536 || c->n_ff > 262144 || c->n_layer > 1024 ||
+        c->n_ctx > 1048576 || !(c->eps > 0.0f && c->eps < 1.0f))
+        return pg_fail(st, PG_ERR_FORMAT, "inconsistent config: n_embd=%u n_head=%u n_layer=%u n_ctx=%u n_ff=%u",
+                       (unsigned)c->n_embd, (unsigned)c->n_head, (unsigned)c->n_layer, (unsigned)c->n_ctx,
+                       (unsigned)c->n_ff);
+    pg_gguf_tensor t;
+    if (!pg_gguf_find_tensor(g, "token_embd.weight", &t))
+        return pg_fail(st, PG_ERR_FORMAT, "tensor token_embd.weight missing; the file is not a complete GPT-2 model");
+    if (t.ne[1] == 0 || t.ne[1] > 0x7FFFFFFull) return pg_fail(st, PG_ERR_FORMAT, "token_embd.weight: bad vocabulary size");
+    c->n_vocab = (uint32_t)t.ne[1];
+    return PG_OK;
+}
+
+static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena *a, int force_ref, pg_status *st) {
+    memset(m, 0, sizeof *m);
+    pg_code rc = pg_gguf_open(&m->gguf, blob, size, st);
+    if (rc) return rc;
+    if ((rc = read_config(&m->gguf, &m->cfg, st))) return rc;
+    const pg_config *c = &m->cfg;
+    pg_loader L = {&m->gguf, c, st};
+    uint32_t E = c->n_embd, F = c->n_ff, V = c->n_vocab;
+    if ((rc = load_matrix(&L, "token_embd.weight", V, E, &m->wte)) ||
+        (rc = load_matrix(&L, "position_embd.weight", c->n_ctx, E, &m->wpe)) ||
+        (rc = load_vector(&L, "output_norm.weight", E, &m->lnf_w)) ||
+        (rc = load_vector(&L, "output_norm.bias", E, &m->lnf_b)))
+        return rc;
+    pg_gguf_tensor ht;
+    if (pg_gguf_find_tensor(&m->gguf, "output.weight", &ht)) {
+        if ((rc = load_matrix(&L, "output.weight", V, E, &m->head))) return rc;
+    } else {
+        m->head = m->wte;
+    }
+    m->layers = pg_arena_take(a, (size_t)c->n_layer * sizeof(pg_layer), 8);
+    pg_layer scratch_layer;
+    for (uint32_t i = 0; i < c->n_layer; i++) {
+        pg_layer *l = m->layers && !pg_arena_overflow(a) ? &m->layers[i] : &scratch_layer;
+        char n[64];
+#define PG_NAME(part) (snprintf(n, sizeof n, "blk.%u.%s", (unsigned)i, part), n)
+        if ((rc = load_vector(&L, PG_NAME("attn_norm.weight"), E, &l->ln1_w)) ||
+            (rc = load_vector(&L, PG_NAME("attn_norm.bias"), E, &l->ln1_b)) ||
+            (rc = load_matrix(&L, PG_NAME("attn_qkv.weight"), 3 * E, E, &l->qkv)) ||
+            (rc = load_vector(&L, PG_NAME("attn_qkv.bias"), 3 * E, &l->qkv_b)) ||
+            (rc = load_matrix(&L, PG_NAME("attn_output.weight"), E, E, &l->proj)) ||
+            (rc = load_vector(&L, PG_NAME("attn_output.bias"), E, &l->proj_b)) ||
+            (rc = load_vector(&L, PG_NAME("ffn_norm.weight"), E, &l->ln2_w)) ||
+            (rc = load_vector(&L, PG_NAME("ffn_norm.bias"), E, &l->ln2_b)) ||
+            (rc = load_matrix(&L, PG_NAME("ffn_up.weight"), F, E, &l->up)) ||
+            (rc = load_vector(&L, PG_NAME("ffn_up.bias"), F, &l->up_b)) ||
+            (rc = load_matrix(&L, PG_NAME("ffn_down.weight"), E, F, &l->down)) ||
+            (rc = load_vector(&L, PG_NAME("ffn_down.bias"), E, &l->down_b)))
+            return rc;
+#undef PG_NAME
+    }
+    if ((rc = pg_tokenizer_init(&m->tok, &m->gguf, V, a, st))) return rc;
+    m->kern = pg_kernels_select(force_ref);
+    m->mem_needed = a->used;
+    return PG_OK;
+}
+
+pg_code pg_model_mem_size(const void *blob, size_t size, size_t *bytes, pg_status *st) {
+    pg_model m;
+    pg_arena a;
+    pg_arena_init(&a, NULL, 0);
+    pg_code rc = model_build(&m, blob, size, &a, 1, st);
+    *bytes = rc ? 0 : a.used;
+    return rc;
+}
+
+pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, size_t mem_size, int force_ref,
+                      pg_status *st) {
+    pg_arena a;
+    pg_arena_init(&a, mem, mem_size);
+    if (!mem) return pg_fail(st, PG_ERR_MEMORY, "no memory given; ask pg_model_mem_size first");
+    pg_code rc = model_build(m, blob, size, &a, force_ref, st);
+    if (rc) return rc;
+    if (pg_arena_overflow(&a))
+        return pg_fail(st, PG_ERR_MEMORY, "model needs %zu bytes of memory, %zu given", a.used, mem_size);
+    pg_status_ok(st);
+    return PG_OK;
+}
+
+// ---- state ---------------------------------------------------------------------------------
+
+static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, pg_arena *a) {
+    const pg_config *c = &m->cfg;
+    size_t E = c->n_embd, F = c->n_ff, V = c->n_vocab, B = (size_t)n_batch, T = (size_t)n_ctx;
+    size_t kv = (size_t)c->n_layer * T * E;
+    s->k_cache = pg_arena_take(a, kv * sizeof(float), 64);
+    s->v_cache = pg_arena_take(a, kv * sizeof(float), 64);
+    s->x = pg_arena_take(a, B * E * sizeof(float), 64);
+    s->xn = pg_arena_take(a, B * E * sizeof(float), 64);
+    s->qkv = pg_arena_take(a, B * 3 * E * sizeof(float), 64);
+    s->att = pg_arena_take(a, B * E * sizeof(float), 64);
+    s->ff = pg_arena_take(a, B * F * sizeof(float), 64);
+    s->scores = pg_arena_take(a, B * c->n_head * T * sizeof(float), 64);
+    s->logits = pg_arena_take(a, V * sizeof(float), 64);
+    s->probs = pg_arena_take(a, V * sizeof(float), 64);
+    s->cand = pg_arena_take(a, V * sizeof(int32_t), 64);
+}
+
+static pg_code check_state_args(const pg_model *m, int32_t n_ctx, int32_t n_batch, pg_status *st) {
+    if (n_ctx < 1 || (uint32_t)n_ctx > m->cfg.n_ctx)
+        return pg_fail(st, PG_ERR_ARG, "context length %d outside 1..%u (the model's positions)", (int)n_ctx,
+                       (unsigned)m->cfg.n_ctx);
+    if (n_batch < 1 || n_batch > 4096) return pg_fail(st, PG_ERR_ARG, "batch size %d outside 1..4096", (int)n_batch);
+    return PG_OK;
+}
+
+pg_code pg_state_mem_size(const pg_model *m, int32_t n_ctx, int32_t n_batch, size_t *bytes, pg_status *st) {
+    pg_code rc = check_state_args(m, n_ctx, n_batch, st);
+    if (rc) return rc;
+    pg_state s;
+    pg_arena a;
+    pg_arena_init(&a, NULL, 0);
+    state_layout(&s, m, n_ctx, n_batch, &a);
+    *bytes = a.used;
+    if (a.used == SIZE_MAX) return pg_fail(st, PG_ERR_MEMORY, "state size overflows this platform's address space");
+    return PG_OK;
+}
+
+pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, void *mem, size_t mem_size,
+                      pg_status *st) {
+    pg_code rc = check_state_args(m, n_ctx, n_batch, st);
+    if (rc) return rc;
+    memset(s, 0, sizeof *s);
+    pg_arena a;
+    pg_arena_init(&a, mem, mem_size);
+    state_layout(s, m, n_ctx, n_batch, &a);
+    if (pg_arena_overflow(&a))
+        return pg_fail(st, PG_ERR_MEMORY, "state needs %zu bytes of memory, %zu given (n_ctx %d, n_batch %d)", a.used,
+                       mem_size, (int)n_ctx, (int)n_batch);
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->n_batch = n_batch;
+    s->par.n_threads = 1;
+    return PG_OK;
+}
+
+void pg_state_reset(pg_state *s) { s->n_past = 0; }
+
+// ---- parallel pieces -----------------------------------------------------------------------
+
+static void run_tasks(const pg_state *s, pg_task_fn fn, void *arg, int n_tasks) {
+    if (s->par.run && n_tasks > 1) {
+        s->par.run(s->par.pool, fn, arg, n_tasks);
+    } else {
+        for (int i = 0; i < n_tasks; i++) fn(arg, i, n_tasks);
+    }
+}
+
+typedef struct {
+    const pg_kernels *k;
+    const pg_matrix *w;
+    const float *bias;  // (rows,) or NULL
+    const float *x;     // (B, cols)
+    float *out;         // (B, out_stride) -> out[b][r]
+    int32_t B;
+    size_t out_stride;
+} pg_matmul_job;
+
+// W (rows, cols) @ x[b] (cols,) + bias -> out[b] (rows,), rows split across tasks
+static void matmul_task(void *arg, int task, int n_tasks) {
+    const pg_matmul_job *j = (const pg_matmul_job *)arg;
+    int32_t rows = j->w->rows, cols = j->w->cols;
+    int32_t per = (rows + n_tasks - 1) / n_tasks;
+    int32_t r0 = task * per, r1 = r0 + per < rows ? r0 + per : rows;
+    pg_dot_fn dot = j->k->dot[j->w->type];
+    const uint8_t *base = (const uint8_t *)j->w->data;
+    for (int32_t r = r0; r < r1; r++) {
+        const void *row = base + (size_t)r * j->w->row_bytes;
+        float bias = j->bias ? j->bias[r] : 0.0f;
+        for (int32_t b = 0; b < j->B; b++)
+            j->out[(size_t)b * j->out_stride + (size_t)r] = dot(row, j->x + (size_t)b * (size_t)cols, cols) + bias;
+    }
+}
+
+static void matmul(const pg_state *s, const pg_matrix *w, const float *bias, const float *x, float *out, int32_t B,
+                   size_t out_stride) {
+    pg_matmul_job j = {s->m->kern, w, bias, x, out, B, out_stride};
+    int n = s->par.n_threads > 1 ? s->par.n_threads : 1;
+    if (w->rows < 64 * n) n = 1;
+    run_tasks(s, matmul_task, &j, n);
+}
+
+typedef struct {
+    const pg_state *s;
+    int32_t layer, B, pos0;
+} pg_attn_job;
+
+// causal self-attention for (token b, head h) pairs: qkv (B, 3E) -> att (B, E)
+static void attn_task(void *arg, int task, int n_tasks) {
+    const pg_attn_job *j = (const pg_attn_job *)arg;
+    const pg_state *s = j->s;
+    const pg_config *c = &s->m->cfg;
+    int32_t E = (int32_t)c->n_embd, H = (int32_t)c->n_head, D = E / H;
+    float scale = 1.0f / sqrtf((float)D);
+    const float *kc = s->k_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
+    const float *vc = s->v_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
+    for (int32_t p = task; p < j->B * H; p += n_tasks) {
+        int32_t b = p / H, h = p % H, pos = j->pos0 + b;
+        const float *q = s->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
+        float *sc = s->scores + (size_t)p * (size_t)s->n_ctx;
+        float mx = -INFINITY;
+        for (int32_t t = 0; t <= pos; t++) {
+            const float *k = kc + (size_t)t * (size_t)E + (size_t)h * (size_t)D;
+            float d = 0.0f;
+            for (int32_t i = 0; i < D; i++) d += q[i] * k[i];
+            sc[t] = d * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        float sum = 0.0f;
+        for (int32_t t = 0; t <= pos; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        float inv = 1.0f / sum;
+        float *o = s->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
+        for (int32_t i = 0; i < D; i++) o[i] = 0.0f;
+        for (int32_t t = 0; t <= pos; t++) {
+            const float *v = vc + (size_t)t * (size_t)E + (size_t)h * (size_t)D;
+            float w = sc[t] * inv;
+            for (int32_t i = 0; i < D; i++) o[i] += w * v[i];
+        }
+    }
+}
+
+// x (n,) -> out (n,): (x - mean) / sqrt(var + eps) * w + b
+static void layernorm(float *out, const float *x, const float *w, const float *b, int32_t n, float eps) {
+    float mean = 0.0f, var = 0.0f;
+    for (int32_t i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    for (int32_t i = 0; i < n; i++) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var /= (float)n;
+    float inv = 1.0f / sqrtf(var + eps);
+    for (int32_t i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+// GPT-2's tanh approximation of GELU, in place
+static void gelu(float *x, size_t n) {
+    const float k = 0.7978845608028654f;  // sqrt(2/pi)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+// ---- forward -------------------------------------------------------------------------------
+
+// tokens (B,) at positions n_past.. -> KV cache and s->x (B, E) through all blocks; then every
+// position's logits into all_logits (B, V), or the last one's into s->logits when need_logits
+static void forward_chunk(pg_state *s, const int32_t *tokens, int32_t B, float *all_logits, int need_logits) {
+    const pg_model *m = s->m;
+    const pg_config *c = &m->cfg;
+    int32_t E = (int32_t)c->n_embd, F = (int32_t)c->n_ff;
+    int32_t pos0 = s->n_past;
+    for (int32_t b = 0; b < B; b++) {
+        float *x = s->x + (size_t)b * (size_t)E;
+        pg_dequant_row(m->wte.type, (const uint8_t *)m->wte.data + (size_t)tokens[b] * m->wte.row_bytes, x, E);
+        pg_dequant_row(m->wpe.type, (const uint8_t *)m->wpe.data + (size_t)(pos0 + b) * m->wpe.row_bytes, s->xn, E);
+        for (int32_t i = 0; i < E; i++) x[i] += s->xn[i];
+    }
+    for (uint32_t li = 0; li < c->n_layer; li++) {
+        const pg_layer *l = &m->layers[li];
+        for (int32_t b = 0; b < B; b++)
+            layernorm(s->xn + (size_t)b * E, s->x + (size_t)b * E, l->ln1_w, l->ln1_b, E, c->eps);
+        matmul(s, &l->qkv, l->qkv_b, s->xn, s->qkv, B, 3 * (size_t)E);
+        float *kc = s->k_cache + (size_t)li * (size_t)s->n_ctx * (size_t)E;
+        float *vc = s->v_cache + (size_t)li * (size_t)s->n_ctx * (size_t)E;
+        for (int32_t b = 0; b < B; b++) {
+            const float *row = s->qkv + (size_t)b * 3 * (size_t)E;
+            memcpy(kc + (size_t)(pos0 + b) * E, row + E, (size_t)E * sizeof(float));
+            memcpy(vc + (size_t)(pos0 + b) * E, row + 2 * E, (size_t)E * sizeof(float));
+        }
+        pg_attn_job aj = {s, (int32_t)li, B, pos0};
+        int n_att = s->par.n_threads > 1 ? s->par.n_threads : 1;
+        if (n_att > B * (int32_t)c->n_head) n_att = B * (int32_t)c->n_head;
+        run_tasks(s, attn_task, &aj, n_att);
+        matmul(s, &l->proj, l->proj_b, s->att, s->xn, B, (size_t)E);
+        for (size_t i = 0; i < (size_t)B * E; i++) s->x[i] += s->xn[i];
+        for (int32_t b = 0; b < B; b++)
+            layernorm(s->xn + (size_t)b * E, s->x + (size_t)b * E, l->ln2_w, l->ln2_b, E, c->eps);
+        matmul(s, &l->up, l->up_b, s->xn, s->ff, B, (size_t)F);
+        gelu(s->ff, (size_t)B * F);
+        matmul(s, &l->down, l->down_b, s->ff, s->xn, B, (size_t)E);
+        for (size_t i = 0; i < (size_t)B * E; i++) s->x[i] += s->xn[i];
+    }
+    if (all_logits) {
+        for (int32_t b = 0; b < B; b++)
+            layernorm(s->xn + (size_t)b * E, s->x + (size_t)b * E, m->lnf_w, m->lnf_b, E, c->eps);
+        matmul(s, &m->head, NULL, s->xn, all_logits, B, c->n_vocab);
+        memcpy(s->logits, all_logits + (size_t)(B - 1) * c->n_vocab, c->n_vocab * sizeof(float));
+    } else if (need_logits) {
+        layernorm(s->xn, s->x + (size_t)(B - 1) * E, m->lnf_w, m->lnf_b, E, c->eps);
+        matmul(s, &m->head, NULL, s->xn, s->logits, 1, c->n_vocab);
+    }
+    s->n_past += B;
+}
+
+pg_code pg_state_eval(pg_state *s, const int32_t *tokens, int32_t n, float *all_logits, pg_status *st) {
+    if (n <= 0) return pg_fail(st, PG_ERR_ARG, "nothing to evaluate (0 tokens)");
+    if (n > s->n_ctx - s->n_past)
+        return pg_fail(st, PG_ERR_ARG, "context full: %d tokens already, %d more exceed the %d-token context",
+                       (int)s->n_past, (int)n, (int)s->n_ctx);
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= s->m->cfg.n_vocab)
+            return pg_fail(st, PG_ERR_ARG, "token id %d outside the %u-token vocabulary", (int)tokens[i],
+                           (unsigned)s->m->cfg.n_vocab);
+    for (int32_t i = 0; i < n; i += s->n_batch) {
+        int32_t B = n - i < s->n_batch ? n - i : s->n_batch;
+        forward_chunk(s, tokens + i, B, all_logits ? all_logits + (size_t)i * s->m->cfg.n_vocab : NULL, i + B == n);
+    }
+    return PG_OK;
+}

@@ -1,0 +1,85 @@
+// pocketgpt engine: GPT-2 forward pass with a KV cache, over weights read in place from a GGUF.
+//
+// Memory contract: the caller asks pg_model_mem_size / pg_state_mem_size how many bytes it needs,
+// hands over that much memory, and nothing is allocated afterwards. A pg_model is read-only after
+// init and may be shared by several pg_state (sessions) running on different threads; each state
+// owns its KV cache and activations.
+#ifndef PG_GPT2_H
+#define PG_GPT2_H
+
+#include "gguf.h"
+#include "kernels.h"
+#include "tokenizer.h"
+
+typedef struct {
+    uint32_t n_vocab, n_ctx, n_embd, n_layer, n_head, n_ff;
+    float eps;
+} pg_config;
+
+// A weight matrix (rows, cols) in GGUF/numpy order: y = W @ x with x of length cols.
+typedef struct {
+    const void *data;  // rows * row_bytes bytes inside the blob
+    uint32_t type;     // PG_TYPE_*
+    int32_t rows, cols;
+    size_t row_bytes;
+} pg_matrix;
+
+typedef struct {
+    const float *ln1_w, *ln1_b;    // (E,)
+    pg_matrix qkv;                 // (3E, E)
+    const float *qkv_b;            // (3E,)
+    pg_matrix proj;                // (E, E)
+    const float *proj_b;           // (E,)
+    const float *ln2_w, *ln2_b;    // (E,)
+    pg_matrix up;                  // (F, E)
+    const float *up_b;             // (F,)
+    pg_matrix down;                // (E, F)
+    const float *down_b;           // (E,)
+} pg_layer;
+
+typedef struct {
+    pg_gguf gguf;
+    pg_config cfg;
+    pg_tokenizer tok;
+    pg_matrix wte;                 // (V, E) token embedding
+    pg_matrix wpe;                 // (n_ctx, E) position embedding
+    pg_matrix head;                // (V, E) output head (= wte when tied)
+    const float *lnf_w, *lnf_b;    // (E,)
+    pg_layer *layers;              // (n_layer,)
+    const pg_kernels *kern;
+    size_t mem_needed;             // bytes of caller memory the model uses
+} pg_model;
+
+// Bytes of memory pg_model_init needs for this blob (tokenizer tables and layer table).
+pg_code pg_model_mem_size(const void *blob, size_t size, size_t *bytes, pg_status *st);
+// Validate the blob (header, config, every tensor's type and shape, tokenizer) and build the model.
+// The blob must stay mapped and unchanged while the model is used. force_ref: portable kernels.
+pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, size_t mem_size, int force_ref,
+                      pg_status *st);
+
+typedef struct {
+    const pg_model *m;
+    int32_t n_ctx;                 // positions this state holds (<= model n_ctx)
+    int32_t n_batch;               // tokens per forward chunk (prefill batching)
+    int32_t n_past;                // positions already in the KV cache
+    float *k_cache, *v_cache;      // (n_layer, n_ctx, E)
+    float *x, *xn;                 // (n_batch, E) residual stream, normalised copy
+    float *qkv;                    // (n_batch, 3E)
+    float *att;                    // (n_batch, E)
+    float *ff;                     // (n_batch, F)
+    float *scores;                 // (n_batch * n_head, n_ctx)
+    float *logits;                 // (V,) logits of the last evaluated position
+    float *probs;                  // (V,) sampler scratch
+    int32_t *cand;                 // (V,) sampler scratch
+    pg_parallel par;               // the caller's parallel-for (serial when run is NULL)
+} pg_state;
+
+pg_code pg_state_mem_size(const pg_model *m, int32_t n_ctx, int32_t n_batch, size_t *bytes, pg_status *st);
+pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, void *mem, size_t mem_size,
+                      pg_status *st);
+void pg_state_reset(pg_state *s);
+// Append n tokens at positions n_past.. (in chunks of n_batch). all_logits (n, V) receives every
+// position's logits when not NULL; s->logits always holds the last position's.
+pg_code pg_state_eval(pg_state *s, const int32_t *tokens, int32_t n, float *all_logits, pg_status *st);
+
+#endif

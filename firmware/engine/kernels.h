@@ -1,0 +1,37 @@
+// pocketgpt engine: matrix-vector kernels.
+//
+// Every weight type has one dot product "row (n weights, stored as `type`) . x (n floats)". The
+// portable _ref set dequantizes block by block and is the definition; fast sets (_x86 with
+// AVX2/FMA/F16C picked at run time, _esp32s3 with the PIE SIMD unit, compiled only for that chip)
+// must give the same results up to float summation order. PG_FORCE_REF at build time, or
+// force_ref at model init, uses _ref everywhere.
+#ifndef PG_KERNELS_H
+#define PG_KERNELS_H
+
+#include "pg_common.h"
+
+// row (n,) stored as a type . x (n,) -> float; n is a multiple of the type's block
+typedef float (*pg_dot_fn)(const void *row, const float *x, int n);
+
+typedef struct {
+    const char *name;
+    pg_dot_fn dot[PG_TYPE_COUNT];  // NULL: type not supported
+} pg_kernels;
+
+// Stored row (n weights) -> floats out (n,). Portable reference for every known type.
+void pg_dequant_row(uint32_t type, const void *row, float *out, int n);
+// 1 when the type has a dequantizer/dot in this build.
+int pg_type_supported(uint32_t type);
+
+const pg_kernels *pg_kernels_ref(void);
+// The fastest set this CPU runs (falls back to _ref per type); force_ref picks _ref.
+const pg_kernels *pg_kernels_select(int force_ref);
+
+#if defined(__x86_64__) || defined(__i386__)
+const pg_kernels *pg_kernels_x86(void);  // NULL when the CPU lacks AVX2/FMA/F16C
+#endif
+#if defined(PG_TARGET_ESP32S3) && !defined(PG_FORCE_REF)
+const pg_kernels *pg_kernels_esp32s3(void);
+#endif
+
+#endif

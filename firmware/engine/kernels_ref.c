@@ -1,0 +1,296 @@
+// pocketgpt engine: portable reference kernels. Block layouts are ggml's (ggml-common.h),
+// written here from its documented structure: every type dequantizes block by block.
+#include "kernels.h"
+
+#include <string.h>
+
+static float f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return pg_f16_to_f32(h);
+}
+
+// block_q4_0 { half d; uint8 qs[16]; }: 32 weights, low nibbles first then high, minus 8
+static void dq_q4_0(const uint8_t *b, float *y) {
+    float d = f16(b);
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)((qs[j] & 0x0F) - 8);
+        y[j + 16] = d * (float)((qs[j] >> 4) - 8);
+    }
+}
+
+// block_q4_1 { half d, m; uint8 qs[16]; }
+static void dq_q4_1(const uint8_t *b, float *y) {
+    float d = f16(b), m = f16(b + 2);
+    const uint8_t *qs = b + 4;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)(qs[j] & 0x0F) + m;
+        y[j + 16] = d * (float)(qs[j] >> 4) + m;
+    }
+}
+
+// block_q5_0 { half d; uint8 qh[4]; uint8 qs[16]; }: fifth bits in qh, minus 16
+static void dq_q5_0(const uint8_t *b, float *y) {
+    float d = f16(b);
+    uint32_t qh;
+    memcpy(&qh, b + 2, 4);
+    const uint8_t *qs = b + 6;
+    for (int j = 0; j < 16; j++) {
+        int h0 = (int)((qh >> j) << 4) & 0x10;
+        int h1 = (int)(qh >> (j + 12)) & 0x10;
+        y[j] = d * (float)(((qs[j] & 0x0F) | h0) - 16);
+        y[j + 16] = d * (float)(((qs[j] >> 4) | h1) - 16);
+    }
+}
+
+// block_q5_1 { half d, m; uint8 qh[4]; uint8 qs[16]; }
+static void dq_q5_1(const uint8_t *b, float *y) {
+    float d = f16(b), m = f16(b + 2);
+    uint32_t qh;
+    memcpy(&qh, b + 4, 4);
+    const uint8_t *qs = b + 8;
+    for (int j = 0; j < 16; j++) {
+        int h0 = (int)((qh >> j) << 4) & 0x10;
+        int h1 = (int)(qh >> (j + 12)) & 0x10;
+        y[j] = d * (float)((qs[j] & 0x0F) | h0) + m;
+        y[j + 16] = d * (float)((qs[j] >> 4) | h1) + m;
+    }
+}
+
+// block_q8_0 { half d; int8 qs[32]; }
+static void dq_q8_0(const uint8_t *b, float *y) {
+    float d = f16(b);
+    const int8_t *qs = (const int8_t *)(b + 2);
+    for (int j = 0; j < 32; j++) y[j] = d * (float)qs[j];
+}
+
+// block_iq4_nl { half d; uint8 qs[16]; }: nibbles index a fixed non-linear table
+static const int8_t s_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+static void dq_iq4_nl(const uint8_t *b, float *y) {
+    float d = f16(b);
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)s_iq4nl_values[qs[j] & 0x0F];
+        y[j + 16] = d * (float)s_iq4nl_values[qs[j] >> 4];
+    }
+}
+
+// block_q2_K { uint8 scales[16]; uint8 qs[64]; half d, dmin; }: 256 weights, 2 bits each,
+// 16 groups of 16 with a 4-bit scale (low) and 4-bit min (high)
+static void dq_q2_k(const uint8_t *b, float *y) {
+    const uint8_t *sc = b, *q = b + 16;
+    float d = f16(b + 80), dmin = f16(b + 82);
+    int is = 0;
+    for (int n = 0; n < 2; n++, q += 32) {
+        for (int shift = 0; shift < 8; shift += 2) {
+            for (int half = 0; half < 2; half++) {
+                uint8_t s = sc[is++];
+                float dl = d * (float)(s & 0x0F), ml = dmin * (float)(s >> 4);
+                for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[l + 16 * half] >> shift) & 3) - ml;
+            }
+        }
+    }
+}
+
+// block_q3_K { uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; half d; }: 2 low bits in qs,
+// the third (inverted: set means no -4) in hmask, sixteen 6-bit scales packed in 12 bytes
+static void dq_q3_k(const uint8_t *b, float *y) {
+    const uint8_t *hm = b, *q = b + 32, *packed = b + 96;
+    float d = f16(b + 108);
+    int8_t scales[16];
+    for (int i = 0; i < 16; i++) {
+        int low = (i < 8) ? (packed[i] & 0x0F) : (packed[i - 8] >> 4);
+        int high = (packed[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+        scales[i] = (int8_t)((low | (high << 4)) - 32);
+    }
+    int is = 0;
+    uint8_t m = 1;
+    for (int n = 0; n < 2; n++, q += 32) {
+        for (int shift = 0; shift < 8; shift += 2, m = (uint8_t)(m << 1)) {
+            for (int half = 0; half < 2; half++) {
+                float dl = d * (float)scales[is++];
+                for (int l = 0; l < 16; l++) {
+                    int k = l + 16 * half;
+                    int v = ((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4);
+                    *y++ = dl * (float)v;
+                }
+            }
+        }
+    }
+}
+
+// 6-bit scale and min j (0..7) from the 12-byte packing shared by Q4_K and Q5_K
+static void scale_min_k4(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// block_q4_K { half d, dmin; uint8 scales[12]; uint8 qs[128]; }: 8 groups of 32, y = d*sc*q - dmin*m
+static void dq_q4_k(const uint8_t *b, float *y) {
+    float d = f16(b), dmin = f16(b + 2);
+    const uint8_t *scales = b + 4, *q = b + 16;
+    for (int j = 0; j < 8; j += 2, q += 32) {
+        int sc, mn;
+        scale_min_k4(j, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        scale_min_k4(j + 1, scales, &sc, &mn);
+        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0F) - m1;
+        for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+    }
+}
+
+// block_q5_K { half d, dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]; }
+static void dq_q5_k(const uint8_t *b, float *y) {
+    float d = f16(b), dmin = f16(b + 2);
+    const uint8_t *scales = b + 4, *qh = b + 16, *ql = b + 48;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 8; j += 2, ql += 32, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
+        int sc, mn;
+        scale_min_k4(j, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        scale_min_k4(j + 1, scales, &sc, &mn);
+        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0x0F) + ((qh[l] & u1) ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
+    }
+}
+
+// block_q6_K { uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d; }: 4 low + 2 high bits, minus 32
+static void dq_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = f16(b + 208);
+    for (int n = 0; n < 2; n++, y += 128, ql += 64, qh += 32, sc += 8) {
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * (float)sc[is] * (float)q1;
+            y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+            y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+            y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        }
+    }
+}
+
+typedef void (*pg_dq_block_fn)(const uint8_t *block, float *y);
+
+static pg_dq_block_fn block_fn(uint32_t type) {
+    switch (type) {
+    case PG_TYPE_Q4_0: return dq_q4_0;
+    case PG_TYPE_Q4_1: return dq_q4_1;
+    case PG_TYPE_Q5_0: return dq_q5_0;
+    case PG_TYPE_Q5_1: return dq_q5_1;
+    case PG_TYPE_Q8_0: return dq_q8_0;
+    case PG_TYPE_IQ4_NL: return dq_iq4_nl;
+    case PG_TYPE_Q2_K: return dq_q2_k;
+    case PG_TYPE_Q3_K: return dq_q3_k;
+    case PG_TYPE_Q4_K: return dq_q4_k;
+    case PG_TYPE_Q5_K: return dq_q5_k;
+    case PG_TYPE_Q6_K: return dq_q6_k;
+    default: return NULL;
+    }
+}
+
+int pg_type_supported(uint32_t type) {
+    return type == PG_TYPE_F32 || type == PG_TYPE_F16 || block_fn(type) != NULL;
+}
+
+void pg_dequant_row(uint32_t type, const void *row, float *out, int n) {
+    const uint8_t *p = (const uint8_t *)row;
+    if (type == PG_TYPE_F32) {
+        memcpy(out, row, (size_t)n * sizeof(float));
+    } else if (type == PG_TYPE_F16) {
+        for (int i = 0; i < n; i++) out[i] = f16(p + 2 * i);
+    } else {
+        pg_dq_block_fn fn = block_fn(type);
+        uint32_t qk = pg_type_block(type), bb = pg_type_block_bytes(type);
+        for (int i = 0; i < n; i += (int)qk, p += bb) fn(p, out + i);
+    }
+}
+
+// row (n,) F32 . x (n,) -> float
+static float dot_f32_ref(const void *row, const float *x, int n) {
+    const float *w = (const float *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+// row (n,) F16 . x (n,) -> float
+static float dot_f16_ref(const void *row, const float *x, int n) {
+    const uint8_t *p = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += f16(p + 2 * i) * x[i];
+    return s;
+}
+
+// row (n,) in blocks of `type` . x (n,) -> float: dequantize one block, then multiply-add
+static float dot_blocks_ref(uint32_t type, const void *row, const float *x, int n) {
+    pg_dq_block_fn fn = block_fn(type);
+    uint32_t qk = pg_type_block(type), bb = pg_type_block_bytes(type);
+    const uint8_t *p = (const uint8_t *)row;
+    float tmp[256];
+    float s = 0.0f;
+    for (int i = 0; i < n; i += (int)qk, p += bb) {
+        fn(p, tmp);
+        float bs = 0.0f;
+        for (uint32_t j = 0; j < qk; j++) bs += tmp[j] * x[i + (int)j];
+        s += bs;
+    }
+    return s;
+}
+
+#define PG_DOT_BLOCKS(T, ID) \
+    static float dot_##T##_ref(const void *row, const float *x, int n) { return dot_blocks_ref(ID, row, x, n); }
+PG_DOT_BLOCKS(q4_0, PG_TYPE_Q4_0)
+PG_DOT_BLOCKS(q4_1, PG_TYPE_Q4_1)
+PG_DOT_BLOCKS(q5_0, PG_TYPE_Q5_0)
+PG_DOT_BLOCKS(q5_1, PG_TYPE_Q5_1)
+PG_DOT_BLOCKS(q8_0, PG_TYPE_Q8_0)
+PG_DOT_BLOCKS(iq4_nl, PG_TYPE_IQ4_NL)
+PG_DOT_BLOCKS(q2_k, PG_TYPE_Q2_K)
+PG_DOT_BLOCKS(q3_k, PG_TYPE_Q3_K)
+PG_DOT_BLOCKS(q4_k, PG_TYPE_Q4_K)
+PG_DOT_BLOCKS(q5_k, PG_TYPE_Q5_K)
+PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
+
+static const pg_kernels s_ref = {
+    "ref",
+    {
+        [PG_TYPE_F32] = dot_f32_ref,     [PG_TYPE_F16] = dot_f16_ref,   [PG_TYPE_Q4_0] = dot_q4_0_ref,
+        [PG_TYPE_Q4_1] = dot_q4_1_ref,   [PG_TYPE_Q5_0] = dot_q5_0_ref, [PG_TYPE_Q5_1] = dot_q5_1_ref,
+        [PG_TYPE_Q8_0] = dot_q8_0_ref,   [PG_TYPE_Q2_K] = dot_q2_k_ref, [PG_TYPE_Q3_K] = dot_q3_k_ref,
+        [PG_TYPE_Q4_K] = dot_q4_k_ref,   [PG_TYPE_Q5_K] = dot_q5_k_ref, [PG_TYPE_Q6_K] = dot_q6_k_ref,
+        [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,
+    },
+};
+
+const pg_kernels *pg_kernels_ref(void) { return &s_ref; }
+
+const pg_kernels *pg_kernels_select(int force_ref) {
+#if defined(PG_FORCE_REF)
+    (void)force_ref;
+    return &s_ref;
+#else
+    if (force_ref) return &s_ref;
+#if defined(__x86_64__) || defined(__i386__)
+    const pg_kernels *k = pg_kernels_x86();
+    if (k) return k;
+#endif
+#if defined(PG_TARGET_ESP32S3)
+    return pg_kernels_esp32s3();
+#endif
+    return &s_ref;
+#endif
+}

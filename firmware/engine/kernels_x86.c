@@ -1,0 +1,122 @@
+// pocketgpt engine: x86 fast path (AVX2 + FMA + F16C), chosen at run time with
+// __builtin_cpu_supports, so the same binary runs on older CPUs through _ref. Functions carry
+// target attributes; the file needs no special compiler flags. Types without a dedicated kernel
+// here dequantize a block with the reference code and use the AVX2 multiply-add.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(PG_FORCE_REF)
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define PG_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+PG_AVX2 static float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+// row (n,) F32 . x (n,) -> float
+PG_AVX2 static float dot_f32_avx2(const void *row, const float *x, int n) {
+    const float *w = (const float *)row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+// row (n,) F16 . x (n,) -> float
+PG_AVX2 static float dot_f16_avx2(const void *row, const float *x, int n) {
+    const uint16_t *w = (const uint16_t *)row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8)));
+        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+    }
+    float s = hsum256(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += pg_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+// 8 int8 -> 8 floats
+PG_AVX2 static __m256 i8x8_to_ps(const int8_t *q) {
+    __m128i v = _mm_loadl_epi64((const __m128i *)q);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+
+// row (n,) Q8_0 . x (n,) -> float
+PG_AVX2 static float dot_q8_0_avx2(const void *row, const float *x, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 32, b += 34) {
+        uint16_t h;
+        memcpy(&h, b, 2);
+        const int8_t *q = (const int8_t *)(b + 2);
+        __m256 s = _mm256_mul_ps(i8x8_to_ps(q), _mm256_loadu_ps(x + i));
+        s = _mm256_fmadd_ps(i8x8_to_ps(q + 8), _mm256_loadu_ps(x + i + 8), s);
+        s = _mm256_fmadd_ps(i8x8_to_ps(q + 16), _mm256_loadu_ps(x + i + 16), s);
+        s = _mm256_fmadd_ps(i8x8_to_ps(q + 24), _mm256_loadu_ps(x + i + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(pg_f16_to_f32(h)), s, acc);
+    }
+    return hsum256(acc);
+}
+
+// row (n,) in blocks of `type` . x (n,): reference dequantization, AVX2 multiply-add
+PG_AVX2 static float dot_blocks_avx2(uint32_t type, const void *row, const float *x, int n) {
+    uint32_t qk = pg_type_block(type), bb = pg_type_block_bytes(type);
+    const uint8_t *p = (const uint8_t *)row;
+    float tmp[256];
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += (int)qk, p += bb) {
+        pg_dequant_row(type, p, tmp, (int)qk);
+        for (uint32_t j = 0; j < qk; j += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(tmp + j), _mm256_loadu_ps(x + i + (int)j), acc);
+    }
+    return hsum256(acc);
+}
+
+#define PG_DOT_BLOCKS(T, ID) \
+    PG_AVX2 static float dot_##T##_avx2(const void *row, const float *x, int n) { return dot_blocks_avx2(ID, row, x, n); }
+PG_DOT_BLOCKS(q4_0, PG_TYPE_Q4_0)
+PG_DOT_BLOCKS(q4_1, PG_TYPE_Q4_1)
+PG_DOT_BLOCKS(q5_0, PG_TYPE_Q5_0)
+PG_DOT_BLOCKS(q5_1, PG_TYPE_Q5_1)
+PG_DOT_BLOCKS(iq4_nl, PG_TYPE_IQ4_NL)
+PG_DOT_BLOCKS(q2_k, PG_TYPE_Q2_K)
+PG_DOT_BLOCKS(q3_k, PG_TYPE_Q3_K)
+PG_DOT_BLOCKS(q4_k, PG_TYPE_Q4_K)
+PG_DOT_BLOCKS(q5_k, PG_TYPE_Q5_K)
+PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
+
+static const pg_kernels s_avx2 = {
+    "x86-avx2",
+    {
+        [PG_TYPE_F32] = dot_f32_avx2,     [PG_TYPE_F16] = dot_f16_avx2,   [PG_TYPE_Q4_0] = dot_q4_0_avx2,
+        [PG_TYPE_Q4_1] = dot_q4_1_avx2,   [PG_TYPE_Q5_0] = dot_q5_0_avx2, [PG_TYPE_Q5_1] = dot_q5_1_avx2,
+        [PG_TYPE_Q8_0] = dot_q8_0_avx2,   [PG_TYPE_Q2_K] = dot_q2_k_avx2, [PG_TYPE_Q3_K] = dot_q3_k_avx2,
+        [PG_TYPE_Q4_K] = dot_q4_k_avx2,   [PG_TYPE_Q5_K] = dot_q5_k_avx2, [PG_TYPE_Q6_K] = dot_q6_k_avx2,
+        [PG_TYPE_IQ4_NL] = dot_iq4_nl_avx2,
+    },
+};
+
+const pg_kernels *pg_kernels_x86(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return &s_avx2;
+    return NULL;
+}
+
+#else
+typedef int pg_kernels_x86_unused;  // not an x86 build (or PG_FORCE_REF): nothing to compile
+#endif

@@ -1,0 +1,77 @@
+// pocketgpt engine: shared definitions (status codes, tensor types, memory arena, parallel-for).
+//
+// The engine is portable C11: no OS, allocator or chip headers. The caller owns every byte of
+// memory (size queries say how much), nothing is allocated after init, and every fallible call
+// returns a pg_code and fills a pg_status with a message a person can act on. 32-bit clean;
+// little-endian is assumed and checked at init.
+#ifndef PG_COMMON_H
+#define PG_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__BYTE_ORDER__) && (__BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__)
+#error "pocketgpt engine: GGUF tensors are little-endian; big-endian targets are not supported"
+#endif
+
+typedef enum {
+    PG_OK = 0,
+    PG_ERR_FORMAT,       // the model blob is malformed (bad magic, offsets, sizes, shapes)
+    PG_ERR_UNSUPPORTED,  // well-formed but uses something this build cannot run
+    PG_ERR_MEMORY,       // the caller's buffer is too small
+    PG_ERR_ARG,          // a bad argument (token id out of range, context full, ...)
+} pg_code;
+
+typedef struct {
+    pg_code code;
+    char msg[224];
+} pg_status;
+
+// Fill `st` (may be NULL) with code and a printf-style message; returns code.
+pg_code pg_fail(pg_status *st, pg_code code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void pg_status_ok(pg_status *st);
+
+// ggml tensor type ids (gguf GGMLQuantizationType values); the byte layouts are ggml's.
+enum {
+    PG_TYPE_F32 = 0, PG_TYPE_F16 = 1, PG_TYPE_Q4_0 = 2, PG_TYPE_Q4_1 = 3,
+    PG_TYPE_Q5_0 = 6, PG_TYPE_Q5_1 = 7, PG_TYPE_Q8_0 = 8,
+    PG_TYPE_Q2_K = 10, PG_TYPE_Q3_K = 11, PG_TYPE_Q4_K = 12, PG_TYPE_Q5_K = 13, PG_TYPE_Q6_K = 14,
+    PG_TYPE_IQ4_NL = 20,
+    PG_TYPE_COUNT = 21,
+};
+
+// Weights per block and bytes per block of a type; 0 when this build does not know the type.
+uint32_t pg_type_block(uint32_t type);
+uint32_t pg_type_block_bytes(uint32_t type);
+const char *pg_type_name(uint32_t type);
+
+// Bump allocator over caller memory. With base == NULL it only counts (used for size queries).
+typedef struct {
+    uint8_t *base;
+    size_t size;
+    size_t used;
+} pg_arena;
+
+void pg_arena_init(pg_arena *a, void *base, size_t size);
+// `n` bytes aligned to `align` (a power of two); NULL when counting or when memory runs out
+// (check pg_arena_overflow afterwards).
+void *pg_arena_take(pg_arena *a, size_t n, size_t align);
+int pg_arena_overflow(const pg_arena *a);
+
+// The caller's parallel-for: run fn(arg, i, n) for i in [0, n) and return when all are done.
+// The host binding gives a persistent pthread pool, the ESP32 port FreeRTOS tasks; NULL = serial.
+typedef void (*pg_task_fn)(void *arg, int task, int n_tasks);
+typedef struct {
+    void (*run)(void *pool, pg_task_fn fn, void *arg, int n_tasks);
+    void *pool;
+    int n_threads;  // how many tasks to split work into (>= 1)
+} pg_parallel;
+
+// IEEE half -> float, portable.
+float pg_f16_to_f32(uint16_t h);
+
+#endif

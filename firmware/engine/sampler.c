@@ -1,0 +1,118 @@
+// pocketgpt engine: sampler.
+#include "sampler.h"
+
+#include <math.h>
+
+void pg_rng_seed(pg_rng *r, uint64_t seed) { r->s = seed ^ 0x9E3779B97F4A7C15ull; if (!r->s) r->s = 1; }
+
+// xorshift64*: tiny, portable, good enough for sampling
+uint32_t pg_rng_u32(pg_rng *r) {
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return (uint32_t)((r->s * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+float pg_rng_f32(pg_rng *r) { return (float)(pg_rng_u32(r) >> 8) / 16777216.0f; }
+
+void pg_sampler_defaults(pg_sampler_params *p) {
+    p->temperature = 0.8f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->repeat_penalty = 1.1f;
+    p->repeat_last_n = 64;
+    p->greedy = 0;
+}
+
+// min-heap on logits[cand[.]] of size k
+static void heap_down(int32_t *h, int32_t n, int32_t i, const float *l) {
+    for (;;) {
+        int32_t c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && l[h[c + 1]] < l[h[c]]) c++;
+        if (l[h[i]] <= l[h[c]]) return;
+        int32_t t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+// sort cand[0..n) by logits descending (heap sort: no recursion, no malloc)
+static void sort_desc(int32_t *c, int32_t n, const float *l) {
+    // min-heap; moving the minimum to the back each round leaves the array descending
+    for (int32_t i = n / 2 - 1; i >= 0; i--) heap_down(c, n, i, l);
+    for (int32_t end = n - 1; end > 0; end--) {
+        int32_t t = c[0];
+        c[0] = c[end];
+        c[end] = t;
+        heap_down(c, end, 0, l);
+    }
+}
+
+int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
+                  int32_t n_hist, pg_rng *rng, float *probs, int32_t *cand) {
+    // repetition penalty over the distinct tokens of the recent history
+    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f && history && n_hist > 0) {
+        int32_t start = p->repeat_last_n > 0 && n_hist > p->repeat_last_n ? n_hist - p->repeat_last_n : 0;
+        for (int32_t i = start; i < n_hist; i++) {
+            int32_t t = history[i];
+            if (t < 0 || t >= n_vocab) continue;
+            int seen = 0;
+            for (int32_t j = i + 1; j < n_hist && !seen; j++) seen = history[j] == t;
+            if (seen) continue;
+            logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
+        }
+    }
+    if (p->greedy || p->temperature <= 0.0f) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n_vocab; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    // candidates: the top k (all when k is 0 or >= V), sorted descending
+    int32_t k = (p->top_k > 0 && p->top_k < n_vocab) ? p->top_k : n_vocab;
+    int32_t n = 0;
+    if (k < n_vocab) {
+        for (int32_t i = 0; i < n_vocab; i++) {
+            if (n < k) {
+                cand[n++] = i;
+                if (n == k)
+                    for (int32_t j = k / 2 - 1; j >= 0; j--) heap_down(cand, k, j, logits);
+            } else if (logits[i] > logits[cand[0]]) {
+                cand[0] = i;
+                heap_down(cand, k, 0, logits);
+            }
+        }
+    } else {
+        for (int32_t i = 0; i < n_vocab; i++) cand[i] = i;
+        n = n_vocab;
+    }
+    sort_desc(cand, n, logits);
+    // softmax with temperature
+    float inv_t = 1.0f / p->temperature, mx = logits[cand[0]], sum = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        probs[i] = expf((logits[cand[i]] - mx) * inv_t);
+        sum += probs[i];
+    }
+    // nucleus: the shortest prefix whose mass reaches top_p
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        float cum = 0.0f, limit = p->top_p * sum;
+        int32_t keep = n;
+        for (int32_t i = 0; i < n; i++) {
+            cum += probs[i];
+            if (cum >= limit) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+        sum = cum;
+    }
+    float r = pg_rng_f32(rng) * sum, acc = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        acc += probs[i];
+        if (r < acc) return cand[i];
+    }
+    return cand[n - 1];
+}

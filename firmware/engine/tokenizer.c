@@ -1,0 +1,517 @@
+// pocketgpt engine: GPT-2 byte-level BPE tokenizer and streaming UTF-8 detokenizer.
+#include "tokenizer.h"
+
+#include <string.h>
+
+#include "unicode_tables.h"
+
+#define PG_NONE 0xFFFFFFFFu
+
+// ---- Unicode helpers -----------------------------------------------------------------------
+
+// Decode one UTF-8 character from s (n > 0 bytes available). Returns bytes consumed (>= 1);
+// *cp is PG_NONE for an invalid or truncated sequence (then 1 byte is consumed).
+static size_t utf8_next(const uint8_t *s, size_t n, uint32_t *cp) {
+    uint8_t c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    size_t len;
+    uint32_t v;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        v = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        v = c & 0x0F;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        v = c & 0x07;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        *cp = PG_NONE;
+        return 1;
+    }
+    if (n < len) {
+        *cp = PG_NONE;
+        return 1;
+    }
+    for (size_t i = 1; i < len; i++) {
+        uint8_t b = s[i];
+        if (b < lo || b > hi) {
+            *cp = PG_NONE;
+            return 1;
+        }
+        lo = 0x80;
+        hi = 0xBF;
+        v = (v << 6) | (b & 0x3F);
+    }
+    *cp = v;
+    return len;
+}
+
+static int in_ranges(const uint32_t (*r)[2], int count, uint32_t cp) {
+    int lo = 0, hi = count - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+enum { CL_SPACE, CL_LETTER, CL_NUMBER, CL_OTHER };
+
+// Unicode White_Space, as the regex engine's \s
+static int is_space(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+static int classify(uint32_t cp) {
+    if (cp == PG_NONE) return CL_OTHER;
+    if (is_space(cp)) return CL_SPACE;
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return CL_LETTER;
+        if (cp >= '0' && cp <= '9') return CL_NUMBER;
+        return CL_OTHER;
+    }
+    if (in_ranges(pg_unicode_letter, PG_UNICODE_LETTER_COUNT, cp)) return CL_LETTER;
+    if (in_ranges(pg_unicode_number, PG_UNICODE_NUMBER_COUNT, cp)) return CL_NUMBER;
+    return CL_OTHER;
+}
+
+// GPT-2's byte-to-unicode spelling, inverted: code point -> byte, or -1.
+static int unicode_to_byte(uint32_t cp) {
+    if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
+    if (cp >= 256 && cp < 256 + 68) {
+        uint32_t k = cp - 256;  // the k-th byte outside the printable ranges, ascending
+        if (k <= 32) return (int)k;
+        if (k <= 66) return (int)(127 + (k - 33));
+        return 173;
+    }
+    return -1;
+}
+
+// Token text (byte-level spelling) -> raw bytes into out (room for n bytes); returns length.
+// Characters outside the spelling (e.g. in hand-made special tokens) keep their UTF-8 bytes.
+static uint32_t spelling_to_bytes(const uint8_t *s, uint32_t n, uint8_t *out) {
+    uint32_t o = 0;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = utf8_next(s + i, n - i, &cp);
+        int b = cp == PG_NONE ? -1 : unicode_to_byte(cp);
+        if (b >= 0) {
+            out[o++] = (uint8_t)b;
+        } else {
+            memcpy(out + o, s + i, k);
+            o += (uint32_t)k;
+        }
+        i += k;
+    }
+    return o;
+}
+
+// ---- hash tables ---------------------------------------------------------------------------
+
+static uint32_t hash_bytes(const uint8_t *s, size_t n) {
+    uint32_t h = 2166136261u;  // FNV-1a
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t hash_pair(uint32_t a, uint32_t b) {
+    uint64_t x = ((uint64_t)a << 32) | b;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+static uint32_t lookup_token(const pg_tokenizer *t, const uint8_t *s, size_t n) {
+    uint32_t i = hash_bytes(s, n) & t->tok_mask;
+    for (;;) {
+        uint32_t id = t->tok_hash[i];
+        if (id == PG_NONE) return PG_NONE;
+        uint32_t len = t->offs[id + 1] - t->offs[id];
+        if (len == n && memcmp(t->bytes + t->offs[id], s, n) == 0) return id;
+        i = (i + 1) & t->tok_mask;
+    }
+}
+
+static const pg_merge *lookup_merge(const pg_tokenizer *t, uint32_t a, uint32_t b) {
+    if (t->n_merges == 0) return NULL;
+    uint32_t i = hash_pair(a, b) & t->merge_mask;
+    for (;;) {
+        const pg_merge *m = &t->merge_hash[i];
+        if (m->a == PG_NONE) return NULL;
+        if (m->a == a && m->b == b) return m;
+        i = (i + 1) & t->merge_mask;
+    }
+}
+
+static uint32_t pow2_at_least(uint64_t n) {
+    uint32_t c = 16;
+    while (c < n && c < 0x80000000u) c <<= 1;
+    return c;
+}
+
+// ---- init ----------------------------------------------------------------------------------
+
+pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_expected, pg_arena *a, pg_status *st) {
+    memset(t, 0, sizeof *t);
+    pg_gguf_value tokens, merges;
+    pg_code rc = pg_gguf_get_array(g, "tokenizer.ggml.tokens", PG_GGUF_STRING, &tokens, st);
+    if (rc) return rc;
+    if (tokens.count != n_vocab_expected)
+        return pg_fail(st, PG_ERR_FORMAT, "tokenizer has %llu tokens but the embedding has %u rows",
+                       (unsigned long long)tokens.count, (unsigned)n_vocab_expected);
+    if (!pg_gguf_find(g, "tokenizer.ggml.merges", &merges)) {
+        merges.count = 0;
+    } else if (merges.type != PG_GGUF_ARRAY || merges.elem_type != PG_GGUF_STRING) {
+        return pg_fail(st, PG_ERR_FORMAT, "tokenizer.ggml.merges is not an array of strings");
+    }
+    if (merges.count > 0x3FFFFFFFu) return pg_fail(st, PG_ERR_FORMAT, "tokenizer.ggml.merges is too long");
+    uint32_t eos;
+    if ((rc = pg_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos, st))) return rc;
+    if (eos >= n_vocab_expected)
+        return pg_fail(st, PG_ERR_FORMAT, "eos token id %u outside the %u-token vocabulary", (unsigned)eos,
+                       (unsigned)n_vocab_expected);
+    uint32_t bos = eos;
+    pg_gguf_value bv;
+    if (pg_gguf_find(g, "tokenizer.ggml.bos_token_id", &bv) &&
+        (pg_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &bos, st) || bos >= n_vocab_expected))
+        return pg_fail(st, PG_ERR_FORMAT, "bos token id is not a token of the vocabulary");
+    t->n_vocab = n_vocab_expected;
+    t->eos_id = eos;
+    t->bos_id = bos;
+
+    // sizes: raw bytes are never longer than the spelling
+    uint64_t total = 0;
+    size_t off = tokens.val_off;
+    for (uint32_t i = 0; i < t->n_vocab; i++) {
+        const uint8_t *s;
+        uint32_t len;
+        pg_gguf_read_string(g, &off, &s, &len);
+        total += len;
+    }
+    if (total > 0x7FFFFFFFu) return pg_fail(st, PG_ERR_FORMAT, "tokenizer strings are too large");
+    uint32_t tok_cap = pow2_at_least((uint64_t)t->n_vocab * 2);
+    uint32_t merge_cap = pow2_at_least((uint64_t)merges.count * 2 + 1);
+    uint8_t *bytes = pg_arena_take(a, (size_t)total + 1, 1);
+    uint32_t *offs = pg_arena_take(a, ((size_t)t->n_vocab + 1) * sizeof(uint32_t), 4);
+    uint32_t *tok_hash = pg_arena_take(a, (size_t)tok_cap * sizeof(uint32_t), 4);
+    pg_merge *merge_hash = pg_arena_take(a, (size_t)merge_cap * sizeof(pg_merge), 4);
+    if (pg_arena_overflow(a)) return PG_OK;  // counting (or the caller's buffer is short: it checks)
+
+    // raw bytes per token, and the token table (first spelling wins on duplicates)
+    memset(tok_hash, 0xFF, (size_t)tok_cap * sizeof(uint32_t));
+    t->bytes = bytes;
+    t->offs = offs;
+    t->tok_hash = tok_hash;
+    t->tok_mask = tok_cap - 1;
+    off = tokens.val_off;
+    uint32_t pos = 0;
+    for (uint32_t i = 0; i < t->n_vocab; i++) {
+        const uint8_t *s;
+        uint32_t len;
+        pg_gguf_read_string(g, &off, &s, &len);
+        offs[i] = pos;
+        uint32_t n = spelling_to_bytes(s, len, bytes + pos);
+        offs[i + 1] = pos + n;
+        if (n > 0 && lookup_token(t, bytes + pos, n) == PG_NONE) {
+            uint32_t h = hash_bytes(bytes + pos, n) & t->tok_mask;
+            while (tok_hash[h] != PG_NONE) h = (h + 1) & t->tok_mask;
+            tok_hash[h] = i;
+        }
+        pos += n;
+    }
+    for (int b = 0; b < 256; b++) {
+        uint8_t c = (uint8_t)b;
+        t->byte_token[b] = lookup_token(t, &c, 1);
+        if (t->byte_token[b] == PG_NONE)
+            return pg_fail(st, PG_ERR_FORMAT, "vocabulary has no token for byte 0x%02X; byte-level BPE needs all 256", b);
+    }
+
+    // merges: "left right" in spelling; skip the ones whose parts or result are not tokens
+    memset(merge_hash, 0xFF, (size_t)merge_cap * sizeof(pg_merge));
+    t->merge_hash = merge_hash;
+    t->merge_mask = merge_cap - 1;
+    off = merges.val_off;
+    uint8_t buf[1024];
+    uint32_t used = 0;
+    for (uint64_t r = 0; r < merges.count; r++) {
+        const uint8_t *s;
+        uint32_t len;
+        pg_gguf_read_string(g, &off, &s, &len);
+        const uint8_t *sp = memchr(s, ' ', len);
+        if (!sp || len >= sizeof buf) continue;
+        uint32_t la = (uint32_t)(sp - s);
+        uint32_t na = spelling_to_bytes(s, la, buf);
+        uint32_t nb = spelling_to_bytes(sp + 1, len - la - 1, buf + na);
+        uint32_t ida = lookup_token(t, buf, na), idb = lookup_token(t, buf + na, nb);
+        uint32_t ido = lookup_token(t, buf, (size_t)na + nb);
+        if (ida == PG_NONE || idb == PG_NONE || ido == PG_NONE || na == 0 || nb == 0) continue;
+        uint32_t h = hash_pair(ida, idb) & t->merge_mask;
+        int dup = 0;
+        while (merge_hash[h].a != PG_NONE) {
+            if (merge_hash[h].a == ida && merge_hash[h].b == idb) {
+                dup = 1;
+                break;
+            }
+            h = (h + 1) & t->merge_mask;
+        }
+        if (dup) continue;
+        merge_hash[h].a = ida;
+        merge_hash[h].b = idb;
+        merge_hash[h].rank = (uint32_t)r;
+        merge_hash[h].out = ido;
+        used++;
+    }
+    t->n_merges = used;
+    return PG_OK;
+}
+
+// ---- encode --------------------------------------------------------------------------------
+
+size_t pg_tokenizer_scratch_size(size_t n) { return 2 * sizeof(uint32_t) * (n + 1); }
+
+static uint32_t pair_rank(const pg_tokenizer *t, const uint32_t *sym, size_t i) {
+    const pg_merge *m = lookup_merge(t, sym[i], sym[i + 1]);
+    return m ? m->rank : PG_NONE;
+}
+
+// BPE one pre-token chunk into ids; sym/rank are scratch of chunk length.
+static pg_code bpe_chunk(const pg_tokenizer *t, const uint8_t *s, size_t m, int32_t *ids, size_t cap, size_t *n_ids,
+                         uint32_t *sym, uint32_t *rank, pg_status *st) {
+    for (size_t i = 0; i < m; i++) sym[i] = t->byte_token[s[i]];
+    for (size_t i = 0; i + 1 < m; i++) rank[i] = pair_rank(t, sym, i);
+    while (m > 1) {
+        size_t best = 0;
+        uint32_t br = PG_NONE;
+        for (size_t i = 0; i + 1 < m; i++)
+            if (rank[i] < br) {
+                br = rank[i];
+                best = i;
+            }
+        if (br == PG_NONE) break;
+        sym[best] = lookup_merge(t, sym[best], sym[best + 1])->out;
+        memmove(sym + best + 1, sym + best + 2, (m - best - 2) * sizeof *sym);
+        if (best + 2 < m) memmove(rank + best + 1, rank + best + 2, (m - best - 3) * sizeof *rank);
+        m--;
+        if (best > 0) rank[best - 1] = pair_rank(t, sym, best - 1);
+        if (best + 1 < m) rank[best] = pair_rank(t, sym, best);
+    }
+    if (*n_ids + m > cap) return pg_fail(st, PG_ERR_MEMORY, "token buffer of %zu ids is too small", cap);
+    for (size_t i = 0; i < m; i++) ids[(*n_ids)++] = (int32_t)sym[i];
+    return PG_OK;
+}
+
+// Length in bytes of the pre-token starting at s[0] (the GPT-2 regex, alternatives in order).
+static size_t pretoken_len(const uint8_t *s, size_t n) {
+    uint32_t c0;
+    size_t k0 = utf8_next(s, n, &c0);
+    if (c0 == '\'' && n > 1) {  // 's|'t|'re|'ve|'m|'ll|'d
+        uint8_t a = s[1], b = n > 2 ? s[2] : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    }
+    size_t i = 0;
+    int cls;
+    uint32_t cp = c0;
+    size_t k = k0;
+    if (c0 == ' ' && n > 1) {  // ` ?X+` where X follows the space
+        uint32_t c1;
+        size_t k1 = utf8_next(s + 1, n - 1, &c1);
+        int cl1 = classify(c1);
+        if (cl1 != CL_SPACE) {
+            i = 1;
+            cp = c1;
+            k = k1;
+        }
+    }
+    cls = classify(cp);
+    if (cls != CL_SPACE) {  // run of one class
+        i += k;
+        while (i < n) {
+            uint32_t c;
+            size_t kk = utf8_next(s + i, n - i, &c);
+            if (classify(c) != cls) break;
+            i += kk;
+        }
+        return i;
+    }
+    // whitespace run: \s+(?!\S) leaves the last space for the next word, else \s+
+    size_t end = 0, last = 0;
+    while (end < n) {
+        uint32_t c;
+        size_t kk = utf8_next(s + end, n - end, &c);
+        if (classify(c) != CL_SPACE) break;
+        last = end;
+        end += kk;
+    }
+    if (end == n) return end;
+    return last > 0 ? last : end;
+}
+
+pg_code pg_tokenizer_encode(const pg_tokenizer *t, const uint8_t *text, size_t n, int parse_special, int32_t *ids,
+                            size_t cap, size_t *n_ids, void *scratch, size_t scratch_size, pg_status *st) {
+    *n_ids = 0;
+    if (n == 0) return PG_OK;
+    if (!text || !scratch || scratch_size < pg_tokenizer_scratch_size(n))
+        return pg_fail(st, PG_ERR_MEMORY, "tokenizer scratch of %zu bytes is too small for %zu bytes of text",
+                       scratch_size, n);
+    uint32_t *sym = (uint32_t *)scratch;
+    uint32_t *rank = sym + n + 1;
+    uint32_t eos_len = t->offs[t->eos_id + 1] - t->offs[t->eos_id];
+    const uint8_t *eos = t->bytes + t->offs[t->eos_id];
+    size_t i = 0;
+    while (i < n) {
+        // the segment up to the next special token
+        size_t seg_end = n;
+        if (parse_special && eos_len > 0) {
+            for (size_t j = i; j + eos_len <= n; j++)
+                if (text[j] == eos[0] && memcmp(text + j, eos, eos_len) == 0) {
+                    seg_end = j;
+                    break;
+                }
+        }
+        while (i < seg_end) {
+            size_t len = pretoken_len(text + i, seg_end - i);
+            pg_code rc = bpe_chunk(t, text + i, len, ids, cap, n_ids, sym, rank, st);
+            if (rc) return rc;
+            i += len;
+        }
+        if (seg_end < n) {
+            if (*n_ids + 1 > cap) return pg_fail(st, PG_ERR_MEMORY, "token buffer of %zu ids is too small", cap);
+            ids[(*n_ids)++] = (int32_t)t->eos_id;
+            i = seg_end + eos_len;
+        }
+    }
+    return PG_OK;
+}
+
+const uint8_t *pg_tokenizer_token_bytes(const pg_tokenizer *t, int32_t id, uint32_t *len) {
+    if (id < 0 || (uint32_t)id >= t->n_vocab) {
+        *len = 0;
+        return NULL;
+    }
+    *len = t->offs[id + 1] - t->offs[id];
+    return t->bytes + t->offs[id];
+}
+
+// ---- streaming text out --------------------------------------------------------------------
+
+pg_code pg_textout_init(pg_textout *o, const uint8_t *const *stops, const size_t *stop_lens, int n_stops, pg_status *st) {
+    memset(o, 0, sizeof *o);
+    if (n_stops < 0 || n_stops > PG_TEXTOUT_MAX_STOPS)
+        return pg_fail(st, PG_ERR_ARG, "%d stop strings given, at most %d are supported", n_stops, PG_TEXTOUT_MAX_STOPS);
+    for (int i = 0; i < n_stops; i++) {
+        if (stop_lens[i] == 0 || stop_lens[i] > PG_TEXTOUT_MAX_STOP_LEN)
+            return pg_fail(st, PG_ERR_ARG, "stop string %d is %zu bytes; 1..%d allowed", i, stop_lens[i],
+                           PG_TEXTOUT_MAX_STOP_LEN);
+        o->stop[o->n_stop] = stops[i];
+        o->stop_len[o->n_stop++] = stop_lens[i];
+    }
+    return PG_OK;
+}
+
+// Release everything in hold except the longest tail that could begin a stop string.
+static void release(pg_textout *o, uint8_t *out, size_t *n_out) {
+    size_t keep = 0;
+    for (int s = 0; s < o->n_stop; s++) {
+        size_t max = o->stop_len[s] - 1 < o->n_hold ? o->stop_len[s] - 1 : o->n_hold;
+        for (size_t k = max; k > keep; k--)
+            if (memcmp(o->hold + o->n_hold - k, o->stop[s], k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    size_t n = o->n_hold - keep;
+    memcpy(out + *n_out, o->hold, n);
+    *n_out += n;
+    memmove(o->hold, o->hold + n, keep);
+    o->n_hold = keep;
+}
+
+// One complete character into hold; 1 when it completes a stop string.
+static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, size_t *n_out) {
+    if (o->n_hold + k > PG_TEXTOUT_HOLD) release(o, out, n_out);
+    memcpy(o->hold + o->n_hold, c, k);
+    o->n_hold += k;
+    for (int s = 0; s < o->n_stop; s++) {
+        size_t L = o->stop_len[s];
+        if (L <= o->n_hold && memcmp(o->hold + o->n_hold - L, o->stop[s], L) == 0) {
+            memcpy(out + *n_out, o->hold, o->n_hold - L);
+            *n_out += o->n_hold - L;
+            o->n_hold = 0;
+            o->stopped = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const uint8_t s_fffd[3] = {0xEF, 0xBF, 0xBD};
+
+int pg_textout_push(pg_textout *o, const uint8_t *in, size_t n, uint8_t *out, size_t *n_out) {
+    *n_out = 0;
+    if (o->stopped) return 1;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = in[i];
+        if (o->n_pend == 0) {
+            i++;
+            if (c < 0x80) {
+                if (put_char(o, &c, 1, out, n_out)) return 1;
+            } else if (c >= 0xC2 && c <= 0xF4) {
+                o->pend[0] = c;
+                o->n_pend = 1;
+                o->need = c <= 0xDF ? 2 : c <= 0xEF ? 3 : 4;
+            } else if (put_char(o, s_fffd, 3, out, n_out)) {
+                return 1;
+            }
+            continue;
+        }
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (o->n_pend == 1) {
+            if (o->pend[0] == 0xE0) lo = 0xA0;
+            if (o->pend[0] == 0xED) hi = 0x9F;
+            if (o->pend[0] == 0xF0) lo = 0x90;
+            if (o->pend[0] == 0xF4) hi = 0x8F;
+        }
+        if (c < lo || c > hi) {  // broken sequence: one U+FFFD, then look at c afresh
+            o->n_pend = 0;
+            if (put_char(o, s_fffd, 3, out, n_out)) return 1;
+            continue;
+        }
+        o->pend[o->n_pend++] = c;
+        i++;
+        if (o->n_pend == o->need) {
+            o->n_pend = 0;
+            if (put_char(o, o->pend, (size_t)o->need, out, n_out)) return 1;
+        }
+    }
+    release(o, out, n_out);
+    return 0;
+}
+
+void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out) {
+    *n_out = 0;
+    if (o->stopped) return;
+    if (o->n_pend) {
+        o->n_pend = 0;
+        if (put_char(o, s_fffd, 3, out, n_out)) return;
+    }
+    memcpy(out + *n_out, o->hold, o->n_hold);
+    *n_out += o->n_hold;
+    o->n_hold = 0;
+}

@@ -1,0 +1,69 @@
+// pocketgpt engine: GPT-2 byte-level BPE from the vocabulary and merges stored in the GGUF.
+//
+// Encoding follows the Hugging Face GPT-2 tokenizer token for token: the pre-tokenizer regex
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ is implemented by
+// hand over Unicode tables generated from unicodedata (unicode_tables.h), then merges apply
+// lowest rank first, leftmost on ties. Trimmed vocabularies (fewer merges) work the same way; all
+// 256 byte tokens must be present. Decoding is bytes; pg_textout turns a token stream into valid
+// UTF-8 text and cuts it at stop strings.
+#ifndef PG_TOKENIZER_H
+#define PG_TOKENIZER_H
+
+#include "gguf.h"
+
+typedef struct {
+    uint32_t a, b;   // left and right token ids (a == UINT32_MAX: empty slot)
+    uint32_t rank;   // merge priority (lower first)
+    uint32_t out;    // merged token id
+} pg_merge;
+
+typedef struct {
+    uint32_t n_vocab;
+    uint32_t n_merges;         // merges usable with this vocabulary
+    uint32_t eos_id, bos_id;
+    const uint8_t *bytes;      // (total,) raw bytes of every token, concatenated
+    const uint32_t *offs;      // (n_vocab + 1,) token i is bytes[offs[i] .. offs[i+1])
+    const uint32_t *tok_hash;  // (tok_mask + 1,) token ids by raw bytes, UINT32_MAX empty
+    uint32_t tok_mask;
+    const pg_merge *merge_hash;  // (merge_mask + 1,) merges by (a, b)
+    uint32_t merge_mask;
+    uint32_t byte_token[256];  // token of each single byte
+} pg_tokenizer;
+
+// Build the tables from g's tokenizer.ggml.* arrays inside arena memory. With a counting arena
+// (base NULL) only validates and counts. n_vocab_expected is the embedding's row count.
+pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_expected, pg_arena *a, pg_status *st);
+
+// Scratch bytes pg_tokenizer_encode needs for an input of n bytes.
+size_t pg_tokenizer_scratch_size(size_t n);
+// text (n bytes, any bytes; invalid UTF-8 is tolerated) -> ids (at most n ids are produced).
+// parse_special: the end-of-text token's text maps to its id, as in Hugging Face.
+pg_code pg_tokenizer_encode(const pg_tokenizer *t, const uint8_t *text, size_t n, int parse_special, int32_t *ids,
+                            size_t cap, size_t *n_ids, void *scratch, size_t scratch_size, pg_status *st);
+// Raw bytes of a token (*len 0 for an id out of range).
+const uint8_t *pg_tokenizer_token_bytes(const pg_tokenizer *t, int32_t id, uint32_t *len);
+
+#define PG_TEXTOUT_MAX_STOPS 8
+#define PG_TEXTOUT_MAX_STOP_LEN 255
+#define PG_TEXTOUT_HOLD 1024
+
+// Streaming detokenizer: bytes in, complete valid UTF-8 out (U+FFFD for invalid sequences, as
+// Python's errors="replace"), held back while the tail could still become a stop string.
+typedef struct {
+    uint8_t pend[4];
+    int n_pend, need;
+    uint8_t hold[PG_TEXTOUT_HOLD];
+    size_t n_hold;
+    const uint8_t *stop[PG_TEXTOUT_MAX_STOPS];
+    size_t stop_len[PG_TEXTOUT_MAX_STOPS];
+    int n_stop;
+    int stopped;  // a stop string was seen: nothing more is released
+} pg_textout;
+
+pg_code pg_textout_init(pg_textout *o, const uint8_t *const *stops, const size_t *stop_lens, int n_stops, pg_status *st);
+// Out buffer needs 3 * n + PG_TEXTOUT_HOLD bytes. Returns 1 when a stop string completed.
+int pg_textout_push(pg_textout *o, const uint8_t *in, size_t n, uint8_t *out, size_t *n_out);
+// End of stream: release what was held (pending partial character becomes U+FFFD).
+void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out);
+
+#endif

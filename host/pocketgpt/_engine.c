@@ -1,0 +1,634 @@
+// pocketgpt._engine: the C engine (firmware/engine) as a CPython extension, host only.
+//
+// Plain CPython C API. The model file is mmapped read-only (tensors are used in place); a
+// persistent pthread pool per model serves the engine's parallel-for; the GIL is released while
+// the engine computes. The Python-facing API lives in pocketgpt/engine.py.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gpt2.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+static PyObject *s_error;  // pocketgpt.errors.PocketError
+
+// ---- thread pool ---------------------------------------------------------------------------
+
+typedef struct {
+    pthread_t *threads;
+    int n_workers;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_done;
+    pthread_mutex_t submit;  // one parallel-for at a time (sessions on several threads share the pool)
+    pg_task_fn fn;
+    void *arg;
+    int n_tasks, next, done;
+    uint64_t gen;
+    int quit;
+} pg_pool;
+
+static void pool_take_tasks(pg_pool *p) {
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        if (p->next >= p->n_tasks) {
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        int t = p->next++;
+        pg_task_fn fn = p->fn;
+        void *arg = p->arg;
+        int n = p->n_tasks;
+        pthread_mutex_unlock(&p->mu);
+        fn(arg, t, n);
+        pthread_mutex_lock(&p->mu);
+        if (++p->done == p->n_tasks) pthread_cond_broadcast(&p->cv_done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static void *pool_worker(void *arg) {
+    pg_pool *p = (pg_pool *)arg;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->cv_work, &p->mu);
+        if (p->quit) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        seen = p->gen;
+        pthread_mutex_unlock(&p->mu);
+        pool_take_tasks(p);
+    }
+}
+
+static void pool_run(void *pool, pg_task_fn fn, void *arg, int n_tasks) {
+    pg_pool *p = (pg_pool *)pool;
+    pthread_mutex_lock(&p->submit);
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->n_tasks = n_tasks;
+    p->next = 0;
+    p->done = 0;
+    p->gen++;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    pool_take_tasks(p);  // the calling thread works too
+    pthread_mutex_lock(&p->mu);
+    while (p->done < p->n_tasks) pthread_cond_wait(&p->cv_done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->submit);
+}
+
+static int pool_init(pg_pool *p, int n_threads) {
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->submit, NULL);
+    pthread_cond_init(&p->cv_work, NULL);
+    pthread_cond_init(&p->cv_done, NULL);
+    p->n_workers = n_threads - 1;
+    if (p->n_workers <= 0) return 0;
+    p->threads = calloc((size_t)p->n_workers, sizeof(pthread_t));
+    if (!p->threads) return -1;
+    for (int i = 0; i < p->n_workers; i++) {
+        if (pthread_create(&p->threads[i], NULL, pool_worker, p) != 0) {
+            p->n_workers = i;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void pool_free(pg_pool *p) {
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->cv_work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++) pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    p->threads = NULL;
+    p->n_workers = 0;
+    pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->submit);
+    pthread_cond_destroy(&p->cv_work);
+    pthread_cond_destroy(&p->cv_done);
+}
+
+// ---- Model ---------------------------------------------------------------------------------
+
+typedef struct {
+    PyObject_HEAD
+    pg_model model;
+    void *map;
+    size_t map_size;
+    void *mem;
+    pg_pool pool;
+    int pool_ok;
+    int n_threads;
+} ModelObject;
+
+static PyObject *raise_status(const pg_status *st, const char *path) {
+    if (path)
+        PyErr_Format(s_error, "%s: %s", path, st->msg);
+    else
+        PyErr_SetString(s_error, st->msg);
+    return NULL;
+}
+
+static void Model_dealloc(ModelObject *self) {
+    if (self->pool_ok) pool_free(&self->pool);
+    free(self->mem);
+    if (self->map) munmap(self->map, self->map_size);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"path", "threads", "force_ref", NULL};
+    const char *path;
+    int threads = 1, force_ref = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|ip", kwlist, &path, &threads, &force_ref)) return -1;
+    if (self->map) {
+        PyErr_SetString(PyExc_RuntimeError, "Model already initialised");
+        return -1;
+    }
+    if (threads < 1 || threads > 256) {
+        PyErr_Format(s_error, "threads must be 1..256, got %d", threads);
+        return -1;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        PyErr_Format(s_error, "%s: cannot open (%s)", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0) {
+        close(fd);
+        PyErr_Format(s_error, "%s: not a regular, non-empty file", path);
+        return -1;
+    }
+    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        PyErr_Format(s_error, "%s: cannot mmap (%s)", path, strerror(errno));
+        return -1;
+    }
+    self->map = map;
+    self->map_size = (size_t)sb.st_size;
+    pg_status st;
+    pg_code rc;
+    size_t need = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pg_model_mem_size(map, self->map_size, &need, &st);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        raise_status(&st, path);
+        return -1;
+    }
+    self->mem = malloc(need ? need : 1);
+    if (!self->mem) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = pg_model_init(&self->model, map, self->map_size, self->mem, need ? need : 1, force_ref, &st);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        raise_status(&st, path);
+        return -1;
+    }
+    if (pool_init(&self->pool, threads) != 0) {
+        pool_free(&self->pool);
+        PyErr_SetString(s_error, "cannot start the engine's worker threads");
+        return -1;
+    }
+    self->pool_ok = 1;
+    self->n_threads = threads;
+    return 0;
+}
+
+static int model_ready(ModelObject *self) {
+    if (!self->map || !self->pool_ok) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Model_tokenize(ModelObject *self, PyObject *args) {
+    Py_buffer text;
+    int parse_special = 1;
+    if (!model_ready(self) || !PyArg_ParseTuple(args, "y*|p", &text, &parse_special)) return NULL;
+    size_t n = (size_t)text.len;
+    size_t scratch_size = pg_tokenizer_scratch_size(n);
+    int32_t *ids = malloc((n + 1) * sizeof(int32_t));
+    void *scratch = malloc(scratch_size);
+    if (!ids || !scratch) {
+        free(ids);
+        free(scratch);
+        PyBuffer_Release(&text);
+        return PyErr_NoMemory();
+    }
+    size_t n_ids = 0;
+    pg_status st;
+    pg_code rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pg_tokenizer_encode(&self->model.tok, (const uint8_t *)text.buf, n, parse_special, ids, n + 1, &n_ids,
+                             scratch, scratch_size, &st);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&text);
+    free(scratch);
+    if (rc) {
+        free(ids);
+        return raise_status(&st, NULL);
+    }
+    PyObject *out = PyList_New((Py_ssize_t)n_ids);
+    for (size_t i = 0; out && i < n_ids; i++) PyList_SET_ITEM(out, (Py_ssize_t)i, PyLong_FromLong(ids[i]));
+    free(ids);
+    return out;
+}
+
+static PyObject *Model_token_bytes(ModelObject *self, PyObject *args) {
+    int id;
+    if (!model_ready(self) || !PyArg_ParseTuple(args, "i", &id)) return NULL;
+    uint32_t len;
+    const uint8_t *b = pg_tokenizer_token_bytes(&self->model.tok, id, &len);
+    if (!b) return PyErr_Format(s_error, "token id %d outside the %u-token vocabulary", id, (unsigned)self->model.cfg.n_vocab);
+    return PyBytes_FromStringAndSize((const char *)b, len);
+}
+
+static PyObject *Model_detokenize(ModelObject *self, PyObject *arg) {
+    if (!model_ready(self)) return NULL;
+    PyObject *seq = PySequence_Fast(arg, "detokenize takes a sequence of token ids");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long id = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (id == -1 && PyErr_Occurred()) goto fail;
+        uint32_t len;
+        if (id < INT32_MIN || id > INT32_MAX || !pg_tokenizer_token_bytes(&self->model.tok, (int32_t)id, &len)) {
+            PyErr_Format(s_error, "token id %ld outside the %u-token vocabulary", id, (unsigned)self->model.cfg.n_vocab);
+            goto fail;
+        }
+        total += len;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out) goto fail;
+    char *dst = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t len;
+        const uint8_t *b = pg_tokenizer_token_bytes(&self->model.tok, (int32_t)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i)), &len);
+        memcpy(dst, b, len);
+        dst += len;
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyObject *Model_config(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    if (!model_ready(self)) return NULL;
+    const pg_config *c = &self->model.cfg;
+    return Py_BuildValue("{s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:s,s:i,s:I}", "n_vocab", c->n_vocab, "n_ctx", c->n_ctx,
+                         "n_embd", c->n_embd, "n_layer", c->n_layer, "n_head", c->n_head, "n_ff", c->n_ff, "eps",
+                         (double)c->eps, "eos_id", self->model.tok.eos_id, "bos_id", self->model.tok.bos_id, "kernels",
+                         self->model.kern->name, "threads", self->n_threads, "n_merges", self->model.tok.n_merges);
+}
+
+static PyMethodDef Model_methods[] = {
+    {"tokenize", (PyCFunction)Model_tokenize, METH_VARARGS, "tokenize(utf8_bytes, parse_special=True) -> list of ids"},
+    {"token_bytes", (PyCFunction)Model_token_bytes, METH_VARARGS, "token_bytes(id) -> bytes"},
+    {"detokenize", (PyCFunction)Model_detokenize, METH_O, "detokenize(ids) -> bytes"},
+    {"config", (PyCFunction)Model_config, METH_NOARGS, "the model's configuration as a dict"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pocketgpt._engine.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Model(path, threads=1, force_ref=False): a GPT-2 GGUF mapped in place",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Model_init,
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_methods = Model_methods,
+};
+
+// ---- Session -------------------------------------------------------------------------------
+
+typedef struct {
+    PyObject_HEAD
+    ModelObject *model;
+    pg_state state;
+    void *mem;
+    pg_rng rng;
+    pg_textout text;
+    PyObject *stops;  // keeps the stop strings' bytes alive while text uses them
+    int busy;
+} SessionObject;
+
+static void Session_dealloc(SessionObject *self) {
+    free(self->mem);
+    Py_XDECREF(self->stops);
+    Py_XDECREF(self->model);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Session_init(SessionObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"model", "n_ctx", "n_batch", NULL};
+    PyObject *model;
+    int n_ctx = 0, n_batch = 32;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|ii", kwlist, &ModelType, &model, &n_ctx, &n_batch)) return -1;
+    if (self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Session already initialised");
+        return -1;
+    }
+    ModelObject *m = (ModelObject *)model;
+    if (!model_ready(m)) return -1;
+    if (n_ctx <= 0) n_ctx = (int)m->model.cfg.n_ctx;
+    pg_status st;
+    size_t need;
+    if (pg_state_mem_size(&m->model, n_ctx, n_batch, &need, &st)) {
+        raise_status(&st, NULL);
+        return -1;
+    }
+    self->mem = malloc(need);
+    if (!self->mem) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (pg_state_init(&self->state, &m->model, n_ctx, n_batch, self->mem, need, &st)) {
+        raise_status(&st, NULL);
+        return -1;
+    }
+    self->state.par.run = pool_run;
+    self->state.par.pool = &m->pool;
+    self->state.par.n_threads = m->n_threads;
+    Py_INCREF(model);
+    self->model = m;
+    pg_rng_seed(&self->rng, 0);
+    pg_textout_init(&self->text, NULL, NULL, 0, NULL);
+    return 0;
+}
+
+static int session_enter(SessionObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Session is not initialised");
+        return 0;
+    }
+    if (self->busy) {
+        PyErr_SetString(s_error, "this session is already computing on another thread; use one session per thread");
+        return 0;
+    }
+    self->busy = 1;
+    return 1;
+}
+
+// list of ints -> malloc'd int32 array
+static int32_t *ids_from_seq(PyObject *obj, Py_ssize_t *n_out) {
+    PyObject *seq = PySequence_Fast(obj, "expected a sequence of token ids");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int32_t *ids = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
+    if (!ids) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if ((v == -1 && PyErr_Occurred()) || v < INT32_MIN || v > INT32_MAX) {
+            if (!PyErr_Occurred()) PyErr_SetString(s_error, "token id out of range");
+            free(ids);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        ids[i] = (int32_t)v;
+    }
+    Py_DECREF(seq);
+    *n_out = n;
+    return ids;
+}
+
+static PyObject *Session_eval(SessionObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"ids", "out", NULL};
+    PyObject *ids_obj, *out_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", kwlist, &ids_obj, &out_obj)) return NULL;
+    Py_ssize_t n = 0;
+    int32_t *ids = ids_from_seq(ids_obj, &n);
+    if (!ids) return NULL;
+    Py_buffer out = {0};
+    float *all = NULL;
+    if (out_obj != Py_None) {
+        if (PyObject_GetBuffer(out_obj, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) != 0) {
+            free(ids);
+            return NULL;
+        }
+        if ((size_t)out.len != (size_t)n * self->model->model.cfg.n_vocab * sizeof(float)) {
+            PyBuffer_Release(&out);
+            free(ids);
+            return PyErr_Format(s_error, "logits buffer has %zd bytes, need %zu", out.len,
+                                (size_t)n * self->model->model.cfg.n_vocab * sizeof(float));
+        }
+        all = (float *)out.buf;
+    }
+    if (!session_enter(self)) {
+        if (all) PyBuffer_Release(&out);
+        free(ids);
+        return NULL;
+    }
+    pg_status st;
+    pg_code rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pg_state_eval(&self->state, ids, (int32_t)n, all, &st);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (all) PyBuffer_Release(&out);
+    free(ids);
+    if (rc) return raise_status(&st, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"history", "temperature", "top_k", "top_p", "repeat_penalty", "repeat_last_n", "greedy", NULL};
+    PyObject *hist_obj;
+    pg_sampler_params p;
+    pg_sampler_defaults(&p);
+    int greedy = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fiffip", kwlist, &hist_obj, &p.temperature, &p.top_k, &p.top_p,
+                                     &p.repeat_penalty, &p.repeat_last_n, &greedy))
+        return NULL;
+    p.greedy = greedy;
+    Py_ssize_t n = 0;
+    int32_t *hist = ids_from_seq(hist_obj, &n);
+    if (!hist) return NULL;
+    if (!session_enter(self)) {
+        free(hist);
+        return NULL;
+    }
+    if (self->state.n_past == 0) {
+        self->busy = 0;
+        free(hist);
+        return PyErr_Format(s_error, "nothing evaluated yet: feed the prompt before sampling");
+    }
+    int32_t tok;
+    pg_state *s = &self->state;
+    Py_BEGIN_ALLOW_THREADS
+    tok = pg_sample(s->logits, (int32_t)s->m->cfg.n_vocab, &p, hist, (int32_t)n, &self->rng, s->probs, s->cand);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    free(hist);
+    return PyLong_FromLong(tok);
+}
+
+static PyObject *Session_seed(SessionObject *self, PyObject *args) {
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "K", &seed)) return NULL;
+    pg_rng_seed(&self->rng, (uint64_t)seed);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Session_reset(SessionObject *self, PyObject *unused) {
+    (void)unused;
+    if (!session_enter(self)) return NULL;
+    pg_state_reset(&self->state);
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Session_logits(SessionObject *self, PyObject *unused) {
+    (void)unused;
+    if (!self->model) return NULL;
+    return PyBytes_FromStringAndSize((const char *)self->state.logits,
+                                     (Py_ssize_t)(self->model->model.cfg.n_vocab * sizeof(float)));
+}
+
+static PyObject *Session_text_begin(SessionObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Tuple(arg);
+    if (!seq) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    const uint8_t *ptrs[PG_TEXTOUT_MAX_STOPS];
+    size_t lens[PG_TEXTOUT_MAX_STOPS];
+    if (n > PG_TEXTOUT_MAX_STOPS) {
+        Py_DECREF(seq);
+        return PyErr_Format(s_error, "%zd stop strings given, at most %d are supported", n, PG_TEXTOUT_MAX_STOPS);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyTuple_GET_ITEM(seq, i);
+        if (!PyBytes_Check(b)) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "stop strings must be bytes");
+            return NULL;
+        }
+        ptrs[i] = (const uint8_t *)PyBytes_AS_STRING(b);
+        lens[i] = (size_t)PyBytes_GET_SIZE(b);
+    }
+    pg_status st;
+    if (pg_textout_init(&self->text, ptrs, lens, (int)n, &st)) {
+        Py_DECREF(seq);
+        return raise_status(&st, NULL);
+    }
+    Py_XSETREF(self->stops, seq);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Session_text_push(SessionObject *self, PyObject *args) {
+    int id;
+    if (!self->model || !PyArg_ParseTuple(args, "i", &id)) return NULL;
+    uint32_t len;
+    const uint8_t *b = pg_tokenizer_token_bytes(&self->model->model.tok, id, &len);
+    if (!b) return PyErr_Format(s_error, "token id %d outside the vocabulary", id);
+    uint8_t *out = malloc(3 * (size_t)len + PG_TEXTOUT_HOLD + 8);
+    if (!out) return PyErr_NoMemory();
+    size_t n_out = 0;
+    int stopped = pg_textout_push(&self->text, b, len, out, &n_out);
+    PyObject *r = Py_BuildValue("(y#O)", (const char *)out, (Py_ssize_t)n_out, stopped ? Py_True : Py_False);
+    free(out);
+    return r;
+}
+
+static PyObject *Session_text_flush(SessionObject *self, PyObject *unused) {
+    (void)unused;
+    uint8_t out[PG_TEXTOUT_HOLD + 8];
+    size_t n_out = 0;
+    pg_textout_flush(&self->text, out, &n_out);
+    return PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)n_out);
+}
+
+static PyObject *Session_get_n_past(SessionObject *self, void *c) {
+    (void)c;
+    return PyLong_FromLong(self->state.n_past);
+}
+
+static PyObject *Session_get_n_ctx(SessionObject *self, void *c) {
+    (void)c;
+    return PyLong_FromLong(self->state.n_ctx);
+}
+
+static PyGetSetDef Session_getset[] = {
+    {"n_past", (getter)Session_get_n_past, NULL, "positions in the KV cache", NULL},
+    {"n_ctx", (getter)Session_get_n_ctx, NULL, "positions this session holds", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Session_methods[] = {
+    {"eval", (PyCFunction)(void (*)(void))Session_eval, METH_VARARGS | METH_KEYWORDS,
+     "eval(ids, out=None): append tokens to the KV cache; out (len(ids) * n_vocab float32) gets every position's logits"},
+    {"sample", (PyCFunction)(void (*)(void))Session_sample, METH_VARARGS | METH_KEYWORDS,
+     "sample(history, temperature, top_k, top_p, repeat_penalty, repeat_last_n, greedy) -> token id"},
+    {"seed", (PyCFunction)Session_seed, METH_VARARGS, "seed(uint64): reseed the sampler"},
+    {"reset", (PyCFunction)Session_reset, METH_NOARGS, "forget the KV cache"},
+    {"last_logits", (PyCFunction)Session_logits, METH_NOARGS, "last position's logits as float32 bytes"},
+    {"text_begin", (PyCFunction)Session_text_begin, METH_O, "text_begin(stops: sequence of bytes)"},
+    {"text_push", (PyCFunction)Session_text_push, METH_VARARGS, "text_push(token) -> (utf8 bytes released, stopped)"},
+    {"text_flush", (PyCFunction)Session_text_flush, METH_NOARGS, "end of stream -> remaining utf8 bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SessionType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pocketgpt._engine.Session",
+    .tp_basicsize = sizeof(SessionObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Session(model, n_ctx=0, n_batch=32): a KV cache and activations for one generation",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Session_init,
+    .tp_dealloc = (destructor)Session_dealloc,
+    .tp_methods = Session_methods,
+    .tp_getset = Session_getset,
+};
+
+static struct PyModuleDef engine_module = {
+    PyModuleDef_HEAD_INIT, "_engine", "pocketgpt's C engine (firmware/engine) for the host", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__engine(void) {
+    PyObject *errors = PyImport_ImportModule("pocketgpt.errors");
+    if (!errors) return NULL;
+    s_error = PyObject_GetAttrString(errors, "PocketError");
+    Py_DECREF(errors);
+    if (!s_error) return NULL;
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&SessionType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&engine_module);
+    if (!m) return NULL;
+    Py_INCREF(&ModelType);
+    Py_INCREF(&SessionType);
+    PyModule_AddObject(m, "Model", (PyObject *)&ModelType);
+    PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
+    PyModule_AddIntConstant(m, "TEXTOUT_MAX_STOPS", PG_TEXTOUT_MAX_STOPS);
+    PyModule_AddIntConstant(m, "TEXTOUT_MAX_STOP_LEN", PG_TEXTOUT_MAX_STOP_LEN);
+    return m;
+}

@@ -1,0 +1,197 @@
+"""The C engine from Python: load a GPT-2 GGUF, tokenize, score and stream generations.
+
+This is what the relay and the demo run, so it needs no torch: the heavy lifting happens in
+pocketgpt._engine (firmware/engine compiled by the package install). The model file is mmapped and
+its tensors are used in place; each Session owns a KV cache, so several sessions can generate at
+once from different threads (the engine releases the GIL while it computes and the threads share
+one persistent worker pool per Engine).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from pocketgpt.errors import PocketError
+
+
+def _native():
+    try:
+        from pocketgpt import _engine
+    except ImportError as exc:  # a source checkout without the compiled extension
+        raise PocketError(f"the C engine is not built ({exc}); run: pip install -e .") from None
+    return _engine
+
+
+def default_threads() -> int:
+    """All cores this process may use (the machines here have 2)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One generated token and the complete UTF-8 text it released (may be "")."""
+
+    token: int
+    text: str
+
+
+class Engine:
+    """A GPT-2 GGUF loaded into the C engine.
+
+    `path` is a .gguf file or a model spec (`builtin:host`). `n_ctx` caps each session's context
+    (default: the model's). `threads` sizes the worker pool (default: every core). `force_ref`
+    runs the portable reference kernels (also forced by PG_FORCE_REF=1 in the environment).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], n_ctx: int | None = None, threads: int | None = None,
+                 force_ref: bool = False, n_batch: int = 32) -> None:
+        from pocketgpt.models import resolve
+
+        spec = str(path)
+        resolved = resolve(spec) if spec.startswith("builtin:") else os.fspath(path)
+        if not os.path.exists(resolved):
+            raise PocketError(f"{resolved}: no such model file; give a .gguf path or builtin:host")
+        if os.path.isdir(resolved):
+            raise PocketError(f"{resolved}: is a folder; convert it with 'pocketgpt convert {resolved} OUT.gguf' first")
+        force_ref = force_ref or os.environ.get("PG_FORCE_REF", "") not in ("", "0")
+        self.path = str(resolved)
+        self._model = _native().Model(self.path, threads=threads or default_threads(), force_ref=force_ref)
+        cfg = self._model.config()
+        self.n_vocab: int = cfg["n_vocab"]
+        self.n_embd: int = cfg["n_embd"]
+        self.n_layer: int = cfg["n_layer"]
+        self.n_head: int = cfg["n_head"]
+        self.n_ff: int = cfg["n_ff"]
+        self.eos_id: int = cfg["eos_id"]
+        self.bos_id: int = cfg["bos_id"]
+        self.kernels: str = cfg["kernels"]
+        self.threads: int = cfg["threads"]
+        self.model_n_ctx: int = cfg["n_ctx"]
+        if n_ctx is not None and not 1 <= n_ctx <= self.model_n_ctx:
+            raise PocketError(f"n_ctx {n_ctx} outside 1..{self.model_n_ctx} (the model's context)")
+        self.n_ctx: int = n_ctx or self.model_n_ctx
+        self.n_batch = n_batch
+
+    # -- tokenizer --------------------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """GPT-2 byte-level BPE, identical to the Hugging Face tokenizer (special: parse <|endoftext|>)."""
+        return self._model.tokenize(text.encode("utf-8", "surrogatepass"), special)
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        return self._model.detokenize(list(ids)).decode("utf-8", "replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._model.token_bytes(int(token))
+
+    # -- scoring ----------------------------------------------------------------------------
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits (len(ids), n_vocab) float32 of a fresh sequence, every position."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return np.zeros((0, self.n_vocab), dtype=np.float32)
+        if len(ids) > self.n_ctx:
+            raise PocketError(f"{len(ids)} tokens exceed the {self.n_ctx}-token context")
+        out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
+        sess = _native().Session(self._model, n_ctx=len(ids), n_batch=min(self.n_batch, len(ids)))
+        sess.eval(ids, out)
+        return out
+
+    # -- generation -------------------------------------------------------------------------
+    def session(self) -> "Session":
+        return Session(self)
+
+    def generate(self, prompt: str | Sequence[int], **kw) -> Iterator[Piece]:
+        """`Session.generate` on a fresh session."""
+        return self.session().generate(prompt, **kw)
+
+
+class Session:
+    """One conversation's KV cache. Use one session per thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._s = _native().Session(engine._model, n_ctx=engine.n_ctx, n_batch=engine.n_batch)
+        self.last_stats: dict = {}
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
+                 top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
+                 stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64) -> Iterator[Piece]:
+        """Stream pieces for `prompt` (text or token ids), starting from an empty context.
+
+        Stops at `max_tokens` ('length'), at the end-of-text token or a stop string ('stop'; the
+        stop string itself is not emitted), or when the caller stops iterating ('abort'). The
+        context is cut to the last n_ctx - max_tokens prompt tokens when it would overflow.
+        """
+        eng = self.engine
+        ids = eng.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            ids = [eng.bos_id]
+        if max_tokens < 0:
+            raise PocketError(f"max_tokens must be >= 0, got {max_tokens}")
+        room = eng.n_ctx - max_tokens
+        if room < 1:
+            raise PocketError(f"max_tokens {max_tokens} leaves no room for the prompt in the {eng.n_ctx}-token context")
+        if len(ids) > room:
+            ids = ids[-room:]
+        stops = [s.encode("utf-8") for s in stop if s]
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        self._s.reset()
+        self._s.seed(seed & 0xFFFFFFFFFFFFFFFF)
+        self._s.text_begin(stops)
+        history = list(ids)
+        generated: list[int] = []
+        stats = {"prompt_tokens": len(ids), "tokens": generated, "finish_reason": "abort",
+                 "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
+        self.last_stats = stats
+        return self._run(ids, history, generated, stats, max_tokens, dict(
+            temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
+            stop_at_eos)
+
+    def _run(self, ids: list[int], history: list[int], generated: list[int], stats: dict, max_tokens: int,
+             params: dict, stop_at_eos: bool) -> Iterator[Piece]:
+        s = self._s
+        eos = self.engine.eos_id
+        t0 = time.perf_counter()
+        s.eval(ids)
+        t1 = time.perf_counter()
+        stats["prefill_tok_s"] = len(ids) / max(t1 - t0, 1e-9)
+        decode_time = 0.0
+        try:
+            for i in range(max_tokens):
+                if i:
+                    t = time.perf_counter()
+                    s.eval([generated[-1]])
+                    decode_time += time.perf_counter() - t
+                    stats["decode_tok_s"] = (len(generated) - 1) / max(decode_time, 1e-9)
+                tok = s.sample(history, **params)
+                generated.append(tok)
+                history.append(tok)
+                if stop_at_eos and tok == eos:
+                    stats["finish_reason"] = "stop"
+                    tail = s.text_flush().decode("utf-8")
+                    yield Piece(tok, tail)
+                    return
+                data, stopped = s.text_push(tok)
+                if stopped:
+                    stats["finish_reason"] = "stop"
+                    yield Piece(tok, data.decode("utf-8"))
+                    return
+                if i == max_tokens - 1:
+                    data += s.text_flush()
+                    stats["finish_reason"] = "length"
+                yield Piece(tok, data.decode("utf-8"))
+            if max_tokens == 0:
+                stats["finish_reason"] = "length"
+        finally:
+            if len(generated) > 1:
+                stats["decode_tok_s"] = (len(generated) - 1) / max(decode_time, 1e-9)
