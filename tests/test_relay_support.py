@@ -16,7 +16,11 @@ import pytest
 
 
 def build_tiny_gguf(path: Path) -> Path:
-    """GPT-2 with the real 50,257-token vocabulary but n_embd 64 and 2 layers (fixed seed)."""
+    """GPT-2 with the real 50,257-token vocabulary and context but n_embd 64, 2 layers (fixed seed).
+
+    The full 1024-token context lets a test keep a generation running long enough to abort it
+    or to SIGTERM the relay in the middle of it, even on the fast C engine.
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -26,7 +30,7 @@ def build_tiny_gguf(path: Path) -> Path:
     from pocketgpt.tokenizer import gpt2_vocab
 
     torch.manual_seed(1234)
-    cfg = GPT2Config(vocab_size=50257, n_positions=128, n_embd=64, n_layer=2, n_head=2)
+    cfg = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=64, n_layer=2, n_head=2)
     model = GPT2LMHeadModel(cfg).eval()
     mcfg, tensors, _ = hf.hf_to_tensors(model)
     write_gguf(path, mcfg, gpt2_vocab(), store_tensors(tensors, lambda n, a: F32), name="relay-test-tiny")

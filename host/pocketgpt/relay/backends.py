@@ -264,8 +264,9 @@ class TokenScheduler:
             return
         self._close_iter(job)
         raw = dict(getattr(job.session, "last_stats", None) or {}) if job.session is not None else {}
+        tokens = raw.get("tokens", 0)
         stats = GenStats(prompt_tokens=int(raw.get("prompt_tokens", len(job.prompt_ids))),
-                         tokens=int(raw.get("tokens", 0)),
+                         tokens=len(tokens) if isinstance(tokens, (list, tuple)) else int(tokens),  # ids or a count
                          finish_reason=reason or str(raw.get("finish_reason", "stop")),
                          extra={k: raw[k] for k in ("prefill_tok_s", "decode_tok_s") if k in raw})
         if stats.finish_reason not in ("stop", "length", "abort"):
