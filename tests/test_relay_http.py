@@ -1,0 +1,198 @@
+"""The relay's HTTP side with real clients: the openai package, aiohttp; and the OpenAI backend
+chained to a second relay (device -> relay B --openai--> relay A -> engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pocketgpt.relay.auth import TokenStore
+from pocketgpt.relay.backends import EngineBackend, GenRequest, OpenAIBackend
+from pocketgpt.relay.client import RelayClient
+from test_relay_support import RelayThread, engine, tiny_gguf  # noqa: F401  (fixtures)
+
+DEV = "api-user-1"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def reference(engine: Any, prompt: str, max_tokens: int) -> str:
+    d = GenRequest(prompt=prompt)
+    return "".join(p.text for p in engine.session().generate(
+        engine.tokenize(prompt), max_tokens=max_tokens, temperature=d.temperature, top_k=d.top_k, top_p=d.top_p,
+        repeat_penalty=d.repeat_penalty, greedy=True))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("relay-http-home")
+    return path, TokenStore(path).add(DEV)
+
+
+@pytest.fixture(scope="module")
+def relay(engine: Any, home: tuple[Path, str]) -> Any:
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=2), home=home[0], max_tokens_cap=300,
+                     rate_per_minute=6000, rate_burst=1000, max_message_bytes=8 * 1024)
+    yield rt
+    rt.stop()
+
+
+@pytest.fixture()
+def oai(relay: RelayThread, home: tuple[Path, str]) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=relay.http_url + "/v1", api_key=home[1], max_retries=0, timeout=30)
+
+
+def test_openai_models_and_completions(oai: Any, engine: Any) -> None:
+    assert [m.id for m in oai.models.list().data] == ["tiny"]
+    want = reference(engine, "The weather today", 20)
+    r = oai.completions.create(model="tiny", prompt="The weather today", max_tokens=20, temperature=0)
+    assert r.choices[0].text == want
+    assert r.choices[0].finish_reason in ("length", "stop")
+    assert r.usage.prompt_tokens == len(engine.tokenize("The weather today")) and r.usage.completion_tokens <= 20
+    chunks = list(oai.completions.create(model="tiny", prompt="The weather today", max_tokens=20, temperature=0,
+                                         stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == want
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("length", "stop")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+
+
+def test_openai_chat_streaming_and_not(oai: Any, engine: Any) -> None:
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there"}]
+    prompt = "You are terse.\nUser: Hi there\nAssistant:"
+    r = oai.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0)
+    assert r.choices[0].message.role == "assistant"
+    text = r.choices[0].message.content
+    full = reference(engine, prompt, 16)
+    assert full.startswith(text) and (text == full or "\nUser:" in full)
+    stream = oai.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
+    assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def test_openai_errors_are_typed(relay: RelayThread, oai: Any) -> None:
+    import openai
+
+    bad = openai.OpenAI(base_url=relay.http_url + "/v1", api_key="pgt_nope_nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    with pytest.raises(openai.AuthenticationError):
+        bad.completions.create(model="tiny", prompt="x", max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="cap of 300"):
+        oai.completions.create(model="tiny", prompt="x", max_tokens=301)
+    with pytest.raises(openai.BadRequestError, match="prompt"):
+        oai.completions.create(model="tiny", prompt="", max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        oai.chat.completions.create(model="tiny", messages=[], max_tokens=1)
+
+
+def test_http_hygiene_health_metrics_and_limits(relay: RelayThread, home: tuple[Path, str]) -> None:
+    import aiohttp
+
+    async def go() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(relay.http_url + "/healthz") as r:
+                assert r.status == 200
+                h = await r.json()
+                assert h["status"] == "ok" and h["open"] is False and h["model"] == "tiny"
+            auth = {"Authorization": f"Bearer {home[1]}"}
+            async with s.post(relay.http_url + "/v1/completions", data=b"x" * (9 * 1024), headers=auth) as r:
+                assert r.status == 413 and (await r.json())["error"]["code"] == "too_large"
+            async with s.post(relay.http_url + "/v1/completions", data=b"{broken", headers=auth) as r:
+                assert r.status == 400 and (await r.json())["error"]["code"] == "bad_json"
+            async with s.post(relay.http_url + "/v1/completions", json={"prompt": "x"}) as r:
+                assert r.status == 401 and "token" in (await r.json())["error"]["message"]
+            async with s.get(relay.http_url + "/nope") as r:
+                assert r.status == 404
+            async with s.post(relay.http_url + "/v1/completions", json={"prompt": "Count", "max_tokens": 3}, headers=auth) as r:
+                assert r.status == 200
+            async with s.get(relay.http_url + "/metrics") as r:
+                text = await r.text()
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            assert "pocketgpt_sessions_active " in text and 'pocketgpt_refusals_total{code="unauthorized"}' in text
+            assert "pocketgpt_tokens_generated_total" in text and "pocketgpt_time_to_first_token_seconds_count" in text
+            assert home[1] not in text
+    run(go())
+
+
+def test_http_rate_limit_is_429_with_retry_after(engine: Any, home: tuple[Path, str]) -> None:
+    import aiohttp
+
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0], rate_per_minute=0.001, rate_burst=1)
+    try:
+        async def go() -> list[int]:
+            out = []
+            async with aiohttp.ClientSession() as s:
+                for _ in range(2):
+                    async with s.post(rt.http_url + "/v1/completions", json={"prompt": "hi", "max_tokens": 1},
+                                      headers={"Authorization": f"Bearer {home[1]}"}) as r:
+                        out.append(r.status)
+                        if r.status == 429:
+                            assert int(r.headers["Retry-After"]) >= 1
+                            assert (await r.json())["error"]["code"] == "rate_limited"
+            return out
+        assert run(go()) == [200, 429]
+    finally:
+        rt.stop()
+
+
+def test_openai_backend_chained_to_another_relay(relay: RelayThread, home: tuple[Path, str], engine: Any) -> None:
+    """device -> relay B (backend openai) -> relay A's /v1/completions -> engine: same greedy text."""
+    front = RelayThread(OpenAIBackend(relay.http_url + "/v1", "tiny", api_key=home[1]), open=True)
+    try:
+        want = reference(engine, "Far away", 24)
+
+        async def go() -> None:
+            async with RelayClient(front.ws_url) as c:
+                assert c.hello["pocketgpt"]["backend"] == "openai"
+                r = await c.generate("Far away", max_tokens=24, greedy=True)
+                assert r.error is None and r.text == want and r.reason in ("length", "stop")
+                assert r.tokens == len(engine.tokenize(want)) or r.reason == "stop" or r.tokens > 0
+                # abort through the chain
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "x", "prompt": "Go", "max_tokens": 300}))
+                assert (await c.recv())["type"] == "pg.delta"
+                await c.ws.send(json.dumps({"type": "abort", "id": "x"}))
+                while (m := await c.recv())["type"] != "pg.done":
+                    pass
+                assert m["reason"] == "abort"
+        run(go())
+    finally:
+        front.stop()
+
+
+def test_dead_openai_backend_is_reported_to_the_device(home: tuple[Path, str]) -> None:
+    with socket.socket() as s:   # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    front = RelayThread(OpenAIBackend(f"http://127.0.0.1:{dead_port}/v1", "gpt2"), open=True)
+    try:
+        async def go() -> None:
+            async with RelayClient(front.ws_url) as c:
+                r = await c.generate("Anyone there?", max_tokens=5)
+                assert r.error is not None and r.error["code"] == "backend_unavailable" and r.error["id"] == "r1"
+                assert str(dead_port) in r.error["message"]
+                msgs = await c.text_turn("Hello?")   # a stock text turn: error, then tts stop, never a hang
+                assert [m["type"] for m in msgs][:2] == ["stt", "tts"]
+                assert any(m["type"] == "error" and m["code"] == "backend_unavailable" for m in msgs)
+                assert msgs[-1]["state"] == "stop"
+                r = await c.generate("Still alive?", max_tokens=5)   # the relay stays up
+                assert r.error["code"] == "backend_unavailable"
+        run(go())
+
+        import openai
+        api = openai.OpenAI(base_url=front.http_url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as err:
+            api.completions.create(model="gpt2", prompt="x", max_tokens=2)
+        assert err.value.status_code == 503
+    finally:
+        front.stop()
