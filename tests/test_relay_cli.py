@@ -1,0 +1,151 @@
+"""`pocketgpt serve` as a real process: SIGTERM drain, TLS, --open, and one-line start-up errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from pocketgpt.relay.auth import TokenStore
+from pocketgpt.relay.client import RelayClient
+from test_relay_support import engine_kind, tiny_gguf  # noqa: F401  (fixture)
+
+
+class Served:
+    """`pocketgpt serve ... --port 0 --http-port 0` and the ports it printed."""
+
+    def __init__(self, model: Path, home: Path, *extra: str) -> None:
+        backend = "engine" if engine_kind() == "engine" else "torch"
+        cmd = [sys.executable, "-m", "pocketgpt", "serve", "--model", str(model), "--backend", backend,
+               "--port", "0", "--http-port", "0", "--home", str(home), "--workers", "1", *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "ready" not in line:
+            self.proc.kill()
+            raise AssertionError(f"relay did not start: {line!r} {self.proc.stderr.read()}")
+        self.ws_port = int(re.search(r"ws_port=(\d+)", line).group(1))
+        self.http_port = int(re.search(r"http_port=(\d+)", line).group(1))
+        self.ready_line = line
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_sigterm_drains_then_exits(tiny_gguf: Path, tmp_path: Path) -> None:
+    token = TokenStore(tmp_path).add("dev-sigterm")
+    srv = Served(tiny_gguf, tmp_path, "--drain-timeout", "30", "--max-tokens", "900")
+    try:
+        async def go() -> None:
+            url = f"ws://127.0.0.1:{srv.ws_port}/xiaozhi/v1/"
+            async with RelayClient(url, token=token, device_id="dev-sigterm") as c:
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 300,
+                                            "greedy": True}))
+                assert (await c.recv())["type"] == "pg.delta"
+                srv.proc.send_signal(signal.SIGTERM)
+                while (m := await c.recv())["type"] != "pg.done":
+                    assert m["type"] == "pg.delta"
+                assert m["reason"] in ("length", "stop") and (m["tokens"] == 300 or m["reason"] == "stop")
+                with pytest.raises(ConnectionClosed):
+                    await c.recv()
+                assert c.ws.close_code == 1001
+            with pytest.raises(OSError):   # no new sessions: the listener is gone
+                async with RelayClient(url, token=token, device_id="dev-sigterm"):
+                    pass
+        run(go())
+        code, err = srv.stop()
+        assert code == 0, err
+        assert "draining" in err and token not in err and "Long" not in err   # no tokens, no prompts in logs
+    finally:
+        srv.stop()
+
+
+def test_sigterm_deadline_aborts_with_a_done_message(tiny_gguf: Path, tmp_path: Path) -> None:
+    srv = Served(tiny_gguf, tmp_path, "--open", "--drain-timeout", "0", "--max-tokens", "900")
+    try:
+        async def go() -> None:
+            async with RelayClient(f"ws://127.0.0.1:{srv.ws_port}/xiaozhi/v1/") as c:
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 900}))
+                assert (await c.recv())["type"] == "pg.delta"
+                srv.proc.send_signal(signal.SIGTERM)
+                while (m := await c.recv())["type"] != "pg.done":
+                    pass
+                assert m["reason"] == "abort" and m["tokens"] < 900
+        run(go())
+        code, err = srv.stop()
+        assert code == 0, err
+        assert "--open is ON" in err and "OPEN MODE" in err
+    finally:
+        srv.stop()
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "relay.crt", tmp / "relay.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.skipif(not any(os.access(os.path.join(p, "openssl"), os.X_OK) for p in os.environ.get("PATH", "").split(":")),
+                    reason="openssl command not installed")
+def test_tls_wss_and_https(tiny_gguf: Path, tmp_path: Path) -> None:
+    import aiohttp
+
+    cert, key = _self_signed(tmp_path)
+    token = TokenStore(tmp_path).add("dev-tls")
+    srv = Served(tiny_gguf, tmp_path, "--cert", str(cert), "--key", str(key))
+    try:
+        assert f"wss://127.0.0.1:{srv.ws_port}/xiaozhi/v1/" in srv.ready_line
+        ctx = ssl.create_default_context(cafile=str(cert))
+
+        async def go() -> None:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"https://127.0.0.1:{srv.http_port}/xiaozhi/ota/", ssl=ctx,
+                                  json={"application": {"version": "2.0.0"}}, headers={"Device-Id": "dev-tls"}) as r:
+                    body = await r.json()
+            assert body["websocket"]["url"] == f"wss://127.0.0.1:{srv.ws_port}/xiaozhi/v1/"
+            assert body["websocket"]["token"] == token
+            async with RelayClient(body["websocket"]["url"], token=token, device_id="dev-tls", ssl=ctx) as c:
+                r = await c.generate("Secure", max_tokens=4)
+                assert r.reason in ("length", "stop")
+            with pytest.raises(ssl.SSLError):   # an unverified client is not silently downgraded
+                async with RelayClient(body["websocket"]["url"], token=token, device_id="dev-tls",
+                                       ssl=ssl.create_default_context()):
+                    pass
+        run(go())
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "openai"], "needs --url"),
+    (["--model", "/nonexistent/model.gguf"], "no such file"),
+    (["--cert", "/nonexistent.pem", "--key", "/nonexistent.key", "--backend", "openai", "--url", "http://127.0.0.1:9/v1"],
+     "cannot load TLS certificate"),
+    (["--max-sessions", "0", "--backend", "openai", "--url", "http://127.0.0.1:9/v1"], "--max-sessions must be"),
+])
+def test_start_up_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "pocketgpt", "serve", "--port", "0", "--http-port", "0",
+                        "--home", str(tmp_path), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
