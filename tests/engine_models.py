@@ -58,3 +58,17 @@ def torch_greedy(model: Any, ids: list[int], n: int) -> list[int]:
                              num_beams=1, repetition_penalty=1.0, pad_token_id=0,
                              eos_token_id=None)
     return out[0, len(ids):].tolist()
+
+
+def small_vocab(n_merges: int = 300) -> Any:
+    """A trimmed GPT-2 vocabulary: 256 byte tokens, the first merges, <|endoftext|> (~560 tokens)."""
+    from pocketgpt.tokenizer import BPEVocab, gpt2_vocab
+
+    full = gpt2_vocab()
+    merges = full.merges[:n_merges]
+    keep = set(full.tokens[:256])
+    for m in merges:
+        a, b = m.split(" ")
+        keep.add(a + b)
+    tokens = [t for t in full.tokens if t in keep] + ["<|endoftext|>"]
+    return BPEVocab(tokens=tokens, merges=merges, eos_id=len(tokens) - 1, bos_id=len(tokens) - 1)

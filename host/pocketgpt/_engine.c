@@ -610,8 +610,110 @@ static PyTypeObject SessionType = {
     .tp_getset = Session_getset,
 };
 
+// ---- module functions ----------------------------------------------------------------------
+
+// dequantize(type, raw, n) -> n float32 as bytes, with the engine's reference kernels (for tests).
+static PyObject *engine_dequantize(PyObject *mod, PyObject *args) {
+    (void)mod;
+    unsigned int type;
+    Py_buffer raw;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "Iy*n", &type, &raw, &n)) return NULL;
+    uint32_t blk = pg_type_block(type);
+    if (!pg_type_supported(type) || blk == 0 || n <= 0 || n % blk != 0 ||
+        (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(type)) {
+        PyBuffer_Release(&raw);
+        return PyErr_Format(s_error, "dequantize: bad type %u or size (%zd weights, %zd bytes)", type, n, raw.len);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(float));
+    if (out) {
+        void *src = malloc((size_t)raw.len);  // aligned copy
+        if (!src) {
+            Py_DECREF(out);
+            PyBuffer_Release(&raw);
+            return PyErr_NoMemory();
+        }
+        memcpy(src, raw.buf, (size_t)raw.len);
+        pg_dequant_row(type, src, (float *)PyBytes_AS_STRING(out), (int)n);
+        free(src);
+    }
+    PyBuffer_Release(&raw);
+    return out;
+}
+
+// dot(type, raw, x_bytes, force_ref) -> float: one row through the selected kernel set.
+static PyObject *engine_dot(PyObject *mod, PyObject *args) {
+    (void)mod;
+    unsigned int type;
+    Py_buffer raw, x;
+    int force_ref = 0;
+    if (!PyArg_ParseTuple(args, "Iy*y*|p", &type, &raw, &x, &force_ref)) return NULL;
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
+    uint32_t blk = pg_type_block(type);
+    PyObject *res = NULL;
+    if (!pg_type_supported(type) || blk == 0 || n <= 0 || n % blk != 0 ||
+        (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(type)) {
+        PyErr_Format(s_error, "dot: bad type %u or size", type);
+    } else {
+        void *w = malloc((size_t)raw.len);
+        float *xv = malloc((size_t)x.len);
+        if (w && xv) {
+            memcpy(w, raw.buf, (size_t)raw.len);
+            memcpy(xv, x.buf, (size_t)x.len);
+            float r = pg_kernels_select(force_ref)->dot[type](w, xv, (int)n);
+            res = PyFloat_FromDouble((double)r);
+        } else {
+            PyErr_NoMemory();
+        }
+        free(w);
+        free(xv);
+    }
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&x);
+    return res;
+}
+
+// check_blob(bytes) -> None or raises PocketError: validate and load a model from memory (fuzzing).
+static PyObject *engine_check_blob(PyObject *mod, PyObject *args) {
+    (void)mod;
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    void *blob = malloc(b.len ? (size_t)b.len : 1);
+    if (!blob) {
+        PyBuffer_Release(&b);
+        return PyErr_NoMemory();
+    }
+    memcpy(blob, b.buf, (size_t)b.len);
+    size_t size = (size_t)b.len;
+    PyBuffer_Release(&b);
+    pg_status st;
+    pg_code rc;
+    size_t need = 0;
+    void *mem = NULL;
+    pg_model model;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pg_model_mem_size(blob, size, &need, &st);
+    if (!rc) {
+        mem = malloc(need ? need : 1);
+        rc = mem ? pg_model_init(&model, blob, size, mem, need ? need : 1, 0, &st)
+                 : pg_fail(&st, PG_ERR_MEMORY, "out of memory");
+    }
+    Py_END_ALLOW_THREADS
+    free(mem);
+    free(blob);
+    if (rc) return raise_status(&st, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef engine_functions[] = {
+    {"dequantize", engine_dequantize, METH_VARARGS, "dequantize(type, raw, n) -> float32 bytes (reference kernels)"},
+    {"dot", engine_dot, METH_VARARGS, "dot(type, raw, x, force_ref=False) -> float"},
+    {"check_blob", engine_check_blob, METH_VARARGS, "check_blob(gguf_bytes): load a model from memory or raise"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef engine_module = {
-    PyModuleDef_HEAD_INIT, "_engine", "pocketgpt's C engine (firmware/engine) for the host", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_engine", "pocketgpt's C engine (firmware/engine) for the host", -1, engine_functions,
     NULL, NULL, NULL, NULL,
 };
 
