@@ -1,0 +1,325 @@
+// C unit tests of the engine, run under AddressSanitizer and UndefinedBehaviorSanitizer by
+// `make -C firmware/engine test-asan MODEL=path.gguf` (the pytest suite does this with a tiny model
+// it makes). Also a seeded random-mutation fuzz of the GGUF reader and the tokenizer: malformed
+// input must be rejected with a status, never crash or read outside the blob.
+//
+// usage: test_engine MODEL.gguf [MUTATIONS]
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpt2.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+static int s_failures = 0;
+#define CHECK(cond)                                                           \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            s_failures++;                                                     \
+        }                                                                     \
+    } while (0)
+
+static uint8_t *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)n);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *size = (size_t)n;
+    return buf;
+}
+
+static void test_f16(void) {
+    CHECK(pg_f16_to_f32(0x3C00) == 1.0f);
+    CHECK(pg_f16_to_f32(0xC000) == -2.0f);
+    CHECK(pg_f16_to_f32(0x0001) == ldexpf(1.0f, -24));  // smallest subnormal
+    CHECK(pg_f16_to_f32(0x03FF) == ldexpf(1023.0f, -24));
+    CHECK(pg_f16_to_f32(0x7BFF) == 65504.0f);
+    CHECK(isinf(pg_f16_to_f32(0x7C00)));
+    CHECK(isnan(pg_f16_to_f32(0x7E00)));
+}
+
+static void test_arena(void) {
+    uint8_t buf[64];
+    pg_arena a;
+    pg_arena_init(&a, buf, sizeof buf);
+    CHECK(pg_arena_take(&a, 10, 1) == buf);
+    CHECK(pg_arena_take(&a, 8, 16) == buf + 16);
+    CHECK(pg_arena_take(&a, 100, 1) == NULL);
+    CHECK(pg_arena_overflow(&a));
+    pg_arena_init(&a, NULL, 0);
+    CHECK(pg_arena_take(&a, 10, 4) == NULL && a.used == 10);
+    CHECK(pg_arena_take(&a, SIZE_MAX, 4) == NULL && a.used == SIZE_MAX);
+}
+
+static void test_textout(void) {
+    pg_textout o;
+    uint8_t out[4096];
+    size_t n;
+    const uint8_t *stops[1] = {(const uint8_t *)"END"};
+    size_t lens[1] = {3};
+    CHECK(pg_textout_init(&o, stops, lens, 1, NULL) == PG_OK);
+    CHECK(pg_textout_push(&o, (const uint8_t *)"ab E", 4, out, &n) == 0 && n == 3 && memcmp(out, "ab ", 3) == 0);
+    CHECK(pg_textout_push(&o, (const uint8_t *)"\xE2\x82", 2, out, &n) == 0 && n == 0);  // "E" held, euro incomplete
+    CHECK(pg_textout_push(&o, (const uint8_t *)"\xAC" "EN", 3, out, &n) == 0 && n == 4 &&
+          memcmp(out, "E\xE2\x82\xAC", 4) == 0);
+    CHECK(pg_textout_push(&o, (const uint8_t *)"Dx", 2, out, &n) == 1 && n == 0);
+    CHECK(o.stopped);
+    pg_status st;
+    size_t big = 1000;
+    CHECK(pg_textout_init(&o, stops, &big, 1, &st) == PG_ERR_ARG);
+    CHECK(pg_textout_init(&o, NULL, NULL, 0, NULL) == PG_OK);
+    CHECK(pg_textout_push(&o, (const uint8_t *)"\xFF" "a\xC3", 3, out, &n) == 0 && n == 4 &&
+          memcmp(out, "\xEF\xBF\xBD" "a", 4) == 0);
+    pg_textout_flush(&o, out, &n);
+    CHECK(n == 3 && memcmp(out, "\xEF\xBF\xBD", 3) == 0);
+}
+
+static void test_sampler(void) {
+    float logits[8] = {0.1f, 3.0f, -1.0f, 2.9f, 0.0f, 0.5f, 2.0f, -3.0f};
+    float work[8], probs[8];
+    int32_t cand[8];
+    pg_sampler_params p;
+    pg_sampler_defaults(&p);
+    p.greedy = 1;
+    p.repeat_penalty = 1.0f;
+    memcpy(work, logits, sizeof work);
+    CHECK(pg_sample(work, 8, &p, NULL, 0, NULL, probs, cand) == 1);
+    int32_t hist[1] = {1};
+    p.repeat_penalty = 2.0f;
+    memcpy(work, logits, sizeof work);
+    CHECK(pg_sample(work, 8, &p, hist, 1, NULL, probs, cand) == 3);
+    p.greedy = 0;
+    p.repeat_penalty = 1.0f;
+    p.top_k = 2;
+    p.temperature = 1.0f;
+    p.top_p = 1.0f;
+    pg_rng r1, r2;
+    pg_rng_seed(&r1, 42);
+    pg_rng_seed(&r2, 42);
+    for (int i = 0; i < 200; i++) {
+        memcpy(work, logits, sizeof work);
+        int32_t a = pg_sample(work, 8, &p, NULL, 0, &r1, probs, cand);
+        memcpy(work, logits, sizeof work);
+        int32_t b = pg_sample(work, 8, &p, NULL, 0, &r2, probs, cand);
+        CHECK(a == b && (a == 1 || a == 3));
+    }
+    p.top_k = 0;
+    p.top_p = 0.3f;
+    for (int i = 0; i < 50; i++) {
+        memcpy(work, logits, sizeof work);
+        CHECK(pg_sample(work, 8, &p, NULL, 0, &r1, probs, cand) == 1);
+    }
+}
+
+typedef struct {
+    pg_model model;
+    void *mem;
+} loaded;
+
+static pg_code load(const uint8_t *blob, size_t size, loaded *out, pg_status *st) {
+    size_t need;
+    out->mem = NULL;
+    pg_code rc = pg_model_mem_size(blob, size, &need, st);
+    if (rc) return rc;
+    out->mem = malloc(need ? need : 1);
+    return pg_model_init(&out->model, blob, size, out->mem, need ? need : 1, 0, st);
+}
+
+static int32_t argmax(const float *x, int32_t n) {
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static void test_model(const uint8_t *blob, size_t size) {
+    loaded L;
+    pg_status st;
+    pg_code rc = load(blob, size, &L, &st);
+    CHECK(rc == PG_OK);
+    if (rc) {
+        fprintf(stderr, "load failed: %s\n", st.msg);
+        free(L.mem);
+        return;
+    }
+    const pg_model *m = &L.model;
+    const char *text = "Hello, world! It's 2024: naïve café 😀.";
+    size_t n = strlen(text), n_ids;
+    int32_t ids[256];
+    size_t scratch_size = pg_tokenizer_scratch_size(n);
+    void *scratch = malloc(scratch_size);
+    CHECK(pg_tokenizer_encode(&m->tok, (const uint8_t *)text, n, 1, ids, 256, &n_ids, scratch, scratch_size, &st) == PG_OK);
+    CHECK(n_ids > 0 && n_ids <= n);
+    uint8_t back[256];
+    size_t nb = 0;
+    for (size_t i = 0; i < n_ids; i++) {
+        uint32_t len;
+        const uint8_t *b = pg_tokenizer_token_bytes(&m->tok, ids[i], &len);
+        memcpy(back + nb, b, len);
+        nb += len;
+    }
+    CHECK(nb == n && memcmp(back, text, n) == 0);
+    CHECK(pg_tokenizer_encode(&m->tok, (const uint8_t *)text, n, 1, ids, 2, &n_ids, scratch, scratch_size, &st) == PG_ERR_MEMORY);
+    free(scratch);
+
+    // batched prefill and one-at-a-time decoding agree
+    int32_t T = 12 < (int32_t)m->cfg.n_ctx ? 12 : (int32_t)m->cfg.n_ctx;
+    size_t sneed;
+    CHECK(pg_state_mem_size(m, T, 5, &sneed, &st) == PG_OK);
+    void *smem = malloc(sneed), *smem2 = malloc(sneed);
+    pg_state s1, s2;
+    CHECK(pg_state_init(&s1, m, T, 5, smem, sneed, &st) == PG_OK);
+    CHECK(pg_state_init(&s2, m, T, 5, smem2, sneed, &st) == PG_OK);
+    CHECK(pg_state_init(&s2, m, T, 5, smem2, sneed - 1, &st) == PG_ERR_MEMORY);
+    CHECK(pg_state_init(&s2, m, T, 5, smem2, sneed, &st) == PG_OK);
+    int32_t toks[12];
+    for (int32_t i = 0; i < T; i++) toks[i] = (int32_t)((i * 7 + 3) % (int32_t)m->cfg.n_vocab);
+    float *all = malloc((size_t)T * m->cfg.n_vocab * sizeof(float));
+    CHECK(pg_state_eval(&s1, toks, T, all, &st) == PG_OK);
+    float maxdiff = 0.0f;
+    for (int32_t i = 0; i < T; i++) {
+        CHECK(pg_state_eval(&s2, toks + i, 1, NULL, &st) == PG_OK);
+        for (uint32_t v = 0; v < m->cfg.n_vocab; v++) {
+            float d = fabsf(s2.logits[v] - all[(size_t)i * m->cfg.n_vocab + v]);
+            if (d > maxdiff) maxdiff = d;
+        }
+    }
+    CHECK(maxdiff < 1e-3f);
+    CHECK(argmax(s1.logits, (int32_t)m->cfg.n_vocab) == argmax(s2.logits, (int32_t)m->cfg.n_vocab));
+    CHECK(pg_state_eval(&s1, toks, 1, NULL, &st) == PG_ERR_ARG);  // context full
+    pg_state_reset(&s1);
+    int32_t bad = (int32_t)m->cfg.n_vocab;
+    CHECK(pg_state_eval(&s1, &bad, 1, NULL, &st) == PG_ERR_ARG);
+    CHECK(pg_state_mem_size(m, (int32_t)m->cfg.n_ctx + 1, 1, &sneed, &st) == PG_ERR_ARG);
+    free(all);
+    free(smem);
+    free(smem2);
+    free(L.mem);
+}
+
+static uint64_t s_rng = 0x1234567;
+static uint32_t rnd(void) {
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (uint32_t)s_rng;
+}
+
+// Mutate a copy of the blob, try to load it; when it loads, use it a little.
+static int fuzz_one(const uint8_t *blob, size_t size, size_t header_end, uint8_t *work) {
+    size_t n = size;
+    memcpy(work, blob, size);
+    int kind = (int)(rnd() % 5);
+    size_t span = header_end > 8 ? header_end : size;
+    if (kind == 0) {  // flip a few bytes in the header and metadata
+        for (int k = 0, c = 1 + (int)(rnd() % 4); k < c; k++) work[rnd() % span] ^= (uint8_t)(1u << (rnd() % 8));
+    } else if (kind == 1) {  // truncate
+        n = rnd() % size;
+    } else if (kind == 2) {  // an interesting 64-bit value somewhere in the header
+        static const uint64_t vals[] = {0, 1, 0xFF, 0xFFFFFFFFull, 0x100000000ull, 0x7FFFFFFFFFFFFFFFull,
+                                        0xFFFFFFFFFFFFFFFFull, 32, 256};
+        uint64_t v = vals[rnd() % (sizeof vals / sizeof vals[0])];
+        size_t at = rnd() % (span > 8 ? span - 8 : 1);
+        memcpy(work + at, &v, 8);
+    } else if (kind == 3) {  // random bytes anywhere
+        for (int k = 0, c = 1 + (int)(rnd() % 16); k < c; k++) work[rnd() % size] = (uint8_t)rnd();
+    } else {  // a 32-bit value (counts, types, dimensions)
+        uint32_t v = rnd() % 3 ? rnd() % 64 : rnd();
+        size_t at = rnd() % (span > 4 ? span - 4 : 1);
+        memcpy(work + at, &v, 4);
+    }
+    loaded L;
+    pg_status st;
+    int ok = load(work, n, &L, &st) == PG_OK;
+    if (!ok) CHECK(st.msg[0] != '\0');
+    if (ok) {  // a mutation that still loads must still run
+        const pg_model *m = &L.model;
+        uint8_t text[64];
+        for (int i = 0; i < 64; i++) text[i] = (uint8_t)rnd();
+        int32_t ids[64];
+        size_t n_ids;
+        uint8_t scratch[1024];
+        CHECK(pg_tokenizer_encode(&m->tok, text, 64, 1, ids, 64, &n_ids, scratch, sizeof scratch, &st) == PG_OK);
+        size_t need;
+        if (pg_state_mem_size(m, 4, 2, &need, &st) == PG_OK && need < (64u << 20)) {
+            void *smem = malloc(need);
+            pg_state s;
+            if (smem && pg_state_init(&s, m, 4, 2, smem, need, &st) == PG_OK) {
+                int32_t t[3] = {0, 1, 2};
+                for (int i = 0; i < 3; i++) t[i] %= (int32_t)m->cfg.n_vocab;
+                CHECK(pg_state_eval(&s, t, 3, NULL, &st) == PG_OK);
+            }
+            free(smem);
+        }
+    }
+    free(L.mem);
+    return ok;
+}
+
+static void fuzz_tokenizer(const pg_model *m, int rounds) {
+    uint8_t text[300];
+    int32_t ids[300];
+    uint8_t scratch[4096], back[2048];
+    pg_status st;
+    for (int r = 0; r < rounds; r++) {
+        size_t n = rnd() % sizeof text;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t k = rnd() % 8;  // mostly structure-rich bytes: spaces, quotes, UTF-8 leads
+            text[i] = k == 0 ? ' ' : k == 1 ? '\'' : k == 2 ? (uint8_t)(0xC0 + rnd() % 0x35) : k == 3 ? (uint8_t)(0x80 + rnd() % 0x40)
+                                                                                                 : (uint8_t)rnd();
+        }
+        size_t n_ids;
+        CHECK(pg_tokenizer_encode(&m->tok, text, n, r & 1, ids, n, &n_ids, scratch, sizeof scratch, &st) == PG_OK);
+        size_t nb = 0;
+        for (size_t i = 0; i < n_ids; i++) {
+            uint32_t len;
+            const uint8_t *b = pg_tokenizer_token_bytes(&m->tok, ids[i], &len);
+            if (nb + len <= sizeof back) memcpy(back + nb, b, len);
+            nb += len;
+        }
+        CHECK(nb == n && memcmp(back, text, n) == 0);  // byte-level BPE loses nothing
+    }
+}
+
+int main(int argc, char **argv) {
+    test_f16();
+    test_arena();
+    test_textout();
+    test_sampler();
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL.gguf [MUTATIONS]\n", argv[0]);
+        return 2;
+    }
+    size_t size;
+    uint8_t *blob = read_file(argv[1], &size);
+    if (!blob) {
+        fprintf(stderr, "cannot read %s\n", argv[1]);
+        return 2;
+    }
+    test_model(blob, size);
+    int mutations = argc > 2 ? atoi(argv[2]) : 2000;
+    pg_gguf g;
+    pg_status st;
+    size_t header_end = pg_gguf_open(&g, blob, size, &st) == PG_OK ? g.data_off : size;
+    uint8_t *work = malloc(size);
+    int loaded_ok = 0;
+    for (int i = 0; i < mutations; i++) loaded_ok += fuzz_one(blob, size, header_end, work);
+    loaded L;
+    if (load(blob, size, &L, &st) == PG_OK) fuzz_tokenizer(&L.model, mutations);
+    free(L.mem);
+    free(work);
+    free(blob);
+    printf("engine C tests: %d failures; %d GGUF mutations (%d still loaded and ran), %d tokenizer inputs\n", s_failures,
+           mutations, loaded_ok, mutations);
+    return s_failures ? 1 : 0;
+}
