@@ -1,0 +1,84 @@
+"""pocketgpt chat: talk to a model on this machine; the reply streams as it is generated."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = """\
+Chat with MODEL (default builtin:host). Each line you type starts a quote; the model finishes it.
+
+  pocketgpt chat                         interactive on a terminal (Ctrl-D or /quit to leave)
+  echo "Life is" | pocketgpt chat        one reply per input line, for scripts
+  pocketgpt chat --demo                  a short scripted conversation, then interactive on a terminal
+"""
+
+DEMO_PROMPTS = [
+    "The secret of life is",
+    "A computer is",
+    "Never trust a man who",
+]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat with a model (streams the reply)", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", nargs="?", default="builtin:host")
+    p.add_argument("--demo", action="store_true", help="run a short scripted conversation first")
+    p.add_argument("-n", "--max-tokens", type=int, default=80, help="longest reply in tokens (default 80)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--repeat-penalty", type=float, default=1.1)
+    p.add_argument("--seed", type=int, default=None, help="fixed seed for repeatable replies")
+    p.add_argument("--backend", choices=["auto", "engine", "torch"], default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def _reply(gen, prompt: str, sampling, out) -> None:
+    out.write("bot> ")
+    out.flush()
+    for piece in gen.stream(prompt, sampling):
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    out.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from pocketgpt.generate import Sampling, make_generator
+
+    gen = make_generator(args.model, args.backend, args.threads)
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed)
+    out = sys.stdout
+    interactive = sys.stdin.isatty()
+    if args.demo:
+        print(f"pocketgpt chat — {args.model} on this machine ({type(gen).__name__.replace('Generator', '').lower()})")
+        for prompt in DEMO_PROMPTS:
+            print(f"you> {prompt}")
+            _reply(gen, prompt, sampling, out)
+        if not interactive:
+            return 0
+    if interactive:
+        print("Type the start of a quote; Ctrl-D or /quit leaves.")
+    while True:
+        if interactive:
+            try:
+                line = input("you> ")
+            except EOFError:
+                print()
+                return 0
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                return 0
+            line = line.rstrip("\n")
+            print(f"you> {line}")
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return 0
+        _reply(gen, line, sampling, out)
