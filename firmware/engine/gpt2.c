@@ -90,7 +90,7 @@ static pg_code read_config(const pg_gguf *g, pg_config *c, pg_status *st) {
     return PG_OK;
 }
 
-static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena *a, int force_ref, pg_status *st) {
+static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena *a, int kernels, pg_status *st) {
     memset(m, 0, sizeof *m);
     pg_code rc = pg_gguf_open(&m->gguf, blob, size, st);
     if (rc) return rc;
@@ -131,7 +131,7 @@ static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena 
 #undef PG_NAME
     }
     if ((rc = pg_tokenizer_init(&m->tok, &m->gguf, V, a, st))) return rc;
-    m->kern = pg_kernels_select(force_ref);
+    m->kern = pg_kernels_select(kernels);
     m->mem_needed = a->used;
     return PG_OK;
 }
@@ -145,12 +145,12 @@ pg_code pg_model_mem_size(const void *blob, size_t size, size_t *bytes, pg_statu
     return rc;
 }
 
-pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, size_t mem_size, int force_ref,
+pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, size_t mem_size, int kernels,
                       pg_status *st) {
     pg_arena a;
     pg_arena_init(&a, mem, mem_size);
     if (!mem) return pg_fail(st, PG_ERR_MEMORY, "no memory given; ask pg_model_mem_size first");
-    pg_code rc = model_build(m, blob, size, &a, force_ref, st);
+    pg_code rc = model_build(m, blob, size, &a, kernels, st);
     if (rc) return rc;
     if (pg_arena_overflow(&a))
         return pg_fail(st, PG_ERR_MEMORY, "model needs %zu bytes of memory, %zu given", a.used, mem_size);
@@ -172,6 +172,9 @@ static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t 
     s->att = pg_arena_take(a, B * E * sizeof(float), 64);
     s->ff = pg_arena_take(a, B * F * sizeof(float), 64);
     s->scores = pg_arena_take(a, B * c->n_head * T * sizeof(float), 64);
+    size_t widest = E > F ? E : F;
+    s->xq = pg_arena_take(a, B * widest, 64);
+    s->xd = pg_arena_take(a, B * (widest / 32 + 1) * sizeof(float), 64);
     s->logits = pg_arena_take(a, V * sizeof(float), 64);
     s->probs = pg_arena_take(a, V * sizeof(float), 64);
     s->cand = pg_arena_take(a, V * sizeof(int32_t), 64);
@@ -232,6 +235,8 @@ typedef struct {
     const pg_matrix *w;
     const float *bias;  // (rows,) or NULL
     const float *x;     // (B, cols)
+    const int8_t *xq;   // (B, cols) quantized x, or NULL
+    const float *xd;    // (B, cols / 32) its scales
     float *out;         // (B, out_stride) -> out[b][r]
     int32_t B;
     size_t out_stride;
@@ -243,19 +248,30 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int32_t rows = j->w->rows, cols = j->w->cols;
     int32_t per = (rows + n_tasks - 1) / n_tasks;
     int32_t r0 = task * per, r1 = r0 + per < rows ? r0 + per : rows;
-    pg_dot_fn dot = j->k->dot[j->w->type];
+    pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
+    pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
     const uint8_t *base = (const uint8_t *)j->w->data;
     for (int32_t r = r0; r < r1; r++) {
         const void *row = base + (size_t)r * j->w->row_bytes;
         float bias = j->bias ? j->bias[r] : 0.0f;
-        for (int32_t b = 0; b < j->B; b++)
-            j->out[(size_t)b * j->out_stride + (size_t)r] = dot(row, j->x + (size_t)b * (size_t)cols, cols) + bias;
+        for (int32_t b = 0; b < j->B; b++) {
+            float v = j->xq ? dot_q8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * (size_t)(cols / 32), cols)
+                            : dot(row, j->x + (size_t)b * (size_t)cols, cols);
+            j->out[(size_t)b * j->out_stride + (size_t)r] = v + bias;
+        }
     }
 }
 
 static void matmul(const pg_state *s, const pg_matrix *w, const float *bias, const float *x, float *out, int32_t B,
                    size_t out_stride) {
-    pg_matmul_job j = {s->m->kern, w, bias, x, out, B, out_stride};
+    pg_matmul_job j = {s->m->kern, w, bias, x, NULL, NULL, out, B, out_stride};
+    if (s->m->kern->dot_q8[w->type] && w->cols % 32 == 0) {  // integer path: quantize x once
+        for (int32_t b = 0; b < B; b++)
+            pg_quantize_act(x + (size_t)b * (size_t)w->cols, s->xq + (size_t)b * (size_t)w->cols,
+                            s->xd + (size_t)b * (size_t)(w->cols / 32), w->cols);
+        j.xq = s->xq;
+        j.xd = s->xd;
+    }
     int n = s->par.n_threads > 1 ? s->par.n_threads : 1;
     if (w->rows < 64 * n) n = 1;
     run_tasks(s, matmul_task, &j, n);

@@ -53,8 +53,9 @@ typedef struct {
 // Bytes of memory pg_model_init needs for this blob (tokenizer tables and layer table).
 pg_code pg_model_mem_size(const void *blob, size_t size, size_t *bytes, pg_status *st);
 // Validate the blob (header, config, every tensor's type and shape, tokenizer) and build the model.
-// The blob must stay mapped and unchanged while the model is used. force_ref: portable kernels.
-pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, size_t mem_size, int force_ref,
+// The blob must stay mapped and unchanged while the model is used. kernels: PG_KERNELS_BEST,
+// PG_KERNELS_REF (portable float) or PG_KERNELS_REF_Q8 (portable integer-activation path).
+pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, size_t mem_size, int kernels,
                       pg_status *st);
 
 typedef struct {
@@ -68,6 +69,8 @@ typedef struct {
     float *att;                    // (n_batch, E)
     float *ff;                     // (n_batch, F)
     float *scores;                 // (n_batch * n_head, n_ctx)
+    int8_t *xq;                    // (n_batch, max(E, F)) activations as int8 (kernels with dot_q8)
+    float *xd;                     // (n_batch, max(E, F) / 32) their scales
     float *logits;                 // (V,) logits of the last evaluated position
     float *probs;                  // (V,) sampler scratch
     int32_t *cand;                 // (V,) sampler scratch

@@ -13,10 +13,21 @@
 // row (n,) stored as a type . x (n,) -> float; n is a multiple of the type's block
 typedef float (*pg_dot_fn)(const void *row, const float *x, int n);
 
+// row (n,) stored as a type . x (n,) given as int8 xq (n,) with one float scale xd per 32 values
+// (activations quantized once per matmul by pg_quantize_act) -> float. Used where integer SIMD is
+// the fast path (the ESP32-S3's PIE unit has no float SIMD); xq is 16-byte aligned.
+typedef float (*pg_dot_q8_fn)(const void *row, const int8_t *xq, const float *xd, int n);
+
 typedef struct {
     const char *name;
-    pg_dot_fn dot[PG_TYPE_COUNT];  // NULL: type not supported
+    pg_dot_fn dot[PG_TYPE_COUNT];        // NULL: type not supported
+    pg_dot_q8_fn dot_q8[PG_TYPE_COUNT];  // non-NULL: the engine quantizes activations for this type
 } pg_kernels;
+
+enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2 };
+
+// x (n,) -> xq (n,) int8 and xd (n / 32,) scales: per 32 values d = max|x| / 127, q = round(x / d)
+void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n);
 
 // Stored row (n weights) -> floats out (n,). Portable reference for every known type.
 void pg_dequant_row(uint32_t type, const void *row, float *out, int n);
@@ -24,8 +35,9 @@ void pg_dequant_row(uint32_t type, const void *row, float *out, int n);
 int pg_type_supported(uint32_t type);
 
 const pg_kernels *pg_kernels_ref(void);
-// The fastest set this CPU runs (falls back to _ref per type); force_ref picks _ref.
-const pg_kernels *pg_kernels_select(int force_ref);
+// mode PG_KERNELS_BEST: the fastest set this CPU runs; PG_KERNELS_REF: portable float reference;
+// PG_KERNELS_REF_Q8: portable reference of the integer-activation path the chip uses.
+const pg_kernels *pg_kernels_select(int mode);
 
 #if defined(__x86_64__) || defined(__i386__)
 const pg_kernels *pg_kernels_x86(void);  // NULL when the CPU lacks AVX2/FMA/F16C

@@ -265,25 +265,56 @@ PG_DOT_BLOCKS(q4_k, PG_TYPE_Q4_K)
 PG_DOT_BLOCKS(q5_k, PG_TYPE_Q5_K)
 PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
 
-static const pg_kernels s_ref = {
-    "ref",
-    {
-        [PG_TYPE_F32] = dot_f32_ref,     [PG_TYPE_F16] = dot_f16_ref,   [PG_TYPE_Q4_0] = dot_q4_0_ref,
-        [PG_TYPE_Q4_1] = dot_q4_1_ref,   [PG_TYPE_Q5_0] = dot_q5_0_ref, [PG_TYPE_Q5_1] = dot_q5_1_ref,
-        [PG_TYPE_Q8_0] = dot_q8_0_ref,   [PG_TYPE_Q2_K] = dot_q2_k_ref, [PG_TYPE_Q3_K] = dot_q3_k_ref,
-        [PG_TYPE_Q4_K] = dot_q4_k_ref,   [PG_TYPE_Q5_K] = dot_q5_k_ref, [PG_TYPE_Q6_K] = dot_q6_k_ref,
-        [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,
-    },
-};
+#define PG_REF_DOTS                                                                                     \
+    {                                                                                                   \
+        [PG_TYPE_F32] = dot_f32_ref,     [PG_TYPE_F16] = dot_f16_ref,   [PG_TYPE_Q4_0] = dot_q4_0_ref, \
+        [PG_TYPE_Q4_1] = dot_q4_1_ref,   [PG_TYPE_Q5_0] = dot_q5_0_ref, [PG_TYPE_Q5_1] = dot_q5_1_ref, \
+        [PG_TYPE_Q8_0] = dot_q8_0_ref,   [PG_TYPE_Q2_K] = dot_q2_k_ref, [PG_TYPE_Q3_K] = dot_q3_k_ref, \
+        [PG_TYPE_Q4_K] = dot_q4_k_ref,   [PG_TYPE_Q5_K] = dot_q5_k_ref, [PG_TYPE_Q6_K] = dot_q6_k_ref, \
+        [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,                                                              \
+    }
+
+static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}};
+
+void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n) {
+    for (int i = 0; i < n; i += 32) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float a = x[i + j] < 0 ? -x[i + j] : x[i + j];
+            if (a > amax) amax = a;
+        }
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        xd[i / 32] = d;
+        for (int j = 0; j < 32; j++) {
+            float v = x[i + j] * inv;
+            xq[i + j] = (int8_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
+        }
+    }
+}
+
+// row (n,) Q8_0 . activations (xq, xd) -> float: integer dot per block, scaled once
+static float dot_q8_0_q8_ref(const void *row, const int8_t *xq, const float *xd, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i += 32, b += 34) {
+        const int8_t *q = (const int8_t *)(b + 2);
+        int32_t acc = 0;
+        for (int j = 0; j < 32; j++) acc += (int32_t)q[j] * (int32_t)xq[i + j];
+        s += f16(b) * xd[i / 32] * (float)acc;
+    }
+    return s;
+}
+
+static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS, {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref}};
 
 const pg_kernels *pg_kernels_ref(void) { return &s_ref; }
 
-const pg_kernels *pg_kernels_select(int force_ref) {
+const pg_kernels *pg_kernels_select(int mode) {
+    if (mode == PG_KERNELS_REF_Q8) return &s_ref_q8;
 #if defined(PG_FORCE_REF)
-    (void)force_ref;
     return &s_ref;
 #else
-    if (force_ref) return &s_ref;
+    if (mode == PG_KERNELS_REF) return &s_ref;
 #if defined(__x86_64__) || defined(__i386__)
     const pg_kernels *k = pg_kernels_x86();
     if (k) return k;

@@ -108,6 +108,7 @@ static const pg_kernels s_avx2 = {
         [PG_TYPE_Q4_K] = dot_q4_k_avx2,   [PG_TYPE_Q5_K] = dot_q5_k_avx2, [PG_TYPE_Q6_K] = dot_q6_k_avx2,
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_avx2,
     },
+    {0},
 };
 
 const pg_kernels *pg_kernels_x86(void) {

@@ -153,10 +153,10 @@ static void Model_dealloc(ModelObject *self) {
 }
 
 static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"path", "threads", "force_ref", NULL};
+    static char *kwlist[] = {"path", "threads", "kernels", NULL};
     const char *path;
-    int threads = 1, force_ref = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|ip", kwlist, &path, &threads, &force_ref)) return -1;
+    int threads = 1, kernels = PG_KERNELS_BEST;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|ii", kwlist, &path, &threads, &kernels)) return -1;
     if (self->map) {
         PyErr_SetString(PyExc_RuntimeError, "Model already initialised");
         return -1;
@@ -200,7 +200,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = pg_model_init(&self->model, map, self->map_size, self->mem, need ? need : 1, force_ref, &st);
+    rc = pg_model_init(&self->model, map, self->map_size, self->mem, need ? need : 1, kernels, &st);
     Py_END_ALLOW_THREADS
     if (rc) {
         raise_status(&st, path);
@@ -320,7 +320,7 @@ static PyTypeObject ModelType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pocketgpt._engine.Model",
     .tp_basicsize = sizeof(ModelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Model(path, threads=1, force_ref=False): a GPT-2 GGUF mapped in place",
+    .tp_doc = "Model(path, threads=1, kernels=0): a GPT-2 GGUF mapped in place (kernels 0 best, 1 ref, 2 ref-q8)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Model_init,
     .tp_dealloc = (destructor)Model_dealloc,

@@ -48,11 +48,12 @@ class Engine:
 
     `path` is a .gguf file or a model spec (`builtin:host`). `n_ctx` caps each session's context
     (default: the model's). `threads` sizes the worker pool (default: every core). `force_ref`
-    runs the portable reference kernels (also forced by PG_FORCE_REF=1 in the environment).
+    runs the portable reference kernels (also forced by PG_FORCE_REF=1 in the environment);
+    `kernels="ref-q8"` runs the portable reference of the chip's integer-activation path.
     """
 
     def __init__(self, path: str | os.PathLike[str], n_ctx: int | None = None, threads: int | None = None,
-                 force_ref: bool = False, n_batch: int = 32) -> None:
+                 force_ref: bool = False, n_batch: int = 32, kernels: str = "auto") -> None:
         from pocketgpt.models import resolve
 
         spec = str(path)
@@ -63,7 +64,13 @@ class Engine:
             raise PocketError(f"{resolved}: is a folder; convert it with 'pocketgpt convert {resolved} OUT.gguf' first")
         force_ref = force_ref or os.environ.get("PG_FORCE_REF", "") not in ("", "0")
         self.path = str(resolved)
-        self._model = _native().Model(self.path, threads=threads or default_threads(), force_ref=force_ref)
+        modes = {"auto": 0, "ref": 1, "ref-q8": 2}
+        if kernels not in modes:
+            raise PocketError(f"unknown kernels {kernels!r}; choose one of {', '.join(modes)}")
+        mode = 1 if force_ref and kernels == "auto" else modes[kernels]
+        if threads is not None and threads < 1:
+            raise PocketError(f"threads must be >= 1, got {threads}")
+        self._model = _native().Model(self.path, threads=threads or default_threads(), kernels=mode)
         cfg = self._model.config()
         self.n_vocab: int = cfg["n_vocab"]
         self.n_embd: int = cfg["n_embd"]
