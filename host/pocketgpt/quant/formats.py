@@ -122,6 +122,10 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 # Scale searches (ggml's make_*_quants), vectorised over rows: x (N, n) -> per-row results.
 # --------------------------------------------------------------------------------------------
 
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
 def _pick_signed_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row: |x| max and the signed value that has it (first one, as ggml's strict `>`)."""
     idx = np.abs(x).argmax(axis=1)
@@ -139,15 +143,17 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None, rmse: bool =
     f_nmax = np.float32(nmax)
 
     def levels(iscale: np.ndarray) -> np.ndarray:
-        return np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+        v = iscale[:, None] * x
+        np.rint(v, out=v)
+        return np.clip(v, -nmax, nmax - 1, out=v)
 
     iscale = (-f_nmax / mx).astype(np.float32)
     L = levels(iscale)
     if not rmse:
         return np.where(zero, 0, 1 / iscale).astype(np.float32), np.where(zero[:, None], 0, L)
-    wl = w * L
-    sumlx = (wl * x).sum(axis=1)
-    suml2 = (wl * L).sum(axis=1)
+    wx = w * x
+    sumlx = _rowdot(wx, L)
+    suml2 = _rowdot(w * L, L)
     scale = _safe_div(sumlx, suml2)
     best = scale * sumlx
     for step in range(-9, 10):
@@ -155,9 +161,8 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None, rmse: bool =
             continue
         iscale = (-(f_nmax + np.float32(0.1) * np.float32(step)) / mx).astype(np.float32)
         l = levels(iscale)
-        wl = w * l
-        slx = (wl * x).sum(axis=1)
-        sl2 = (wl * l).sum(axis=1)
+        slx = _rowdot(wx, l)
+        sl2 = _rowdot(w * l, l)
         better = (sl2 > 0) & (slx * slx > best * sl2)
         if better.any():
             L = np.where(better[:, None], l, L)
@@ -208,44 +213,56 @@ def make_qkx_quants(x: np.ndarray, nmax: int, w: np.ndarray, rmin: float, rdelta
     """Asymmetric (scale, min) search of ggml's make_qkx2/qkx3_quants.
 
     Levels are in [0, nmax]; value = scale * L - the_min. Returns (scale, the_min, L).
-    `clamp_v` selects qkx3's guard against a min that drifted to the max.
+    `clamp_v` selects qkx3's flat-block test (max <= min). Squared errors of candidates come from
+    the weighted sums already at hand rather than a second pass over the weights.
     """
     x = x.astype(np.float32, copy=False)
+    w = w.astype(np.float32, copy=False)
     mn = np.minimum(x.min(axis=1), 0).astype(np.float32)
     mx = x.max(axis=1)
     sum_w = w.sum(axis=1)
-    sum_x = (w * x).sum(axis=1)
+    sum_x = _rowdot(w, x)
+    sum_x2 = _rowdot(w * x, x).astype(np.float64)
     flat = (mx <= mn) if clamp_v else (mx == mn)
-    rng = np.where(flat, np.float32(1), mx - mn)
     f_nmax = np.float32(nmax)
+
+    def levels(iscale: np.ndarray, mn: np.ndarray) -> np.ndarray:
+        v = x - mn[:, None]
+        v *= iscale[:, None]
+        np.clip(v, 0, f_nmax, out=v)
+        return np.rint(v, out=v)
+
+    def err(s, m, l, sum_l, sum_l2, sum_xl):
+        if use_mad:
+            d = s[:, None] * l + m[:, None] - x
+            return _rowdot(w, np.abs(d)).astype(np.float64)
+        s, m = s.astype(np.float64), m.astype(np.float64)
+        return (s * s * sum_l2 + 2 * s * m * sum_l - 2 * s * sum_xl + m * m * sum_w
+                - 2 * m * sum_x + sum_x2)
+
+    rng = np.where(flat, np.float32(1), mx - mn)
     iscale = (f_nmax / rng).astype(np.float32)
     scale = (1 / iscale).astype(np.float32)
-    L = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)
-
-    def err(s: np.ndarray, m: np.ndarray, l: np.ndarray) -> np.ndarray:
-        d = s[:, None] * l + m[:, None] - x
-        return (w * (np.abs(d) if use_mad else d * d)).sum(axis=1)
-
-    best = err(scale, mn, L)
+    L = levels(iscale, mn)
+    wl = w * L
+    best = err(scale, mn, L, wl.sum(axis=1).astype(np.float64), _rowdot(wl, L).astype(np.float64),
+               _rowdot(wl, x).astype(np.float64))
     for step in range(nstep + 1):
         rng = np.where(flat, np.float32(1), mx - mn)
         iscale = ((np.float32(rmin) + np.float32(rdelta) * np.float32(step) + f_nmax) / rng).astype(np.float32)
-        v = iscale[:, None] * (x - mn[:, None])
-        if clamp_v:
-            l = np.where(v > 0, nearest_int(np.minimum(v, f_nmax)), 0)
-        else:
-            l = np.clip(nearest_int(v), 0, nmax)
+        l = levels(iscale, mn)
         wl = w * l
         sum_l = wl.sum(axis=1)
-        sum_l2 = (wl * l).sum(axis=1)
-        sum_xl = (wl * x).sum(axis=1)
+        sum_l2 = _rowdot(wl, l)
+        sum_xl = _rowdot(wl, x)
         D = sum_w * sum_l2 - sum_l * sum_l
         this_scale = _safe_div(sum_w * sum_xl - sum_x * sum_l, D)
         this_min = _safe_div(sum_l2 * sum_x - sum_l * sum_xl, D)
         pos = this_min > 0
         this_min = np.where(pos, np.float32(0), this_min)
         this_scale = np.where(pos, _safe_div(sum_xl, sum_l2), this_scale)
-        cur = err(this_scale, this_min, l)
+        cur = err(this_scale, this_min, l, sum_l.astype(np.float64), sum_l2.astype(np.float64),
+                  sum_xl.astype(np.float64))
         better = (D > 0) & (cur < best) & ~flat
         if better.any():
             L = np.where(better[:, None], l, L)
