@@ -403,3 +403,23 @@ def test_drain_deadline_aborts_what_is_still_running(engine: Any, home: Any) -> 
             assert m["reason"] == "abort" and m["tokens"] < 900
             await drained
     run(go())
+
+
+def test_a_long_generation_does_not_starve_a_short_one(engine: Any, home: Any) -> None:
+    """One worker, two sessions: the short request finishes while the long one is still running."""
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0], max_tokens_cap=900)
+    try:
+        async def go() -> None:
+            async with client(rt, home) as long_c, client(rt, home, DEV2) as short_c:
+                await long_c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once",
+                                                 "max_tokens": 900, "stop": ["@@@@"]}))
+                assert (await long_c.recv())["type"] == "pg.delta"
+                r = await short_c.generate("Quick", max_tokens=10)
+                assert r.reason in ("length", "stop")
+                await long_c.ws.send(json.dumps({"type": "abort", "id": "long"}))
+                while (m := await long_c.recv())["type"] != "pg.done":
+                    pass
+                assert m["reason"] == "abort", "the long generation had already finished: not a fairness test"
+        run(go())
+    finally:
+        rt.stop()
