@@ -94,6 +94,9 @@ def test_openai_errors_are_typed(relay: RelayThread, oai: Any) -> None:
         oai.completions.create(model="tiny", prompt="", max_tokens=1)
     with pytest.raises(openai.BadRequestError, match="messages"):
         oai.chat.completions.create(model="tiny", messages=[], max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="1100 tokens") as err:   # longer than the model's context
+        oai.completions.create(model="tiny", prompt=" a" * 1100, max_tokens=1)
+    assert err.value.code == "prompt_too_long"
 
 
 def test_http_hygiene_health_metrics_and_limits(relay: RelayThread, home: tuple[Path, str]) -> None:
