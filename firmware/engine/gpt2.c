@@ -173,6 +173,7 @@ static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t 
     s->ff = pg_arena_take(a, B * F * sizeof(float), 64);
     s->scores = pg_arena_take(a, B * c->n_head * T * sizeof(float), 64);
     size_t widest = E > F ? E : F;
+    s->rowbuf = pg_arena_take(a, (size_t)PG_MAX_TASKS * widest * sizeof(float), 64);
     s->xq = pg_arena_take(a, B * widest, 64);
     s->xd = pg_arena_take(a, B * (widest / 32 + 1) * sizeof(float), 64);
     s->logits = pg_arena_take(a, V * sizeof(float), 64);
@@ -237,6 +238,7 @@ typedef struct {
     const float *x;     // (B, cols)
     const int8_t *xq;   // (B, cols) quantized x, or NULL
     const float *xd;    // (B, cols / 32) its scales
+    float *rowbuf;      // (n_tasks, cols) per-task dequantized row
     float *out;         // (B, out_stride) -> out[b][r]
     int32_t B;
     size_t out_stride;
@@ -251,9 +253,19 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
     pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
     const uint8_t *base = (const uint8_t *)j->w->data;
+    // a batch (prefill) dequantizes each row once and reuses it for every token
+    int reuse = j->B > 2 && !j->xq && j->w->type != PG_TYPE_F32;
+    float *buf = j->rowbuf + (size_t)task * (size_t)cols;
+    pg_dot_fn dot_f32 = j->k->dot[PG_TYPE_F32] ? j->k->dot[PG_TYPE_F32] : pg_kernels_ref()->dot[PG_TYPE_F32];
     for (int32_t r = r0; r < r1; r++) {
         const void *row = base + (size_t)r * j->w->row_bytes;
         float bias = j->bias ? j->bias[r] : 0.0f;
+        if (reuse) {
+            pg_dequant_row(j->w->type, row, buf, cols);
+            for (int32_t b = 0; b < j->B; b++)
+                j->out[(size_t)b * j->out_stride + (size_t)r] = dot_f32(buf, j->x + (size_t)b * (size_t)cols, cols) + bias;
+            continue;
+        }
         for (int32_t b = 0; b < j->B; b++) {
             float v = j->xq ? dot_q8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * (size_t)(cols / 32), cols)
                             : dot(row, j->x + (size_t)b * (size_t)cols, cols);
@@ -264,7 +276,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
 
 static void matmul(const pg_state *s, const pg_matrix *w, const float *bias, const float *x, float *out, int32_t B,
                    size_t out_stride) {
-    pg_matmul_job j = {s->m->kern, w, bias, x, NULL, NULL, out, B, out_stride};
+    pg_matmul_job j = {s->m->kern, w, bias, x, NULL, NULL, s->rowbuf, out, B, out_stride};
     if (s->m->kern->dot_q8[w->type] && w->cols % 32 == 0) {  // integer path: quantize x once
         for (int32_t b = 0; b < B; b++)
             pg_quantize_act(x + (size_t)b * (size_t)w->cols, s->xq + (size_t)b * (size_t)w->cols,
@@ -273,6 +285,7 @@ static void matmul(const pg_state *s, const pg_matrix *w, const float *bias, con
         j.xd = s->xd;
     }
     int n = s->par.n_threads > 1 ? s->par.n_threads : 1;
+    if (n > PG_MAX_TASKS) n = PG_MAX_TASKS;
     if (w->rows < 64 * n) n = 1;
     run_tasks(s, matmul_task, &j, n);
 }

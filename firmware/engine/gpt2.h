@@ -11,6 +11,9 @@
 #include "kernels.h"
 #include "tokenizer.h"
 
+// Most tasks a matrix product is split into (bounds the per-task row buffers).
+#define PG_MAX_TASKS 16
+
 typedef struct {
     uint32_t n_vocab, n_ctx, n_embd, n_layer, n_head, n_ff;
     float eps;
@@ -69,6 +72,7 @@ typedef struct {
     float *att;                    // (n_batch, E)
     float *ff;                     // (n_batch, F)
     float *scores;                 // (n_batch * n_head, n_ctx)
+    float *rowbuf;                 // (PG_MAX_TASKS, max(E, F)) a weight row dequantized once per batch
     int8_t *xq;                    // (n_batch, max(E, F)) activations as int8 (kernels with dot_q8)
     float *xd;                     // (n_batch, max(E, F) / 32) their scales
     float *logits;                 // (V,) logits of the last evaluated position

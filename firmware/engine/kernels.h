@@ -24,7 +24,7 @@ typedef struct {
     pg_dot_q8_fn dot_q8[PG_TYPE_COUNT];  // non-NULL: the engine quantizes activations for this type
 } pg_kernels;
 
-enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2 };
+enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2, PG_KERNELS_NO_AVX512 = 3 };
 
 // x (n,) -> xq (n,) int8 and xd (n / 32,) scales: per 32 values d = max|x| / 127, q = round(x / d)
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n);
@@ -36,11 +36,13 @@ int pg_type_supported(uint32_t type);
 
 const pg_kernels *pg_kernels_ref(void);
 // mode PG_KERNELS_BEST: the fastest set this CPU runs; PG_KERNELS_REF: portable float reference;
-// PG_KERNELS_REF_Q8: portable reference of the integer-activation path the chip uses.
+// PG_KERNELS_REF_Q8: portable reference of the integer-activation path the chip uses;
+// PG_KERNELS_NO_AVX512: the best set without AVX-512 (to test the AVX2 kernels on any machine).
 const pg_kernels *pg_kernels_select(int mode);
 
 #if defined(__x86_64__) || defined(__i386__)
-const pg_kernels *pg_kernels_x86(void);  // NULL when the CPU lacks AVX2/FMA/F16C
+// AVX-512F when allowed and present, else AVX2; NULL when the CPU lacks AVX2/FMA/F16C
+const pg_kernels *pg_kernels_x86(int allow_avx512);
 #endif
 #if defined(PG_TARGET_ESP32S3) && !defined(PG_FORCE_REF)
 const pg_kernels *pg_kernels_esp32s3(void);

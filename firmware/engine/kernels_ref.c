@@ -316,7 +316,7 @@ const pg_kernels *pg_kernels_select(int mode) {
 #else
     if (mode == PG_KERNELS_REF) return &s_ref;
 #if defined(__x86_64__) || defined(__i386__)
-    const pg_kernels *k = pg_kernels_x86();
+    const pg_kernels *k = pg_kernels_x86(mode != PG_KERNELS_NO_AVX512);
     if (k) return k;
 #endif
 #if defined(PG_TARGET_ESP32S3)

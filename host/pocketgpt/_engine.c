@@ -646,8 +646,8 @@ static PyObject *engine_dot(PyObject *mod, PyObject *args) {
     (void)mod;
     unsigned int type;
     Py_buffer raw, x;
-    int force_ref = 0;
-    if (!PyArg_ParseTuple(args, "Iy*y*|p", &type, &raw, &x, &force_ref)) return NULL;
+    int mode = 0;
+    if (!PyArg_ParseTuple(args, "Iy*y*|i", &type, &raw, &x, &mode)) return NULL;
     Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
     uint32_t blk = pg_type_block(type);
     PyObject *res = NULL;
@@ -660,7 +660,8 @@ static PyObject *engine_dot(PyObject *mod, PyObject *args) {
         if (w && xv) {
             memcpy(w, raw.buf, (size_t)raw.len);
             memcpy(xv, x.buf, (size_t)x.len);
-            float r = pg_kernels_select(force_ref)->dot[type](w, xv, (int)n);
+            const pg_kernels *k = pg_kernels_select(mode);
+            float r = (k->dot[type] ? k->dot[type] : pg_kernels_ref()->dot[type])(w, xv, (int)n);
             res = PyFloat_FromDouble((double)r);
         } else {
             PyErr_NoMemory();
@@ -707,7 +708,7 @@ static PyObject *engine_check_blob(PyObject *mod, PyObject *args) {
 
 static PyMethodDef engine_functions[] = {
     {"dequantize", engine_dequantize, METH_VARARGS, "dequantize(type, raw, n) -> float32 bytes (reference kernels)"},
-    {"dot", engine_dot, METH_VARARGS, "dot(type, raw, x, force_ref=False) -> float"},
+    {"dot", engine_dot, METH_VARARGS, "dot(type, raw, x, mode=0) -> float (mode: 0 best, 1 ref, 3 no AVX-512)"},
     {"check_blob", engine_check_blob, METH_VARARGS, "check_blob(gguf_bytes): load a model from memory or raise"},
     {NULL, NULL, 0, NULL},
 };

@@ -49,7 +49,8 @@ class Engine:
     `path` is a .gguf file or a model spec (`builtin:host`). `n_ctx` caps each session's context
     (default: the model's). `threads` sizes the worker pool (default: every core). `force_ref`
     runs the portable reference kernels (also forced by PG_FORCE_REF=1 in the environment);
-    `kernels="ref-q8"` runs the portable reference of the chip's integer-activation path.
+    `kernels="ref-q8"` runs the portable reference of the chip's integer-activation path,
+    `kernels="no-avx512"` the fastest set without AVX-512 (AVX2).
     """
 
     def __init__(self, path: str | os.PathLike[str], n_ctx: int | None = None, threads: int | None = None,
@@ -64,7 +65,7 @@ class Engine:
             raise PocketError(f"{resolved}: is a folder; convert it with 'pocketgpt convert {resolved} OUT.gguf' first")
         force_ref = force_ref or os.environ.get("PG_FORCE_REF", "") not in ("", "0")
         self.path = str(resolved)
-        modes = {"auto": 0, "ref": 1, "ref-q8": 2}
+        modes = {"auto": 0, "ref": 1, "ref-q8": 2, "no-avx512": 3}
         if kernels not in modes:
             raise PocketError(f"unknown kernels {kernels!r}; choose one of {', '.join(modes)}")
         mode = 1 if force_ref and kernels == "auto" else modes[kernels]
