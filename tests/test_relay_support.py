@@ -50,7 +50,12 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def engine_kind() -> str:
-    """'engine' when the C engine is built, else 'torch' (the PyTorch engine with the same API)."""
+    """'engine' when the C engine is built, else 'torch' (the PyTorch engine with the same API).
+
+    POCKETGPT_RELAY_TEST_ENGINE=torch forces the reference engine (to test the relay against both).
+    """
+    if os.environ.get("POCKETGPT_RELAY_TEST_ENGINE") == "torch":
+        return "torch"
     try:
         from pocketgpt.engine import Engine  # noqa: F401
         return "engine"

@@ -59,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_backend(args: argparse.Namespace):
+    import logging
     from pathlib import Path
 
     from pocketgpt import models
@@ -69,6 +70,7 @@ def build_backend(args: argparse.Namespace):
         if not args.url:
             raise PocketError("--backend openai needs --url (the server's base URL, e.g. http://127.0.0.1:8080/v1)")
         name = args.model if args.model != "builtin:host" else "default"
+        logging.getLogger("pocketgpt.relay").info("backend: OpenAI-compatible server at %s, model %s", args.url, name)
         return OpenAIBackend(args.url, name, api_key=args.api_key)
     if args.url:
         raise PocketError("--url is for --backend openai")

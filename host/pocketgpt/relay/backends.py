@@ -344,8 +344,6 @@ class OpenAIBackend(Backend):
                                                                                 sock_read=self.timeout))
         return self._session
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_id, "url": self.base}
 
     async def start(self, req: GenRequest) -> Generation:
         gen = Generation(asyncio.get_running_loop())

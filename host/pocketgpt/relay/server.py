@@ -72,6 +72,9 @@ class RateLimiter:
     def allow(self, key: str) -> float:
         """0.0 if allowed (and counted), else the seconds to wait."""
         now = time.monotonic()
+        if len(self._buckets) > 10000:  # forget refilled buckets so made-up device ids cannot grow memory
+            self._buckets = {k: (lv, t) for k, (lv, t) in self._buckets.items()
+                             if lv + (now - t) * self.rate < self.burst}
         level, last = self._buckets.get(key, (self.burst, now))
         level = min(self.burst, level + (now - last) * self.rate)
         if level >= 1.0:
