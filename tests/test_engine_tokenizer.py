@@ -59,6 +59,10 @@ def test_long_input_matches_hugging_face(tok_pair):
     rng = random.Random(7)
     text = "".join(rng.choice(AWKWARD[10:]) for _ in range(300))
     assert eng.tokenize(text) == hf.encode(text)
+    # single pre-tokens tens of thousands of bytes long (merging must not go quadratic)
+    for word in ["abracadabra" * 3000, "".join(rng.choice("etaoinshrdlu") for _ in range(40000)),
+                 "9" * 20000, " " * 30000 + "x", "😀" * 5000]:
+        assert eng.tokenize(word) == hf.encode(word), word[:20]
 
 
 def test_detokenize_round_trips(tok_pair):

@@ -282,36 +282,85 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
 
 // ---- encode --------------------------------------------------------------------------------
 
-size_t pg_tokenizer_scratch_size(size_t n) { return 2 * sizeof(uint32_t) * (n + 1); }
+// Scratch per input byte: symbol, prev, next (3 words) and up to 3 heap entries of 2 words.
+size_t pg_tokenizer_scratch_size(size_t n) { return 9 * sizeof(uint32_t) * (n + 1); }
 
-static uint32_t pair_rank(const pg_tokenizer *t, const uint32_t *sym, size_t i) {
-    const pg_merge *m = lookup_merge(t, sym[i], sym[i + 1]);
-    return m ? m->rank : PG_NONE;
+typedef struct {
+    uint32_t rank, pos;  // merge rank of the pair starting at symbol `pos`
+} pg_heap_item;
+
+static int heap_less(const pg_heap_item *a, const pg_heap_item *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
-// BPE one pre-token chunk into ids; sym/rank are scratch of chunk length.
-static pg_code bpe_chunk(const pg_tokenizer *t, const uint8_t *s, size_t m, int32_t *ids, size_t cap, size_t *n_ids,
-                         uint32_t *sym, uint32_t *rank, pg_status *st) {
-    for (size_t i = 0; i < m; i++) sym[i] = t->byte_token[s[i]];
-    for (size_t i = 0; i + 1 < m; i++) rank[i] = pair_rank(t, sym, i);
-    while (m > 1) {
-        size_t best = 0;
-        uint32_t br = PG_NONE;
-        for (size_t i = 0; i + 1 < m; i++)
-            if (rank[i] < br) {
-                br = rank[i];
-                best = i;
-            }
-        if (br == PG_NONE) break;
-        sym[best] = lookup_merge(t, sym[best], sym[best + 1])->out;
-        memmove(sym + best + 1, sym + best + 2, (m - best - 2) * sizeof *sym);
-        if (best + 2 < m) memmove(rank + best + 1, rank + best + 2, (m - best - 3) * sizeof *rank);
-        m--;
-        if (best > 0) rank[best - 1] = pair_rank(t, sym, best - 1);
-        if (best + 1 < m) rank[best] = pair_rank(t, sym, best);
+static void heap_push(pg_heap_item *h, size_t *n, pg_heap_item it) {
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!heap_less(&it, &h[p])) break;
+        h[i] = h[p];
+        i = p;
     }
-    if (*n_ids + m > cap) return pg_fail(st, PG_ERR_MEMORY, "token buffer of %zu ids is too small", cap);
-    for (size_t i = 0; i < m; i++) ids[(*n_ids)++] = (int32_t)sym[i];
+    h[i] = it;
+}
+
+static pg_heap_item heap_pop(pg_heap_item *h, size_t *n) {
+    pg_heap_item top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && heap_less(&h[c + 1], &h[c])) c++;
+        if (!heap_less(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+#define PG_END 0xFFFFFFFFu
+
+// BPE one pre-token chunk of m bytes into ids: symbols in a linked list, candidate pairs in a
+// min-heap by (rank, position) with stale entries skipped when popped: O(m log m), lowest rank
+// first and leftmost on ties, as Hugging Face's BPE.
+static pg_code bpe_chunk(const pg_tokenizer *t, const uint8_t *s, size_t m, int32_t *ids, size_t cap, size_t *n_ids,
+                         uint32_t *work, pg_status *st) {
+    uint32_t *sym = work, *prev = work + m, *next = work + 2 * m;
+    pg_heap_item *heap = (pg_heap_item *)(work + 3 * m);
+    size_t hn = 0;
+    for (size_t i = 0; i < m; i++) {
+        sym[i] = t->byte_token[s[i]];
+        prev[i] = i ? (uint32_t)(i - 1) : PG_END;
+        next[i] = i + 1 < m ? (uint32_t)(i + 1) : PG_END;
+    }
+    for (size_t i = 0; i + 1 < m; i++) {
+        const pg_merge *mg = lookup_merge(t, sym[i], sym[i + 1]);
+        if (mg) heap_push(heap, &hn, (pg_heap_item){mg->rank, (uint32_t)i});
+    }
+    while (hn) {
+        pg_heap_item it = heap_pop(heap, &hn);
+        uint32_t a = it.pos, b = next[a];
+        if (sym[a] == PG_END || b == PG_END) continue;  // merged away
+        const pg_merge *mg = lookup_merge(t, sym[a], sym[b]);
+        if (!mg || mg->rank != it.rank) continue;  // this pair changed since it was pushed
+        sym[a] = mg->out;
+        sym[b] = PG_END;
+        next[a] = next[b];
+        if (next[b] != PG_END) prev[next[b]] = a;
+        if (prev[a] != PG_END) {
+            const pg_merge *l = lookup_merge(t, sym[prev[a]], sym[a]);
+            if (l) heap_push(heap, &hn, (pg_heap_item){l->rank, prev[a]});
+        }
+        if (next[a] != PG_END) {
+            const pg_merge *r = lookup_merge(t, sym[a], sym[next[a]]);
+            if (r) heap_push(heap, &hn, (pg_heap_item){r->rank, a});
+        }
+    }
+    for (uint32_t i = 0; i != PG_END; i = next[i]) {
+        if (*n_ids >= cap) return pg_fail(st, PG_ERR_MEMORY, "token buffer of %zu ids is too small", cap);
+        ids[(*n_ids)++] = (int32_t)sym[i];
+    }
     return PG_OK;
 }
 
@@ -369,8 +418,7 @@ pg_code pg_tokenizer_encode(const pg_tokenizer *t, const uint8_t *text, size_t n
     if (!text || !scratch || scratch_size < pg_tokenizer_scratch_size(n))
         return pg_fail(st, PG_ERR_MEMORY, "tokenizer scratch of %zu bytes is too small for %zu bytes of text",
                        scratch_size, n);
-    uint32_t *sym = (uint32_t *)scratch;
-    uint32_t *rank = sym + n + 1;
+    uint32_t *work = (uint32_t *)scratch;
     uint32_t eos_len = t->offs[t->eos_id + 1] - t->offs[t->eos_id];
     const uint8_t *eos = t->bytes + t->offs[t->eos_id];
     size_t i = 0;
@@ -386,7 +434,7 @@ pg_code pg_tokenizer_encode(const pg_tokenizer *t, const uint8_t *text, size_t n
         }
         while (i < seg_end) {
             size_t len = pretoken_len(text + i, seg_end - i);
-            pg_code rc = bpe_chunk(t, text + i, len, ids, cap, n_ids, sym, rank, st);
+            pg_code rc = bpe_chunk(t, text + i, len, ids, cap, n_ids, work, st);
             if (rc) return rc;
             i += len;
         }

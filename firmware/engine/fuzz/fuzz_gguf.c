@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (mem && pg_model_init(&m, blob, size, mem, need ? need : 1, 0, &st) == PG_OK) {
             int32_t ids[32];
             size_t n_ids;
-            uint8_t scratch[512];
+            uint32_t scratch[9 * 33];
             size_t tn = size < 32 ? size : 32;
             pg_tokenizer_encode(&m.tok, data, tn, 1, ids, 32, &n_ids, scratch, sizeof scratch, &st);
             size_t sneed;

@@ -170,7 +170,25 @@ static void test_model(const uint8_t *blob, size_t size) {
     }
     CHECK(nb == n && memcmp(back, text, n) == 0);
     CHECK(pg_tokenizer_encode(&m->tok, (const uint8_t *)text, n, 1, ids, 2, &n_ids, scratch, scratch_size, &st) == PG_ERR_MEMORY);
+    CHECK(pg_tokenizer_encode(&m->tok, (const uint8_t *)text, n, 1, ids, 256, &n_ids, scratch, scratch_size - 1, &st) == PG_ERR_MEMORY);
     free(scratch);
+    // one 200,000-byte word: the heap-based merge stays O(n log n) and loses nothing
+    size_t big = 200000;
+    uint8_t *word = malloc(big);
+    int32_t *wids = malloc(big * sizeof(int32_t));
+    void *wscratch = malloc(pg_tokenizer_scratch_size(big));
+    for (size_t i = 0; i < big; i++) word[i] = (uint8_t)("abcab"[i % 5]);
+    CHECK(pg_tokenizer_encode(&m->tok, word, big, 1, wids, big, &n_ids, wscratch, pg_tokenizer_scratch_size(big), &st) == PG_OK);
+    size_t total = 0;
+    for (size_t i = 0; i < n_ids; i++) {
+        uint32_t len;
+        pg_tokenizer_token_bytes(&m->tok, wids[i], &len);
+        total += len;
+    }
+    CHECK(total == big && n_ids < big);
+    free(word);
+    free(wids);
+    free(wscratch);
 
     // batched prefill and one-at-a-time decoding agree
     int32_t T = 12 < (int32_t)m->cfg.n_ctx ? 12 : (int32_t)m->cfg.n_ctx;
@@ -248,7 +266,7 @@ static int fuzz_one(const uint8_t *blob, size_t size, size_t header_end, uint8_t
         for (int i = 0; i < 64; i++) text[i] = (uint8_t)rnd();
         int32_t ids[64];
         size_t n_ids;
-        uint8_t scratch[1024];
+        uint32_t scratch[9 * 65];
         CHECK(pg_tokenizer_encode(&m->tok, text, 64, 1, ids, 64, &n_ids, scratch, sizeof scratch, &st) == PG_OK);
         size_t need;
         if (pg_state_mem_size(m, 4, 2, &need, &st) == PG_OK && need < (64u << 20)) {
@@ -269,7 +287,8 @@ static int fuzz_one(const uint8_t *blob, size_t size, size_t header_end, uint8_t
 static void fuzz_tokenizer(const pg_model *m, int rounds) {
     uint8_t text[300];
     int32_t ids[300];
-    uint8_t scratch[4096], back[2048];
+    uint32_t scratch[9 * 301];
+    uint8_t back[2048];
     pg_status st;
     for (int r = 0; r < rounds; r++) {
         size_t n = rnd() % sizeof text;
