@@ -47,13 +47,17 @@ def engine_speed(path: Path, threads: int, n: int, kernels: str = "auto") -> dic
 
 
 def torch_speed(path: Path, n: int) -> float:
+    """transformers fp32 decode with its KV cache on a model of the same shape (speed does not
+    depend on the weights' values)."""
     import torch
+    from transformers import GPT2LMHeadModel
 
     from pocketgpt.gguf_io import read_gguf
-    from pocketgpt.hf import torch_model
+    from pocketgpt.hf import hf_config
 
     torch.set_num_threads(2)
-    model = torch_model(read_gguf(path))
+    mf = read_gguf(path)
+    model = GPT2LMHeadModel(hf_config(mf.cfg, mf.vocab)).eval()
     ids = torch.tensor([list(range(100, 164))])
     with torch.no_grad():
         out = model(ids, use_cache=True)
