@@ -103,7 +103,8 @@ def test_listen_mcp_wake_word_and_abort_without_a_turn(relay: RelayThread, home:
             for msg in ({"type": "listen", "state": "start", "mode": "manual"}, {"type": "listen", "state": "stop"},
                         {"type": "listen", "state": "start", "mode": "realtime"},
                         {"type": "listen", "state": "detect", "text": "你好小智"},
-                        {"type": "mcp", "payload": {"jsonrpc": "2.0", "id": 1, "result": {}}}):
+                        {"type": "mcp", "payload": {"jsonrpc": "2.0", "id": 1, "result": {}}},
+                        {"type": "iot", "update": True, "descriptors": [{"name": "Speaker"}]}):
                 await ws.send(json.dumps({"session_id": sid, **msg}))
             await ws.send(json.dumps({"session_id": sid, "type": "abort"}))
             # none of the above asks for an answer; the abort is answered by tts stop, and nothing else came first

@@ -150,8 +150,8 @@ def parse_client(text: str | bytes) -> ClientMessage:
     if kind == "abort":
         rid = _opt(obj, "id", str, "abort")
         return ClientMessage("abort", sid, request_id=rid, reason=_opt(obj, "reason", str, "abort", rid))
-    if kind == "mcp":
-        return ClientMessage("mcp", sid, payload=obj.get("payload"))
+    if kind in ("mcp", "iot"):  # device tools (iot: the older firmware's descriptors and states)
+        return ClientMessage(kind, sid, payload=obj.get("payload"))
     if kind == "pg.generate":
         return _parse_generate(obj, sid)
     raise ProtocolError("unknown_type", f"unknown message type {kind!r}")

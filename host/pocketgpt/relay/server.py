@@ -250,7 +250,7 @@ class WsSession:
         if msg.type == "abort":
             await self.abort(msg.request_id)
             return
-        if msg.type == "mcp":
+        if msg.type in ("mcp", "iot"):
             return  # no device tools on this relay
         if msg.type == "pg.generate":
             await self.start_pg(msg)
