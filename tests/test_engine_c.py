@@ -33,6 +33,25 @@ def test_c_unit_tests_pass_under_address_and_ub_sanitizers(tiny_path, tmp_path):
     assert "0 failures" in proc.stdout
 
 
+def _can_build_32bit(tmp_path: Path) -> bool:
+    src = tmp_path / "probe.c"
+    src.write_text("#include <stdint.h>\nint main(void) { return sizeof(void *) == 4 ? 0 : 1; }\n")
+    proc = subprocess.run(["gcc", "-m32", "-o", str(tmp_path / "probe"), str(src)], capture_output=True)
+    return proc.returncode == 0
+
+
+def test_c_tests_pass_as_a_32_bit_build(tiny_path, tmp_path):
+    """The ESP32-S3 is 32-bit: sizes and offsets must not wrap with a 4-byte size_t."""
+    if shutil.which("gcc") is None or not _can_build_32bit(tmp_path):
+        pytest.skip("no 32-bit gcc here (apt-get install gcc-multilib)")
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(ENGINE_DIR), "test-32", f"MODEL={tiny_path}", f"BUILD={tmp_path / 'build'}",
+         "MUTATIONS=1000", "CC=gcc"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "0 failures" in proc.stdout
+
+
 def _mutate(rng: random.Random, blob: bytes, header_end: int) -> bytes:
     b = bytearray(blob)
     kind = rng.randrange(5)

@@ -109,7 +109,7 @@ static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena 
     } else {
         m->head = m->wte;
     }
-    m->layers = pg_arena_take(a, (size_t)c->n_layer * sizeof(pg_layer), 8);
+    m->layers = pg_arena_take(a, pg_size_mul(c->n_layer, sizeof(pg_layer)), 8);
     pg_layer scratch_layer;
     for (uint32_t i = 0; i < c->n_layer; i++) {
         pg_layer *l = m->layers && !pg_arena_overflow(a) ? &m->layers[i] : &scratch_layer;
@@ -163,22 +163,24 @@ pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, siz
 static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, pg_arena *a) {
     const pg_config *c = &m->cfg;
     size_t E = c->n_embd, F = c->n_ff, V = c->n_vocab, B = (size_t)n_batch, T = (size_t)n_ctx;
-    size_t kv = (size_t)c->n_layer * T * E;
-    s->k_cache = pg_arena_take(a, kv * sizeof(float), 64);
-    s->v_cache = pg_arena_take(a, kv * sizeof(float), 64);
-    s->x = pg_arena_take(a, B * E * sizeof(float), 64);
-    s->xn = pg_arena_take(a, B * E * sizeof(float), 64);
-    s->qkv = pg_arena_take(a, B * 3 * E * sizeof(float), 64);
-    s->att = pg_arena_take(a, B * E * sizeof(float), 64);
-    s->ff = pg_arena_take(a, B * F * sizeof(float), 64);
-    s->scores = pg_arena_take(a, B * c->n_head * T * sizeof(float), 64);
     size_t widest = E > F ? E : F;
-    s->rowbuf = pg_arena_take(a, (size_t)PG_MAX_TASKS * widest * sizeof(float), 64);
-    s->xq = pg_arena_take(a, B * widest, 64);
-    s->xd = pg_arena_take(a, B * (widest / 32 + 1) * sizeof(float), 64);
-    s->logits = pg_arena_take(a, V * sizeof(float), 64);
-    s->probs = pg_arena_take(a, V * sizeof(float), 64);
-    s->cand = pg_arena_take(a, V * sizeof(int32_t), 64);
+    size_t f = sizeof(float);
+    // every product is overflow-checked: on a 32-bit chip a huge n_ctx must fail, not wrap
+    size_t kv = pg_size_mul(pg_size_mul(pg_size_mul(c->n_layer, T), E), f);
+    s->k_cache = pg_arena_take(a, kv, 64);
+    s->v_cache = pg_arena_take(a, kv, 64);
+    s->x = pg_arena_take(a, pg_size_mul(B * E, f), 64);
+    s->xn = pg_arena_take(a, pg_size_mul(B * E, f), 64);
+    s->qkv = pg_arena_take(a, pg_size_mul(pg_size_mul(B, 3 * E), f), 64);
+    s->att = pg_arena_take(a, pg_size_mul(B * E, f), 64);
+    s->ff = pg_arena_take(a, pg_size_mul(pg_size_mul(B, F), f), 64);
+    s->scores = pg_arena_take(a, pg_size_mul(pg_size_mul(pg_size_mul(B, c->n_head), T), f), 64);
+    s->rowbuf = pg_arena_take(a, pg_size_mul((size_t)PG_MAX_TASKS * widest, f), 64);
+    s->xq = pg_arena_take(a, pg_size_mul(B, widest), 64);
+    s->xd = pg_arena_take(a, pg_size_mul(pg_size_mul(B, widest / 32 + 1), f), 64);
+    s->logits = pg_arena_take(a, pg_size_mul(V, f), 64);
+    s->probs = pg_arena_take(a, pg_size_mul(V, f), 64);
+    s->cand = pg_arena_take(a, pg_size_mul(V, sizeof(int32_t)), 64);
 }
 
 static pg_code check_state_args(const pg_model *m, int32_t n_ctx, int32_t n_batch, pg_status *st) {

@@ -53,6 +53,11 @@ const char *pg_type_name(uint32_t type) {
     return (type < PG_TYPE_COUNT && s_types[type].name) ? s_types[type].name : "unknown";
 }
 
+size_t pg_size_mul(size_t a, size_t b) {
+    if (a != 0 && b > SIZE_MAX / a) return SIZE_MAX;
+    return a * b;
+}
+
 void pg_arena_init(pg_arena *a, void *base, size_t size) {
     a->base = (uint8_t *)base;
     a->size = base ? size : 0;

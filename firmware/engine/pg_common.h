@@ -56,6 +56,9 @@ typedef struct {
     size_t used;
 } pg_arena;
 
+// a * b, or SIZE_MAX when it does not fit (then pg_arena_take fails cleanly on 32-bit targets)
+size_t pg_size_mul(size_t a, size_t b);
+
 void pg_arena_init(pg_arena *a, void *base, size_t size);
 // `n` bytes aligned to `align` (a power of two); NULL when counting or when memory runs out
 // (check pg_arena_overflow afterwards).

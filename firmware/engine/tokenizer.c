@@ -207,9 +207,9 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
     uint32_t tok_cap = pow2_at_least((uint64_t)t->n_vocab * 2);
     uint32_t merge_cap = pow2_at_least((uint64_t)merges.count * 2 + 1);
     uint8_t *bytes = pg_arena_take(a, (size_t)total + 1, 1);
-    uint32_t *offs = pg_arena_take(a, ((size_t)t->n_vocab + 1) * sizeof(uint32_t), 4);
-    uint32_t *tok_hash = pg_arena_take(a, (size_t)tok_cap * sizeof(uint32_t), 4);
-    pg_merge *merge_hash = pg_arena_take(a, (size_t)merge_cap * sizeof(pg_merge), 4);
+    uint32_t *offs = pg_arena_take(a, pg_size_mul((size_t)t->n_vocab + 1, sizeof(uint32_t)), 4);
+    uint32_t *tok_hash = pg_arena_take(a, pg_size_mul(tok_cap, sizeof(uint32_t)), 4);
+    pg_merge *merge_hash = pg_arena_take(a, pg_size_mul(merge_cap, sizeof(pg_merge)), 4);
     if (pg_arena_overflow(a)) return PG_OK;  // counting (or the caller's buffer is short: it checks)
 
     // raw bytes per token, and the token table (first spelling wins on duplicates)
@@ -283,7 +283,7 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
 // ---- encode --------------------------------------------------------------------------------
 
 // Scratch per input byte: symbol, prev, next (3 words) and up to 3 heap entries of 2 words.
-size_t pg_tokenizer_scratch_size(size_t n) { return 9 * sizeof(uint32_t) * (n + 1); }
+size_t pg_tokenizer_scratch_size(size_t n) { return pg_size_mul(9 * sizeof(uint32_t), n + 1); }
 
 typedef struct {
     uint32_t rank, pos;  // merge rank of the pair starting at symbol `pos`
@@ -415,7 +415,7 @@ pg_code pg_tokenizer_encode(const pg_tokenizer *t, const uint8_t *text, size_t n
                             size_t cap, size_t *n_ids, void *scratch, size_t scratch_size, pg_status *st) {
     *n_ids = 0;
     if (n == 0) return PG_OK;
-    if (!text || !scratch || scratch_size < pg_tokenizer_scratch_size(n))
+    if (!text || !scratch || scratch_size < pg_tokenizer_scratch_size(n) || n > 0x7FFFFFF0u)
         return pg_fail(st, PG_ERR_MEMORY, "tokenizer scratch of %zu bytes is too small for %zu bytes of text",
                        scratch_size, n);
     uint32_t *work = (uint32_t *)scratch;
