@@ -184,3 +184,61 @@ def test_integer_activation_path_stays_close_to_float(tmp_path, quant_base):
     print(f"Q8_0 x int8 activations: max |diff| = {diff:.3f} of a logit range {span:.1f}")
     assert diff < 0.05 * span
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+
+
+IQ4_NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
+
+
+def _quantize_iq4_nl(arr: np.ndarray) -> np.ndarray:
+    """A plain (not optimal) IQ4_NL encoding: scale so the largest weight maps to -127 or 113's
+    side, every weight to the nearest table value. Enough to exercise the engine's decoder."""
+    blocks = arr.reshape(-1, 32).astype(np.float32)
+    amax = np.abs(blocks).max(axis=1, keepdims=True)
+    d = (amax / 127.0).astype(np.float16).astype(np.float32)
+    scaled = np.where(d == 0, 0.0, blocks / np.where(d == 0, 1.0, d))
+    idx = np.abs(scaled[..., None] - IQ4_NL_VALUES).argmin(-1).astype(np.uint8)
+    out = np.empty((blocks.shape[0], 18), dtype=np.uint8)
+    out[:, :2] = d.astype(np.float16).view(np.uint8)
+    out[:, 2:] = idx[:, :16] | (idx[:, 16:] << 4)
+    return out.reshape(arr.shape[0], -1)
+
+
+def test_iq4_nl_logits_match_dequantized_torch(tmp_path, quant_base):
+    """IQ4_NL has no quantizer in the toolchain yet: encode one here, decode it with the gguf
+    package for PyTorch, and compare."""
+    import gguf
+    import gguf.quants
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from pocketgpt import hf
+    from pocketgpt.engine import Engine
+    from pocketgpt.gguf_io import StoredTensor, tensors_to_hf_state, write_gguf
+    from pocketgpt.quant.formats import F32
+
+    model, vocab = quant_base
+    cfg, tensors, _ = hf.hf_to_tensors(model)
+    stored, floats = {}, {}
+    for name, arr in tensors.items():
+        if arr.ndim == 2:
+            raw = _quantize_iq4_nl(arr)
+            stored[name] = StoredTensor(name, 20, arr.shape, raw)
+            floats[name] = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.IQ4_NL).reshape(arr.shape)
+        else:
+            stored[name] = StoredTensor(name, F32, arr.shape, arr)
+            floats[name] = arr
+    path = tmp_path / "iq4nl.gguf"
+    write_gguf(path, cfg, vocab, stored)
+    ref = GPT2LMHeadModel(hf.hf_config(cfg, vocab)).eval()
+    ref.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors_to_hf_state(floats, cfg).items()},
+                        strict=False)
+    ref.tie_weights()
+    eng = Engine(path, threads=2)
+    ids = eng.tokenize(PROMPT + " in four bits, non-linear.")
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0].numpy()
+    for kernels in ("auto", "ref"):
+        got = Engine(path, threads=1, kernels=kernels).logits(ids)
+        diff = float(np.abs(got - want).max())
+        print(f"IQ4_NL {kernels}: max |engine - torch(dequantized)| = {diff:.2e}")
+        assert diff < LOGIT_ATOL
