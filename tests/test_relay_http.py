@@ -199,3 +199,23 @@ def test_dead_openai_backend_is_reported_to_the_device(home: tuple[Path, str]) -
         assert err.value.status_code == 503
     finally:
         front.stop()
+
+
+def test_ota_behind_a_load_balancer_and_mac_from_the_body(engine: Any, home: tuple[Path, str]) -> None:
+    """--public-url is what devices get; a device that sends no Device-Id header is known by its mac_address."""
+    import aiohttp
+
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0],
+                     public_url="wss://chat.example.org/xiaozhi/v1/")
+    try:
+        async def go() -> dict:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(rt.http_url + "/xiaozhi/ota/", json={"application": {"version": "0.9"},
+                                                                       "mac_address": DEV}) as r:
+                    assert r.status == 200
+                    return await r.json()
+        got = run(go())
+        assert got["websocket"] == {"url": "wss://chat.example.org/xiaozhi/v1/", "token": home[1], "version": 1}
+        assert got["firmware"]["version"] == "0.9"
+    finally:
+        rt.stop()

@@ -92,6 +92,9 @@ def test_stock_hello_and_typed_text_turn(relay: RelayThread, home: Any) -> None:
             assert sentences, "the reply carried no sentence"
             assert all(m["type"] == "tts" and m["state"] == "sentence_start" and m["text"].strip() for m in sentences)
             assert not any(m["type"] == "error" for m in msgs)
+        async with await raw(relay, home[1][DEV]) as ws:   # every connection is a new session
+            await ws.send(json.dumps(STOCK_HELLO))
+            assert (await recv_json(ws))["session_id"] != hello["session_id"]
     run(go())
 
 
