@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,9 @@ def test_token_cli_add_show_list_revoke(tmp_path: Path) -> None:
     assert gone.returncode == 1 and "not registered" in gone.stderr
     bad = _cli(home, "add", "no spaces please")
     assert bad.returncode == 1 and "not valid" in bad.stderr
+
+
+def test_every_error_code_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text("utf-8")
+    table = set(re.findall(r"^\| `([a-z_]+)` \|", doc, flags=re.M))
+    assert set(P.ERROR_CODES) <= table, set(P.ERROR_CODES) - table

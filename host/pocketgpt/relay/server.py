@@ -161,7 +161,6 @@ class WsSession:
         self.gen: Generation | None = None
         self.request_id: str | None = None     # the running pg.generate, if any
         self.audio_refused = False
-        self.aborting = False
 
     async def send(self, text: str) -> bool:
         try:
