@@ -153,7 +153,7 @@ class TokenScheduler:
     stepped by two threads at once; a worker takes the head job, computes exactly one token
     (the first step also does the prefill) and puts the job back at the tail. With W workers and
     N live generations every generation advances once per N/W steps: fair, and an abort flag is
-    checked before every step.
+    checked before every step. New jobs enter at the head, once, to keep time to first token short.
     """
 
     def __init__(self, engine: Any, workers: int, max_prompt_tokens: int | None = None) -> None:
@@ -176,7 +176,10 @@ class TokenScheduler:
         with self._cond:
             if self._closed:
                 raise BackendError("shutting_down", "the engine is shutting down", 503)
-            self._queue.append(job)
+            # a new request goes to the front: its first token (the prefill step) comes after at most
+            # one step per worker instead of one step of every live generation; then it joins the
+            # round robin at the back like everyone else, so it jumps the queue once only
+            self._queue.appendleft(job)
             self._cond.notify()
 
     def _wake(self) -> None:
