@@ -145,3 +145,11 @@ def test_run_command_bad_model_is_one_line(tmp_path, capsys):
     assert main(["run", str(bad), "-p", "x"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("pocketgpt run: error:") and "\n" not in err
+
+
+def test_a_new_generation_on_a_session_ends_the_previous_iterator(eng):
+    s = eng.session()
+    first = s.generate("First prompt", max_tokens=20, seed=1)
+    next(first)
+    second = list(s.generate("Second prompt", max_tokens=5, seed=1, stop_at_eos=False))
+    assert list(first) == [] and len(second) == 5

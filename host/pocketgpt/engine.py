@@ -128,6 +128,7 @@ class Session:
         self.engine = engine
         self._s = _native().Session(engine._model, n_ctx=engine.n_ctx, n_batch=engine.n_batch)
         self.last_stats: dict = {}
+        self._generation = 0  # a new generate() ends any earlier iterator of this session
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
@@ -152,6 +153,7 @@ class Session:
         stops = [s.encode("utf-8") for s in stop if s]
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
+        self._generation += 1
         self._s.reset()
         self._s.seed(seed & 0xFFFFFFFFFFFFFFFF)
         self._s.text_begin(stops)
@@ -160,15 +162,18 @@ class Session:
         stats = {"prompt_tokens": len(ids), "tokens": generated, "finish_reason": "abort",
                  "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
         self.last_stats = stats
-        return self._run(ids, history, generated, stats, max_tokens, dict(
+        return self._run(self._generation, ids, history, generated, stats, max_tokens, dict(
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
             repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
             stop_at_eos)
 
-    def _run(self, ids: list[int], history: list[int], generated: list[int], stats: dict, max_tokens: int,
-             params: dict, stop_at_eos: bool) -> Iterator[Piece]:
+    def _run(self, generation: int, ids: list[int], history: list[int], generated: list[int], stats: dict,
+             max_tokens: int, params: dict, stop_at_eos: bool) -> Iterator[Piece]:
         s = self._s
         eos = self.engine.eos_id
+        last_n = params["repeat_last_n"]
+        if generation != self._generation:
+            return
         t0 = time.perf_counter()
         s.eval(ids)
         t1 = time.perf_counter()
@@ -176,12 +181,14 @@ class Session:
         decode_time = 0.0
         try:
             for i in range(max_tokens):
+                if generation != self._generation:
+                    return  # a newer generate() on this session took over its KV cache ('abort')
                 if i:
                     t = time.perf_counter()
                     s.eval([generated[-1]])
                     decode_time += time.perf_counter() - t
                     stats["decode_tok_s"] = (len(generated) - 1) / max(decode_time, 1e-9)
-                tok = s.sample(history, **params)
+                tok = s.sample(history[-last_n:] if last_n > 0 else history, **params)
                 generated.append(tok)
                 history.append(tok)
                 if stop_at_eos and tok == eos:
