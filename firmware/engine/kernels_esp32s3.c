@@ -24,17 +24,22 @@ static int32_t dot_i8_pie(const int8_t *a, const int8_t *b, int n) {
     int32_t result, shift;
     const int8_t *pa = a, *pb = b;
     int count = n / 16;
+    // a plain branch loop rather than LOOPNEZ: inline asm cannot tell the compiler that the
+    // zero-overhead loop registers are in use
     __asm__ volatile(
         "ee.zero.accx\n\t"
-        "loopnez %[cnt], 1f\n\t"
+        "beqz %[cnt], 2f\n\t"
+        "1:\n\t"
         "ee.vld.128.ip q0, %[pa], 16\n\t"
         "ee.vld.128.ip q1, %[pb], 16\n\t"
+        "addi %[cnt], %[cnt], -1\n\t"
         "ee.vmulas.s8.accx q0, q1\n\t"
-        "1:\n\t"
+        "bnez %[cnt], 1b\n\t"
+        "2:\n\t"
         "movi %[sh], 0\n\t"
         "ee.srs.accx %[res], %[sh], 0\n\t"
-        : [res] "=&r"(result), [sh] "=&r"(shift), [pa] "+r"(pa), [pb] "+r"(pb)
-        : [cnt] "r"(count)
+        : [res] "=&r"(result), [sh] "=&r"(shift), [pa] "+r"(pa), [pb] "+r"(pb), [cnt] "+r"(count)
+        :
         : "memory");
     (void)shift;
     return result;
