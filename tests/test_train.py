@@ -1,0 +1,81 @@
+"""pocketgpt train on a ~50 KB sample of the quotes corpus: the loss falls, runs resume, results are seeded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_util import pocketgpt, pocketgpt_json
+
+FORTUNES = Path("/usr/share/games/fortunes")
+
+
+def _sample_corpus(tmp: Path) -> Path:
+    """~50 KB of real quotes when Debian's fortunes are installed, else public-domain-style text we write."""
+    out = tmp / "quotes"
+    src = FORTUNES / "fortunes"
+    if src.exists():
+        text = b""
+        for name in ("fortunes", "wisdom", "literature"):
+            p = FORTUNES / name
+            if p.exists():
+                text += p.read_bytes()
+        out.write_bytes(text[:50_000].rsplit(b"\n%\n", 1)[0] + b"\n")
+    else:
+        lines = [f"Quote number {i}: a stitch in time saves {i % 9 + 1} and the early bird gets the worm.\n%\n"
+                 for i in range(700)]
+        out.write_text("".join(lines))
+    return out
+
+
+ARGS = ["--layers", "2", "--embd", "64", "--heads", "2", "--ctx", "64", "--batch", "8",
+        "--lr", "3e-3", "--eval-every", "20", "--checkpoint-every", "20", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return _sample_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def test_loss_falls_and_the_model_is_usable(corpus, tmp_path):
+    out = tmp_path / "run"
+    res = pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "60", *ARGS)
+    assert res["tokens_seen"] == 60 * 8 * 64
+    log = json.loads((out / "train.json").read_text())
+    assert log["steps"] == 60
+    # untrained: ln(50257) ~ 10.8 nats; 60 small steps must bring held-out loss well below that
+    assert res["val_loss"] < 8.0, res
+    assert (out / "heldout.txt").stat().st_size > 0
+    gg = tmp_path / "m.gguf"
+    assert pocketgpt("convert", str(out), str(gg)).returncode == 0
+    ev = pocketgpt_json("eval", str(gg), "--text", str(out / "heldout.txt"), "--backend", "torch")
+    assert ev["ppl"] < 50257 / 10
+
+
+def test_resume_continues_to_the_same_result(corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    straight = pocketgpt_json("train", str(corpus), "--out", str(a), "--steps", "40", *ARGS)
+    first = pocketgpt_json("train", str(corpus), "--out", str(b), "--steps", "40", "--max-minutes", "0.0001", *ARGS)
+    assert first["steps"] < 40
+    resumed = pocketgpt_json("train", str(corpus), "--out", str(b), "--steps", "40", "--resume", *ARGS)
+    assert resumed["steps"] == 40
+    assert resumed["tokens_seen"] == straight["tokens_seen"]
+    assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=2e-3)
+
+
+def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
+    out = tmp_path / "run"
+    pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "2", *ARGS)
+    res = pocketgpt("train", str(corpus), "--out", str(out), "--steps", "2", *ARGS)
+    assert res.returncode != 0 and "--resume" in res.stderr
+
+
+def test_fine_tune_from_a_local_folder(corpus, tmp_path):
+    base = tmp_path / "base"
+    pocketgpt_json("train", str(corpus), "--out", str(base), "--steps", "20", *ARGS)
+    ft = pocketgpt_json("train", str(corpus), "--out", str(tmp_path / "ft"), "--init", str(base),
+                        "--steps", "20", "--lr", "1e-3", "--eval-every", "20", "--checkpoint-every", "20",
+                        "--batch", "8", "--ctx", "64", "--threads", "2")
+    assert ft["steps"] == 20 and ft["n_params"] > 0
