@@ -29,6 +29,10 @@ enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2, PG_KERNEL
 // x (n,) -> xq (n,) int8 and xd (n / 32,) scales: per 32 values d = max|x| / 127, q = round(x / d)
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n);
 
+// One block of a quantized type (pg_type_block weights) -> floats y; NULL for F32/F16/unknown.
+typedef void (*pg_dequant_block_fn)(const uint8_t *block, float *y);
+pg_dequant_block_fn pg_dequant_block(uint32_t type);
+
 // Stored row (n weights) -> floats out (n,). Portable reference for every known type.
 void pg_dequant_row(uint32_t type, const void *row, float *out, int n);
 // 1 when the type has a dequantizer/dot in this build.

@@ -183,9 +183,9 @@ static void dq_q6_k(const uint8_t *b, float *y) {
     }
 }
 
-typedef void (*pg_dq_block_fn)(const uint8_t *block, float *y);
+typedef pg_dequant_block_fn pg_dq_block_fn;
 
-static pg_dq_block_fn block_fn(uint32_t type) {
+pg_dequant_block_fn pg_dequant_block(uint32_t type) {
     switch (type) {
     case PG_TYPE_Q4_0: return dq_q4_0;
     case PG_TYPE_Q4_1: return dq_q4_1;
@@ -203,7 +203,7 @@ static pg_dq_block_fn block_fn(uint32_t type) {
 }
 
 int pg_type_supported(uint32_t type) {
-    return type == PG_TYPE_F32 || type == PG_TYPE_F16 || block_fn(type) != NULL;
+    return type == PG_TYPE_F32 || type == PG_TYPE_F16 || pg_dequant_block(type) != NULL;
 }
 
 void pg_dequant_row(uint32_t type, const void *row, float *out, int n) {
@@ -213,7 +213,7 @@ void pg_dequant_row(uint32_t type, const void *row, float *out, int n) {
     } else if (type == PG_TYPE_F16) {
         for (int i = 0; i < n; i++) out[i] = f16(p + 2 * i);
     } else {
-        pg_dq_block_fn fn = block_fn(type);
+        pg_dq_block_fn fn = pg_dequant_block(type);
         uint32_t qk = pg_type_block(type), bb = pg_type_block_bytes(type);
         for (int i = 0; i < n; i += (int)qk, p += bb) fn(p, out + i);
     }
@@ -237,7 +237,7 @@ static float dot_f16_ref(const void *row, const float *x, int n) {
 
 // row (n,) in blocks of `type` . x (n,) -> float: dequantize one block, then multiply-add
 static float dot_blocks_ref(uint32_t type, const void *row, const float *x, int n) {
-    pg_dq_block_fn fn = block_fn(type);
+    pg_dq_block_fn fn = pg_dequant_block(type);
     uint32_t qk = pg_type_block(type), bb = pg_type_block_bytes(type);
     const uint8_t *p = (const uint8_t *)row;
     float tmp[256];

@@ -73,23 +73,47 @@ PG_AVX2 static float dot_q8_0_avx2(const void *row, const float *x, int n) {
     return hsum256(acc);
 }
 
-// row (n,) in blocks of `type` . x (n,): reference dequantization, AVX2 multiply-add
+// row (n,) in blocks of `type` . x (n,): reference block dequantization, AVX2 multiply-add
 PG_AVX2 static float dot_blocks_avx2(uint32_t type, const void *row, const float *x, int n) {
-    uint32_t qk = pg_type_block(type), bb = pg_type_block_bytes(type);
+    pg_dequant_block_fn fn = pg_dequant_block(type);
+    int qk = (int)pg_type_block(type);
+    size_t bb = pg_type_block_bytes(type);
     const uint8_t *p = (const uint8_t *)row;
     float tmp[256];
     __m256 acc = _mm256_setzero_ps();
-    for (int i = 0; i < n; i += (int)qk, p += bb) {
-        pg_dequant_row(type, p, tmp, (int)qk);
-        for (uint32_t j = 0; j < qk; j += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(tmp + j), _mm256_loadu_ps(x + i + (int)j), acc);
+    for (int i = 0; i < n; i += qk, p += bb) {
+        fn(p, tmp);
+        for (int j = 0; j < qk; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(tmp + j), _mm256_loadu_ps(x + i + j), acc);
+    }
+    return hsum256(acc);
+}
+
+// row (n,) Q4_0 . x (n,) -> float: nibbles unpacked in registers, minus 8, times the block scale
+PG_AVX2 static float dot_q4_0_avx2(const void *row, const float *x, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m256 eight = _mm256_set1_ps(8.0f);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 32, b += 18) {
+        uint16_t h;
+        memcpy(&h, b, 2);
+        __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+        __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        __m256 w0 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), eight);
+        __m256 w1 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), eight);
+        __m256 w2 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), eight);
+        __m256 w3 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), eight);
+        __m256 s = _mm256_mul_ps(w0, _mm256_loadu_ps(x + i));
+        s = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), s);
+        s = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + i + 16), s);
+        s = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + i + 24), s);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(pg_f16_to_f32(h)), s, acc);
     }
     return hsum256(acc);
 }
 
 #define PG_DOT_BLOCKS(T, ID) \
     PG_AVX2 static float dot_##T##_avx2(const void *row, const float *x, int n) { return dot_blocks_avx2(ID, row, x, n); }
-PG_DOT_BLOCKS(q4_0, PG_TYPE_Q4_0)
 PG_DOT_BLOCKS(q4_1, PG_TYPE_Q4_1)
 PG_DOT_BLOCKS(q5_0, PG_TYPE_Q5_0)
 PG_DOT_BLOCKS(q5_1, PG_TYPE_Q5_1)

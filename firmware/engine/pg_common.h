@@ -74,7 +74,33 @@ typedef struct {
     int n_threads;  // how many tasks to split work into (>= 1)
 } pg_parallel;
 
-// IEEE half -> float, portable.
-float pg_f16_to_f32(uint16_t h);
+// IEEE half -> float, portable (inline: every quantized kernel calls it per block).
+static inline float pg_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t man = h & 0x3FFu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {  // subnormal: normalise
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400u) == 0);
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FFu) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    union {
+        uint32_t u;
+        float f;
+    } v = {bits};
+    return v.f;
+}
 
 #endif
