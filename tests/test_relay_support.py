@@ -37,15 +37,26 @@ def build_tiny_gguf(path: Path) -> Path:
     return path
 
 
+TINY_NAME = "relay-tiny-v1.gguf"  # bump when build_tiny_gguf changes
+
+
 @pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.getbasetemp()
-    path = root / "relay-tiny.gguf"
-    lock = root / "relay-tiny.lock"
-    if not path.exists():
-        with open(lock, "w"):
-            if not path.exists():
-                build_tiny_gguf(path)
+def tiny_gguf(pytestconfig: pytest.Config) -> Path:
+    """Built once and kept in pytest's cache folder: later runs skip importing torch entirely.
+
+    A cached file this build cannot read (the GGUF writer or reader changed) is rebuilt.
+    """
+    from pocketgpt.errors import PocketError
+    from pocketgpt.gguf_io import read_gguf
+
+    path = Path(pytestconfig.cache.mkdir("pocketgpt-relay")) / TINY_NAME
+    if path.exists():
+        try:
+            read_gguf(path)
+            return path
+        except (PocketError, ValueError, OSError):
+            path.unlink()
+    build_tiny_gguf(path)  # written atomically, so a parallel or interrupted run never sees half a file
     return path
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from websockets.exceptions import ConnectionClosed
+
 from pocketgpt.errors import PocketError
 from pocketgpt.relay import protocol as P
 from pocketgpt.relay.auth import TokenStore, bearer
@@ -139,12 +141,6 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _ws_closed_exceptions() -> tuple[type[BaseException], ...]:
-    from websockets.exceptions import ConnectionClosed
-
-    return (ConnectionClosed,)
-
-
 # ---- one websocket session --------------------------------------------------------------------
 
 class WsSession:
@@ -166,7 +162,7 @@ class WsSession:
         try:
             await self.ws.send(text)
             return True
-        except _ws_closed_exceptions():
+        except ConnectionClosed:
             return False
 
     async def refuse(self, code: str, message: str, request_id: str | None = None) -> None:
@@ -179,7 +175,6 @@ class WsSession:
 
     async def run(self) -> None:
         cfg = self.relay.cfg
-        closed = _ws_closed_exceptions()
         try:
             while True:
                 timeout = cfg.idle_timeout if self.hello_done else cfg.hello_timeout
@@ -194,12 +189,12 @@ class WsSession:
                     return
                 try:
                     await self.handle(message)
-                except closed:
+                except ConnectionClosed:
                     raise
                 except Exception:
                     log.exception("session %s: failed handling a message", self.session_id[:8])
                     await self.refuse("internal", "the relay failed handling that message; the session stays open")
-        except closed:
+        except ConnectionClosed:
             pass
         finally:
             if self.gen is not None:
