@@ -290,6 +290,22 @@ def test_missing_wrong_foreign_and_revoked_tokens_get_401(relay: RelayThread, ho
     run(go())
 
 
+def test_revoking_a_device_closes_its_open_session_at_the_next_request(relay: RelayThread, home: Any) -> None:
+    path, _ = home
+    token = TokenStore(path).add("aa:bb:cc:00:00:77")
+
+    async def go() -> None:
+        async with RelayClient(relay.ws_url, token=token, device_id="aa:bb:cc:00:00:77") as c:
+            assert (await c.generate("before", max_tokens=2)).error is None
+            TokenStore(path).revoke("aa:bb:cc:00:00:77")
+            r = await c.generate("after", max_tokens=2)
+            assert r.error is not None and r.error["code"] == "unauthorized"
+            with pytest.raises(ConnectionClosed):
+                await c.recv()
+            assert c.ws.close_code == 1008
+    run(go())
+
+
 def test_ota_hands_registered_devices_their_token_and_unknown_ones_nothing(relay: RelayThread, home: Any) -> None:
     import aiohttp
 

@@ -146,10 +146,11 @@ class Metrics:
 class WsSession:
     """One device connection: the protocol state machine between socket and backend."""
 
-    def __init__(self, relay: "Relay", ws: Any, device_id: str) -> None:
+    def __init__(self, relay: "Relay", ws: Any, device_id: str, token: str | None = None) -> None:
         self.relay = relay
         self.ws = ws
         self.device_id = device_id
+        self._token = token  # kept in memory only, to notice a revocation; never logged
         self.session_id = uuid.uuid4().hex
         self.hello_done = False
         self.extension = False
@@ -233,6 +234,8 @@ class WsSession:
         if not self.hello_done:
             await self.refuse("hello_required", "send a hello before anything else")
             return
+        if msg.type in ("listen", "pg.generate") and not await self._still_authorized(msg.request_id):
+            return
         if msg.type == "listen":
             if msg.state == "start":
                 self.audio_refused = False
@@ -248,6 +251,15 @@ class WsSession:
             return  # no device tools on this relay
         if msg.type == "pg.generate":
             await self.start_pg(msg)
+
+    async def _still_authorized(self, request_id: str | None) -> bool:
+        """A token revoked while its session is open stops working at the next request."""
+        if self.relay.cfg.open or self.relay.store.verify(self._token) == self.device_id:
+            return True
+        log.info("session %s: device %s was revoked; closing", self.session_id[:8], self.device_id)
+        await self.refuse("unauthorized", "this device's token was revoked; closing the connection", request_id)
+        await self.ws.close(1008, "token revoked")
+        return False
 
     # -- turns --
 
@@ -543,10 +555,11 @@ class Relay:
             self.metrics.inc("pocketgpt_refusals_total", code="too_many_sessions")
             return connection.respond(503, f"relay is at its limit of {self.cfg.max_sessions} sessions; retry later\n")
         connection.pocketgpt_device = device_id
+        connection.pocketgpt_token = token
         return None
 
     async def _ws_handler(self, ws: Any) -> None:
-        session = WsSession(self, ws, getattr(ws, "pocketgpt_device", "unknown"))
+        session = WsSession(self, ws, getattr(ws, "pocketgpt_device", "unknown"), getattr(ws, "pocketgpt_token", None))
         self.sessions.add(session)
         self.metrics.inc("pocketgpt_sessions_total")
         log.info("session %s opened for device %s", session.session_id[:8], session.device_id)
