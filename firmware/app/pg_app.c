@@ -1,0 +1,534 @@
+// pocketgpt app: console commands, routing, local generation and the relay client (see pg_app.h).
+#include "pg_app.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pg_json.h"
+#include "relay_proto.h"
+
+#define N_BATCH 8
+#define STOP_STRING "\n\n"
+
+void pg_app_printf(pg_app *app, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    app->port.out(app->port.ctx, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+static void out(pg_app *app, const char *s, size_t n) { app->port.out(app->port.ctx, s, n); }
+
+static void *take(pg_app *app, size_t n, pg_mem_kind kind, int *fail) {
+    void *p = n ? app->port.alloc(app->port.ctx, n, kind) : NULL;
+    if (n && !p) *fail = 1;
+    return p;
+}
+
+int pg_app_init(pg_app *app, const pg_port *port, const pg_settings *set, const void *blob, size_t blob_size,
+                int32_t n_ctx, char *err, size_t err_cap) {
+    memset(app, 0, sizeof *app);
+    app->port = *port;
+    app->set = *set;
+    pg_status st;
+    size_t need;
+    if (pg_model_mem_size(blob, blob_size, &need, &st) != PG_OK) {
+        snprintf(err, err_cap, "model: %s", st.msg);
+        return -1;
+    }
+    int fail = 0;
+    void *mm = take(app, need, PG_MEM_LARGE, &fail);
+    if (fail || pg_model_init(&app->model, blob, blob_size, mm, need, PG_KERNELS_BEST, &st) != PG_OK) {
+        snprintf(err, err_cap, "model: %s", fail ? "out of memory for the model tables" : st.msg);
+        return -1;
+    }
+    if (n_ctx <= 0 || (uint32_t)n_ctx > app->model.cfg.n_ctx) n_ctx = (int32_t)app->model.cfg.n_ctx;
+    app->n_ctx = n_ctx;
+    app->n_batch = N_BATCH;
+    if (pg_state_mem_size(&app->model, n_ctx, N_BATCH, &need, &st) != PG_OK) {
+        snprintf(err, err_cap, "session: %s", st.msg);
+        return -1;
+    }
+    void *sm = take(app, need, PG_MEM_LARGE, &fail);
+    if (fail || pg_state_init(&app->state, &app->model, n_ctx, N_BATCH, sm, need, &st) != PG_OK) {
+        snprintf(err, err_cap, "session: %s", fail ? "out of memory for the KV cache" : st.msg);
+        return -1;
+    }
+    app->state.par = port->par;
+    size_t V = app->model.cfg.n_vocab;
+    app->chunk_logits = take(app, (size_t)N_BATCH * V * sizeof(float), PG_MEM_LARGE, &fail);
+    app->ids = take(app, (size_t)(PG_CONSOLE_LINE + n_ctx) * sizeof(int32_t), PG_MEM_LARGE, &fail);
+    app->tok_scratch_size = pg_tokenizer_scratch_size(PG_CONSOLE_LINE);
+    app->tok_scratch = take(app, app->tok_scratch_size, PG_MEM_LARGE, &fail);
+    app->text_out = take(app, 3 * 256 + PG_TEXTOUT_HOLD, PG_MEM_INTERNAL, &fail);
+    app->ws_rx = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
+    app->ws_msg = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
+    app->frame = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
+    app->text = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
+    if (fail) {
+        snprintf(err, err_cap, "out of memory for the app buffers");
+        return -1;
+    }
+    return 0;
+}
+
+// ---- local model ----
+
+int pg_app_measure(pg_app *app, const char *prompt, pg_prompt_stats *ps, char *err, size_t err_cap) {
+    pg_status st;
+    size_t n_ids = 0, len = strlen(prompt);
+    memset(ps, 0, sizeof *ps);
+    if (len > PG_CONSOLE_LINE) len = PG_CONSOLE_LINE;
+    if (pg_tokenizer_encode(&app->model.tok, (const uint8_t *)prompt, len, 0, app->ids, PG_CONSOLE_LINE, &n_ids,
+                            app->tok_scratch, app->tok_scratch_size, &st) != PG_OK) {
+        snprintf(err, err_cap, "tokenizer: %s", st.msg);
+        return -1;
+    }
+    ps->n_tokens = (int32_t)n_ids;
+    for (size_t i = 0; i < n_ids; i++) {
+        uint32_t tl;
+        const uint8_t *tb = pg_tokenizer_token_bytes(&app->model.tok, app->ids[i], &tl);
+        ps->n_bytefallback += pg_router_is_bytefallback(tb, tl);
+    }
+    pg_state_reset(&app->state);
+    if (n_ids == 0 || (int32_t)n_ids > app->n_ctx) return 0;  // nothing to evaluate / the router says too long
+    int32_t V = (int32_t)app->model.cfg.n_vocab;
+    double total = 0.0;
+    for (int32_t at = 0; at < (int32_t)n_ids; at += app->n_batch) {
+        int32_t k = (int32_t)n_ids - at < app->n_batch ? (int32_t)n_ids - at : app->n_batch;
+        if (pg_state_eval(&app->state, app->ids + at, k, app->chunk_logits, &st) != PG_OK) {
+            snprintf(err, err_cap, "engine: %s", st.msg);
+            return -1;
+        }
+        for (int32_t j = 0; j < k && at + j + 1 < (int32_t)n_ids; j++) {
+            const float *lg = app->chunk_logits + (size_t)j * (size_t)V;
+            float mx = lg[0];
+            for (int32_t v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+            double z = 0.0;
+            for (int32_t v = 0; v < V; v++) z += exp((double)(lg[v] - mx));
+            total += (double)mx + log(z) - (double)lg[app->ids[at + j + 1]];
+        }
+    }
+    ps->mean_surprisal = n_ids > 1 ? (float)(total / (double)(n_ids - 1)) : 0.0f;
+    return 0;
+}
+
+// Continue from the prompt already in the KV cache; streams the reply after "[local] ".
+static void local_answer(pg_app *app, int32_t n_prompt) {
+    pg_status st;
+    pg_sampler_params sp;
+    pg_sampler_defaults(&sp);
+    sp.temperature = app->set.gen_temperature;
+    sp.greedy = app->set.gen_temperature <= 0.0f;
+    sp.top_k = app->set.gen_top_k;
+    sp.top_p = app->set.gen_top_p;
+    pg_rng rng;
+    pg_rng_seed(&rng, app->set.gen_seed >= 0 ? (uint64_t)app->set.gen_seed
+                                             : ((uint64_t)app->port.random(app->port.ctx) << 32 | app->port.random(app->port.ctx)));
+    const uint8_t *stops[1] = {(const uint8_t *)STOP_STRING};
+    size_t stop_len[1] = {2};
+    pg_textout to;
+    pg_textout_init(&to, stops, stop_len, 1, &st);
+    out(app, "[local] ", 8);
+    int32_t n = n_prompt, produced = 0;
+    const char *reason = "length";
+    while (produced < app->set.gen_max_tokens && n < app->n_ctx) {
+        int32_t next = pg_sample(app->state.logits, (int32_t)app->model.cfg.n_vocab, &sp, app->ids, n, &rng,
+                                 app->state.probs, app->state.cand);
+        produced++;
+        if ((uint32_t)next == app->model.tok.eos_id) {
+            reason = "stop";
+            break;
+        }
+        app->ids[n++] = next;
+        uint32_t tl;
+        const uint8_t *tb = pg_tokenizer_token_bytes(&app->model.tok, next, &tl);
+        size_t n_out = 0;
+        int stopped = pg_textout_push(&to, tb, tl, app->text_out, &n_out);
+        out(app, (const char *)app->text_out, n_out);
+        if (stopped) {
+            reason = "stop";
+            break;
+        }
+        if (n >= app->n_ctx) break;
+        if (pg_state_eval(&app->state, &next, 1, NULL, &st) != PG_OK) {
+            pg_app_printf(app, "\n[local] engine error: %s\n", st.msg);
+            return;
+        }
+    }
+    size_t n_out = 0;
+    pg_textout_flush(&to, app->text_out, &n_out);
+    out(app, (const char *)app->text_out, n_out);
+    pg_app_printf(app, "\n(local: %ld tokens, %s)\n", (long)produced, reason);
+}
+
+// ---- relay client ----
+
+void pg_app_disconnect(pg_app *app) {
+    if (app->net_open) {
+        pg_ws_close(&app->ws);
+        app->port.net_close(app->port.ctx, &app->net);
+    }
+    app->net_open = 0;
+}
+
+static uint32_t app_random(void *ctx) {
+    pg_app *app = ctx;
+    return app->port.random(app->port.ctx);
+}
+
+// The XiaoZhi-style configuration call: POST the device's info, read websocket.url and token.
+static int relay_configure(pg_app *app, char *url, size_t url_cap, char *token, size_t token_cap, char *err,
+                           size_t err_cap) {
+    pg_url u;
+    if (pg_url_parse(app->set.relay_ota, &u)) {
+        snprintf(err, err_cap, "relay.ota '%s' is not a usable URL", app->set.relay_ota);
+        return -1;
+    }
+    pg_transport t;
+    if (app->port.net_open(app->port.ctx, u.host, u.port, u.tls, app->set.relay_timeout_ms, &t, err, err_cap))
+        return -1;
+    char headers[160], body[320];
+    snprintf(headers, sizeof headers, "Device-Id: %s\r\nClient-Id: pocketgpt-%s\r\nUser-Agent: pocketgpt-device/1\r\n",
+             app->set.device_id, app->set.device_id);
+    snprintf(body, sizeof body,
+             "{\"application\":{\"name\":\"pocketgpt\",\"version\":\"1.0.0\"},\"mac_address\":\"%s\","
+             "\"chip_model_name\":\"%s\"}",
+             app->set.device_id, app->port.platform);
+    int status = 0;
+    int rc = pg_http_post(&t, &u, headers, body, app->set.relay_timeout_ms, &status, app->text, PG_APP_NET_BUF, err,
+                          err_cap);
+    app->port.net_close(app->port.ctx, &t);
+    if (rc) return -1;
+    pgj_val root, ws, v;
+    if (pgj_parse(app->text, strlen(app->text), &root) != PGJ_OBJECT) {
+        snprintf(err, err_cap, "the configuration URL answered HTTP %d without a JSON object", status);
+        return -1;
+    }
+    if (status != 200) {
+        pgj_val e, m;
+        char msg[160] = "";
+        if (pgj_get(&root, "error", &e) && pgj_get(&e, "message", &m)) pgj_string(&m, msg, sizeof msg, NULL);
+        snprintf(err, err_cap, "the configuration URL refused device %s: HTTP %d %s", app->set.device_id, status, msg);
+        return -1;
+    }
+    if (!pgj_get(&root, "websocket", &ws) || !pgj_get(&ws, "url", &v) || pgj_string(&v, url, url_cap, NULL)) {
+        snprintf(err, err_cap, "the configuration reply has no websocket.url");
+        return -1;
+    }
+    token[0] = 0;
+    if (pgj_get(&ws, "token", &v)) pgj_string(&v, token, token_cap, NULL);
+    return 0;
+}
+
+static int relay_connect(pg_app *app, char *err, size_t err_cap) {
+    if (app->net_open && app->ws.open) return 0;
+    pg_app_disconnect(app);
+    if (app->port.net_ready && !app->port.net_ready(app->port.ctx, err, err_cap)) return -1;
+    char url[256], token[160];
+    if (app->set.relay_url[0]) {
+        snprintf(url, sizeof url, "%s", app->set.relay_url);
+        snprintf(token, sizeof token, "%s", app->set.relay_token);
+    } else if (app->set.relay_ota[0]) {
+        if (relay_configure(app, url, sizeof url, token, sizeof token, err, err_cap)) return -1;
+    } else {
+        snprintf(err, err_cap, "no relay configured (/set relay.url ws://HOST:8000/xiaozhi/v1/ or /set relay.ota URL)");
+        return -1;
+    }
+    pg_url u;
+    if (pg_url_parse(url, &u) || (strcmp(u.scheme, "ws") && strcmp(u.scheme, "wss"))) {
+        snprintf(err, err_cap, "relay URL '%s' is not a ws:// or wss:// URL", url);
+        return -1;
+    }
+    if (app->port.net_open(app->port.ctx, u.host, u.port, u.tls, app->set.relay_timeout_ms, &app->net, err, err_cap))
+        return -1;
+    app->net_open = 1;
+    pg_ws_init(&app->ws, app->net, app->ws_rx, app->ws_msg, PG_APP_NET_BUF, app_random, app);
+    char headers[320];
+    int hn = snprintf(headers, sizeof headers, "Protocol-Version: 1\r\nDevice-Id: %s\r\nClient-Id: pocketgpt-%s\r\n",
+                      app->set.device_id, app->set.device_id);
+    if (token[0]) snprintf(headers + hn, sizeof headers - (size_t)hn, "Authorization: Bearer %s\r\n", token);
+    if (pg_ws_handshake(&app->ws, &u, headers, app->set.relay_timeout_ms, err, err_cap)) {
+        pg_app_disconnect(app);
+        return -1;
+    }
+    pg_proto_hello(app->frame, PG_APP_NET_BUF);
+    if (pg_ws_send_text(&app->ws, app->frame, strlen(app->frame))) {
+        snprintf(err, err_cap, "the relay closed the connection after the handshake");
+        pg_app_disconnect(app);
+        return -1;
+    }
+    for (;;) {
+        const uint8_t *data;
+        size_t n;
+        pg_ws_event ev = pg_ws_recv(&app->ws, app->set.relay_timeout_ms, &data, &n);
+        if (ev != PG_WS_TEXT && ev != PG_WS_BINARY) {
+            snprintf(err, err_cap, "no hello from the relay (%s)", ev == PG_WS_TIMEOUT ? "timeout" : "connection closed");
+            pg_app_disconnect(app);
+            return -1;
+        }
+        if (ev != PG_WS_TEXT) continue;
+        pg_relay_msg m;
+        pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
+        if (t == PG_MSG_ERROR) {
+            snprintf(err, err_cap, "the relay answered the hello with error %s: %s", m.code, m.message);
+            pg_app_disconnect(app);
+            return -1;
+        }
+        if (t != PG_MSG_HELLO) continue;
+        if (!m.extension) {
+            snprintf(err, err_cap, "the relay does not offer the pocketgpt text extension");
+            pg_app_disconnect(app);
+            return -1;
+        }
+        app->relay_ext = 1;
+        return 0;
+    }
+}
+
+// 1: answered (or the relay reported an error, shown); 0: relay not reachable before any output
+// (err says why; the caller answers locally).
+static int relay_answer(pg_app *app, const char *prompt, char *err, size_t err_cap) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int was_open = app->net_open && app->ws.open;
+        if (relay_connect(app, err, err_cap)) return 0;
+        char id[16];
+        snprintf(id, sizeof id, "d%lu", (unsigned long)++app->request_no);
+        const char *stops[1] = {STOP_STRING};
+        pg_gen_request r = {.id = id, .prompt = prompt, .max_tokens = app->set.gen_max_tokens, .top_k = app->set.gen_top_k,
+                            .stop = stops, .n_stop = 1};
+        if (app->set.gen_temperature <= 0.0f) {
+            r.has_greedy = 1;
+            r.greedy = 1;
+        } else {
+            r.has_temperature = 1;
+            r.temperature = app->set.gen_temperature;
+            r.has_top_p = 1;
+            r.top_p = app->set.gen_top_p;
+        }
+        if (app->set.gen_seed >= 0) {
+            r.has_seed = 1;
+            r.seed = app->set.gen_seed;
+        }
+        if (pg_proto_generate(&r, app->frame, PG_APP_NET_BUF)) {
+            snprintf(err, err_cap, "the prompt is too long for a relay frame");
+            return 0;
+        }
+        if (pg_ws_send_text(&app->ws, app->frame, strlen(app->frame))) {
+            pg_app_disconnect(app);
+            if (was_open) continue;  // a stale connection (relay restarted, idle close): once more
+            snprintf(err, err_cap, "could not send to the relay");
+            return 0;
+        }
+        int started = 0;
+        for (;;) {
+            const uint8_t *data;
+            size_t n;
+            pg_ws_event ev = pg_ws_recv(&app->ws, app->set.relay_timeout_ms, &data, &n);
+            if (ev == PG_WS_TIMEOUT) {
+                char ab[96];
+                pg_proto_abort(id, ab, sizeof ab);
+                pg_ws_send_text(&app->ws, ab, strlen(ab));
+                if (!started) {
+                    snprintf(err, err_cap, "the relay did not answer within %ld ms", (long)app->set.relay_timeout_ms);
+                    pg_app_disconnect(app);
+                    return 0;
+                }
+                pg_app_printf(app, "\n[relay] (no reply for %ld ms: aborted)\n", (long)app->set.relay_timeout_ms);
+                return 1;
+            }
+            if (ev == PG_WS_CLOSED || ev == PG_WS_ERROR) {
+                int code = app->ws.close_code;
+                pg_app_disconnect(app);
+                if (!started) {
+                    if (was_open && attempt == 0) break;  // stale connection: reconnect once
+                    snprintf(err, err_cap, "the relay closed the connection (code %d)", code);
+                    return 0;
+                }
+                pg_app_printf(app, "\n[relay] (connection lost, code %d)\n", code);
+                return 1;
+            }
+            if (ev != PG_WS_TEXT) continue;
+            pg_relay_msg m;
+            pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
+            if (t == PG_MSG_DELTA && strcmp(m.id, id) == 0) {
+                if (!started) out(app, "[relay] ", 8);
+                started = 1;
+                out(app, m.text, m.text_len);
+            } else if (t == PG_MSG_DONE && strcmp(m.id, id) == 0) {
+                if (!started) out(app, "[relay] ", 8);
+                pg_app_printf(app, "\n(relay: %lld tokens, %s)\n", m.tokens, m.reason);
+                return 1;
+            } else if (t == PG_MSG_ERROR && (m.id[0] == 0 || strcmp(m.id, id) == 0)) {
+                pg_app_printf(app, "%s[relay] error %s: %s\n", started ? "\n" : "", m.code, m.message);
+                return 1;
+            }
+        }
+    }
+    snprintf(err, err_cap, "the relay connection failed twice");
+    return 0;
+}
+
+// ---- commands ----
+
+static const char *route_note(pg_route r) {
+    switch (r) {
+    case PG_ROUTE_TOO_LONG: return "the prompt is longer than the device context";
+    case PG_ROUTE_VOCAB: return "the prompt is outside the device vocabulary";
+    case PG_ROUTE_SURPRISED: return "the device model finds the prompt unfamiliar";
+    default: return "";
+    }
+}
+
+static void router_cfg(const pg_app *app, pg_router_cfg *rc) {
+    pg_router_defaults(rc);
+    rc->n_ctx = app->n_ctx;
+    rc->min_reply = app->set.route_min_reply;
+    rc->max_bytefrac = app->set.route_max_bytefrac;
+    rc->max_surprisal = app->set.route_max_surprisal;
+}
+
+static void answer(pg_app *app, const char *prompt, int force_cloud, int force_local) {
+    char err[200];
+    pg_prompt_stats ps;
+    if (!*prompt) {
+        pg_app_printf(app, "(give a prompt: %s TEXT)\n", force_cloud ? "/cloud" : "/local");
+        return;
+    }
+    if (pg_app_measure(app, prompt, &ps, err, sizeof err)) {
+        pg_app_printf(app, "[local] error: %s\n", err);
+        return;
+    }
+    ps.forced = force_cloud;
+    pg_router_cfg rc;
+    router_cfg(app, &rc);
+    pg_route r = force_local ? PG_ROUTE_LOCAL : pg_router_decide(&rc, &ps);
+    if (r != PG_ROUTE_LOCAL) {
+        if (r != PG_ROUTE_FORCED) pg_app_printf(app, "(to the relay: %s)\n", route_note(r));
+        if (relay_answer(app, prompt, err, sizeof err)) return;
+        snprintf(app->last_error, sizeof app->last_error, "%s", err);
+        if (ps.n_tokens > app->n_ctx - 1) {
+            pg_app_printf(app, "[local] (relay unreachable: %s) the prompt does not fit the device context "
+                               "(%ld tokens, %ld max); shorten it\n", err, (long)ps.n_tokens, (long)app->n_ctx - 1);
+            return;
+        }
+        pg_app_printf(app, "[local] (relay unreachable: %s; answering on the device)\n", err);
+    }
+    if (ps.n_tokens > app->n_ctx - 1) {
+        pg_app_printf(app, "[local] the prompt does not fit the device context (%ld tokens, %ld max)\n",
+                      (long)ps.n_tokens, (long)app->n_ctx - 1);
+        return;
+    }
+    if (ps.n_tokens == 0) return;
+    local_answer(app, ps.n_tokens);
+}
+
+static void cmd_help(pg_app *app) {
+    pg_app_printf(app,
+                  "commands:\n"
+                  "  TEXT                 answer TEXT (the router picks the device or the relay)\n"
+                  "  /cloud TEXT          ask the relay\n"
+                  "  /local TEXT          answer on the device\n"
+                  "  /route TEXT          show the router's measurements and decision, no answer\n"
+                  "  /set KEY VALUE       change a setting (saved at once); /get [KEY] shows them\n"
+                  "  /status              model, context, relay connection\n"
+                  "  /help                this text\n");
+}
+
+static void cmd_get(pg_app *app, const char *key) {
+    char val[300];
+    if (*key) {
+        if (pg_settings_get(&app->set, key, 0, val, sizeof val)) pg_app_printf(app, "unknown setting '%s'\n", key);
+        else pg_app_printf(app, "%s = %s\n", key, val);
+        return;
+    }
+    for (int i = 0; pg_settings_key(i); i++) {
+        pg_settings_get(&app->set, pg_settings_key(i), 0, val, sizeof val);
+        pg_app_printf(app, "%-20s %-28s %s\n", pg_settings_key(i), val, pg_settings_help(i));
+    }
+}
+
+static void cmd_set(pg_app *app, const char *args) {
+    char key[40];
+    const char *sp = strchr(args, ' ');
+    size_t kl = sp ? (size_t)(sp - args) : strlen(args);
+    if (kl == 0 || kl >= sizeof key) {
+        pg_app_printf(app, "usage: /set KEY VALUE (/get lists the keys)\n");
+        return;
+    }
+    memcpy(key, args, kl);
+    key[kl] = 0;
+    const char *value = sp ? sp + 1 : "";
+    char err[PG_SETTINGS_ERR];
+    pg_settings next = app->set;
+    if (pg_settings_set(&next, key, value, err, sizeof err)) {
+        pg_app_printf(app, "error: %s\n", err);
+        return;
+    }
+    if (app->port.save_settings && app->port.save_settings(app->port.ctx, &next, err, sizeof err)) {
+        pg_app_printf(app, "error: could not save %s: %s\n", key, err);
+        return;
+    }
+    app->set = next;
+    if (strncmp(key, "relay.", 6) == 0 || strcmp(key, "device.id") == 0) pg_app_disconnect(app);
+    char val[300];
+    pg_settings_get(&app->set, key, 0, val, sizeof val);
+    pg_app_printf(app, "ok: %s = %s\n", key, val);
+}
+
+static void cmd_route(pg_app *app, const char *prompt) {
+    char err[200];
+    pg_prompt_stats ps;
+    if (pg_app_measure(app, prompt, &ps, err, sizeof err)) {
+        pg_app_printf(app, "error: %s\n", err);
+        return;
+    }
+    pg_router_cfg rc;
+    router_cfg(app, &rc);
+    pg_route r = pg_router_decide(&rc, &ps);
+    pg_app_printf(app, "route: %s tokens=%ld bytefallback=%ld surprisal=%.4f\n", pg_route_name(r), (long)ps.n_tokens,
+                  (long)ps.n_bytefallback, (double)ps.mean_surprisal);
+}
+
+static void cmd_status(pg_app *app) {
+    const pg_config *c = &app->model.cfg;
+    pg_app_printf(app, "platform: %s\nmodel: %lu layers, %lu embd, %lu vocab; context %ld of %lu\n",
+                  app->port.platform, (unsigned long)c->n_layer, (unsigned long)c->n_embd, (unsigned long)c->n_vocab,
+                  (long)app->n_ctx, (unsigned long)c->n_ctx);
+    const char *target = app->set.relay_url[0] ? app->set.relay_url : app->set.relay_ota[0] ? app->set.relay_ota : "(none)";
+    pg_app_printf(app, "relay: %s, %s%s%s\n", target, app->net_open && app->ws.open ? "connected" : "not connected",
+                  app->last_error[0] ? "; last failure: " : "", app->last_error);
+}
+
+int pg_app_handle_line(pg_app *app, const char *line) {
+    while (*line == ' ' || *line == '\t') line++;
+    if (!*line) return 0;
+    if (line[0] != '/') {
+        answer(app, line, 0, 0);
+        return 0;
+    }
+    char cmd[16];
+    size_t k = 0;
+    while (line[k] && line[k] != ' ' && k + 1 < sizeof cmd) {
+        cmd[k] = line[k];
+        k++;
+    }
+    cmd[k] = 0;
+    const char *args = line + k;
+    while (*args == ' ') args++;
+    if (strcmp(cmd, "/cloud") == 0) answer(app, args, 1, 0);
+    else if (strcmp(cmd, "/local") == 0) answer(app, args, 0, 1);
+    else if (strcmp(cmd, "/route") == 0) cmd_route(app, args);
+    else if (strcmp(cmd, "/set") == 0) cmd_set(app, args);
+    else if (strcmp(cmd, "/get") == 0) cmd_get(app, args);
+    else if (strcmp(cmd, "/status") == 0) cmd_status(app);
+    else if (strcmp(cmd, "/help") == 0) cmd_help(app);
+    else if (strcmp(cmd, "/quit") == 0 || strcmp(cmd, "/exit") == 0) return 1;
+    else pg_app_printf(app, "unknown command %s; /help lists them\n", cmd);
+    return 0;
+}

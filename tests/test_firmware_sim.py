@@ -1,0 +1,147 @@
+"""The device simulator (`pocketgpt device`: firmware/app + the POSIX port) against a real relay.
+
+The relay runs in this process on free ports with the tiny host model; the simulator is the real
+binary `pocketgpt device` builds, fed a scripted console on stdin. Each answer must say where it
+came from ([local] or [relay]).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pocketgpt.relay.auth import TokenStore
+from pocketgpt.relay.backends import EngineBackend
+from test_relay_support import RelayThread, engine, tiny_gguf  # noqa: F401  (fixtures)
+
+DEV = "02:00:00:00:00:2a"
+DEVICE_NAME = "device-tiny-v1.gguf"
+
+
+@pytest.fixture(scope="session")
+def device_gguf(pytestconfig: pytest.Config) -> Path:
+    """A device-sized model: trimmed ~560-token vocabulary, 128-token context (kept in pytest's cache)."""
+    path = Path(pytestconfig.cache.mkdir("pocketgpt-firmware")) / DEVICE_NAME
+    if not path.exists():
+        from engine_models import make_hf_model, small_vocab, write_model
+
+        model, vocab = make_hf_model(n_embd=64, n_layer=2, n_head=4, n_ctx=128, seed=7, vocab=small_vocab())
+        write_model(path, model, vocab)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_cache(pytestconfig: pytest.Config) -> Path:
+    """One simulator build for the whole run (rebuilt only when a firmware source changes)."""
+    return Path(pytestconfig.cache.mkdir("pocketgpt-sim-build"))
+
+
+@pytest.fixture(autouse=True)
+def _shared_build(sim_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POCKETGPT_CACHE", str(sim_cache))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("fw-home")
+    return path, TokenStore(path).add(DEV)
+
+
+@pytest.fixture(scope="module")
+def relay(engine: Any, home: tuple[Path, str]) -> Any:
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0], max_prompt_chars=400)
+    yield rt
+    rt.stop()
+
+
+def sim(home: Path, model: Path, script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    """Run `pocketgpt device` with a scripted console; routing rules off unless a test sets them."""
+    env = {**os.environ, "POCKETGPT_HOME": str(home)}
+    cmd = [sys.executable, "-m", "pocketgpt", "device", "--model", str(model), "--settings", str(home / "dev.conf"),
+           "--device-id", DEV, "--set", "route.max_surprisal=0", "--set", "route.max_bytefrac=2",
+           "--set", "gen.max_tokens=12", "--set", "relay.timeout_ms=20000", *args]
+    return subprocess.run(cmd, input=script, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def answers(stdout: str) -> list[str]:
+    return [ln for ln in stdout.splitlines() if ln.startswith(("[local]", "[relay]"))]
+
+
+def test_local_answer_without_a_relay(tmp_path: Path, device_gguf: Path) -> None:
+    out = sim(tmp_path, device_gguf, "Once upon a time\n")
+    assert out.returncode == 0, out.stderr
+    got = answers(out.stdout)
+    assert len(got) == 1 and got[0].startswith("[local] ") and len(got[0]) > len("[local] ")
+    assert "(local: " in out.stdout
+
+
+def test_cloud_streams_from_the_relay(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(home[0], device_gguf, "/cloud Once upon a time\n", "--relay", relay.ws_url, "--token", home[1])
+    assert out.returncode == 0, out.stderr
+    got = answers(out.stdout)
+    assert got and got[0].startswith("[relay] "), out.stdout
+    assert "(relay: 12 tokens, length)" in out.stdout or "(relay: " in out.stdout
+
+
+def test_ota_configuration_then_relay(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(home[0], device_gguf, "/cloud Hello\n", "--ota", relay.http_url + "/xiaozhi/ota/")
+    assert out.returncode == 0, out.stderr
+    assert answers(out.stdout)[0].startswith("[relay] "), out.stdout
+
+
+def test_long_prompt_is_escalated(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+    prompt = " ".join(["the cat sat on the mat"] * 25)  # ~150 tokens > the device's 128-token context
+    out = sim(home[0], device_gguf, prompt + "\n", "--relay", relay.ws_url, "--token", home[1])
+    assert "longer than the device context" in out.stdout
+    assert answers(out.stdout)[0].startswith("[relay] "), out.stdout
+
+
+def test_relay_unreachable_answers_locally_with_a_notice(tmp_path: Path, device_gguf: Path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    out = sim(tmp_path, device_gguf, "/cloud Once upon a time\n", "--relay", f"ws://127.0.0.1:{dead}/xiaozhi/v1/")
+    got = answers(out.stdout)
+    assert got[0].startswith("[local] (relay unreachable: cannot connect to 127.0.0.1"), out.stdout
+    assert got[1].startswith("[local] ") and "(local: " in out.stdout
+
+
+def test_bad_token_is_a_refusal_then_local(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(home[0], device_gguf, "/cloud hi there\n", "--relay", relay.ws_url, "--token", "wrong")
+    assert "relay unreachable: the relay refused the websocket: HTTP 401" in out.stdout, out.stdout
+
+
+def test_relay_error_is_shown(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+    prompt = "/cloud " + "word " * 100  # 500 characters > the relay's max_prompt_chars (400)
+    out = sim(home[0], device_gguf, prompt + "\n", "--relay", relay.ws_url, "--token", home[1])
+    assert "[relay] error prompt_too_long: " in out.stdout, out.stdout
+
+
+def test_router_escalates_a_surprising_prompt(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(home[0], device_gguf, "the quick brown fox jumps\n", "--relay", relay.ws_url, "--token", home[1],
+              "--set", "route.max_surprisal=0.5")
+    assert "(to the relay: the device model finds the prompt unfamiliar)" in out.stdout
+    assert answers(out.stdout)[0].startswith("[relay] ")
+
+
+def test_bad_settings_are_rejected(tmp_path: Path, device_gguf: Path) -> None:
+    out = sim(tmp_path, device_gguf, "/set gen.top_p 7\n/set relay.url http://x/\n/set wifi.pass short\n"
+                                     "/set nope 1\n/set gen.top_k 5\n/get gen.top_k\n")
+    assert "error: gen.top_p: 7 is out of range" in out.stdout
+    assert "error: relay.url: the websocket URL starts with ws:// or wss://" in out.stdout
+    assert "error: wifi.pass: WPA2 passwords have 8-63 characters" in out.stdout
+    assert "error: unknown setting 'nope'" in out.stdout
+    assert "ok: gen.top_k = 5" in out.stdout
+    assert "gen.top_k=5" in (tmp_path / "dev.conf").read_text()  # saved (the simulator's NVS)
+    bad = sim(tmp_path, device_gguf, "", "--device-id", "not-a-mac")
+    assert bad.returncode == 2 and "device.id: use the MAC form" in bad.stderr
+    (tmp_path / "dev.conf").write_text("gen.temperature=hot\n")
+    bad = sim(tmp_path, device_gguf, "")
+    assert bad.returncode == 2 and "dev.conf line 1: gen.temperature: 'hot' is not a number" in bad.stderr
