@@ -1,5 +1,7 @@
 // pocketgpt ESP32-S3 port: byte streams for the app's websocket and HTTP code, via esp_transport
 // (TCP, or TLS checked against ESP-IDF's CA bundle for wss:// and https://).
+#include <stdbool.h>  // esp_crt_bundle.h uses bool without including it
+
 #include "esp_crt_bundle.h"
 #include "esp_transport.h"
 #include "esp_transport_ssl.h"
