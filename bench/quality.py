@@ -291,6 +291,10 @@ def _model_section(data: dict) -> str:
             cut = 100 * (1 - best["kl"] / t["kl"]) if t["kl"] > 0 else 0.0
             lines.append(f"| {t['label']} | {t['file_bytes'] / 1e6:.2f} | {t['kl']:.4f} | {best['label']} | "
                          f"{best['file_bytes'] / 1e6:.2f} | {best['kl']:.4f} | {cut:+.1f} % {'✔' if cut >= 30 else '✘'} |")
+    if not any(r["group"] in ("llama-mix", "llama.cpp") for r in rows):
+        out += ["The llama.cpp comparison rows (its type mixes, and llama.cpp's own files through "
+                "llama-cpp-python) were not measured in this run; `python bench/quality.py` with the "
+                "same arguments adds them to the results.", ""]
     if lines:
         out += ["Against llama.cpp (goal: at no larger size, ≥ 30 % lower KL):", "",
                 "| llama.cpp file | MB | KL | best of ours no larger | MB | KL | KL cut |",
@@ -344,8 +348,9 @@ def _plot(data: dict, path: Path) -> None:
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        secax = ax.secondary_xaxis("top", functions=(lambda mb: mb, lambda mb: mb))
-        secax.set_xlabel("")
+        per_mb = 8e6 / data["n_params"]
+        secax = ax.secondary_xaxis("top", functions=(lambda mb: mb * per_mb, lambda b: b / per_mb))
+        secax.set_xlabel("bits per parameter (whole file)")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{data['name']}: quantized vs float ({data['n_params']:,} parameters)")
     fig.tight_layout()
