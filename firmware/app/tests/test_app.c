@@ -187,6 +187,7 @@ static void test_router(void) {
     pg_router_defaults(&c);
     c.n_ctx = 128;
     c.min_reply = 16;
+    c.max_surprisal = 6.0f;
     pg_prompt_stats s = {0, 10, 0, 1.0f};
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
     s.forced = 1;
