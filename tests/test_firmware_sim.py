@@ -145,3 +145,15 @@ def test_bad_settings_are_rejected(tmp_path: Path, device_gguf: Path) -> None:
     (tmp_path / "dev.conf").write_text("gen.temperature=hot\n")
     bad = sim(tmp_path, device_gguf, "")
     assert bad.returncode == 2 and "dev.conf line 1: gen.temperature: 'hot' is not a number" in bad.stderr
+
+
+def test_demo_runs_the_whole_system(tmp_path: Path, tiny_gguf: Path, device_gguf: Path) -> None:
+    """`pocketgpt device --demo`: relay + registered device (OTA call) + scripted turns, no terminal."""
+    env = {**os.environ, "POCKETGPT_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "pocketgpt", "device", "--demo", "--model", str(device_gguf),
+                          "--relay-model", str(tiny_gguf), "--set", "gen.max_tokens=8"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "relay up: ws://127.0.0.1:" in out.stdout
+    assert "> /cloud " in out.stdout and "(relay: 8 tokens" in out.stdout
+    assert "route: " in out.stdout  # the script ran to its last line

@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for this run only (repeatable), e.g. route.max_surprisal=5")
     p.add_argument("--build-only", action="store_true", help="build the simulator, print its path and stop")
+    p.add_argument("--demo", action="store_true",
+                   help="the whole system on this machine: start a relay, register this device, run a short "
+                        "scripted conversation (local and relay answers), then hand the console to you "
+                        "when stdin is a terminal")
+    p.add_argument("--relay-model", default="builtin:host", help="the relay's model for --demo (default builtin:host)")
     p.set_defaults(func=run)
 
 
@@ -126,7 +131,111 @@ def command(args: argparse.Namespace, exe: Path) -> list[str]:
     return cmd
 
 
+DEMO_SCRIPT = [
+    "/status",
+    "A friend is someone who",                                   # a quote: the device answers
+    "/cloud Tell me something wise about work.",                 # forced to the relay
+    "The kernel streams every weight matrix through the data cache once per token, so bandwidth "
+    "bounds decoding on the ESP32-S3.",                          # technical prose: the router escalates
+    "/route The early bird gets the worm",                       # the router's numbers, no answer
+]
+DONE_MARKERS = ("(local: ", "(relay: ", "[relay] error", "[local] the prompt does not fit", "[local] error",
+                "route: ", "platform: ", "relay: ", "error: ", "ok: ", "unknown command")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_demo(args: argparse.Namespace, exe: Path) -> int:
+    """Relay + device on one machine, a scripted conversation, then the console for a person."""
+    import tempfile
+    import threading
+    import time
+    import urllib.request
+
+    from pocketgpt.relay.auth import TokenStore
+
+    device_id = args.device_id or "02:00:00:00:de:60"
+    with tempfile.TemporaryDirectory(prefix="pocketgpt-demo-") as tmp:
+        home_dir = Path(tmp)
+        TokenStore(home_dir).add(device_id)
+        ws_port, http_port = free_port(), free_port()
+        relay = subprocess.Popen([sys.executable, "-m", "pocketgpt", "serve", "--model", args.relay_model,
+                                  "--port", str(ws_port), "--http-port", str(http_port), "--home", str(home_dir),
+                                  "--workers", "1", "--log-level", "warning"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if relay.poll() is not None:
+                    raise PocketError(f"the relay did not start: {relay.stderr.read().strip()[-400:]}")
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{ws_port}/healthz", timeout=1).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise PocketError("the relay did not come up within 120 s") from None
+                    time.sleep(0.3)
+            print(f"relay up: ws://127.0.0.1:{ws_port}/xiaozhi/v1/ (model {args.relay_model}); device {device_id} "
+                  f"registered; the device gets its URL and token from http://127.0.0.1:{http_port}/xiaozhi/ota/",
+                  flush=True)
+            args.ota = f"http://127.0.0.1:{http_port}/xiaozhi/ota/"
+            args.device_id = device_id
+            args.relay = None
+            if not args.settings:
+                args.settings = str(home_dir / "device.conf")
+            cmd = command(args, exe)
+            sim = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            done = threading.Event()
+
+            def pump() -> None:
+                assert sim.stdout is not None
+                for line in sim.stdout:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                    if line.startswith(DONE_MARKERS):
+                        done.set()
+                done.set()
+
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            assert sim.stdin is not None
+            for line in DEMO_SCRIPT:
+                done.clear()
+                print(f"> {line}", flush=True)
+                sim.stdin.write(line + "\n")
+                sim.stdin.flush()
+                done.wait(180)
+            if sys.stdin.isatty():
+                print("your turn: type a prompt, /help for commands, Ctrl-D to leave", flush=True)
+                try:
+                    for line in sys.stdin:
+                        done.clear()
+                        sim.stdin.write(line)
+                        sim.stdin.flush()
+                        done.wait(180)
+                except KeyboardInterrupt:
+                    pass
+            sim.stdin.close()
+            sim.wait(30)
+            reader.join(5)
+            return 0
+        finally:
+            relay.terminate()
+            try:
+                relay.wait(30)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.demo:
+        return run_demo(args, build(quiet=False))
     if args.relay and args.ota:
         raise PocketError("give --relay WS_URL (with --token) or --ota URL, not both")
     exe = build(quiet=False)
