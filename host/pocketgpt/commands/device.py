@@ -107,18 +107,20 @@ def build(quiet: bool = True) -> Path:
 def default_model() -> str:
     from pocketgpt.models import builtin_path
 
-    try:
-        return str(builtin_path("device"))
-    except PocketError as exc:
-        raise PocketError(f"{exc}; or pass --model PATH.gguf") from None
+    return str(builtin_path("device"))
 
 
-def command(args: argparse.Namespace, exe: Path) -> list[str]:
+def model_path(args: argparse.Namespace) -> str:
     from pocketgpt.models import resolve
 
     model = str(resolve(args.model)) if args.model else default_model()
     if not Path(model).is_file():
         raise PocketError(f"model {model} not found; pass --model PATH.gguf or builtin:device")
+    return model
+
+
+def command(args: argparse.Namespace, exe: Path) -> list[str]:
+    model = model_path(args)
     settings = Path(args.settings) if args.settings else home() / "device.conf"
     settings.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(exe), "--model", model, "--settings", str(settings), "--ctx", str(args.ctx)]
@@ -234,10 +236,12 @@ def run_demo(args: argparse.Namespace, exe: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.demo:
-        return run_demo(args, build(quiet=False))
     if args.relay and args.ota:
         raise PocketError("give --relay WS_URL (with --token) or --ota URL, not both")
+    if not args.build_only:
+        model_path(args)  # a missing model is reported before any build
+    if args.demo:
+        return run_demo(args, build(quiet=False))
     exe = build(quiet=False)
     if args.build_only:
         print(exe)
