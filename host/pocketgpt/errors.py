@@ -26,6 +26,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         raise PocketError(f"cannot write {dest}: folder {parent} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path
