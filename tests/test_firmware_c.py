@@ -3,7 +3,7 @@
 `make -C firmware/ports/posix test-asan` builds firmware/app/tests/test_app.c: JSON, router,
 settings, console editing, SHA-1/base64, the websocket client over an in-memory transport, and
 the relay messages checked against docs/protocol_vectors.json (the relay's own vectors). Then the
-sanitized simulator runs a console session on a tiny model.
+sanitized simulator runs a console session on a tiny model, and talks to a real relay.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
+from test_firmware_sim import DEV, device_gguf, home, relay  # noqa: F401  (fixtures)
+from test_relay_support import engine, tiny_gguf  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = ROOT / "firmware" / "ports" / "posix"
@@ -50,3 +51,18 @@ def test_simulator_session_under_sanitizers(tmp_path: Path, device_gguf: Path) -
     assert greedy[1] == greedy[2], "temperature 0 must repeat the same answer"
     assert "[local] (relay unreachable: cannot connect to 127.0.0.1:1" in out
     assert "does not fit the device context" in out  # 2000 bytes: cut to the line, still too long
+
+
+def test_relay_client_under_sanitizers(tmp_path: Path, device_gguf: Path, relay, home) -> None:
+    """The websocket, HTTP and JSON code on real relay traffic: OTA call, streamed reply, a relay error."""
+    exe = tmp_path / "pocketgpt-sim-asan"
+    res = make(str(exe), tmp_path)
+    assert res.returncode == 0, res.stderr
+    script = "/cloud Once upon a time\n/cloud " + "word " * 100 + "\n/cloud again\n"
+    run = subprocess.run([str(exe), "--model", str(device_gguf), "--ota", relay.http_url + "/xiaozhi/ota/",
+                          "--device-id", DEV, "--set", "gen.max_tokens=8", "--set", "relay.timeout_ms=20000"],
+                         input=script, capture_output=True, text=True, timeout=300,
+                         env={"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("(relay: 8 tokens") == 2, run.stdout
+    assert "[relay] error prompt_too_long" in run.stdout
