@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -e '.[toolchain,test]'
 	touch $(STAMP)
 
+# The relay on free local ports with a registered device: OTA call, a stock XiaoZhi text turn,
+# a streamed pocketgpt reply, an OpenAI-style call, SIGTERM drain; then a chat on this machine
+# (scripted, then interactive when stdin is a terminal).
 demo: $(STAMP)
+	$(PY) -m pocketgpt.relay.demo --model builtin:host
 	$(VENV)/bin/pocketgpt chat builtin:host --demo
 
 test: $(STAMP)
