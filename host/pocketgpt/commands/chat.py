@@ -36,10 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _reply(gen, prompt: str, sampling, out) -> None:
+def _reply(engine, prompt: str, args: argparse.Namespace, out) -> None:
+    from pocketgpt.generate import stream_reply
+
     out.write("bot> ")
     out.flush()
-    for piece in gen.stream(prompt, sampling):
+    for piece in stream_reply(engine, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed):
         out.write(piece)
         out.flush()
     out.write("\n")
@@ -47,18 +50,17 @@ def _reply(gen, prompt: str, sampling, out) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pocketgpt.generate import Sampling, make_generator
+    from pocketgpt.generate import open_engine
 
-    gen = make_generator(args.model, args.backend, args.threads)
-    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                        top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed)
+    engine = open_engine(args.model, args.backend, args.threads)
     out = sys.stdout
     interactive = sys.stdin.isatty()
     if args.demo:
-        print(f"pocketgpt chat — {args.model} on this machine ({type(gen).__name__.replace('Generator', '').lower()})")
+        runtime = "C engine" if type(engine).__name__ == "Engine" else "transformers"
+        print(f"pocketgpt chat: {args.model} on this machine ({runtime})")
         for prompt in DEMO_PROMPTS:
             print(f"you> {prompt}")
-            _reply(gen, prompt, sampling, out)
+            _reply(engine, prompt, args, out)
         if not interactive:
             return 0
     if interactive:
@@ -81,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
             continue
         if line in ("/quit", "/exit"):
             return 0
-        _reply(gen, line, sampling, out)
+        _reply(engine, line, args, out)
