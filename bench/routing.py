@@ -138,8 +138,8 @@ def main() -> int:
     from pocketgpt.gguf_io import read_gguf
 
     n_ctx = min(args.ctx, read_gguf(model).cfg.n_ctx)
-    defaults = {"max_bytefrac": 0.35, "max_surprisal": 7.5, "min_reply": 16}
-    mine = [decide(r, n_ctx, 16, 0.35, 7.5) for r in m_in + m_ood]
+    defaults = {"max_bytefrac": 0.35, "max_surprisal": 6.0, "min_reply": 16}
+    mine = [decide(r, n_ctx, 16, 0.35, 6.0) for r in m_in + m_ood]
     theirs = [r["route"] != "local" for r in d_in + d_ood]
     if mine != theirs:
         raise SystemExit("bench/routing.py's rule disagrees with firmware/app/router.c: fix one of them")
@@ -148,7 +148,7 @@ def main() -> int:
         return scores([decide(r, n_ctx, 16, bf, s) for r in m_ood], [decide(r, n_ctx, 16, bf, s) for r in m_in])
 
     rows = []
-    for s in [4.0, 5.0, 6.0, 6.5, 7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0, 0.0]:
+    for s in [4.0, 5.0, 5.5, 6.0, 6.25, 6.5, 7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0, 0.0]:
         for bf in [0.2, 0.35, 0.5, 2.0]:
             rows.append({"max_surprisal": s, "max_bytefrac": bf, **at(bf, s)})
     best = max(rows, key=lambda r: (r["f1"], r["precision"]))
@@ -160,7 +160,7 @@ def main() -> int:
         "mean_surprisal_ood": round(mean([r["surprisal"] for r in m_ood]), 3),
         "bytefallback_frac_in": round(mean([r["bytefallback"] / max(1, r["tokens"]) for r in m_in]), 3),
         "bytefallback_frac_ood": round(mean([r["bytefallback"] / max(1, r["tokens"]) for r in m_ood]), 3),
-        "defaults": {**defaults, **at(0.35, 7.5)}, "best": best, "sweep": rows,
+        "defaults": {**defaults, **at(0.35, 6.0)}, "best": best, "sweep": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def main() -> int:
         print(f"{r['max_surprisal']:>13} {r['max_bytefrac']:>12} {r['precision']:>9} {r['recall']:>6} {r['f1']:>5} "
               f"{r['escalated_in_domain']:>16}")
     d = result["defaults"]
-    print(f"shipped defaults (surprisal > 7.5, byte fallbacks > 35 %): precision {d['precision']}, recall {d['recall']}")
+    print(f"shipped defaults (surprisal > 6.0, byte fallbacks > 35 %): precision {d['precision']}, recall {d['recall']}")
     print(f"best F1 in the sweep: surprisal > {best['max_surprisal']}, bytefrac > {best['max_bytefrac']}: "
           f"precision {best['precision']}, recall {best['recall']}")
     print(f"wrote {out}")
