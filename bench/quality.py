@@ -295,6 +295,11 @@ def _model_section(data: dict) -> str:
         out += ["The llama.cpp comparison rows (its type mixes, and llama.cpp's own files through "
                 "llama-cpp-python) were not measured in this run; `python bench/quality.py` with the "
                 "same arguments adds them to the results.", ""]
+    missing = [m for m in LLAMA_MIXES if f"llama.cpp-mix {m}" not in by]
+    if any(r["group"] == "llama-mix" for r in rows) and not any(r["group"] == "llama.cpp" for r in rows):
+        out += ["llama.cpp itself (llama-cpp-python) was not built in this run, so its rows here are its type "
+                "mixes quantized with ggml's reference rounding" + (f"; not yet measured: {', '.join(missing)}"
+                                                                     if missing else "") + ".", ""]
     if lines:
         out += ["Against llama.cpp (goal: at no larger size, ≥ 30 % lower KL):", "",
                 "| llama.cpp file | MB | KL | best of ours no larger | MB | KL | KL cut |",
