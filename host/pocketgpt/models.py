@@ -15,7 +15,7 @@ BUILTINS = {
 
 def builtin_path(name: str) -> Path:
     if name not in BUILTINS:
-        raise PocketError(f"unknown built-in model {name!r}; built-ins: "
+        raise PocketError(f"unknown built-in model builtin:{name}; built-ins: "
                           + ", ".join(f"builtin:{n}" for n in BUILTINS))
     path = Path(str(resources.files("pocketgpt").joinpath("data", "models", BUILTINS[name])))
     if not path.exists():
