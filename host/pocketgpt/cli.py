@@ -11,7 +11,7 @@ from typing import Any
 from pocketgpt import __version__
 from pocketgpt.errors import PocketError
 
-VERBS = ["train", "convert", "inspect", "eval", "chat", "quantize", "serve", "token", "run", "device", "export-c"]
+VERBS = ["train", "convert", "inspect", "eval", "chat", "quantize", "serve", "token", "run", "shrink", "device", "export-c"]
 
 EPILOG = """\
 models: a .gguf path, a Hugging Face folder where it makes sense, or a shipped model:

@@ -1,0 +1,205 @@
+"""The whole shrink pipeline behind `pocketgpt shrink`: plan, trim, prune, distill, store, budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketgpt.errors import PocketError
+
+VAL_FRACTION = 0.05   # pocketgpt train's split: the same quotes stay held out
+SPLIT_SEED = 1337
+
+
+@dataclass
+class ShrinkOptions:
+    input: str
+    output: str
+    corpus: list[str] = field(default_factory=list)
+    budget: str | None = None
+    merges: list[int] | None = None
+    layers: list[int] | None = None
+    widths: list[int] | None = None
+    ffs: list[int] | None = None
+    n_ctx: int | None = None
+    qtype: str = "q8"
+    steps: int = 1000
+    max_minutes: float | None = None
+    batch: int = 8
+    lr: float = 1e-3
+    alpha: float = 0.5
+    temperature: float = 2.0
+    from_scratch: bool = False
+    exclude: str | None = None
+    threads: int | None = None
+    seed: int = 1337
+    teacher_vocab: int = 4096
+    teacher_rows: int | None = None
+    progress: bool = False
+
+
+def _one(values: list[int] | None, default: int, what: str) -> int:
+    if not values:
+        return default
+    if len(values) > 1:
+        raise PocketError(f"--{what} {','.join(map(str, values))}: a list of choices needs --budget; give one value")
+    return values[0]
+
+
+def training_documents(corpus: list[str], exclude: str | None) -> tuple[list[str], list[str], int]:
+    """(train, held-out) documents with pocketgpt train's split, minus every quote of `exclude`."""
+    from pocketgpt.corpus import read_documents, read_text, split_documents as split_text
+    from pocketgpt.train import split_documents
+
+    docs = read_documents(corpus)
+    train, val = split_documents(docs, VAL_FRACTION, SPLIT_SEED)
+    dropped = 0
+    if exclude:
+        banned = {d.strip() for d in split_text(read_text(exclude))}
+        kept = [d for d in train if d.strip() not in banned]
+        dropped = len(train) - len(kept)
+        train = kept
+    if not train:
+        raise PocketError("no training documents left after the held-out split; give a larger --corpus")
+    return train, val, dropped
+
+
+def teacher_subset(teacher: Any, trimmed: Any, docs: list[str], n_top: int) -> tuple[np.ndarray, float]:
+    """Teacher tokens whose logits distillation computes: every kept token plus the `n_top` most
+    frequent in the corpus (teacher tokenization); and the share of corpus tokens they cover."""
+    ids = np.concatenate([np.asarray(e, dtype=np.int64) for e in
+                          teacher.hf_tokenizer()(docs, add_special_tokens=False)["input_ids"] if e])
+    counts = np.bincount(ids, minlength=teacher.n_vocab)
+    top = np.argsort(-counts, kind="stable")[:n_top]
+    keep = np.union1d(top, trimmed.teacher_ids)
+    return keep, float(counts[keep].sum() / max(1, counts.sum()))
+
+
+def _dtype_spec(qtype: str) -> str:
+    from pocketgpt.quant import presets
+
+    if qtype.lower() == "f32":
+        return "f32"
+    presets.parse_type(qtype)  # one-line error for unknown types
+    return qtype
+
+
+def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
+    """Run the pipeline; returns (JSON result, human text)."""
+    from pocketgpt import models
+    from pocketgpt.budget import estimate
+    from pocketgpt.gguf_io import ModelFile, read_gguf, store_tensors, tensors_to_hf_state, write_gguf
+    from pocketgpt.hf import hf_config, hf_to_tensors, require_toolchain, torch_model
+    from pocketgpt.quant import formats as F
+    from pocketgpt.quant import presets, quantizer
+    from pocketgpt.shrink import plan as planner
+    from pocketgpt.shrink.distill import DistillConfig, distill
+    from pocketgpt.shrink.prune import Shape, check_shape, prune
+    from pocketgpt.shrink.vocab import teacher_to_student_map, trim_vocab
+    from pocketgpt.train import encode_documents
+
+    require_toolchain()
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    qspec = _dtype_spec(o.qtype)
+    out = Path(o.output)
+    in_path = models.resolve(o.input)
+    if in_path.exists() and out.exists() and in_path.resolve() == out.resolve():
+        raise PocketError(f"{out}: output would overwrite the input; choose another name")
+    if not out.parent.exists() and str(out.parent):
+        raise PocketError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
+    if o.threads:
+        torch.set_num_threads(o.threads)
+
+    tmf = models.load(o.input)
+    tc = tmf.cfg
+    exclude = o.exclude
+    if exclude is None and in_path.is_dir() and (in_path / "heldout.txt").exists():
+        exclude = str(in_path / "heldout.txt")
+
+    plan_note = ""
+    if o.budget:
+        n_ctx = o.n_ctx or 256
+        # a float output is a step towards the quantized device file: plan for what the device runs
+        pr = planner.choose(tc, budget=o.budget, n_ctx=n_ctx, qspec="q8" if qspec == "f32" else qspec, merges=o.merges, layers=o.layers,
+                            widths=o.widths, ffs=o.ffs)
+        shape = pr.shape
+        plan_note = (f"--budget {o.budget}: picked {shape.describe(tc)} as the largest of {pr.n_fitting} fitting "
+                     f"shapes (of {pr.n_candidates} tried; speed margin 1.1x), modeled "
+                     f"{pr.report.modeled_tok_s:.1f} tok/s")
+    else:
+        shape = Shape(_one(o.merges, len(tmf.vocab.merges), "vocab"), _one(o.layers, tc.n_layer, "layers"),
+                      _one(o.widths, tc.n_embd, "width"), _one(o.ffs, tc.n_ff, "ff"), o.n_ctx or tc.n_ctx)
+    check_shape(shape, tc)
+    cfg = shape.config(tc)
+    trimmed = trim_vocab(tmf.vocab, shape.n_merges)
+    vocab = trimmed.vocab
+
+    # ---- the student's initial weights ---------------------------------------------------------
+    torch.manual_seed(o.seed)
+    student = GPT2LMHeadModel(hf_config(cfg, vocab, tied=True))
+    if not o.from_scratch:
+        tensors = prune(tmf.f32_tensors(), tc, shape, trimmed.teacher_ids)
+        state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in tensors_to_hf_state(tensors, cfg).items()}
+        student.load_state_dict(state, strict=False)
+        student.tie_weights()
+
+    # ---- distillation ------------------------------------------------------------------------
+    stats: dict[str, Any] = {"steps": 0, "seconds": 0.0, "tokens_seen": 0}
+    if o.steps > 0:
+        train_docs, val_docs, dropped = training_documents(o.corpus, exclude)
+        tok = vocab.hf_tokenizer()
+        train_ids = encode_documents(tok, train_docs, vocab.eos_id)
+        val_ids = encode_documents(tok, val_docs, vocab.eos_id)
+        teacher = None if o.from_scratch else torch_model(tmf)
+        t2s = None if o.from_scratch else teacher_to_student_map(tmf.vocab, trimmed)
+        subset, coverage = (None, 1.0) if o.from_scratch else teacher_subset(tmf.vocab, trimmed, train_docs,
+                                                                               o.teacher_vocab)
+        dcfg = DistillConfig(steps=o.steps, max_minutes=o.max_minutes, batch_size=o.batch, lr=o.lr,
+                             alpha=o.alpha, temperature=o.temperature, seed=o.seed,
+                             teacher_rows=o.teacher_rows)
+        res = distill(student, teacher, train_ids, val_ids, dcfg, s2t=trimmed.teacher_ids, t2s=t2s,
+                      teacher_tokens=subset, progress=o.progress)
+        stats = {"steps": res.steps, "seconds": res.seconds, "tokens_seen": res.tokens_seen,
+                 "train_loss": round(res.train_loss, 4), "val_loss": round(res.val_loss, 4),
+                 "train_documents": len(train_docs), "excluded_documents": dropped,
+                 "mode": "scratch" if o.from_scratch else "distill",
+                 "teacher_tokens": None if subset is None else len(subset), "teacher_coverage": round(coverage, 4)}
+
+    # ---- store -------------------------------------------------------------------------------
+    _, ftensors, _ = hf_to_tensors(student)
+    fstored = store_tensors(ftensors, lambda n, a: F.F32)
+    smf = ModelFile(out, cfg, vocab, fstored, {}, 0)
+    if qspec == "f32":
+        stored = fstored
+    else:
+        choices = presets.plan({n: t.shape for n, t in fstored.items()}, cfg.n_layer, True, qspec, None)
+        stored, _ = quantizer.quantize_tensors(smf, choices, "rtn", None, progress=o.progress)
+    teacher_name = str(tmf.metadata.get("general.name") or Path(o.input).name)
+    extra = {"pocketgpt.shrink.teacher": o.input, "pocketgpt.shrink.merges": shape.n_merges,
+             "pocketgpt.shrink.steps": int(stats["steps"]), "pocketgpt.shrink.mode":
+             "scratch" if o.from_scratch else "distill", "pocketgpt.quantize.type": qspec}
+    size = write_gguf(out, cfg, vocab, stored, name=f"{teacher_name}-shrunk", extra=extra)
+    written = read_gguf(out)
+    rep = estimate(written, n_ctx=min(256, cfg.n_ctx) if not o.budget else cfg.n_ctx)
+    n_params = written.n_params()
+    result = {
+        "out": str(out), "n_params": n_params, "n_vocab": cfg.n_vocab, "n_merges": shape.n_merges,
+        "n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head, "n_ff": cfg.n_ff, "n_ctx": cfg.n_ctx,
+        "file_bytes": size, "type": qspec, "teacher": o.input, "teacher_n_params": tmf.n_params(),
+        "distill": stats, "budget": rep.as_dict(), "plan": plan_note or None,
+    }
+    lines = [plan_note] if plan_note else []
+    lines.append(f"wrote {out}: {shape.describe(tc)}; {n_params:,} parameters "
+                 f"(teacher {tmf.n_params():,}), {size:,} bytes ({size / 2**20:.2f} MiB), {qspec}")
+    if o.steps > 0:
+        lines.append(f"  {stats['mode']}: {stats['steps']} steps in {stats['seconds']:.0f} s, "
+                     f"{stats['tokens_seen']:,} tokens; held-out loss {stats['val_loss']:.3f} nats/token "
+                     "(trimmed tokens; compare models with 'pocketgpt eval --text', bits per byte)")
+    lines.append(rep.render())
+    return result, "\n".join(lines)

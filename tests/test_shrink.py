@@ -1,0 +1,241 @@
+"""pocketgpt shrink: the trimmed vocabulary is exact BPE in the C engine, pruning starts from the
+teacher's own function, distillation targets are the teacher's distribution, and the command
+writes a model the engine runs, with a device budget, never training on held-out quotes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_util import assert_one_line_error, pocketgpt, pocketgpt_json
+from engine_models import make_hf_model, write_model
+
+TEXTS = [
+    "Hello, world! The quick brown fox jumps over the lazy dog.",
+    "  leading spaces,\ttabs\nand\n\nnewlines   ",
+    "naïve café, Straße, Ελληνικά, русский, 日本語のテキスト, emoji 🦊🚀 and e\u0301",
+    "numbers 1234567890 3.14159 and symbols <|endoftext|> {}[]()!?@#$%^&*",
+    "Antidisestablishmentarianism isn't a word you'd've heard, y'all.",
+    "\x00\x01 control \x7f chars and a lone \ud800 surrogate-free tail",
+]
+
+
+def _corpus(path: Path, n: int = 240) -> Path:
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat while dogs barked loudly at strange people in the old town square".split()
+    quotes = [" ".join(rng.choice(words, size=int(rng.integers(5, 30)))).capitalize() + "." for _ in range(n)]
+    path.write_text("\n%\n".join(quotes) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trimmed():
+    from pocketgpt.shrink.vocab import trim_vocab
+    from pocketgpt.tokenizer import gpt2_vocab
+
+    return trim_vocab(gpt2_vocab(), 400)
+
+
+def test_trimmed_vocabulary_is_bytes_then_merges_then_eot(trimmed):
+    from pocketgpt.tokenizer import EOT, gpt2_vocab
+
+    full = gpt2_vocab()
+    v = trimmed.vocab
+    assert v.n_vocab == 256 + 400 + 1 and v.merges == full.merges[:400]
+    assert v.tokens[:256] == full.tokens[:256]  # GPT-2's byte tokens in GPT-2's id order
+    assert v.tokens[256:-1] == [m.replace(" ", "") for m in full.merges[:400]]
+    assert v.tokens[-1] == EOT and v.eos_id == v.n_vocab - 1
+    assert [full.tokens[i] for i in trimmed.teacher_ids] == v.tokens
+
+
+def test_engine_tokenizes_the_trimmed_vocabulary_exactly_like_huggingface(trimmed, tmp_path):
+    from pocketgpt.engine import Engine
+
+    model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=32, vocab=trimmed.vocab)
+    path = write_model(tmp_path / "trim.gguf", model, vocab)
+    eng = Engine(path, threads=1)
+    hf = vocab.hf_tokenizer()
+    assert eng.n_vocab == 657
+    for text in TEXTS:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        ids = eng.tokenize(text)  # <|endoftext|> is special in both
+        assert ids == hf(text, add_special_tokens=False)["input_ids"], text
+        assert max(ids) < 657
+        assert eng.detokenize(ids) == text  # decodes anything
+
+
+def test_teacher_tokens_map_to_their_first_trimmed_piece(trimmed):
+    from pocketgpt.shrink.vocab import teacher_to_student_map
+    from pocketgpt.tokenizer import gpt2_vocab
+
+    full = gpt2_vocab()
+    t2s = teacher_to_student_map(full, trimmed)
+    for s, t in enumerate(trimmed.teacher_ids):
+        assert t2s[t] == s
+    hf_small = trimmed.vocab.hf_tokenizer()
+    for word in [" interesting", " extraordinary", " 1999", " Jerusalem"]:
+        (tid,) = full.hf_tokenizer()(word, add_special_tokens=False)["input_ids"]
+        assert t2s[tid] == hf_small(word, add_special_tokens=False)["input_ids"][0], word
+
+
+def _teacher_with_dead_parts(n_layer=3, n_ff=96, dead_neurons=10):
+    """A teacher whose middle layer is an identity and whose last `dead_neurons` MLP neurons write
+    nothing: pruning exactly those must leave its function unchanged."""
+    import torch
+
+    model, vocab = make_hf_model(n_embd=64, n_layer=n_layer, n_head=4, n_ctx=48, n_ff=n_ff, seed=5)
+    with torch.no_grad():
+        mid = model.transformer.h[1]
+        for p in (mid.attn.c_proj.weight, mid.attn.c_proj.bias, mid.mlp.c_proj.weight, mid.mlp.c_proj.bias):
+            p.zero_()
+        for blk in model.transformer.h:
+            blk.mlp.c_proj.weight[-dead_neurons:] = 0.0  # HF Conv1D: (n_ff, n_embd) rows are neurons
+    return model, vocab
+
+
+def test_pruning_dead_layers_and_neurons_keeps_the_teachers_function(trimmed):
+    import torch
+
+    from pocketgpt import hf
+    from pocketgpt.gguf_io import tensors_to_hf_state
+    from pocketgpt.shrink.prune import Shape, prune
+
+    teacher, _ = _teacher_with_dead_parts()
+    tcfg, tensors, _ = hf.hf_to_tensors(teacher)
+    shape = Shape(400, 2, 64, 86, 48)
+    st = prune(tensors, tcfg, shape, trimmed.teacher_ids)
+    cfg = shape.config(tcfg)
+    assert (cfg.n_layer, cfg.n_head, cfg.n_ff, cfg.n_vocab) == (2, 4, 86, 657)
+    from transformers import GPT2LMHeadModel
+
+    student = GPT2LMHeadModel(hf.hf_config(cfg, trimmed.vocab))
+    student.load_state_dict({k: torch.from_numpy(v) for k, v in tensors_to_hf_state(st, cfg).items()}, strict=False)
+    student.tie_weights()
+    student.eval()
+    ids = np.arange(0, 657, 17)[:40]
+    with torch.no_grad():
+        want = teacher(input_ids=torch.from_numpy(trimmed.teacher_ids[ids])[None]).logits[0][:, trimmed.teacher_ids]
+        got = student(input_ids=torch.from_numpy(ids)[None]).logits[0]
+    print("max |diff|", float((got - want).abs().max()))
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_narrower_student_keeps_whole_heads_and_the_most_used_dimensions(trimmed):
+    from pocketgpt import hf
+    from pocketgpt.shrink.prune import Shape, prune
+
+    teacher, _ = make_hf_model(n_embd=64, n_layer=2, n_head=4, n_ctx=48, seed=6)
+    tcfg, t, _ = hf.hf_to_tensors(teacher)
+    st = prune(t, tcfg, Shape(400, 1, 32, 64, 96), trimmed.teacher_ids)
+    assert Shape(400, 1, 32, 64, 96).config(tcfg).n_head == 2  # head size 16 kept
+    assert st["blk.0.attn_qkv.weight"].shape == (96, 32)
+    assert st["position_embd.weight"].shape == (96, 32)
+    # the longer context repeats the teacher's positions
+    np.testing.assert_array_equal(st["position_embd.weight"][48:], st["position_embd.weight"][:48])
+    # every kept weight is a teacher weight: the kept embedding columns are teacher columns
+    cols = [next(j for j in range(64) if np.array_equal(t["token_embd.weight"][trimmed.teacher_ids, j], c))
+            for c in st["token_embd.weight"].T]
+    assert len(set(cols)) == 32
+
+
+def test_distillation_targets_are_the_teachers_distribution_on_the_student_vocabulary():
+    import torch
+
+    from pocketgpt.shrink.distill import _teacher_targets
+
+    teacher, _ = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=8, seed=2)
+    x = torch.randint(0, 50257, (3, 16))
+    keep = np.arange(50257)
+    t2s = torch.from_numpy(keep % 100)
+    head = teacher.lm_head.weight.detach()
+    target = _teacher_targets(teacher, x, head, t2s, 100, 8, 2.0, 2)
+    assert torch.allclose(target.sum(-1), torch.ones(3, 16), atol=1e-5)
+    with torch.no_grad():
+        p = torch.softmax(teacher(input_ids=x[:, 8:]).logits / 2.0, -1)
+    want = torch.zeros(3, 8, 100).index_add_(2, t2s, p)
+    assert torch.allclose(target[:, 8:], want, atol=1e-6)  # the second half is scored in its own window
+
+
+def test_training_never_sees_held_out_quotes(tmp_path):
+    from pocketgpt.corpus import read_documents
+    from pocketgpt.shrink.run import training_documents
+    from pocketgpt.train import split_documents
+
+    corpus = _corpus(tmp_path / "quotes", 200)
+    docs = read_documents([str(corpus)])
+    _, val = split_documents(docs, 0.05, 1337)
+    banned = tmp_path / "heldout.txt"
+    banned.write_text("\n%\n".join(docs[:7]) + "\n")
+    train, val2, dropped = training_documents([str(corpus)], str(banned))
+    assert val2 == val and not set(train) & set(val)
+    assert not set(train) & set(docs[:7]) and dropped >= 1
+
+
+@pytest.fixture(scope="module")
+def teacher_path(tmp_path_factory) -> Path:
+    model, vocab = make_hf_model(n_embd=64, n_layer=2, n_head=4, n_ctx=64, seed=4)
+    return write_model(tmp_path_factory.mktemp("shrink") / "teacher.gguf", model, vocab)
+
+
+def test_shrink_command_writes_a_model_the_engine_runs(teacher_path, tmp_path):
+    from pocketgpt.engine import Engine
+
+    corpus = _corpus(tmp_path / "quotes")
+    out = tmp_path / "small.gguf"
+    d = pocketgpt_json("shrink", str(teacher_path), str(out), "--vocab", "300", "--layers", "1", "--width", "32",
+                       "--ff", "64", "--ctx", "96", "--distill-steps", "4", "--batch", "2", "--corpus", str(corpus),
+                       "--teacher-vocab", "64")
+    assert (d["n_vocab"], d["n_layer"], d["n_embd"], d["n_head"], d["n_ff"], d["n_ctx"]) == (557, 1, 32, 2, 64, 96)
+    assert d["file_bytes"] == out.stat().st_size and d["n_params"] < 40_000
+    assert d["distill"]["steps"] == 4 and d["distill"]["mode"] == "distill"
+    assert d["budget"]["fits"] and "not measured" in d["budget"]["note"]
+    eng = Engine(out, threads=1)
+    assert eng.n_vocab == 557 and eng.n_ctx == 96
+    text = "The cat sat on the mat."
+    assert eng.detokenize(eng.tokenize(text)) == text
+    res = pocketgpt_json("eval", str(out), "--text", str(corpus))
+    assert res["bpb"] > 0 and res["bytes"] > 0
+
+
+def test_budget_flag_picks_a_fitting_shape_and_says_so(teacher_path, tmp_path):
+    out = tmp_path / "dev.gguf"
+    res = pocketgpt("shrink", str(teacher_path), str(out), "--budget", "esp32s3", "--vocab", "300,500",
+                    "--distill-steps", "0")
+    assert res.returncode == 0, res.stderr
+    assert "--budget esp32s3: picked" in res.stdout and "not a measurement" in res.stdout.lower()
+    d = pocketgpt_json("inspect", str(out))
+    assert d["n_ctx"] == 256 and d["n_vocab"] in (557, 757)
+
+
+def _in_process(capsys, *args: str):
+    """The command line in this process (no torch import per call): returncode, stdout, stderr."""
+    import subprocess
+
+    from pocketgpt.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--width", "40"], "--width 40"),
+    (["--vocab", "60000"], "--vocab 60000"),
+    (["--layers", "9"], "--layers 9"),
+    (["--vocab", "100,200"], "needs --budget"),
+])
+def test_bad_shapes_are_one_line_errors(teacher_path, tmp_path, capsys, args, needle):
+    res = _in_process(capsys, "shrink", str(teacher_path), str(tmp_path / "x.gguf"), "--distill-steps", "0", *args)
+    assert_one_line_error(res, needle)
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_missing_corpus_and_bad_output_are_one_line_errors(teacher_path, tmp_path, capsys):
+    assert_one_line_error(_in_process(capsys, "shrink", str(teacher_path), str(tmp_path / "x.gguf")), "--corpus")
+    assert_one_line_error(_in_process(capsys, "shrink", str(teacher_path), str(tmp_path / "x.bin"),
+                                      "--distill-steps", "0"), ".gguf")
+    assert_one_line_error(_in_process(capsys, "shrink", str(tmp_path / "none.gguf"), str(tmp_path / "x.gguf"),
+                                      "--distill-steps", "0"), "none.gguf")
