@@ -167,3 +167,23 @@ def test_docs_list_every_assumption():
     doc = (ROOT / "docs" / "budget.md").read_text(encoding="utf-8")
     for a in describe():
         assert f"- {a}" in doc, f"docs/budget.md lacks: {a}"
+
+
+def test_planner_picks_the_largest_fitting_quantizable_shape_for_the_host_teacher():
+    """The host model's shape (4 x 256, 50,257 tokens) planned for the ESP32-S3: the pick fits with
+    the speed margin, rows divide into Q8_0 blocks, and nothing fitting is larger."""
+    from pocketgpt.budget import estimate
+    from pocketgpt.gguf_io import GPT2Config
+    from pocketgpt.shrink.plan import choose, planned_types
+
+    teacher = GPT2Config(50257, 128, 256, 4, 4, 1024)
+    res = choose(teacher)
+    cfg = res.shape.config(teacher)
+    assert res.report.fits and res.report.modeled_tok_s >= 33.0
+    assert cfg.n_embd % 32 == 0 and cfg.n_ff % 32 == 0 and cfg.n_layer >= 2 and cfg.n_ctx == 256
+    assert res.n_fitting >= 1
+    # one step larger in MLP width no longer fits with the margin (the pick is at the edge)
+    bigger = res.shape.__class__(res.shape.n_merges, res.shape.n_layer, cfg.n_embd, cfg.n_ff + cfg.n_embd, 256)
+    bcfg = bigger.config(teacher)
+    rep = estimate((bcfg, planned_types(bcfg, "q8")))
+    assert bcfg.n_params() > cfg.n_params() and (rep.modeled_tok_s < 1.1 * 30 or not rep.fits)
