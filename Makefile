@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo demo-relay test venv clean
 
 venv: $(STAMP)
 
@@ -18,12 +18,15 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -e '.[toolchain,test]'
 	touch $(STAMP)
 
-# The relay on free local ports with a registered device: OTA call, a stock XiaoZhi text turn,
-# a streamed pocketgpt reply, an OpenAI-style call, SIGTERM drain; then a chat on this machine
-# (scripted, then interactive when stdin is a terminal).
+# The whole system on one machine: the relay (builtin:host) on free local ports, a simulated
+# ESP32-S3 (builtin:device) that gets its URL and token through the OTA call, a short scripted
+# conversation with local and relay answers, then the device console when stdin is a terminal.
 demo: $(STAMP)
+	$(VENV)/bin/pocketgpt device --demo
+
+# The relay alone, as stock XiaoZhi and OpenAI clients see it.
+demo-relay: $(STAMP)
 	$(PY) -m pocketgpt.relay.demo --model builtin:host
-	$(VENV)/bin/pocketgpt chat builtin:host --demo
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -137,12 +137,11 @@ DEMO_SCRIPT = [
     "/status",
     "A friend is someone who",                                   # a quote: the device answers
     "/cloud Tell me something wise about work.",                 # forced to the relay
-    "The kernel streams every weight matrix through the data cache once per token, so bandwidth "
-    "bounds decoding on the ESP32-S3.",                          # technical prose: the router escalates
+    "def f(x): return [i**2 for i in range(x) if i % 3 == 0]",  # code surprises the quotes model: escalated
     "/route The early bird gets the worm",                       # the router's numbers, no answer
 ]
 DONE_MARKERS = ("(local: ", "(relay: ", "[relay] error", "[local] the prompt does not fit", "[local] error",
-                "route: ", "platform: ", "relay: ", "error: ", "ok: ", "unknown command")
+                "route: ", "relay: ", "error: ", "ok: ", "unknown command")
 
 
 def free_port() -> int:
