@@ -37,9 +37,11 @@ def make_124m(path: Path, qname: str) -> Path:
 def engine_speed(path: Path, threads: int, n: int, kernels: str = "auto") -> dict:
     from pocketgpt.engine import Engine
 
-    eng = Engine(path, threads=threads, kernels=kernels, n_ctx=256)
+    eng = Engine(path, threads=threads, kernels=kernels)
+    eng = Engine(path, threads=threads, kernels=kernels, n_ctx=min(256, eng.n_ctx))
     s = eng.session()
-    prompt = list(range(100, 164))
+    prompt = list(range(100, 100 + min(64, eng.n_ctx // 2)))  # a small model's context bounds the prompt
+    n = min(n, eng.n_ctx - len(prompt))
     list(s.generate(prompt[:8], max_tokens=4, greedy=True, stop_at_eos=False))  # warm-up
     list(s.generate(prompt, max_tokens=n, greedy=True, stop_at_eos=False))
     return {"decode_tok_s": s.last_stats["decode_tok_s"], "prefill_tok_s": s.last_stats["prefill_tok_s"],
@@ -78,8 +80,10 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--no-torch", action="store_true", help="skip the transformers anchor")
     args = ap.parse_args()
+    from pocketgpt import models
+
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.model) if args.model else make_124m(Path(tmp) / "gpt2-124m.gguf", args.type)
+        path = models.resolve(args.model) if args.model else make_124m(Path(tmp) / "gpt2-124m.gguf", args.type)
         rows = {f"engine {t} thread{'s' if t > 1 else ''}": engine_speed(path, t, args.tokens) for t in (1, 2)}
         anchor = None if args.no_torch else torch_speed(path, args.tokens)
     print(f"model: {args.model or 'GPT-2 124M shapes, random weights, ' + args.type}, {args.tokens} decode tokens")
