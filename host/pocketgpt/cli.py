@@ -16,6 +16,7 @@ VERBS = ["train", "convert", "inspect", "eval", "chat", "quantize", "serve", "to
 EPILOG = """\
 models: a .gguf path, a Hugging Face folder where it makes sense, or a shipped model:
   builtin:host    the relay's default (quotes GPT-2, see docs/models.md)
+  builtin:device  the firmware's default (the shrunk device model)
 
 Every verb has --help; verbs that report results take --json (one JSON object on stdout)."""
 
