@@ -78,11 +78,18 @@ def encode_documents(tok: Any, docs: list[str], eos: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
+def warmup_cosine_lr(step: int, progress: float, lr: float, warmup: int, min_lr_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from `lr` to `lr * min_lr_ratio` as
+    `progress` goes from 0 to 1 (the caller decides what progress is: steps, or wall time)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, max(0.0, progress))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return warmup_cosine_lr(step, progress, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
 
 
 def _val_windows(val_ids: np.ndarray, n_ctx: int, limit: int) -> list[np.ndarray]:

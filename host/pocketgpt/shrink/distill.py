@@ -52,9 +52,9 @@ class DistillResult:
 
 
 def _lr(cfg: DistillConfig, progress: float, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    from pocketgpt.train import warmup_cosine_lr
+
+    return warmup_cosine_lr(step, progress, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
 
 
 def _teacher_targets(teacher: Any, x: Any, head: Any, t2s: Any, n_student_vocab: int, n_ctx_teacher: int,
