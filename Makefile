@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --upgrade pip
 	# exactly this torch: the CPU build lies on these machines' disks; a bare `torch` pulls CUDA
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[toolchain,test]'
+	$(PY) -m pip install -e '.[toolchain,test,voice,flash]'
 	touch $(STAMP)
 
 # The whole system on one machine: the relay (builtin:host) on free local ports, a simulated
