@@ -21,6 +21,18 @@ from pocketgpt.relay.client import RelayClient
 from test_relay_support import engine_kind, tiny_gguf  # noqa: F401  (fixture)
 
 
+def _readline_within(proc: subprocess.Popen, seconds: float) -> str:
+    """The process's next stdout line, or "" if none comes in time (a hung start fails, not hangs)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        return proc.stdout.readline() if sel.select(timeout=seconds) else ""
+    finally:
+        sel.close()
+
+
 class Served:
     """`pocketgpt serve ... --port 0 --http-port 0` and the ports it printed."""
 
@@ -29,7 +41,7 @@ class Served:
         cmd = [sys.executable, "-m", "pocketgpt", "serve", "--model", str(model), "--backend", backend,
                "--port", "0", "--http-port", "0", "--home", str(home), "--workers", "1", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
+        line = _readline_within(self.proc, 60.0)
         if "ready" not in line:
             self.proc.kill()
             raise AssertionError(f"relay did not start: {line!r} {self.proc.stderr.read()}")

@@ -334,7 +334,7 @@ def test_ota_hands_registered_devices_their_token_and_unknown_ones_nothing(relay
 # ---- limits -----------------------------------------------------------------------------------
 
 def test_hello_and_idle_timeouts_close_with_an_error(engine: Any, home: Any) -> None:
-    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0], hello_timeout=0.3, idle_timeout=0.5)
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0], hello_timeout=1.0, idle_timeout=1.5)
     try:
         async def go() -> None:
             async with await raw(rt, home[1][DEV]) as ws:
