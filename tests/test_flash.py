@@ -1,0 +1,310 @@
+"""tools/flash.py: the plan from a build folder, the refusals a maker meets, and real esptool writes
+into a double of the ESP32-S3 ROM loader (tests/esp_rom_double.py) over `socket://`."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("esptool", minversion="5")
+pytest.importorskip("serial")
+
+from cli_util import assert_one_line_error  # noqa: E402
+from esp_rom_double import CHIP_ID_ESP32C3, RomDouble  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "flash.py"
+DEVICE_MODEL = ROOT / "host" / "pocketgpt" / "data" / "models" / "device.gguf"
+HOST_MODEL = ROOT / "host" / "pocketgpt" / "data" / "models" / "host.gguf"
+MIB = 1024 * 1024
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("pocketgpt_flash_tool", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+flash = load_tool()
+
+
+def run_tool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def esp32s3_image(path: Path, load_addr: int, n: int, seed: int) -> None:
+    """A real ESP32-S3 app image (header, one segment, checksum, SHA-256), as the build writes."""
+    from esptool.bin_image import ELFSection, ESP32S3FirmwareImage
+
+    img = ESP32S3FirmwareImage()
+    rnd = random.Random(seed)
+    img.segments = [ELFSection(b".flash.rodata", load_addr, rnd.randbytes(n), 0)]
+    img.entrypoint = load_addr
+    img.save(str(path))
+
+
+def sample_build(folder: Path, csv: Path, table_offset: int = flash.IDF_DEFAULT_TABLE_OFFSET,
+                 describe: str | None = None) -> Path:
+    """A PlatformIO-like build folder: bootloader.bin, partitions.bin, firmware.bin (+ a description)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    esp32s3_image(folder / "bootloader.bin", 0x403C9000, 5000, 1)
+    esp32s3_image(folder / "firmware.bin", 0x3C000020, 90000, 2)
+    parts = flash.read_partitions_csv(csv, table_offset)
+    (folder / "partitions.bin").write_bytes(flash.partition_table_bin(parts))
+    app = next(p for p in parts if p.name == "factory").offset
+    if describe == "flasher_args":
+        (folder / "flasher_args.json").write_text(json.dumps({
+            "bootloader": {"offset": "0x0", "file": "bootloader.bin"},
+            "partition-table": {"offset": hex(table_offset), "file": "partitions.bin"},
+            "app": {"offset": hex(app), "file": "firmware.bin"}}))
+    elif describe == "idedata":
+        (folder / "idedata.json").write_text(json.dumps({"extra": {
+            "application_offset": hex(app),
+            "flash_images": [{"offset": "0x0", "path": str(folder / "bootloader.bin")},
+                             {"offset": hex(table_offset), "path": str(folder / "partitions.bin")}]}}))
+    return folder
+
+
+def sample_project(root: Path, model_size: str = "0x2F0000", table_offset: int = 0x9000) -> Path:
+    """A project folder like this checkout's, with its own (smaller, moved) partition table."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "platformio.ini").write_text("[env:esp32s3]\nplatform = espressif32\n")
+    (root / "sdkconfig.defaults").write_text(f"CONFIG_PARTITION_TABLE_OFFSET={table_offset:#x}\n")
+    (root / "partitions.csv").write_text(
+        "# Name, Type, SubType, Offset, Size, Flags\n"
+        "nvs,      data, nvs,     ,        0x6000,\n"
+        "factory,  app,  factory, 0x20000, 1M,\n"
+        f"model,    data, 0x40,    ,        {model_size},\n")
+    return root
+
+
+# ---- the partition table and the plan ------------------------------------------------------------
+
+def test_partition_table_csv_and_binary() -> None:
+    parts = flash.read_partitions_csv(ROOT / "partitions.csv")
+    model = next(p for p in parts if p.name == "model")
+    assert (model.type, model.subtype, model.offset, model.size) == (1, 0x40, 0x310000, 0xCF0000)
+    assert flash.table_end(parts) == 16 * MIB
+    blob = flash.partition_table_bin(parts)
+    # ESP-IDF's layout: 32-byte entries (AA 50, type, subtype, offset, size, label, flags), an MD5 row
+    assert len(blob) == 0xC00 and blob[:2] == b"\xaa\x50"
+    row = blob[32 * 3:32 * 4]
+    assert row[2:4] == b"\x01\x40" and int.from_bytes(row[4:8], "little") == 0x310000 and row[12:17] == b"model"
+    md5_row = blob[32 * len(parts):32 * (len(parts) + 1)]
+    assert md5_row[:2] == b"\xeb\xeb" and md5_row[16:] == hashlib.md5(blob[:32 * len(parts)]).digest()
+    assert flash.read_partitions_bin(blob, "t") == parts
+    damaged = bytearray(blob)
+    damaged[40] ^= 1
+    with pytest.raises(flash.PocketError, match="MD5"):
+        flash.read_partitions_bin(bytes(damaged), "t")
+
+
+def test_blank_offsets_and_suffixes_follow_esp_idf(tmp_path: Path) -> None:
+    proj = sample_project(tmp_path / "p")
+    parts = {p.name: p for p in flash.read_partitions_csv(proj / "partitions.csv", 0x9000)}
+    assert parts["nvs"].offset == 0xA000          # right after the table sector
+    assert parts["factory"].size == MIB
+    assert parts["model"].offset == 0x120000      # after factory, 4 KiB aligned
+
+
+@pytest.mark.parametrize("describe", ["flasher_args", "idedata", None])
+def test_dry_run_plan_from_a_sample_build(tmp_path: Path, describe: str | None) -> None:
+    proj = sample_project(tmp_path / "proj")
+    build = sample_build(proj / ".pio" / "build" / "esp32s3", proj / "partitions.csv", 0x9000, describe)
+    res = run_tool("--project", str(proj), "--dry-run", "--json", "--no-build")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["dry_run"] and plan["mode"] == "all"
+    assert (describe or "partitions.csv") in plan["build"]["offsets_from"]
+    got = [(s["partition"], Path(s["file"]).name, s["offset"], s["bytes"]) for s in plan["steps"]]
+    assert got == [("bootloader", "bootloader.bin", 0x0, (build / "bootloader.bin").stat().st_size),
+                   ("partition-table", "partitions.bin", 0x9000, 0xC00),
+                   ("factory", "firmware.bin", 0x20000, (build / "firmware.bin").stat().st_size),
+                   ("model", "device.gguf", 0x120000, DEVICE_MODEL.stat().st_size)]
+    assert plan["flash_bytes_needed"] == 0x120000 + 0x2F0000
+    # --model alone: just the model partition
+    res = run_tool("--project", str(proj), "--dry-run", "--json", "--model", str(DEVICE_MODEL))
+    steps = json.loads(res.stdout)["steps"]
+    assert [(s["partition"], s["offset"]) for s in steps] == [("model", 0x120000)]
+
+
+def test_plan_refuses_a_build_made_with_another_table(tmp_path: Path) -> None:
+    proj = sample_project(tmp_path / "proj")
+    build = sample_build(tmp_path / "b", proj / "partitions.csv", 0x9000, "flasher_args")
+    other = flash.read_partitions_csv(ROOT / "partitions.csv")
+    (build / "partitions.bin").write_bytes(flash.partition_table_bin(other))
+    res = run_tool("--project", str(proj), "--build-dir", str(build), "--dry-run", "--no-build")
+    assert_one_line_error(res, "does not match", "rebuild")
+
+
+def test_build_state_sees_a_newer_source(tmp_path: Path) -> None:
+    proj = sample_project(tmp_path / "proj")
+    build_dir = sample_build(proj / ".pio" / "build" / "esp32s3", proj / "partitions.csv", 0x9000)
+    parts = flash.read_partitions_csv(proj / "partitions.csv", 0x9000)
+    build = flash.find_build(build_dir, proj, "esp32s3", parts)
+    assert flash.build_state(proj, build) == "up to date"
+    src = proj / "firmware" / "app" / "console.c"
+    src.parent.mkdir(parents=True)
+    src.write_text("/* edited */\n")
+    later = (build_dir / "firmware.bin").stat().st_mtime + 10
+    os.utime(src, (later, later))
+    assert flash.build_state(proj, build) == "out of date"
+    (build_dir / "firmware.bin").unlink()
+    assert flash.build_state(proj, build) == "missing"
+
+
+def test_missing_platformio_says_how_to_install_it(tmp_path: Path) -> None:
+    proj = sample_project(tmp_path / "proj")   # no build folder: the firmware must be built
+    env = {"PATH": "/usr/bin:/bin", "PLATFORMIO_CORE_DIR": str(tmp_path / "no-pio")}
+    res = run_tool("--project", str(proj), "--port", "socket://127.0.0.1:9", env=env)
+    # either PlatformIO itself or its ESP32 platform is missing; both say the exact command
+    assert_one_line_error(res, "pio pkg install --global --platform espressif32")
+    if flash.find_pio() is None:
+        assert "pip install platformio" in res.stderr
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+def test_refuses_what_is_not_a_device_model(tmp_path: Path) -> None:
+    res = run_tool("--dry-run", "--model", str(ROOT / "README.md"))
+    assert_one_line_error(res, "not a GGUF model")
+    res = run_tool("--dry-run", "--model", str(tmp_path / "nothing.gguf"))
+    assert_one_line_error(res, "no such file")
+    # the 16M host model fits the 13.6 MB partition but not the chip's internal RAM
+    res = run_tool("--dry-run", "--model", "builtin:host")
+    assert_one_line_error(res, "not a device model", "internal RAM", "pocketgpt shrink")
+    # too large for the partition: a project whose model partition is 1 MB
+    proj = sample_project(tmp_path / "small", model_size="1M")
+    res = run_tool("--project", str(proj), "--dry-run", "--model", "builtin:device")
+    assert_one_line_error(res, f"is {DEVICE_MODEL.stat().st_size:,} bytes", "holds 1,048,576")
+
+
+# ---- ports ----------------------------------------------------------------------------------------
+
+def port(device: str, vid: int | None, pid: int | None) -> SimpleNamespace:
+    return SimpleNamespace(device=device, vid=vid, pid=pid)
+
+
+def test_port_auto_detection() -> None:
+    s3 = port("/dev/ttyACM0", 0x303A, 0x1001)
+    cp210x = port("/dev/ttyUSB0", 0x10C4, 0xEA60)
+    ch9102 = port("/dev/ttyUSB1", 0x1A86, 0x55D4)
+    mouse = port("/dev/ttyS0", None, None)
+    modem = port("/dev/ttyACM1", 0x1234, 0x5678)
+    assert flash.find_port([mouse, s3, modem], None) == "/dev/ttyACM0"
+    assert flash.find_port([cp210x], None) == "/dev/ttyUSB0"
+    with pytest.raises(flash.PocketError, match="no ESP32-S3 board found.*2 other serial ports"):
+        flash.find_port([mouse, modem], None)
+    with pytest.raises(flash.PocketError, match=r"2 boards found .*ttyUSB0.*ttyUSB1.*--port"):
+        flash.find_port([cp210x, ch9102], None)   # no terminal to ask on
+    asked = []
+    assert flash.find_port([cp210x, ch9102], lambda q: asked.append(q) or "2") == "/dev/ttyUSB1"
+    assert asked == ["which one (1-2)? "]
+    with pytest.raises(flash.PocketError, match="not one of 1-2"):
+        flash.find_port([cp210x, ch9102], lambda q: "7")
+
+
+def test_no_port_found_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                   tmp_path: Path) -> None:
+    from serial.tools import list_ports
+
+    monkeypatch.setattr(list_ports, "comports", lambda: [])
+    proj = sample_project(tmp_path / "proj")
+    rc = flash.main(["--project", str(proj), "--model", str(DEVICE_MODEL)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no ESP32-S3 board found on USB" in err and "--port" in err
+
+
+# ---- through the ROM-loader double ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_build(tmp_path_factory.mktemp("build"), ROOT / "partitions.csv", describe="flasher_args")
+
+
+def flash_via(double: RomDouble, *args: str) -> subprocess.CompletedProcess:
+    res = run_tool("--port", double.url, *args)
+    double.flush()
+    return res
+
+
+@pytest.mark.parametrize("stub", [True, False], ids=["stub", "rom-only"])
+def test_everything_lands_at_its_offset(build: Path, stub: bool) -> None:
+    with RomDouble() as d:
+        res = flash_via(d, "--build-dir", str(build), "--no-build", "--json", *([] if stub else ["--no-stub"]))
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        assert d.errors == [] and d.stub_ran == stub
+        expect = [(0x0, build / "bootloader.bin"), (0x8000, build / "partitions.bin"),
+                  (0x10000, build / "firmware.bin"), (0x310000, DEVICE_MODEL)]
+        for offset, path in expect:
+            data = path.read_bytes()
+            assert d.flash[offset:offset + len(data)] == data, f"{path.name} at {offset:#x}"
+        assert [s["offset"] for s in out["steps"]] == [o for o, _ in expect]
+        assert all(s["verified"] for s in out["steps"]) and out["chip"].startswith("ESP32-S3")
+        assert out["flash_size"] == "16MB" and out["stub"] == stub
+        # nothing outside the written regions was touched
+        assert set(d.flash[0x8000 + 0xC00:0x10000]) == {0xFF}
+        end = 0x310000 + DEVICE_MODEL.stat().st_size
+        assert set(d.flash[-(-end // 0x1000) * 0x1000:]) == {0xFF}
+
+
+def test_model_alone_rewrites_only_the_model_partition() -> None:
+    with RomDouble() as d:
+        d.flash[0x10000:0x20000] = b"\x5a" * 0x10000          # an app already on the board
+        d.flash[0x310000:0x320000] = b"\x00" * 0x10000        # an older model (all bits cleared)
+        before = bytes(d.flash)
+        res = flash_via(d, "--model", "builtin:device")
+        assert res.returncode == 0, res.stderr
+        n = DEVICE_MODEL.stat().st_size
+        assert d.flash[0x310000:0x310000 + n] == DEVICE_MODEL.read_bytes()   # the erase happened
+        assert d.flash[:0x310000] == before[:0x310000]
+        assert [w[0] for w in d.writes] == [0x310000]
+        assert "verified" in res.stdout
+
+
+def test_verification_catches_a_corrupted_write() -> None:
+    with RomDouble(corrupt_at=0x310000 + 123_457) as d:
+        res = flash_via(d, "--model", "builtin:device", "--no-stub")
+        assert_one_line_error(res, "verification failed for model at 0x310000", "MD5")
+
+
+def test_wrong_chip_is_refused_before_writing() -> None:
+    with RomDouble(chip_id=CHIP_ID_ESP32C3) as d:
+        res = flash_via(d, "--model", "builtin:device")
+        assert_one_line_error(res, "ESP32-C3, not an ESP32-S3")
+        assert d.writes == [] and set(d.flash) == {0xFF}
+
+
+def test_flash_too_small_for_the_table_is_refused(build: Path) -> None:
+    with RomDouble(flash_size=4 * MIB) as d:
+        res = flash_via(d, "--build-dir", str(build), "--no-build")
+        assert_one_line_error(res, "flash is 4MB", "needs 16 MB")
+        assert d.writes == [] and set(d.flash) == {0xFF}
+
+
+def test_nobody_answering_on_the_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a listening socket that never speaks the ROM protocol
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        url = f"socket://127.0.0.1:{s.getsockname()[1]}"
+        cfg = tmp_path / "esptool.cfg"
+        cfg.write_text("[esptool]\nconnect_attempts = 1\n")   # give up after one reset-and-sync round
+        res = run_tool("--port", url, "--model", "builtin:device", env={"ESPTOOL_CFGFILE": str(cfg)})
+    assert_one_line_error(res, "no ESP ROM loader answered", "BOOT")
+    res = run_tool("--port", str(tmp_path / "ttyNOPE"), "--model", "builtin:device")
+    assert_one_line_error(res, "cannot open", "dialout")
