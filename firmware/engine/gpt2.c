@@ -223,11 +223,36 @@ pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_b
 
 void pg_state_reset(pg_state *s) { s->n_past = 0; }
 
+// Which KV cache and position each row of a forward pass belongs to: all rows of one state at
+// positions pos0.. (prompt chunk), or row b of state many[b] at its n_past (batched decode).
+typedef struct {
+    pg_state *one;
+    int32_t pos0;
+    pg_state *const *many;
+} pg_rows;
+
+static pg_state *row_state(const pg_rows *r, int32_t b) { return r->many ? r->many[b] : r->one; }
+static int32_t row_pos(const pg_rows *r, int32_t b) { return r->many ? r->many[b]->n_past : r->pos0 + b; }
+
+// The activation buffers a forward pass works in (a state's own, or a pg_batch's).
+typedef struct {
+    float *x, *xn;        // (B, E)
+    float *qkv;           // (B, 3E)
+    float *att;           // (B, E)
+    float *ff;            // (B, F)
+    float *scores;        // (B * n_head, scores_stride)
+    size_t scores_stride;
+    float *rowbuf;        // (PG_MAX_TASKS, max(E, F))
+    int8_t *xq;           // (B, max(E, F))
+    float *xd;            // (B, max(E, F) / 32)
+    const pg_parallel *par;
+} pg_work;
+
 // ---- parallel pieces -----------------------------------------------------------------------
 
-static void run_tasks(const pg_state *s, pg_task_fn fn, void *arg, int n_tasks) {
-    if (s->par.run && n_tasks > 1) {
-        s->par.run(s->par.pool, fn, arg, n_tasks);
+static void run_tasks(const pg_parallel *par, pg_task_fn fn, void *arg, int n_tasks) {
+    if (par->run && n_tasks > 1) {
+        par->run(par->pool, fn, arg, n_tasks);
     } else {
         for (int i = 0; i < n_tasks; i++) fn(arg, i, n_tasks);
     }
@@ -276,40 +301,44 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
 }
 
-static void matmul(const pg_state *s, const pg_matrix *w, const float *bias, const float *x, float *out, int32_t B,
-                   size_t out_stride) {
-    pg_matmul_job j = {s->m->kern, w, bias, x, NULL, NULL, s->rowbuf, out, B, out_stride};
-    if (s->m->kern->dot_q8[w->type] && w->cols % 32 == 0) {  // integer path: quantize x once
+static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, const float *bias, const float *x,
+                   float *out, int32_t B, size_t out_stride) {
+    pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, ws->rowbuf, out, B, out_stride};
+    if (m->kern->dot_q8[w->type] && w->cols % 32 == 0) {  // integer path: quantize x once
         for (int32_t b = 0; b < B; b++)
-            pg_quantize_act(x + (size_t)b * (size_t)w->cols, s->xq + (size_t)b * (size_t)w->cols,
-                            s->xd + (size_t)b * (size_t)(w->cols / 32), w->cols);
-        j.xq = s->xq;
-        j.xd = s->xd;
+            pg_quantize_act(x + (size_t)b * (size_t)w->cols, ws->xq + (size_t)b * (size_t)w->cols,
+                            ws->xd + (size_t)b * (size_t)(w->cols / 32), w->cols);
+        j.xq = ws->xq;
+        j.xd = ws->xd;
     }
-    int n = s->par.n_threads > 1 ? s->par.n_threads : 1;
+    int n = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
     if (n > PG_MAX_TASKS) n = PG_MAX_TASKS;
     if (w->rows < 64 * n) n = 1;
-    run_tasks(s, matmul_task, &j, n);
+    run_tasks(ws->par, matmul_task, &j, n);
 }
 
 typedef struct {
-    const pg_state *s;
-    int32_t layer, B, pos0;
+    const pg_model *m;
+    const pg_work *w;
+    const pg_rows *rows;
+    int32_t layer, B;
 } pg_attn_job;
 
-// causal self-attention for (token b, head h) pairs: qkv (B, 3E) -> att (B, E)
+// causal self-attention for (row b, head h) pairs: qkv (B, 3E) -> att (B, E), each row against
+// its own state's KV cache up to its own position
 static void attn_task(void *arg, int task, int n_tasks) {
     const pg_attn_job *j = (const pg_attn_job *)arg;
-    const pg_state *s = j->s;
-    const pg_config *c = &s->m->cfg;
+    const pg_work *w = j->w;
+    const pg_config *c = &j->m->cfg;
     int32_t E = (int32_t)c->n_embd, H = (int32_t)c->n_head, D = E / H;
     float scale = 1.0f / sqrtf((float)D);
-    const float *kc = s->k_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
-    const float *vc = s->v_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
     for (int32_t p = task; p < j->B * H; p += n_tasks) {
-        int32_t b = p / H, h = p % H, pos = j->pos0 + b;
-        const float *q = s->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
-        float *sc = s->scores + (size_t)p * (size_t)s->n_ctx;
+        int32_t b = p / H, h = p % H, pos = row_pos(j->rows, b);
+        const pg_state *s = row_state(j->rows, b);
+        const float *kc = s->k_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
+        const float *vc = s->v_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
+        const float *q = w->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
+        float *sc = w->scores + (size_t)p * w->scores_stride;
         float mx = -INFINITY;
         for (int32_t t = 0; t <= pos; t++) {
             const float *k = kc + (size_t)t * (size_t)E + (size_t)h * (size_t)D;
@@ -324,12 +353,12 @@ static void attn_task(void *arg, int task, int n_tasks) {
             sum += sc[t];
         }
         float inv = 1.0f / sum;
-        float *o = s->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
+        float *o = w->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
         for (int32_t i = 0; i < D; i++) o[i] = 0.0f;
         for (int32_t t = 0; t <= pos; t++) {
             const float *v = vc + (size_t)t * (size_t)E + (size_t)h * (size_t)D;
-            float w = sc[t] * inv;
-            for (int32_t i = 0; i < D; i++) o[i] += w * v[i];
+            float wt = sc[t] * inv;
+            for (int32_t i = 0; i < D; i++) o[i] += wt * v[i];
         }
     }
 }
@@ -359,52 +388,70 @@ static void gelu(float *x, size_t n) {
 
 // ---- forward -------------------------------------------------------------------------------
 
-// tokens (B,) at positions n_past.. -> KV cache and s->x (B, E) through all blocks; then every
-// position's logits into all_logits (B, V), or the last one's into s->logits when need_logits
-static void forward_chunk(pg_state *s, const int32_t *tokens, int32_t B, float *all_logits, int need_logits) {
-    const pg_model *m = s->m;
+// tokens (B,) of `rows` -> their states' KV caches and w->x (B, E) through all blocks; then the
+// logits of every row into logits (B, V) when `all`, else of the last row only into logits (V,);
+// logits NULL skips the output head
+static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *rows, const int32_t *tokens, int32_t B,
+                         float *logits, int all) {
     const pg_config *c = &m->cfg;
     int32_t E = (int32_t)c->n_embd, F = (int32_t)c->n_ff;
-    int32_t pos0 = s->n_past;
     for (int32_t b = 0; b < B; b++) {
-        float *x = s->x + (size_t)b * (size_t)E;
+        float *x = w->x + (size_t)b * (size_t)E;
         pg_dequant_row(m->wte.type, (const uint8_t *)m->wte.data + (size_t)tokens[b] * m->wte.row_bytes, x, E);
-        pg_dequant_row(m->wpe.type, (const uint8_t *)m->wpe.data + (size_t)(pos0 + b) * m->wpe.row_bytes, s->xn, E);
-        for (int32_t i = 0; i < E; i++) x[i] += s->xn[i];
+        pg_dequant_row(m->wpe.type, (const uint8_t *)m->wpe.data + (size_t)row_pos(rows, b) * m->wpe.row_bytes, w->xn, E);
+        for (int32_t i = 0; i < E; i++) x[i] += w->xn[i];
     }
     for (uint32_t li = 0; li < c->n_layer; li++) {
         const pg_layer *l = &m->layers[li];
         for (int32_t b = 0; b < B; b++)
-            layernorm(s->xn + (size_t)b * E, s->x + (size_t)b * E, l->ln1_w, l->ln1_b, E, c->eps);
-        matmul(s, &l->qkv, l->qkv_b, s->xn, s->qkv, B, 3 * (size_t)E);
-        float *kc = s->k_cache + (size_t)li * (size_t)s->n_ctx * (size_t)E;
-        float *vc = s->v_cache + (size_t)li * (size_t)s->n_ctx * (size_t)E;
+            layernorm(w->xn + (size_t)b * E, w->x + (size_t)b * E, l->ln1_w, l->ln1_b, E, c->eps);
+        matmul(m, w, &l->qkv, l->qkv_b, w->xn, w->qkv, B, 3 * (size_t)E);
         for (int32_t b = 0; b < B; b++) {
-            const float *row = s->qkv + (size_t)b * 3 * (size_t)E;
-            memcpy(kc + (size_t)(pos0 + b) * E, row + E, (size_t)E * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + b) * E, row + 2 * E, (size_t)E * sizeof(float));
+            pg_state *s = row_state(rows, b);
+            size_t at = ((size_t)li * (size_t)s->n_ctx + (size_t)row_pos(rows, b)) * (size_t)E;
+            const float *row = w->qkv + (size_t)b * 3 * (size_t)E;
+            memcpy(s->k_cache + at, row + E, (size_t)E * sizeof(float));
+            memcpy(s->v_cache + at, row + 2 * E, (size_t)E * sizeof(float));
         }
-        pg_attn_job aj = {s, (int32_t)li, B, pos0};
-        int n_att = s->par.n_threads > 1 ? s->par.n_threads : 1;
+        pg_attn_job aj = {m, w, rows, (int32_t)li, B};
+        int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1;
         if (n_att > B * (int32_t)c->n_head) n_att = B * (int32_t)c->n_head;
-        run_tasks(s, attn_task, &aj, n_att);
-        matmul(s, &l->proj, l->proj_b, s->att, s->xn, B, (size_t)E);
-        for (size_t i = 0; i < (size_t)B * E; i++) s->x[i] += s->xn[i];
+        run_tasks(w->par, attn_task, &aj, n_att);
+        matmul(m, w, &l->proj, l->proj_b, w->att, w->xn, B, (size_t)E);
+        for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
         for (int32_t b = 0; b < B; b++)
-            layernorm(s->xn + (size_t)b * E, s->x + (size_t)b * E, l->ln2_w, l->ln2_b, E, c->eps);
-        matmul(s, &l->up, l->up_b, s->xn, s->ff, B, (size_t)F);
-        gelu(s->ff, (size_t)B * F);
-        matmul(s, &l->down, l->down_b, s->ff, s->xn, B, (size_t)E);
-        for (size_t i = 0; i < (size_t)B * E; i++) s->x[i] += s->xn[i];
+            layernorm(w->xn + (size_t)b * E, w->x + (size_t)b * E, l->ln2_w, l->ln2_b, E, c->eps);
+        matmul(m, w, &l->up, l->up_b, w->xn, w->ff, B, (size_t)F);
+        gelu(w->ff, (size_t)B * F);
+        matmul(m, w, &l->down, l->down_b, w->ff, w->xn, B, (size_t)E);
+        for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
     }
-    if (all_logits) {
+    if (!logits) return;  // a prompt chunk that is not the last: only the KV cache matters
+    if (all) {
         for (int32_t b = 0; b < B; b++)
-            layernorm(s->xn + (size_t)b * E, s->x + (size_t)b * E, m->lnf_w, m->lnf_b, E, c->eps);
-        matmul(s, &m->head, NULL, s->xn, all_logits, B, c->n_vocab);
-        memcpy(s->logits, all_logits + (size_t)(B - 1) * c->n_vocab, c->n_vocab * sizeof(float));
-    } else if (need_logits) {
-        layernorm(s->xn, s->x + (size_t)(B - 1) * E, m->lnf_w, m->lnf_b, E, c->eps);
-        matmul(s, &m->head, NULL, s->xn, s->logits, 1, c->n_vocab);
+            layernorm(w->xn + (size_t)b * E, w->x + (size_t)b * E, m->lnf_w, m->lnf_b, E, c->eps);
+        matmul(m, w, &m->head, NULL, w->xn, logits, B, c->n_vocab);
+    } else {
+        layernorm(w->xn, w->x + (size_t)(B - 1) * E, m->lnf_w, m->lnf_b, E, c->eps);
+        matmul(m, w, &m->head, NULL, w->xn, logits, 1, c->n_vocab);
+    }
+}
+
+static pg_work state_work(pg_state *s) {
+    pg_work w = {s->x, s->xn, s->qkv, s->att, s->ff, s->scores, (size_t)s->n_ctx, s->rowbuf, s->xq, s->xd, &s->par};
+    return w;
+}
+
+// tokens (B,) at positions n_past.. -> KV cache; every position's logits into all_logits (B, V)
+// when not NULL, the last one's into s->logits when need_logits
+static void forward_chunk(pg_state *s, const int32_t *tokens, int32_t B, float *all_logits, int need_logits) {
+    pg_work w = state_work(s);
+    pg_rows rows = {s, s->n_past, NULL};
+    if (all_logits) {
+        forward_rows(s->m, &w, &rows, tokens, B, all_logits, 1);
+        memcpy(s->logits, all_logits + (size_t)(B - 1) * s->m->cfg.n_vocab, s->m->cfg.n_vocab * sizeof(float));
+    } else {
+        forward_rows(s->m, &w, &rows, tokens, B, need_logits ? s->logits : NULL, 0);
     }
     s->n_past += B;
 }
@@ -422,5 +469,77 @@ pg_code pg_state_eval(pg_state *s, const int32_t *tokens, int32_t n, float *all_
         int32_t B = n - i < s->n_batch ? n - i : s->n_batch;
         forward_chunk(s, tokens + i, B, all_logits ? all_logits + (size_t)i * s->m->cfg.n_vocab : NULL, i + B == n);
     }
+    return PG_OK;
+}
+
+// ---- batched decode ------------------------------------------------------------------------
+
+static void batch_layout(pg_batch *b, const pg_model *m, int32_t n_max, pg_arena *a) {
+    const pg_config *c = &m->cfg;
+    size_t E = c->n_embd, F = c->n_ff, V = c->n_vocab, N = (size_t)n_max, f = sizeof(float);
+    size_t widest = E > F ? E : F;
+    b->x = pg_arena_take(a, pg_size_mul(N * E, f), 64);
+    b->xn = pg_arena_take(a, pg_size_mul(N * E, f), 64);
+    b->qkv = pg_arena_take(a, pg_size_mul(pg_size_mul(N, 3 * E), f), 64);
+    b->att = pg_arena_take(a, pg_size_mul(N * E, f), 64);
+    b->ff = pg_arena_take(a, pg_size_mul(pg_size_mul(N, F), f), 64);
+    b->scores = pg_arena_take(a, pg_size_mul(pg_size_mul(pg_size_mul(N, c->n_head), c->n_ctx), f), 64);
+    b->rowbuf = pg_arena_take(a, pg_size_mul((size_t)PG_MAX_TASKS * widest, f), 64);
+    b->xq = pg_arena_take(a, pg_size_mul(N, widest), 64);
+    b->xd = pg_arena_take(a, pg_size_mul(pg_size_mul(N, widest / 32 + 1), f), 64);
+    b->logits = pg_arena_take(a, pg_size_mul(pg_size_mul(N, V), f), 64);
+}
+
+pg_code pg_batch_mem_size(const pg_model *m, int32_t n_max, size_t *bytes, pg_status *st) {
+    if (n_max < 1 || n_max > 4096) return pg_fail(st, PG_ERR_ARG, "batch of %d sessions outside 1..4096", (int)n_max);
+    pg_batch b;
+    pg_arena a;
+    pg_arena_init(&a, NULL, 0);
+    batch_layout(&b, m, n_max, &a);
+    *bytes = a.used;
+    if (a.used == SIZE_MAX) return pg_fail(st, PG_ERR_MEMORY, "batch size overflows this platform's address space");
+    return PG_OK;
+}
+
+pg_code pg_batch_init(pg_batch *b, const pg_model *m, int32_t n_max, void *mem, size_t mem_size, pg_status *st) {
+    size_t need;
+    pg_code rc = pg_batch_mem_size(m, n_max, &need, st);
+    if (rc) return rc;
+    memset(b, 0, sizeof *b);
+    pg_arena a;
+    pg_arena_init(&a, mem, mem_size);
+    batch_layout(b, m, n_max, &a);
+    if (pg_arena_overflow(&a))
+        return pg_fail(st, PG_ERR_MEMORY, "batch needs %zu bytes of memory, %zu given (%d sessions)", need, mem_size,
+                       (int)n_max);
+    b->m = m;
+    b->n_max = n_max;
+    b->par.n_threads = 1;
+    return PG_OK;
+}
+
+pg_code pg_batch_decode(pg_batch *b, pg_state *const *states, const int32_t *tokens, int32_t n, pg_status *st) {
+    const pg_model *m = b->m;
+    if (n <= 0) return pg_fail(st, PG_ERR_ARG, "nothing to decode (0 sessions)");
+    if (n > b->n_max) return pg_fail(st, PG_ERR_ARG, "%d sessions in one batch, this batch holds %d", (int)n, (int)b->n_max);
+    for (int32_t i = 0; i < n; i++) {
+        const pg_state *s = states[i];
+        if (!s || s->m != m) return pg_fail(st, PG_ERR_ARG, "session %d belongs to another model", (int)i);
+        if (s->n_past >= s->n_ctx)
+            return pg_fail(st, PG_ERR_ARG, "session %d: context full (%d tokens)", (int)i, (int)s->n_ctx);
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= m->cfg.n_vocab)
+            return pg_fail(st, PG_ERR_ARG, "session %d: token id %d outside the %u-token vocabulary", (int)i,
+                           (int)tokens[i], (unsigned)m->cfg.n_vocab);
+        for (int32_t k = 0; k < i; k++)
+            if (states[k] == s) return pg_fail(st, PG_ERR_ARG, "session %d appears twice in one batch", (int)i);
+    }
+    pg_work w = {b->x, b->xn, b->qkv, b->att, b->ff, b->scores, (size_t)m->cfg.n_ctx, b->rowbuf, b->xq, b->xd, &b->par};
+    pg_rows rows = {NULL, 0, states};
+    forward_rows(m, &w, &rows, tokens, n, b->logits, 1);
+    for (int32_t i = 0; i < n; i++) {
+        memcpy(states[i]->logits, b->logits + (size_t)i * m->cfg.n_vocab, m->cfg.n_vocab * sizeof(float));
+        states[i]->n_past++;
+    }
+    pg_status_ok(st);
     return PG_OK;
 }

@@ -89,4 +89,30 @@ void pg_state_reset(pg_state *s);
 // position's logits when not NULL; s->logits always holds the last position's.
 pg_code pg_state_eval(pg_state *s, const int32_t *tokens, int32_t n, float *all_logits, pg_status *st);
 
+// Workspace for pg_batch_decode: the activations of up to n_max sessions stepped together. The
+// sessions keep their own KV caches and logits; one pg_batch serves any sessions of its model.
+typedef struct {
+    const pg_model *m;
+    int32_t n_max;                 // most sessions per call
+    float *x, *xn;                 // (n_max, E)
+    float *qkv;                    // (n_max, 3E)
+    float *att;                    // (n_max, E)
+    float *ff;                     // (n_max, F)
+    float *scores;                 // (n_max * n_head, model n_ctx)
+    float *rowbuf;                 // (PG_MAX_TASKS, max(E, F))
+    int8_t *xq;                    // (n_max, max(E, F))
+    float *xd;                     // (n_max, max(E, F) / 32)
+    float *logits;                 // (n_max, V)
+    pg_parallel par;               // the caller's parallel-for (serial when run is NULL)
+} pg_batch;
+
+pg_code pg_batch_mem_size(const pg_model *m, int32_t n_max, size_t *bytes, pg_status *st);
+pg_code pg_batch_init(pg_batch *b, const pg_model *m, int32_t n_max, void *mem, size_t mem_size, pg_status *st);
+// Append tokens[i] to states[i] for i < n, each at its own position (n_past), as one forward pass:
+// every weight matrix is read once for all n rows. Afterwards states[i]->logits holds that
+// session's next-token logits and its n_past has grown by one, exactly as pg_state_eval of one
+// token would leave it (up to float summation order). Nothing changes unless every argument is
+// valid (distinct states of b's model, each with room for one more token, tokens in the vocabulary).
+pg_code pg_batch_decode(pg_batch *b, pg_state *const *states, const int32_t *tokens, int32_t n, pg_status *st);
+
 #endif

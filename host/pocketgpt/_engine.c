@@ -135,6 +135,11 @@ typedef struct {
     pg_pool pool;
     int pool_ok;
     int n_threads;
+    pthread_mutex_t batch_mu;  // one batched decode at a time owns the workspace below
+    int batch_mu_ok;
+    pg_batch batch;            // workspace for decode_batch, grown to the largest batch seen
+    void *batch_mem;
+    int32_t batch_cap;
 } ModelObject;
 
 static PyObject *raise_status(const pg_status *st, const char *path) {
@@ -147,6 +152,8 @@ static PyObject *raise_status(const pg_status *st, const char *path) {
 
 static void Model_dealloc(ModelObject *self) {
     if (self->pool_ok) pool_free(&self->pool);
+    free(self->batch_mem);
+    if (self->batch_mu_ok) pthread_mutex_destroy(&self->batch_mu);
     free(self->mem);
     if (self->map) munmap(self->map, self->map_size);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -213,6 +220,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
     }
     self->pool_ok = 1;
     self->n_threads = threads;
+    pthread_mutex_init(&self->batch_mu, NULL);
+    self->batch_mu_ok = 1;
     return 0;
 }
 
@@ -308,7 +317,11 @@ static PyObject *Model_config(ModelObject *self, PyObject *unused) {
                          self->model.kern->name, "threads", self->n_threads, "n_merges", self->model.tok.n_merges);
 }
 
+static PyObject *Model_decode_batch(ModelObject *self, PyObject *args);
+
 static PyMethodDef Model_methods[] = {
+    {"decode_batch", (PyCFunction)Model_decode_batch, METH_VARARGS,
+     "decode_batch(sessions, tokens): append tokens[i] to sessions[i] in one forward pass (weights read once)"},
     {"tokenize", (PyCFunction)Model_tokenize, METH_VARARGS, "tokenize(utf8_bytes, parse_special=True) -> list of ids"},
     {"token_bytes", (PyCFunction)Model_token_bytes, METH_VARARGS, "token_bytes(id) -> bytes"},
     {"detokenize", (PyCFunction)Model_detokenize, METH_O, "detokenize(ids) -> bytes"},
@@ -609,6 +622,96 @@ static PyTypeObject SessionType = {
     .tp_methods = Session_methods,
     .tp_getset = Session_getset,
 };
+
+// Model.decode_batch(sessions, tokens): one forward pass appending tokens[i] to sessions[i]
+// (each at its own position, each its own KV cache), weights streamed once for all of them; the
+// GIL is released while it runs. Each session's logits are then ready for sample()/last_logits().
+static PyObject *Model_decode_batch(ModelObject *self, PyObject *args) {
+    PyObject *sess_obj, *tok_obj;
+    if (!model_ready(self) || !PyArg_ParseTuple(args, "OO", &sess_obj, &tok_obj)) return NULL;
+    PyObject *seq = PySequence_Fast(sess_obj, "decode_batch takes a sequence of sessions");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), n_tok = 0;
+    int32_t *toks = ids_from_seq(tok_obj, &n_tok);
+    if (!toks) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    pg_state **states = malloc((size_t)(n > 0 ? n : 1) * sizeof(pg_state *));
+    PyObject *res = NULL;
+    Py_ssize_t entered = 0;
+    if (!states) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (n != n_tok) {
+        PyErr_Format(s_error, "decode_batch: %zd sessions but %zd tokens", n, n_tok);
+        goto done;
+    }
+    if (n == 0) {
+        res = Py_None;
+        Py_INCREF(res);
+        goto done;
+    }
+    if (n > 4096) {
+        PyErr_Format(s_error, "decode_batch: %zd sessions, at most 4096 per call", n);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyObject_TypeCheck(o, &SessionType) || ((SessionObject *)o)->model != self) {
+            PyErr_Format(s_error, "decode_batch: item %zd is not a session of this model", i);
+            goto done;
+        }
+        states[i] = &((SessionObject *)o)->state;
+        for (Py_ssize_t k = 0; k < i; k++)
+            if (states[k] == states[i]) {
+                PyErr_Format(s_error, "decode_batch: session %zd appears twice in one batch", i);
+                goto done;
+            }
+    }
+    for (; entered < n; entered++)
+        if (!session_enter((SessionObject *)PySequence_Fast_GET_ITEM(seq, entered))) goto done;
+    pg_status st;
+    pg_code rc = PG_OK;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->batch_mu);
+    if (self->batch_cap < (int32_t)n) {  // grow the workspace (rare: to the largest batch seen)
+        int32_t cap = (int32_t)n < 4 ? 4 : (int32_t)n;
+        size_t need = 0;
+        rc = pg_batch_mem_size(&self->model, cap, &need, &st);
+        void *mem = rc ? NULL : malloc(need);
+        if (!rc && !mem) rc = pg_fail(&st, PG_ERR_MEMORY, "out of memory for a batch of %d sessions", (int)cap);
+        pg_batch fresh;
+        if (!rc) rc = pg_batch_init(&fresh, &self->model, cap, mem, need, &st);
+        if (!rc) {  // the old workspace stays in use when the new one cannot be had
+            free(self->batch_mem);
+            self->batch = fresh;
+            self->batch_mem = mem;
+            self->batch_cap = cap;
+            self->batch.par.run = pool_run;
+            self->batch.par.pool = &self->pool;
+            self->batch.par.n_threads = self->n_threads;
+        } else {
+            free(mem);
+        }
+    }
+    if (!rc) rc = pg_batch_decode(&self->batch, states, toks, (int32_t)n, &st);
+    pthread_mutex_unlock(&self->batch_mu);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        raise_status(&st, NULL);
+        goto done;
+    }
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    for (Py_ssize_t i = 0; i < entered; i++) ((SessionObject *)PySequence_Fast_GET_ITEM(seq, i))->busy = 0;
+    free(states);
+    free(toks);
+    Py_DECREF(seq);
+    return res;
+}
 
 // ---- module functions ----------------------------------------------------------------------
 

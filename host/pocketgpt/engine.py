@@ -120,6 +120,52 @@ class Engine:
         """`Session.generate` on a fresh session."""
         return self.session().generate(prompt, **kw)
 
+    # -- batched decode -----------------------------------------------------------------------
+    def decode_batch(self, pairs: Sequence[tuple["Session", int]]) -> list[np.ndarray]:
+        """Append one token to each session, all in one forward pass, and return each session's
+        next-token logits (n_vocab float32 arrays, copies) in the same order.
+
+        Each session keeps its own KV cache and position, so sessions of different lengths batch
+        together; every weight matrix is read once for the whole batch, which is what makes N
+        streams cost far less than N single decodes. The GIL is released while it computes. A
+        session may appear once per call; a full context or a bad token raises PocketError and
+        leaves every session as it was.
+        """
+        self._decode([s for s, _ in pairs], [int(t) for _, t in pairs])
+        return [np.frombuffer(s._s.last_logits(), dtype=np.float32) for s, _ in pairs]
+
+    def _decode(self, sessions: Sequence["Session"], tokens: Sequence[int]) -> None:
+        for s in sessions:
+            if s.engine is not self:
+                raise PocketError("decode_batch: a session of another Engine was given")
+        self._model.decode_batch([s._s for s in sessions], tokens)
+
+    def step(self, streams: Sequence["Stream"]) -> list[Piece | None]:
+        """Advance every live stream by one token and return its Piece (None for a stream that is
+        done, or that a newer generation on its session replaced).
+
+        Streams still waiting for their prompt are prefilled one by one (a prompt is already
+        matrix-matrix work); all the others go through one `decode_batch`. Sampling, stop strings
+        and end of text then run per stream with its own settings, exactly as `generate` would.
+        """
+        out: list[Piece | None] = [None] * len(streams)
+        batch: list[int] = []
+        for i, st in enumerate(streams):
+            if not st._live():
+                continue
+            if st.needs_prefill:
+                out[i] = st.advance()
+            else:
+                batch.append(i)
+        if batch:
+            t = time.perf_counter()
+            self._decode([streams[i].session for i in batch], [streams[i].generated[-1] for i in batch])
+            dt = time.perf_counter() - t
+            for i in batch:
+                streams[i]._count_decode(dt)
+                out[i] = streams[i]._sample()
+        return out
+
 
 class Session:
     """One conversation's KV cache. Use one session per thread."""
@@ -139,7 +185,48 @@ class Session:
         stop string itself is not emitted), or when the caller stops iterating ('abort'). The
         context is cut to the last n_ctx - max_tokens prompt tokens when it would overflow.
         """
-        eng = self.engine
+        stream = self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             repeat_penalty=repeat_penalty, seed=seed, greedy=greedy, stop=stop,
+                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n)
+        return self._run(stream)
+
+    def stream(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
+               top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
+               stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64) -> "Stream":
+        """A generation on this session that the caller advances: `Engine.step([streams])` moves
+        several at once with one batched forward pass (what a server with many clients wants);
+        `generate` is the same thing stepped alone. Starting a stream ends any earlier one here."""
+        self._generation += 1
+        return Stream(self, self._generation, prompt, max_tokens, dict(
+            temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
+            seed, stop, stop_at_eos)
+
+    def _run(self, stream: "Stream") -> Iterator[Piece]:
+        try:
+            while not stream.done:
+                if stream.generation != self._generation:
+                    return  # a newer generation on this session took over its KV cache ('abort')
+                piece = stream.advance()
+                if piece is not None:
+                    yield piece
+        finally:
+            stream.close()
+
+
+class Stream:
+    """One generation advanced token by token from outside (made by `Session.stream`).
+
+    `advance()` computes this stream alone (the prompt on the first call, then one token);
+    `Engine.step(streams)` advances many with one batched decode. Each call returns the next
+    Piece, or None once the stream is done; `finish_reason` is then 'stop' (end of text or a
+    stop string), 'length' (max_tokens) or 'abort' (`close()` before the end). `stats` is the
+    session's `last_stats` dict.
+    """
+
+    def __init__(self, session: Session, generation: int, prompt: str | Sequence[int], max_tokens: int,
+                 params: dict, seed: int | None, stop: Sequence[str], stop_at_eos: bool) -> None:
+        eng = session.engine
         ids = eng.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
             ids = [eng.bos_id]
@@ -153,60 +240,84 @@ class Session:
         stops = [s.encode("utf-8") for s in stop if s]
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
-        self._generation += 1
-        self._s.reset()
-        self._s.seed(seed & 0xFFFFFFFFFFFFFFFF)
-        self._s.text_begin(stops)
-        history = list(ids)
-        generated: list[int] = []
-        stats = {"prompt_tokens": len(ids), "tokens": generated, "finish_reason": "abort",
-                 "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
-        self.last_stats = stats
-        return self._run(self._generation, ids, history, generated, stats, max_tokens, dict(
-            temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
-            stop_at_eos)
+        self.session = session
+        self.generation = generation
+        self.max_tokens = max_tokens
+        self.params = params
+        self.stop_at_eos = stop_at_eos
+        self.prompt_ids = ids
+        self.history = list(ids)
+        self.generated: list[int] = []
+        self.done = False
+        self.stats = {"prompt_tokens": len(ids), "tokens": self.generated, "finish_reason": "abort",
+                      "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
+        self._decode_time = 0.0
+        s = session._s
+        s.reset()
+        s.seed(seed & 0xFFFFFFFFFFFFFFFF)
+        s.text_begin(stops)
+        session.last_stats = self.stats
+        if max_tokens == 0:
+            self._end("length")
 
-    def _run(self, generation: int, ids: list[int], history: list[int], generated: list[int], stats: dict,
-             max_tokens: int, params: dict, stop_at_eos: bool) -> Iterator[Piece]:
-        s = self._s
-        eos = self.engine.eos_id
-        last_n = params["repeat_last_n"]
-        if generation != self._generation:
-            return
-        t0 = time.perf_counter()
-        s.eval(ids)
-        t1 = time.perf_counter()
-        stats["prefill_tok_s"] = len(ids) / max(t1 - t0, 1e-9)
-        decode_time = 0.0
-        try:
-            for i in range(max_tokens):
-                if generation != self._generation:
-                    return  # a newer generate() on this session took over its KV cache ('abort')
-                if i:
-                    t = time.perf_counter()
-                    s.eval([generated[-1]])
-                    decode_time += time.perf_counter() - t
-                    stats["decode_tok_s"] = (len(generated) - 1) / max(decode_time, 1e-9)
-                tok = s.sample(history[-last_n:] if last_n > 0 else history, **params)
-                generated.append(tok)
-                history.append(tok)
-                if stop_at_eos and tok == eos:
-                    stats["finish_reason"] = "stop"
-                    tail = s.text_flush().decode("utf-8")
-                    yield Piece(tok, tail)
-                    return
-                data, stopped = s.text_push(tok)
-                if stopped:
-                    stats["finish_reason"] = "stop"
-                    yield Piece(tok, data.decode("utf-8"))
-                    return
-                if i == max_tokens - 1:
-                    data += s.text_flush()
-                    stats["finish_reason"] = "length"
-                yield Piece(tok, data.decode("utf-8"))
-            if max_tokens == 0:
-                stats["finish_reason"] = "length"
-        finally:
-            if len(generated) > 1:
-                stats["decode_tok_s"] = (len(generated) - 1) / max(decode_time, 1e-9)
+    @property
+    def finish_reason(self) -> str:
+        return self.stats["finish_reason"]
+
+    @property
+    def needs_prefill(self) -> bool:
+        return not self.done and not self.generated
+
+    def _live(self) -> bool:
+        if self.done:
+            return False
+        if self.generation != self.session._generation:  # the session started something newer
+            self._end("abort")
+            return False
+        return True
+
+    def advance(self) -> Piece | None:
+        """Compute this stream's next token on its own (prefill first) and return its piece."""
+        if not self._live():
+            return None
+        s = self.session._s
+        t = time.perf_counter()
+        if not self.generated:
+            s.eval(self.prompt_ids)
+            self.stats["prefill_tok_s"] = len(self.prompt_ids) / max(time.perf_counter() - t, 1e-9)
+        else:
+            s.eval([self.generated[-1]])
+            self._count_decode(time.perf_counter() - t)
+        return self._sample()
+
+    def _count_decode(self, seconds: float) -> None:
+        self._decode_time += seconds
+        self.stats["decode_tok_s"] = (len(self.generated)) / max(self._decode_time, 1e-9)
+
+    def _sample(self) -> Piece:
+        """Sample from the session's current logits, emit the piece, and end the stream when due."""
+        s = self.session._s
+        last_n = self.params["repeat_last_n"]
+        tok = s.sample(self.history[-last_n:] if last_n > 0 else self.history, **self.params)
+        self.generated.append(tok)
+        self.history.append(tok)
+        if self.stop_at_eos and tok == self.session.engine.eos_id:
+            self._end("stop")
+            return Piece(tok, s.text_flush().decode("utf-8"))
+        data, stopped = s.text_push(tok)
+        if stopped:
+            self._end("stop")
+            return Piece(tok, data.decode("utf-8"))
+        if len(self.generated) == self.max_tokens:
+            data += s.text_flush()
+            self._end("length")
+        return Piece(tok, data.decode("utf-8"))
+
+    def _end(self, reason: str) -> None:
+        self.done = True
+        self.stats["finish_reason"] = reason
+
+    def close(self) -> None:
+        """Abort: the stream ends now with finish_reason 'abort' (no effect once it is done)."""
+        if not self.done:
+            self._end("abort")

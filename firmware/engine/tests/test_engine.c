@@ -142,6 +142,67 @@ static int32_t argmax(const float *x, int32_t n) {
     return b;
 }
 
+// pg_batch_decode over 3 sessions at different positions equals stepping each alone
+static void test_batch(const pg_model *m) {
+    enum { N = 3 };
+    pg_status st;
+    int32_t T = 10 < (int32_t)m->cfg.n_ctx ? 10 : (int32_t)m->cfg.n_ctx;
+    size_t sneed, bneed;
+    CHECK(pg_state_mem_size(m, T, 4, &sneed, &st) == PG_OK);
+    CHECK(pg_batch_mem_size(m, N, &bneed, &st) == PG_OK);
+    CHECK(pg_batch_mem_size(m, 0, &bneed, &st) == PG_ERR_ARG);
+    CHECK(pg_batch_mem_size(m, N, &bneed, &st) == PG_OK);
+    void *bmem = malloc(bneed);
+    pg_batch b;
+    CHECK(pg_batch_init(&b, m, N, bmem, bneed - 1, &st) == PG_ERR_MEMORY);
+    CHECK(pg_batch_init(&b, m, N, bmem, bneed, &st) == PG_OK);
+    pg_state one[N], many[N];
+    void *mem[2 * N];
+    int32_t V = (int32_t)m->cfg.n_vocab;
+    for (int i = 0; i < N; i++) {
+        mem[i] = malloc(sneed);
+        mem[N + i] = malloc(sneed);
+        CHECK(pg_state_init(&one[i], m, T, 4, mem[i], sneed, &st) == PG_OK);
+        CHECK(pg_state_init(&many[i], m, T, 4, mem[N + i], sneed, &st) == PG_OK);
+        int32_t prompt[8];
+        for (int k = 0; k < 1 + 3 * i; k++) prompt[k] = (int32_t)((k * 5 + i + 1) % V);
+        CHECK(pg_state_eval(&one[i], prompt, 1 + 3 * i, NULL, &st) == PG_OK);
+        CHECK(pg_state_eval(&many[i], prompt, 1 + 3 * i, NULL, &st) == PG_OK);
+    }
+    pg_state *ptr[N] = {&many[0], &many[1], &many[2]};
+    float maxdiff = 0.0f;
+    for (int step = 0; step < 3; step++) {
+        int32_t toks[N];
+        for (int i = 0; i < N; i++) {
+            toks[i] = (int32_t)((step * 11 + i * 3 + 2) % V);
+            CHECK(pg_state_eval(&one[i], &toks[i], 1, NULL, &st) == PG_OK);
+        }
+        CHECK(pg_batch_decode(&b, ptr, toks, N, &st) == PG_OK);
+        for (int i = 0; i < N; i++) {
+            CHECK(many[i].n_past == one[i].n_past);
+            for (int32_t v = 0; v < V; v++) {
+                float d = fabsf(many[i].logits[v] - one[i].logits[v]);
+                if (d > maxdiff) maxdiff = d;
+            }
+        }
+    }
+    CHECK(maxdiff < 1e-3f);
+    // invalid batches change nothing: a repeated session, a full context, a bad token, too many
+    int32_t toks[N] = {1, 2, 3};
+    pg_state *dup[N] = {&many[0], &many[1], &many[0]};
+    int32_t before = many[0].n_past;
+    CHECK(pg_batch_decode(&b, dup, toks, N, &st) == PG_ERR_ARG && many[0].n_past == before);
+    int32_t bad[N] = {1, V, 3};
+    CHECK(pg_batch_decode(&b, ptr, bad, N, &st) == PG_ERR_ARG && many[0].n_past == before);
+    CHECK(pg_batch_decode(&b, ptr, toks, N + 1, &st) == PG_ERR_ARG);
+    CHECK(pg_batch_decode(&b, ptr, toks, 0, &st) == PG_ERR_ARG);
+    while (many[2].n_past < T) CHECK(pg_state_eval(&many[2], toks, 1, NULL, &st) == PG_OK);
+    CHECK(pg_batch_decode(&b, ptr, toks, N, &st) == PG_ERR_ARG && many[0].n_past == before);
+    CHECK(pg_batch_decode(&b, ptr, toks, 2, &st) == PG_OK && many[0].n_past == before + 1);
+    for (int i = 0; i < 2 * N; i++) free(mem[i]);
+    free(bmem);
+}
+
 static void test_model(const uint8_t *blob, size_t size) {
     loaded L;
     pg_status st;
@@ -222,6 +283,7 @@ static void test_model(const uint8_t *blob, size_t size) {
     free(all);
     free(smem);
     free(smem2);
+    test_batch(m);
     free(L.mem);
 }
 
