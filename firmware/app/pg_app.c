@@ -11,6 +11,7 @@
 
 #define N_BATCH 8
 #define STOP_STRING "\n\n"
+#define VOICE_QUEUE_BYTES 16384  // received Opus packets: ~5 s at 24 kHz / 60 ms; the relay paces at real time
 
 void pg_app_printf(pg_app *app, const char *fmt, ...) {
     char buf[512];
@@ -70,6 +71,14 @@ int pg_app_init(pg_app *app, const pg_port *port, const pg_settings *set, const 
     app->ws_msg = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
     app->frame = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
     app->text = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
+    app->listen_mode = PG_LISTEN_MANUAL;
+    app->last_first_audio_ms = -1;
+    if (port->audio) {
+        pg_audio_queue_init(&app->play_q, take(app, VOICE_QUEUE_BYTES, PG_MEM_LARGE, &fail), VOICE_QUEUE_BYTES);
+        app->vpkt = take(app, PG_AUDIO_MAX_PACKET, PG_MEM_INTERNAL, &fail);
+        app->vpcm = take(app, PG_AUDIO_MAX_DECODED * sizeof(int16_t), PG_MEM_INTERNAL, &fail);
+        app->vmic = take(app, PG_AUDIO_UP_SAMPLES * sizeof(int16_t), PG_MEM_INTERNAL, &fail);
+    }
     if (fail) {
         snprintf(err, err_cap, "out of memory for the app buffers");
         return -1;
@@ -281,12 +290,11 @@ static int relay_connect(pg_app *app, char *err, size_t err_cap) {
             return -1;
         }
         if (t != PG_MSG_HELLO) continue;
-        if (!m.extension) {
-            snprintf(err, err_cap, "the relay does not offer the pocketgpt text extension");
-            pg_app_disconnect(app);
-            return -1;
-        }
-        app->relay_ext = 1;
+        snprintf(app->session_id, sizeof app->session_id, "%s", m.session_id);
+        snprintf(app->down_format, sizeof app->down_format, "%s", m.audio_format);
+        app->down_rate = m.audio_rate > 0 ? (int32_t)m.audio_rate : PG_AUDIO_DOWN_RATE;
+        app->down_frame_ms = m.audio_frame_ms > 0 ? (int32_t)m.audio_frame_ms : PG_AUDIO_DOWN_FRAME_MS;
+        app->relay_ext = m.extension;  // a stock XiaoZhi server: voice works, text prompts do not
         return 0;
     }
 }
@@ -297,6 +305,10 @@ static int relay_answer(pg_app *app, const char *prompt, char *err, size_t err_c
     for (int attempt = 0; attempt < 2; attempt++) {
         int was_open = app->net_open && app->ws.open;
         if (relay_connect(app, err, err_cap)) return 0;
+        if (!app->relay_ext) {
+            snprintf(err, err_cap, "the relay does not offer the pocketgpt text extension");
+            return 0;
+        }
         char id[16];
         snprintf(id, sizeof id, "d%lu", (unsigned long)++app->request_no);
         const char *stops[1] = {STOP_STRING};
@@ -374,6 +386,208 @@ static int relay_answer(pg_app *app, const char *prompt, char *err, size_t err_c
     return 0;
 }
 
+// ---- voice ----
+
+typedef struct {
+    uint32_t t_press, t_release, t_first_audio;  // ms on the port's clock (t_* 0: not yet)
+    uint32_t up_packets, down_packets, bad_packets;
+    uint64_t played;     // reply samples handed to the speaker
+    int got_first;
+} voice_stats;
+
+static int voice_text(pg_app *app, const char *frame) { return pg_ws_send_text(&app->ws, frame, strlen(frame)); }
+
+// Decode queued packets into the speaker: as many as it takes now, or (all) every one, waiting on it.
+static void voice_play(pg_app *app, voice_stats *vs, int all) {
+    const pg_audio_port *a = app->port.audio;
+    void *ctx = app->port.ctx;
+    size_t frame = (size_t)app->down_rate * (size_t)app->down_frame_ms / 1000;
+    while (app->play_q.count) {
+        if (!all && a->speaker_room(ctx) < frame) return;
+        size_t n = pg_audio_queue_pop(&app->play_q, app->vpkt, PG_AUDIO_MAX_PACKET);
+        int k = n ? a->decode(ctx, app->vpkt, n, app->vpcm, PG_AUDIO_MAX_DECODED) : -1;
+        if (k < 0) {
+            vs->bad_packets++;
+            continue;
+        }
+        a->speaker_write(ctx, app->vpcm, (size_t)k, (int)app->down_rate);
+        vs->played += (uint64_t)k;
+    }
+}
+
+// Perform a step's actions (order: stop listening, abort, flush, start listening, play). -1 when
+// the connection failed on the way.
+static int voice_do(pg_app *app, pg_voice *v, unsigned act, const uint8_t *pkt, size_t n, voice_stats *vs) {
+    const pg_audio_port *a = app->port.audio;
+    void *ctx = app->port.ctx;
+    uint32_t now = a->now_ms(ctx);
+    int bad = 0;
+    if (act & PG_VACT_LISTEN_STOP) {
+        pg_audio_listen_stop(app->session_id, app->frame, PG_APP_NET_BUF);
+        bad |= voice_text(app, app->frame);
+    }
+    if ((act & PG_VACT_MIC_OFF) && !vs->t_release) vs->t_release = now;
+    if (act & PG_VACT_SEND_ABORT) {
+        // XiaoZhi devices give this reason when the user talks over the reply
+        pg_audio_abort(app->session_id, (act & PG_VACT_LISTEN_START) ? "wake_word_detected" : NULL, app->frame,
+                       PG_APP_NET_BUF);
+        bad |= voice_text(app, app->frame);
+    }
+    if (act & PG_VACT_FLUSH) {
+        pg_audio_queue_clear(&app->play_q);
+        a->speaker_flush(ctx);
+    }
+    if (act & PG_VACT_LISTEN_START) {
+        pg_audio_listen_start(app->session_id, v->mode, app->frame, PG_APP_NET_BUF);
+        bad |= voice_text(app, app->frame);
+        vs->t_press = now;
+        vs->t_release = 0;
+        vs->got_first = 0;
+    }
+    if (act & PG_VACT_PLAY) {
+        vs->down_packets++;
+        if (!vs->got_first) {
+            vs->got_first = 1;
+            vs->t_first_audio = now;
+        }
+        if (pg_audio_queue_push(&app->play_q, pkt, n)) vs->bad_packets++;
+    }
+    return bad ? -1 : 0;
+}
+
+void pg_app_voice(pg_app *app, const char *arg) {
+    const pg_audio_port *a = app->port.audio;
+    void *ctx = app->port.ctx;
+    char err[200];
+    if (!a) {
+        pg_app_printf(app, "(voice: %s has no microphone and speaker)\n", app->port.platform);
+        return;
+    }
+    if (relay_connect(app, err, sizeof err)) {
+        snprintf(app->last_error, sizeof app->last_error, "%s", err);
+        pg_app_printf(app, "[voice] the relay is unreachable (%s); voice needs the relay\n", err);
+        return;
+    }
+    if (app->down_format[0] && strcmp(app->down_format, "opus") != 0) {
+        pg_app_printf(app, "[voice] the relay's audio is '%s'; this device plays opus only\n", app->down_format);
+        return;
+    }
+    if (a->encoder_open(ctx, PG_AUDIO_UP_RATE, PG_AUDIO_UP_FRAME_MS, err, sizeof err) ||
+        a->decoder_open(ctx, (int)app->down_rate, (int)app->down_frame_ms, err, sizeof err)) {
+        pg_app_printf(app, "[voice] codec: %s\n", err);
+        return;
+    }
+    if (a->mic_arm(ctx, arg, err, sizeof err)) {
+        pg_app_printf(app, "[voice] %s\n", err);
+        return;
+    }
+    pg_voice v;
+    pg_voice_init(&v, app->listen_mode);
+    voice_stats vs;
+    memset(&vs, 0, sizeof vs);
+    pg_audio_queue_clear(&app->play_q);
+    app->last_first_audio_ms = -1;
+    int pressed = 1, lost = 0;
+    unsigned act = pg_voice_step(&v, PG_VEV_PRESS);
+    if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
+    uint32_t t_heard = a->now_ms(ctx);  // the last message from the relay (for the reply timeout)
+    while (!lost && !(act & PG_VACT_END)) {
+        int p = a->ptt_pressed(ctx) ? 1 : 0;
+        if (p != pressed) {
+            pressed = p;
+            // the end of speech: the button's release (auto mode keeps streaming until the relay's VAD)
+            if (!p && v.state == PG_VOICE_LISTENING && !vs.t_release) vs.t_release = a->now_ms(ctx);
+            act = pg_voice_step(&v, p ? PG_VEV_PRESS : PG_VEV_RELEASE);
+            if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
+            if (act & PG_VACT_LISTEN_START) t_heard = a->now_ms(ctx);
+            if (act & PG_VACT_MIC_OFF) t_heard = a->now_ms(ctx);
+            continue;
+        }
+        if (v.mic_on) {  // one 60 ms frame: paced by the microphone itself
+            int k = a->mic_read(ctx, app->vmic, PG_AUDIO_UP_SAMPLES);
+            int nb = k == PG_AUDIO_UP_SAMPLES ? a->encode(ctx, app->vmic, PG_AUDIO_UP_SAMPLES, app->vpkt,
+                                                          PG_AUDIO_MAX_PACKET)
+                                              : -1;
+            if (nb < 0) {
+                pg_app_printf(app, "[voice] the microphone failed; turn cancelled\n");
+                act = pg_voice_step(&v, PG_VEV_ABORT);
+                voice_do(app, &v, act, NULL, 0, &vs);
+                break;
+            }
+            if (pg_ws_send_binary(&app->ws, app->vpkt, (size_t)nb)) {
+                lost = 1;
+                break;
+            }
+            vs.up_packets++;
+        }
+        const uint8_t *data;
+        size_t n;
+        pg_ws_event ev = pg_ws_recv(&app->ws, v.mic_on ? 0 : 10, &data, &n);
+        uint32_t now = a->now_ms(ctx);
+        if (ev == PG_WS_CLOSED || ev == PG_WS_ERROR) {
+            lost = 1;
+            break;
+        }
+        if (ev == PG_WS_TIMEOUT) {
+            if ((v.state == PG_VOICE_THINKING || v.state == PG_VOICE_SPEAKING) &&
+                now - t_heard > (uint32_t)app->set.relay_timeout_ms) {
+                pg_app_printf(app, "[voice] (no reply for %ld ms: aborted)\n", (long)app->set.relay_timeout_ms);
+                act = pg_voice_step(&v, PG_VEV_TIMEOUT);
+                if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
+            }
+            voice_play(app, &vs, 0);
+            continue;
+        }
+        t_heard = now;
+        if (ev == PG_WS_BINARY) {
+            act = pg_voice_step(&v, PG_VEV_AUDIO);
+            if (n == 0 || n > PG_AUDIO_MAX_PACKET) act &= ~(unsigned)PG_VACT_PLAY;  // not an Opus packet we take
+            if (voice_do(app, &v, act, data, n, &vs)) lost = 1;
+            voice_play(app, &vs, 0);
+            continue;
+        }
+        pg_relay_msg m;
+        pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
+        pg_voice_event vev;
+        if (t == PG_MSG_STT) {
+            pg_app_printf(app, "[you] %s\n", m.text);
+            vev = PG_VEV_STT;
+        } else if (t == PG_MSG_TTS && strcmp(m.state, "start") == 0) {
+            vev = PG_VEV_TTS_START;
+        } else if (t == PG_MSG_TTS && strcmp(m.state, "stop") == 0) {
+            vev = PG_VEV_TTS_STOP;
+        } else if (t == PG_MSG_TTS && strcmp(m.state, "sentence_start") == 0) {
+            if (v.state == PG_VOICE_SPEAKING) pg_app_printf(app, "[relay] %s\n", m.text);
+            continue;
+        } else if (t == PG_MSG_ERROR) {
+            pg_app_printf(app, "[relay] error %s: %s\n", m.code, m.message);
+            vev = PG_VEV_ERROR;
+        } else {
+            continue;  // llm emotion, our text extension, anything newer
+        }
+        act = pg_voice_step(&v, vev);
+        if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
+        voice_play(app, &vs, 0);
+    }
+    if (lost) {
+        int code = app->ws.close_code;
+        pg_app_disconnect(app);
+        act = pg_voice_step(&v, PG_VEV_CLOSED);
+        pg_app_printf(app, "[voice] (connection lost, code %d)\n", code);
+    }
+    if (!(act & PG_VACT_FLUSH)) voice_play(app, &vs, 1);  // play out what came before tts stop
+    uint32_t spoke = vs.t_release >= vs.t_press ? vs.t_release - vs.t_press : 0;
+    long first = vs.got_first && vs.t_release && vs.t_first_audio >= vs.t_release ? (long)(vs.t_first_audio - vs.t_release) : -1;
+    app->last_first_audio_ms = (int32_t)first;
+    double reply_s = app->down_rate > 0 ? (double)vs.played / (double)app->down_rate : 0.0;
+    pg_app_printf(app, "(voice: %s mode, %lu ms spoken in %lu packets; reply %.2f s in %lu packets", pg_listen_mode_name(v.mode),
+                  (unsigned long)spoke, (unsigned long)vs.up_packets, reply_s, (unsigned long)vs.down_packets);
+    if (first >= 0) pg_app_printf(app, "; first reply audio %ld ms after the end of speech", first);
+    if (v.n_aborts) pg_app_printf(app, "; %lu abort%s", (unsigned long)v.n_aborts, v.n_aborts == 1 ? "" : "s");
+    if (vs.bad_packets) pg_app_printf(app, "; %lu bad packets", (unsigned long)vs.bad_packets);
+    pg_app_printf(app, ")\n");
+}
+
 // ---- commands ----
 
 static const char *route_note(pg_route r) {
@@ -436,6 +650,8 @@ static void cmd_help(pg_app *app) {
                   "  /local TEXT          answer on the device\n"
                   "  /route TEXT          show the router's measurements and decision, no answer\n"
                   "  /set KEY VALUE       change a setting (saved at once); /get [KEY] shows them\n"
+                  "  /talk [ARG]          one voice turn through the relay (push-to-talk; ARG: the port's\n"
+                  "                       microphone source, e.g. a WAV in the simulator)\n"
                   "  /status              model, context, relay connection\n"
                   "  /help                this text\n");
 }
@@ -527,6 +743,7 @@ int pg_app_handle_line(pg_app *app, const char *line) {
     else if (strcmp(cmd, "/set") == 0) cmd_set(app, args);
     else if (strcmp(cmd, "/get") == 0) cmd_get(app, args);
     else if (strcmp(cmd, "/status") == 0) cmd_status(app);
+    else if (strcmp(cmd, "/talk") == 0) pg_app_voice(app, args);
     else if (strcmp(cmd, "/help") == 0) cmd_help(app);
     else if (strcmp(cmd, "/quit") == 0 || strcmp(cmd, "/exit") == 0) return 1;
     else pg_app_printf(app, "unknown command %s; /help lists them\n", cmd);

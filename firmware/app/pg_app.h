@@ -8,6 +8,7 @@
 #ifndef PG_APP_H
 #define PG_APP_H
 
+#include "audio.h"
 #include "console.h"
 #include "gpt2.h"
 #include "pg_ws.h"
@@ -31,6 +32,7 @@ typedef struct {
     uint32_t (*random)(void *ctx);
     void *(*alloc)(void *ctx, size_t n, pg_mem_kind kind);  // init only; never freed while the app runs
     pg_parallel par;
+    const pg_audio_port *audio;  // microphone, speaker, push-to-talk, Opus (NULL: no voice)
 } pg_port;
 
 #define PG_APP_NET_BUF 16384
@@ -56,6 +58,16 @@ typedef struct {
     char *text;
     uint32_t request_no;
     char last_error[200];
+    // voice (buffers only when the port has audio)
+    char session_id[65];    // the relay's hello
+    char down_format[16];   // the relay's audio_params: what its binary frames carry
+    int32_t down_rate, down_frame_ms;
+    pg_listen_mode listen_mode;  // manual (push-to-talk, the default) | auto | realtime
+    pg_audio_queue play_q;  // received packets waiting for the speaker
+    uint8_t *vpkt;          // (PG_AUDIO_MAX_PACKET,) one packet
+    int16_t *vpcm;          // (PG_AUDIO_MAX_DECODED,) one decoded packet
+    int16_t *vmic;          // (PG_AUDIO_UP_SAMPLES,) one microphone frame
+    int32_t last_first_audio_ms;  // the last turn: end of speech -> first reply packet (-1 none)
 } pg_app;
 
 // Validate and bind the model blob (the linked array or the mapped partition), size the session
@@ -72,6 +84,9 @@ void pg_app_printf(pg_app *app, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+// One voice turn: push-to-talk (the port's button, or armed by /talk ARG), the microphone streamed
+// to the relay as Opus, the reply played until tts stop; a press while the reply plays barges in.
+void pg_app_voice(pg_app *app, const char *arg);
 // Close the relay connection (for shutdown, or after a settings change).
 void pg_app_disconnect(pg_app *app);
 

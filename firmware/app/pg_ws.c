@@ -254,6 +254,15 @@ int pg_ws_send_text(pg_ws *ws, const char *text, size_t n) {
     return 0;
 }
 
+int pg_ws_send_binary(pg_ws *ws, const uint8_t *data, size_t n) {
+    if (!ws->open) return -1;
+    if (send_frame(ws, 2, data, n)) {
+        ws->open = 0;
+        return -1;
+    }
+    return 0;
+}
+
 void pg_ws_close(pg_ws *ws) {
     if (ws->open) {
         uint8_t code[2] = {0x03, 0xE8};  // 1000

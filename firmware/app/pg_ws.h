@@ -50,6 +50,8 @@ void pg_ws_init(pg_ws *ws, pg_transport t, uint8_t *rx, uint8_t *msg, size_t cap
 // 0, or -1 with a one-line reason in err.
 int pg_ws_handshake(pg_ws *ws, const pg_url *u, const char *extra_headers, int timeout_ms, char *err, size_t err_cap);
 int pg_ws_send_text(pg_ws *ws, const char *text, size_t n);
+// One binary message (voice: one raw Opus packet per message, XiaoZhi framing version 1).
+int pg_ws_send_binary(pg_ws *ws, const uint8_t *data, size_t n);
 // Wait for the next whole data message (pings answered on the way). TEXT/BINARY: *data, *n point
 // into the message buffer until the next call.
 pg_ws_event pg_ws_recv(pg_ws *ws, int timeout_ms, const uint8_t **data, size_t *n);

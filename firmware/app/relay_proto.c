@@ -106,6 +106,13 @@ pg_msg_type pg_proto_parse(const char *frame, size_t n, pg_relay_msg *m, char *t
             m->extension = pgj_int(&v, &on) == 0 && on >= 1;
         }
         if (pgj_get(&root, "pocketgpt", &ext)) m->relay_max_tokens = get_int(&ext, "max_tokens");
+        pgj_val ap;
+        if (pgj_get(&root, "audio_params", &ap)) {  // what the relay's binary frames carry (voice)
+            get_str(&ap, "format", m->audio_format, sizeof m->audio_format);
+            m->audio_rate = get_int(&ap, "sample_rate");
+            m->audio_channels = get_int(&ap, "channels");
+            m->audio_frame_ms = get_int(&ap, "frame_duration");
+        }
     } else if (strcmp(t, "pg.delta") == 0) {
         m->type = PG_MSG_DELTA;
     } else if (strcmp(t, "pg.done") == 0) {

@@ -57,6 +57,8 @@ typedef struct {
     int transport_ok;              // hello: transport == "websocket"
     int extension;                 // hello: the relay acknowledged features.pocketgpt
     long long relay_max_tokens;    // hello: pocketgpt.max_tokens (0 unknown)
+    char audio_format[16];         // hello: audio_params of the relay's speech ("" when absent)
+    long long audio_rate, audio_channels, audio_frame_ms;  // 0 when absent
     char *text;                    // pg.delta / stt / tts text, decoded into the caller's buffer
     size_t text_len;
 } pg_relay_msg;

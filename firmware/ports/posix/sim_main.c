@@ -5,6 +5,10 @@
 // the same way). Usage:
 //   pocketgpt-sim --model M.gguf [--settings FILE] [--relay WS_URL --token T | --ota URL]
 //                 [--device-id MAC] [--ctx N] [--set KEY=VALUE]...
+//                 [--mic FILE.wav|FOLDER] [--speaker OUT.wav] [--listen-mode manual|auto|realtime]
+//                 [--barge-in MS]
+// Voice: /talk on the console is one push-to-talk press, held while the next microphone WAV lasts
+// (sim_audio.h); --barge-in MS presses again MS after the release, over the reply.
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
@@ -21,8 +25,10 @@
 #include <unistd.h>
 
 #include "pg_app.h"
+#include "sim_audio.h"
 
 typedef struct {
+    sim_audio au;  // first: the audio port's callbacks read pg_port.ctx as a sim_audio
     const char *settings_path;
     uint64_t rng;
 } sim;
@@ -180,14 +186,19 @@ static int load_settings(const char *path, pg_settings *s) {
 
 static int usage(void) {
     fprintf(stderr, "usage: pocketgpt-sim --model M.gguf [--settings FILE] [--relay WS_URL] [--token T] [--ota URL]\n"
-                    "                     [--device-id MAC] [--ctx N] [--set KEY=VALUE]...\n");
+                    "                     [--device-id MAC] [--ctx N] [--set KEY=VALUE]...\n"
+                    "                     [--mic FILE.wav|FOLDER] [--speaker OUT.wav] [--listen-mode manual|auto|realtime]\n"
+                    "                     [--barge-in MS]\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
     const char *model_path = NULL;
     int32_t n_ctx = 256;
-    sim S = {0};
+    static sim S;
+    const char *mic = NULL, *speaker = NULL;
+    pg_listen_mode listen_mode = PG_LISTEN_MANUAL;
+    int barge_ms = 0;
     pg_settings set;
     pg_settings_defaults(&set);
     // the settings file first, then the command line on top (not saved unless /set is used)
@@ -210,6 +221,27 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--settings") == 0 && v) { i++; continue; }
         if (strcmp(a, "--model") == 0 && v) { model_path = v; i++; continue; }
         if (strcmp(a, "--ctx") == 0 && v) { n_ctx = (int32_t)atoi(v); i++; continue; }
+        if (strcmp(a, "--mic") == 0 && v) { mic = v; i++; continue; }
+        if (strcmp(a, "--speaker") == 0 && v) { speaker = v; i++; continue; }
+        if (strcmp(a, "--barge-in") == 0 && v) {
+            char *end;
+            long ms = strtol(v, &end, 10);
+            if (*end || ms < 1 || ms > 600000) {
+                fprintf(stderr, "pocketgpt device: error: --barge-in %s: give milliseconds, 1..600000\n", v);
+                return 2;
+            }
+            barge_ms = (int)ms;
+            i++;
+            continue;
+        }
+        if (strcmp(a, "--listen-mode") == 0 && v) {
+            if (pg_listen_mode_parse(v, &listen_mode)) {
+                fprintf(stderr, "pocketgpt device: error: --listen-mode %s: use manual, auto or realtime\n", v);
+                return 2;
+            }
+            i++;
+            continue;
+        }
         if (strcmp(a, "--relay") == 0) key = "relay.url";
         else if (strcmp(a, "--token") == 0) key = "relay.token";
         else if (strcmp(a, "--ota") == 0) key = "relay.ota";
@@ -258,14 +290,22 @@ int main(int argc, char **argv) {
         close(ur);
     }
     S.rng |= 1;
+    char aerr[1200];
+    if (sim_audio_init(&S.au, mic, speaker, barge_ms, aerr, sizeof aerr)) {
+        fprintf(stderr, "pocketgpt device: error: %s\n", aerr);
+        return 2;
+    }
     pg_port port = {.ctx = &S, .platform = "posix-sim", .out = sim_out, .net_open = sim_net_open,
-                    .net_close = sim_net_close, .save_settings = sim_save, .random = sim_random, .alloc = sim_alloc};
+                    .net_close = sim_net_close, .save_settings = sim_save, .random = sim_random, .alloc = sim_alloc,
+                    .audio = sim_audio_port()};
     static pg_app app;
     char err[256];
     if (pg_app_init(&app, &port, &set, blob, (size_t)sb.st_size, n_ctx, err, sizeof err)) {
         fprintf(stderr, "pocketgpt device: error: %s: %s\n", model_path, err);
+        sim_audio_close(&S.au, 0, aerr, sizeof aerr);
         return 2;
     }
+    app.listen_mode = listen_mode;
     int tty = isatty(0);
     pg_app_printf(&app, "pocketgpt device simulator: %s, context %ld; /help for commands\n", model_path, (long)app.n_ctx);
     pg_console con;
@@ -284,5 +324,9 @@ int main(int argc, char **argv) {
     }
 done:
     pg_app_disconnect(&app);
+    if (sim_audio_close(&S.au, 1, aerr, sizeof aerr)) {
+        fprintf(stderr, "pocketgpt device: error: %s\n", aerr);
+        return 1;
+    }
     return 0;
 }

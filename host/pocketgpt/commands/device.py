@@ -20,7 +20,7 @@ from pathlib import Path
 from pocketgpt.errors import PocketError
 
 ENGINE_FILES = ["pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c", "sampler.c", "gpt2.c"]
-APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c"]
+APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c", "audio.c"]
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-sign-conversion", "-Wno-format-truncation"]
 
 
@@ -43,6 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ctx", type=int, default=256, help="device context in tokens (default 256, as on the chip)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for this run only (repeatable), e.g. route.max_surprisal=5")
+    p.add_argument("--mic", metavar="WAV|FOLDER",
+                   help="the microphone: a WAV file, or a folder of them taken in name order; each /talk is one "
+                        "push-to-talk press held while the file lasts")
+    p.add_argument("--speaker", metavar="OUT.wav", help="write everything the device plays to this WAV")
+    p.add_argument("--listen-mode", choices=["manual", "auto", "realtime"],
+                   help="voice listening mode (default manual: push-to-talk)")
+    p.add_argument("--barge-in", type=int, metavar="MS",
+                   help="press push-to-talk again MS milliseconds after each release (talking over the reply)")
     p.add_argument("--build-only", action="store_true", help="build the simulator, print its path and stop")
     p.add_argument("--demo", action="store_true",
                    help="the whole system on this machine: start a relay, register this device, run a short "
@@ -70,16 +78,30 @@ def firmware_dir() -> Path:
 
 
 def sources(fw: Path) -> list[Path]:
-    return ([fw / "ports" / "posix" / "sim_main.c"] + [fw / "engine" / f for f in ENGINE_FILES]
-            + [fw / "app" / f for f in APP_FILES])
+    return ([fw / "ports" / "posix" / "sim_main.c", fw / "ports" / "posix" / "sim_audio.c"]
+            + [fw / "engine" / f for f in ENGINE_FILES] + [fw / "app" / f for f in APP_FILES])
+
+
+def opus_flags() -> tuple[list[str], list[str]]:
+    """Voice in the simulator needs the host's libopus headers (Debian: libopus-dev); without them
+    the simulator still builds and /talk says what is missing."""
+    if shutil.which("pkg-config"):
+        proc = subprocess.run(["pkg-config", "--exists", "opus"], capture_output=True)
+        if proc.returncode == 0:
+            return ["-DPG_SIM_OPUS"], ["-lopus"]
+    if Path("/usr/include/opus/opus.h").exists():
+        return ["-DPG_SIM_OPUS"], ["-lopus"]
+    return [], []
 
 
 def build(quiet: bool = True) -> Path:
     """Compile the simulator if no build of these exact sources exists; its path."""
     fw = firmware_dir()
     srcs = sources(fw)
-    headers = sorted((fw / "engine").glob("*.h")) + sorted((fw / "app").glob("*.h"))
-    h = hashlib.sha256(" ".join(CFLAGS).encode())
+    headers = (sorted((fw / "engine").glob("*.h")) + sorted((fw / "app").glob("*.h"))
+               + [fw / "ports" / "posix" / "sim_audio.h"])
+    opus_c, opus_l = opus_flags()
+    h = hashlib.sha256(" ".join(CFLAGS + opus_c + opus_l).encode())
     for f in srcs + headers:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -93,7 +115,8 @@ def build(quiet: bool = True) -> Path:
         raise PocketError("no C compiler found (install gcc, or set CC)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"pocketgpt-sim.{os.getpid()}.tmp"
-    cmd = [cc, *CFLAGS, f"-I{fw / 'engine'}", f"-I{fw / 'app'}", "-o", str(tmp), *map(str, srcs), "-lm"]
+    cmd = [cc, *CFLAGS, *opus_c, f"-I{fw / 'engine'}", f"-I{fw / 'app'}", "-o", str(tmp), *map(str, srcs), *opus_l,
+           "-lm"]
     if not quiet:
         print("building the device simulator ...", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -125,9 +148,13 @@ def command(args: argparse.Namespace, exe: Path) -> list[str]:
     settings.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(exe), "--model", model, "--settings", str(settings), "--ctx", str(args.ctx)]
     for flag, value in (("--relay", args.relay), ("--token", args.token), ("--ota", args.ota),
-                        ("--device-id", args.device_id)):
+                        ("--device-id", args.device_id), ("--mic", getattr(args, "mic", None)),
+                        ("--speaker", getattr(args, "speaker", None)),
+                        ("--listen-mode", getattr(args, "listen_mode", None))):
         if value:
             cmd += [flag, value]
+    if getattr(args, "barge_in", None):
+        cmd += ["--barge-in", str(args.barge_in)]
     for kv in args.set:
         cmd += ["--set", kv]
     return cmd
