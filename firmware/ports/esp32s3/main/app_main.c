@@ -1,6 +1,7 @@
 // pocketgpt ESP32-S3 firmware entry: bring up NVS, the console, Wi-Fi and the model, then run the
-// portable app (firmware/app/pg_app.c) on the console's lines. Every answer is labelled [local] or
-// [relay], exactly as in the simulator.
+// portable app (firmware/app/pg_app.c) on the console's lines, and a voice turn whenever the BOOT
+// button (push-to-talk) goes down. Every answer is labelled [local] or [relay], exactly as in the
+// simulator.
 #include <stdio.h>
 #include <string.h>
 
@@ -69,6 +70,9 @@ void app_main(void) {
         .alloc = port_alloc,
     };
     ESP_ERROR_CHECK(pg_port_parallel_init(&port.par));
+    esp_err_t audio_err = pg_port_audio_init();
+    if (audio_err == ESP_OK) port.audio = pg_port_audio();
+    else ESP_LOGW(TAG, "voice off: audio init failed (%s)", esp_err_to_name(audio_err));
     char msg[256];
     if (pg_app_init(&s_app, &port, &set, blob, size, 256, msg, sizeof msg) != 0) {
         ESP_LOGE(TAG, "%s", msg);
@@ -80,7 +84,12 @@ void app_main(void) {
     pg_console_init(&con, pg_port_console_out, NULL);  // a raw serial line: the device echoes
     pg_port_console_out(NULL, "> ", 2);
     for (;;) {
-        int c = pg_port_console_getc(1000);
+        int c = pg_port_console_getc(30);  // short: the push-to-talk button is polled between bytes
+        if (c < 0 && port.audio && pg_port_ptt_down()) {
+            pg_app_voice(&s_app, "");  // returns when the reply has played (or the turn was cancelled)
+            pg_port_console_out(NULL, "> ", 2);
+            continue;
+        }
         if (c < 0) continue;
         if (pg_console_feed(&con, (uint8_t)c)) {
             pg_app_handle_line(&s_app, con.line);

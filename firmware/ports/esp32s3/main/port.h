@@ -29,3 +29,9 @@ esp_err_t pg_port_parallel_init(pg_parallel *par);
 
 // the model: the `model` flash partition when it holds a GGUF (memory-mapped), else the linked array
 esp_err_t pg_port_model_find(const void **blob, size_t *size, const char **where);
+
+// voice (board.h has the pins): I2S microphone and amplifier, the BOOT button, Opus through
+// esp_audio_codec. pg_port_audio() is the app's audio port once init succeeded.
+esp_err_t pg_port_audio_init(void);
+const pg_audio_port *pg_port_audio(void);
+int pg_port_ptt_down(void);  // the push-to-talk button is held now
