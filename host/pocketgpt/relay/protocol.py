@@ -38,6 +38,9 @@ ERROR_CODES = {
     "rate_limited": "too many requests from this device; retry later",
     "prompt_too_long": "the prompt exceeds the relay's limit",
     "audio_unsupported": "this relay has no voice pipeline; send text turns",
+    "bad_audio": "a binary frame is not one valid Opus packet of at most 60 ms",
+    "bad_audio_params": "the hello's audio_params are not ones the relay can decode",
+    "voice_error": "speech recognition or synthesis failed for this turn (the session stays usable)",
     "backend_error": "the model backend failed while generating",
     "backend_unavailable": "the model backend cannot be reached",
     "shutting_down": "the relay is draining for shutdown",
@@ -46,6 +49,7 @@ ERROR_CODES = {
 }
 
 FINISH_REASONS = ("stop", "length", "abort")
+LISTEN_MODES = ("auto", "manual", "realtime")  # relay ends the utterance / listen stop ends it / barge-in
 
 
 class ProtocolError(Exception):
@@ -146,6 +150,8 @@ def parse_client(text: str | bytes) -> ClientMessage:
         if state not in ("start", "stop", "detect"):
             raise ProtocolError("bad_message", f"listen: 'state' must be start, stop or detect, got {state!r}")
         mode = _opt(obj, "mode", str, "listen")
+        if state == "start" and mode is not None and mode not in LISTEN_MODES:
+            raise ProtocolError("bad_message", f"listen: 'mode' must be auto, manual or realtime, got {mode!r}")
         text_field = _opt(obj, "text", str, "listen")
         return ClientMessage("listen", sid, state=state, mode=mode, text=text_field)
     if kind == "abort":

@@ -59,6 +59,7 @@ class RelayConfig:
     drain_timeout: float = 10.0
     log_prompts: bool = False
     wake_words: tuple[str, ...] = DEFAULT_WAKE_WORDS
+    voice: Any = False                 # True or a voice.VoiceConfig: Opus in, STT, TTS, Opus out (docs/voice.md)
 
 
 # ---- small helpers ----------------------------------------------------------------------------
@@ -158,6 +159,9 @@ class WsSession:
         self.gen: Generation | None = None
         self.request_id: str | None = None     # the running pg.generate, if any
         self.audio_refused = False
+        self.audio_problem: str | None = None  # the hello's audio_params cannot be decoded (voice on)
+        self.listener: Any = None              # voice.Listener, made at the first listen start
+        self.speaker: Any = None               # voice.Speaker of the running turn
 
     async def send(self, text: str) -> bool:
         try:
@@ -200,6 +204,10 @@ class WsSession:
         finally:
             if self.gen is not None:
                 self.gen.abort()
+            if self.speaker is not None:
+                self.speaker.stop()
+            if self.listener is not None:
+                await self.listener.close()
             if self.task is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(self.task), 5)
@@ -210,6 +218,12 @@ class WsSession:
         if isinstance(message, (bytes, bytearray, memoryview)):
             if not self.hello_done:
                 await self.refuse("hello_required", "send a hello before anything else")
+            elif self.relay.voice is not None and self.audio_problem is None:
+                if self.listener is not None:
+                    self.listener.audio(bytes(message))
+            elif self.audio_problem is not None and not self.audio_refused:
+                self.audio_refused = True
+                await self.refuse("bad_audio_params", self.audio_problem)
             elif not self.audio_refused:
                 # once per listening phase: a device streams ~16 packets/s, one error is enough
                 self.audio_refused = True
@@ -230,6 +244,13 @@ class WsSession:
                 ext = {"version": P.EXTENSION_VERSION, "max_tokens": self.relay.cfg.max_tokens_cap,
                        "max_prompt_chars": self.relay.cfg.max_prompt_chars, **self.relay.backend.describe()}
             await self.send(P.server_hello(self.session_id, ext))
+            if self.relay.voice is not None:
+                from pocketgpt.relay.voice.codec import check_client_audio
+
+                self.audio_problem = check_client_audio(msg.audio_params)
+                if self.audio_problem:
+                    await self.refuse("bad_audio_params", self.audio_problem + "; audio frames are refused until "
+                                      "a hello with usable audio_params, text turns still work")
             return
         if not self.hello_done:
             await self.refuse("hello_required", "send a hello before anything else")
@@ -239,6 +260,11 @@ class WsSession:
         if msg.type == "listen":
             if msg.state == "start":
                 self.audio_refused = False
+                if self.relay.voice is not None and self.audio_problem is None:
+                    await self._listen_start(msg.mode or "auto")
+            elif msg.state == "stop":
+                if self.listener is not None:
+                    self.listener.stop()
             elif msg.state == "detect" and msg.text:
                 if msg.text.strip().lower() in self.relay.cfg.wake_words:
                     return  # a wake word fired: nothing to answer until the user speaks
@@ -291,19 +317,72 @@ class WsSession:
         await self.send(P.stt(text, sid))
         await self.send(P.tts("start", sid))
         splitter = P.SentenceSplitter()
+        if self.relay.voice is not None:
+            from pocketgpt.relay.voice.session import Speaker
+
+            self.speaker = Speaker(self.relay.voice, self.send, self.send_audio,
+                                   lambda sentence: P.tts("sentence_start", sid, sentence))
         try:
             self.gen = await self.relay.start_generation(req)
             async for piece in self.gen:
                 for sentence in splitter.feed(piece):
-                    await self.send(P.tts("sentence_start", sid, sentence))
+                    await self._sentence(sentence)
             rest = splitter.flush()
             if rest and self.gen.stats.finish_reason != "abort":
-                await self.send(P.tts("sentence_start", sid, rest))
+                await self._sentence(rest)
+            self.gen = None
+            if self.speaker is not None:
+                await self.speaker.finish()  # the reply's audio, paced at real time
+                if self.speaker.error and not self.speaker.stopped:
+                    await self.refuse("voice_error", f"speech synthesis failed: {self.speaker.error}")
         except BackendError as exc:
             await self.refuse(exc.code, exc.message)
         finally:
             self.gen = None
+            if self.speaker is not None:
+                self.speaker.stop()
+                self.speaker = None
             await self.send(P.tts("stop", sid))
+
+    async def _sentence(self, sentence: str) -> None:
+        if self.speaker is not None:
+            self.speaker.say(sentence)  # its sentence_start goes out right before its audio
+        else:
+            await self.send(P.tts("sentence_start", self.session_id, sentence))
+
+    async def send_audio(self, packet: bytes) -> bool:
+        try:
+            await self.ws.send(packet)
+            return True
+        except ConnectionClosed:
+            return False
+
+    async def _listen_start(self, mode: str) -> None:
+        from pocketgpt.relay.voice.session import Listener
+
+        if self.busy and mode != "realtime" and self.request_id is None:
+            await self.abort(None, quiet=True)  # talking over the reply (push-to-talk pressed again)
+        if self.listener is None:
+            self.listener = Listener(self.relay.voice, self._on_mic)
+        self.listener.start(mode)
+
+    async def _on_mic(self, ev: Any) -> None:
+        """Events from the voice listener, in audio order."""
+        if ev.kind == "error":
+            await self.refuse(ev.code, ev.text)
+        elif ev.kind == "speech_start":
+            if self.listener is not None and self.listener.mode == "realtime" and self.busy and self.request_id is None:
+                await self.abort(None, quiet=True)  # barge-in: the user talks over the reply
+        elif ev.kind == "utterance":
+            log.info("session %s: heard %.1f s of speech (%d words)", self.session_id[:8], ev.audio_s,
+                     len(ev.text.split()))
+            if ev.text:
+                if await self._still_authorized(None):
+                    await self.start_xiaozhi_turn(ev.text)
+            elif self.listener is not None and self.listener.mode == "manual":
+                # push-to-talk with nothing recognised: end the turn so the device leaves listening
+                await self.send(P.stt("", self.session_id))
+                await self.send(P.tts("stop", self.session_id))
 
     async def start_pg(self, msg: P.ClientMessage) -> None:
         rid = msg.request_id
@@ -357,6 +436,8 @@ class WsSession:
             return  # an old or unknown id: nothing of that name is running
         if self.gen is not None:
             self.gen.abort()
+        if self.speaker is not None:
+            self.speaker.stop()  # no audio packet leaves after this point
         task = self.task
         if task is not None:
             try:
@@ -385,6 +466,11 @@ class Relay:
         self._http_runner: Any = None
         self._stopped: asyncio.Event | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self.voice: Any = None
+        if cfg.voice:
+            from pocketgpt.relay.voice.session import VoiceConfig, VoiceService
+
+            self.voice = VoiceService(cfg.voice if isinstance(cfg.voice, VoiceConfig) else None)
 
     # -- lifecycle --
 
@@ -407,6 +493,13 @@ class Relay:
         self._stopped = asyncio.Event()
         tls = self.ssl_context()
         c = self.cfg
+        if self.voice is not None:
+            from pocketgpt.relay.voice.codec import AudioError
+
+            try:
+                await self.voice.start()
+            except AudioError as exc:
+                raise PocketError(f"voice cannot start: {exc}") from None
         try:
             self._ws_server = await serve(
                 self._ws_handler, c.host, c.port, process_request=self._process_request,
@@ -493,6 +586,8 @@ class Relay:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         await self.backend.aclose()
+        if self.voice is not None:
+            self.voice.close()
         log.info("relay stopped")
         if self._stopped is not None:
             self._stopped.set()
