@@ -36,6 +36,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ class RomDouble:
     commands: list[int] = field(default_factory=list)      # every opcode received, in order
     writes: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) per finished download
     stub_ran: bool = False
+    app_after_flash: bool = False   # a connection after a session that wrote flash talks to "the app"
+    console_lines: list[str] = field(default_factory=list)  # lines typed at the app's console
     errors: list[str] = field(default_factory=list)          # protocol problems the double saw
 
     def __post_init__(self) -> None:
@@ -156,8 +159,34 @@ class RomDouble:
                 conn.settimeout(0.2)
                 self._session(conn)
 
+    def _app_session(self, conn: socket.socket) -> None:
+        """The flashed app's console, as far as the monitor can tell: a banner, then one answer per line."""
+        time.sleep(0.3)  # booting; also, pyserial's socket open() drops whatever already arrived
+        conn.sendall(b"pocketgpt: model from the model partition\r\n> ")
+        line = bytearray()
+        while not self._stop.is_set():
+            try:
+                chunk = conn.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            for b in chunk:
+                if b in (0x0D, 0x0A):
+                    if line:
+                        self.console_lines.append(line.decode(errors="replace"))
+                        conn.sendall(b"\r\n[local] you typed " + bytes(line) + b"\r\n> ")
+                        line.clear()
+                else:
+                    line.append(b)
+
     def _session(self, conn: socket.socket) -> None:
         """One connection = the chip just reset into download mode (a socket cannot toggle EN/BOOT)."""
+        if self.app_after_flash and self.writes:
+            self._app_session(conn)
+            return
         self._stub = False
         self._regs: dict[int, int] = {}
         self._download: _Download | None = None

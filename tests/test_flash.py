@@ -308,3 +308,41 @@ def test_nobody_answering_on_the_port_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(res, "no ESP ROM loader answered", "BOOT")
     res = run_tool("--port", str(tmp_path / "ttyNOPE"), "--model", "builtin:device")
     assert_one_line_error(res, "cannot open", "dialout")
+
+
+def test_monitor_after_flashing_and_its_exit_key() -> None:
+    """--monitor: the console of the freshly flashed board on a terminal; Ctrl-] ends it cleanly."""
+    import pty
+    import select
+    import time
+
+    with RomDouble(app_after_flash=True) as d:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, str(TOOL), "--port", d.url, "--model", "builtin:device", "--monitor"],
+                                stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=dict(os.environ))
+        os.close(slave)
+        seen = b""
+
+        def read_until(needle: bytes, limit: float = 60) -> None:
+            nonlocal seen
+            end = time.monotonic() + limit
+            while needle not in seen and time.monotonic() < end:
+                if select.select([master], [], [], 0.2)[0]:
+                    try:
+                        seen += os.read(master, 4096)
+                    except OSError:
+                        break
+            assert needle in seen, seen.decode(errors="replace")
+
+        try:
+            read_until(b"> ")                    # the app's banner and prompt, after the flash
+            os.write(master, b"/status\r")       # Enter on a terminal
+            read_until(b"[local] you typed /status")
+            os.write(master, b"\x1d")            # Ctrl-]
+            assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(master)
+        assert d.console_lines == ["/status"]   # one line, CR LF not doubled into an empty line
+        assert b"written and verified" in seen

@@ -571,6 +571,7 @@ def monitor(port: str, baud: int = CONSOLE_BAUD) -> None:
 
     try:
         ser = serial.serial_for_url(port, baudrate=baud, do_not_open=True)
+        ser.timeout = 0.5  # lets the reader thread notice the exit key on ports without cancel_read
         # a USB-UART bridge wires DTR/RTS to BOOT/EN: keep both released or the chip stays in reset
         ser.dtr = False
         ser.rts = False
@@ -636,7 +637,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(render_plan(plan))
     port = resolve_port(args.port)
-    say = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
+    stdout = sys.stdout  # bound now: esptool's log is redirected while it runs
+    say = (lambda s: None) if args.json else (lambda s: print(s, file=stdout, flush=True))
     say(f"board on {port}")
     result = write_board(port, plan["steps"], plan["flash_bytes_needed"], args.baud, args.no_stub,
                          verbose=args.verbose, say=say)
