@@ -149,6 +149,19 @@ def test_plan_refuses_a_build_made_with_another_table(tmp_path: Path) -> None:
     assert_one_line_error(res, "does not match", "rebuild")
 
 
+def test_plan_refuses_an_image_for_another_chip(tmp_path: Path) -> None:
+    from esptool.targets import CHIP_DEFS
+
+    assert flash.ESP32S3_IMAGE_CHIP_ID == CHIP_DEFS["esp32s3"].IMAGE_CHIP_ID
+    proj = sample_project(tmp_path / "proj")
+    build = sample_build(tmp_path / "b", proj / "partitions.csv", 0x9000, "flasher_args")
+    app = bytearray((build / "firmware.bin").read_bytes())
+    app[12:14] = (5).to_bytes(2, "little")   # an ESP32-C3 image
+    (build / "firmware.bin").write_bytes(bytes(app))
+    res = run_tool("--project", str(proj), "--build-dir", str(build), "--dry-run", "--no-build")
+    assert_one_line_error(res, "firmware.bin was built for another chip", "esp32s3")
+
+
 def test_build_state_sees_a_newer_source(tmp_path: Path) -> None:
     proj = sample_project(tmp_path / "proj")
     build_dir = sample_build(proj / ".pio" / "build" / "esp32s3", proj / "partitions.csv", 0x9000)

@@ -64,6 +64,7 @@ USB_BOARDS: dict[tuple[int, int | None], str] = {
     (0x10C4, 0xEA60): "Silicon Labs CP210x USB-UART bridge",
     (0x1A86, 0x7523): "WCH CH340 USB-UART bridge",
     (0x1A86, 0x55D4): "WCH CH9102 USB-UART bridge",
+    (0x1A86, 0x55D3): "WCH CH343 USB-UART bridge",
     (0x0403, 0x6001): "FTDI FT232R USB-UART bridge",
 }
 
@@ -276,7 +277,7 @@ def build_state(project: Path, build: Build) -> str:
     newest = 0.0
     for rel in FIRMWARE_SOURCES:
         for f in (project / rel).rglob("*"):
-            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in (".c", ".h", ".S", ".txt", ".cmake", ".projbuild"):
+            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in (".c", ".h", ".S", ".txt", ".cmake", ".projbuild", ".yml"):
                 newest = max(newest, f.stat().st_mtime)
     for rel in FIRMWARE_FILES:
         if (project / rel).is_file():
@@ -312,6 +313,20 @@ def run_build(project: Path, env: str) -> None:
     res = subprocess.run([*pio, "run", "-e", env], cwd=project, stdout=sys.stderr)
     if res.returncode != 0:
         raise PocketError(f"`pio run -e {env}` failed (exit {res.returncode}); its output is above")
+
+
+ESP32S3_IMAGE_CHIP_ID = 9         # esptool's ESP32S3ROM.IMAGE_CHIP_ID, checked against it in the tests
+
+
+def check_image(path: Path) -> None:
+    """An ESP-IDF image for this chip: magic 0xE9, chip id in the extended header (bytes 12-13)."""
+    head = path.read_bytes()[:24]
+    if len(head) < 24 or head[0] != 0xE9:
+        raise PocketError(f"{path} is not an ESP-IDF image (no 0xE9 magic): rebuild the firmware")
+    chip = int.from_bytes(head[12:14], "little")
+    if chip != ESP32S3_IMAGE_CHIP_ID:
+        raise PocketError(f"{path} was built for another chip (image chip id {chip}, the ESP32-S3 is "
+                          f"{ESP32S3_IMAGE_CHIP_ID}): build the esp32s3 environment")
 
 
 # ---- the model -----------------------------------------------------------------------------------
@@ -409,6 +424,8 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
                    (app_part.name, build.app, app_part.size)]
         for name, (offset, path), cap in regions:
             n = path.stat().st_size if path.is_file() else 0
+            if n and name != "partition-table":
+                check_image(path)
             if cap and n > cap:
                 raise PocketError(f"{path} is {n:,} bytes but its region at 0x{offset:x} holds {cap:,}: "
                                   "check partitions.csv and rebuild")
@@ -455,7 +472,7 @@ def find_port(ports: Iterable[Any], ask: Callable[[str], str] | None) -> str:
     if not boards:
         others = f" ({len(ports)} other serial port{'s' if len(ports) != 1 else ''} seen)" if ports else ""
         raise PocketError("no ESP32-S3 board found on USB: looked for Espressif (VID 303A) and CP210x/CH340/CH9102/"
-                          f"FTDI bridges{others}; plug the board in with a data cable (the port marked USB or UART), "
+                          f"CH343/FTDI bridges{others}; plug the board in with a data cable (the port marked USB or UART), "
                           "on Linux join the dialout group, or pass --port PATH")
     if len(boards) == 1:
         return boards[0][0]
