@@ -155,6 +155,15 @@ def sim_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "pocketgpt-sim"
 
 
+def test_voice_c_unit_tests_under_sanitizers(tmp_path: Path) -> None:
+    """Push-to-talk transitions (press, release, barge-in, abort, stale packets, the three modes),
+    the listen/abort messages byte for byte, the playback queue, the hello's audio_params."""
+    res = subprocess.run(["make", "-s", "-C", str(POSIX), "test-audio", f"OUT={tmp_path}"], capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "voice: " in res.stdout and " checks, 0 failures" in res.stdout
+
+
 def run_sim(exe: Path, model: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), "--model", str(model), "--device-id", "02:00:00:00:00:2b",
                            "--set", "relay.timeout_ms=15000", *args], input=script, capture_output=True, text=True,
