@@ -188,6 +188,65 @@ def test_missing_platformio_says_how_to_install_it(tmp_path: Path) -> None:
         assert "pip install platformio" in res.stderr
 
 
+def fake_pio(tmp_path: Path, prepared: Path, exit_code: int = 0) -> dict[str, str]:
+    """PlatformIO's command-line contract without PlatformIO (its registry is out of reach here):
+    `pio run -e ENV` in the project leaves the images in .pio/build/ENV. Returns the environment."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "pio"
+    script.write_text(f"""#!{sys.executable}
+import os, shutil, sys
+with open({str(tmp_path / "pio-calls")!r}, "a") as log:
+    log.write(os.getcwd() + " " + " ".join(sys.argv[1:]) + "\\n")
+if {exit_code}:
+    sys.exit({exit_code})
+shutil.copytree({str(prepared)!r}, os.path.join(".pio", "build", sys.argv[3]), dirs_exist_ok=True)
+""")
+    script.chmod(0o755)
+    core = tmp_path / "pio-core"
+    (core / "platforms" / "espressif32").mkdir(parents=True)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "PLATFORMIO_CORE_DIR": str(core)}
+
+
+def test_a_stale_build_is_rebuilt_with_platformio_then_flashed(tmp_path: Path) -> None:
+    proj = sample_project(tmp_path / "proj")
+    prepared = sample_build(tmp_path / "fresh", proj / "partitions.csv", 0x9000)
+    env = fake_pio(tmp_path, prepared)
+    with RomDouble(flash_size=8 * MIB) as d:
+        res = run_tool("--project", str(proj), "--port", d.url, "--json", env=env)
+        d.flush()
+        assert res.returncode == 0, res.stderr
+        assert (tmp_path / "pio-calls").read_text() == f"{proj} run -e esp32s3\n"
+        out = json.loads(res.stdout)
+        assert out["build"]["built"] and out["build"]["state"] == "up to date"
+        for offset, name in ((0x0, "bootloader.bin"), (0x9000, "partitions.bin"), (0x20000, "firmware.bin")):
+            data = (prepared / name).read_bytes()
+            assert d.flash[offset:offset + len(data)] == data
+    # a failing build stops before any port is opened
+    proj2 = sample_project(tmp_path / "proj2")
+    (tmp_path / "f2").mkdir()
+    res = run_tool("--project", str(proj2), "--port", "socket://127.0.0.1:9",
+                   env=fake_pio(tmp_path / "f2", prepared, exit_code=3))
+    # PlatformIO's own output comes first on stderr; ours is the last line
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == ("flash.py: error: `pio run -e esp32s3` failed (exit 3); "
+                                                   "its output is above")
+
+
+def test_extra_images_the_build_lists_are_flashed_too(tmp_path: Path) -> None:
+    proj = sample_project(tmp_path / "proj")
+    build = sample_build(tmp_path / "b", proj / "partitions.csv", 0x9000, "flasher_args")
+    doc = json.loads((build / "flasher_args.json").read_text())
+    (build / "nvs_init.bin").write_bytes(b"\x11" * 0x100)
+    doc["flash_files"] = {"0x0": "bootloader.bin", "0x9000": "partitions.bin", "0x20000": "firmware.bin",
+                          "0xa000": "nvs_init.bin"}
+    (build / "flasher_args.json").write_text(json.dumps(doc))
+    res = run_tool("--project", str(proj), "--build-dir", str(build), "--dry-run", "--json", "--no-build")
+    steps = json.loads(res.stdout)["steps"]
+    assert [(s["partition"], s["offset"]) for s in steps] == [
+        ("bootloader", 0), ("partition-table", 0x9000), ("nvs", 0xA000), ("factory", 0x20000), ("model", 0x120000)]
+
+
 # ---- models ---------------------------------------------------------------------------------------
 
 def test_refuses_what_is_not_a_device_model(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -196,6 +196,7 @@ class Build:
     table: tuple[int, Path]
     app: tuple[int, Path]
     source: str                   # which build output the offsets came from
+    extra: list[tuple[int, Path]] = field(default_factory=list)  # any other image the build lists
 
 
 def _sdkconfig_table_offset(project: Path, env: str) -> int:
@@ -214,37 +215,49 @@ def _chip_bootloader_offset() -> int:
     return int(CHIP_DEFS["esp32s3"].BOOTLOADER_FLASH_OFFSET)
 
 
-def _from_flasher_args(folder: Path) -> dict[str, tuple[int, Path]] | None:
-    """ESP-IDF's build/flasher_args.json: {"bootloader": {"offset", "file"}, "app": ..., ...}."""
+Images = dict[str, Any]
+
+
+def _from_flasher_args(folder: Path) -> Images | None:
+    """ESP-IDF's build/flasher_args.json: "bootloader", "partition-table", "app" ({"offset", "file"})
+    and "flash_files" ({offset: file}, every image, including any others to write)."""
     f = folder / "flasher_args.json"
     if not f.is_file():
         return None
     try:
         doc = json.loads(f.read_text())
-        return {k: (int(doc[key]["offset"], 0), folder / doc[key]["file"])
-                for k, key in (("bootloader", "bootloader"), ("table", "partition-table"), ("app", "app"))}
-    except (ValueError, KeyError, TypeError) as exc:
+        out: Images = {k: (int(doc[key]["offset"], 0), folder / doc[key]["file"])
+                       for k, key in (("bootloader", "bootloader"), ("table", "partition-table"), ("app", "app"))}
+        known = {off for off, _ in out.values()}
+        out["extra"] = sorted((int(off, 0), folder / name) for off, name in doc.get("flash_files", {}).items()
+                              if int(off, 0) not in known)
+        return out
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PocketError(f"{f}: unreadable ({exc}); delete it and rebuild") from None
 
 
-def _from_idedata(folder: Path) -> dict[str, tuple[int, Path]] | None:
-    """PlatformIO's idedata.json: extra.flash_images (bootloader, partitions) + extra.application_offset."""
+def _from_idedata(folder: Path) -> Images | None:
+    """PlatformIO's idedata.json: extra.flash_images ({offset, path}: bootloader, partitions and any
+    others) + extra.application_offset (firmware.bin)."""
     f = folder / "idedata.json"
     if not f.is_file():
         return None
     try:
         extra = json.loads(f.read_text())["extra"]
-        out: dict[str, tuple[int, Path]] = {}
+        out: Images = {"extra": []}
         for img in extra.get("flash_images", []):
             path = Path(img["path"])
+            where = (int(img["offset"], 0), path if path.is_absolute() else folder / path)
             if path.name.startswith("bootloader"):
-                out["bootloader"] = (int(img["offset"], 0), path)
+                out["bootloader"] = where
             elif path.name.startswith("partition"):
-                out["table"] = (int(img["offset"], 0), path)
+                out["table"] = where
+            else:
+                out["extra"].append(where)
         if "application_offset" in extra:
             out["app"] = (int(extra["application_offset"], 0), folder / "firmware.bin")
-        return out if len(out) == 3 else None
-    except (ValueError, KeyError, TypeError) as exc:
+        return out if len(out) == 4 else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PocketError(f"{f}: unreadable ({exc}); delete it and rebuild") from None
 
 
@@ -253,7 +266,7 @@ def find_build(folder: Path, project: Path, env: str, parts: Sequence[Partition]
     for source, reader in (("flasher_args.json", _from_flasher_args), ("idedata.json", _from_idedata)):
         got = reader(folder)
         if got:
-            return Build(folder, got["bootloader"], got["table"], got["app"], source)
+            return Build(folder, got["bootloader"], got["table"], got["app"], source, got["extra"])
     apps = [p for p in parts if p.type == 0]
     if not apps:
         raise PocketError("partitions.csv has no app partition (factory or ota_0): the firmware has nowhere to go")
@@ -422,14 +435,23 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         regions = [("bootloader", build.bootloader, build.table[0] - build.bootloader[0]),
                    ("partition-table", build.table, TABLE_MAX),
                    (app_part.name, build.app, app_part.size)]
+        for offset, path in build.extra:  # e.g. ota_data_initial.bin: goes where the build says
+            part = next((p for p in parts if p.offset == offset), None)
+            if part is not None and part.name == MODEL_PARTITION:
+                raise PocketError(f"the build lists {path} for 0x{offset:x}, the `{MODEL_PARTITION}` partition: "
+                                  "the model is written by this tool, remove it from the build's images")
+            regions.append((part.name if part else path.stem, (offset, path), part.size if part else None))
         for name, (offset, path), cap in regions:
             n = path.stat().st_size if path.is_file() else 0
-            if n and name != "partition-table":
+            if not path.is_file() and name not in ("bootloader", "partition-table", app_part.name):
+                raise PocketError(f"the build lists {path} for 0x{offset:x} but it is missing: rebuild the firmware")
+            if n and name in ("bootloader", app_part.name):
                 check_image(path)
             if cap and n > cap:
                 raise PocketError(f"{path} is {n:,} bytes but its region at 0x{offset:x} holds {cap:,}: "
                                   "check partitions.csv and rebuild")
             steps.append(Step(name, str(path), offset, n, cap))
+    steps.sort(key=lambda st: st.offset)
     model_spec = args.model or DEFAULT_MODEL
     model_path, slow = check_model(model_spec, model_part)
     if slow:
