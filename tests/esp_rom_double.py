@@ -13,7 +13,8 @@ on top of it) runs unmodified against it:
   * FLASH_BEGIN / FLASH_DATA / FLASH_END and FLASH_DEFL_BEGIN / DATA / END (zlib) writing into a
     bytearray with NOR semantics (erase sets 0xFF, a write can only clear bits, so a missing erase
     shows up), block checksums and sequence numbers checked;
-  * SPI_FLASH_MD5 (hex text from the ROM, 16 raw bytes from the stub), ERASE_REGION (stub);
+  * SPI_FLASH_MD5 (hex text from the ROM, 16 raw bytes from the stub), ERASE_REGION (stub),
+    READ_FLASH_SLOW (ROM, 64 bytes a command) and READ_FLASH (stub: blocks, then their MD5);
   * MEM_BEGIN / MEM_DATA / MEM_END: the flasher-stub upload.
 
 The stub. A real chip executes the uploaded stub; a double cannot. Instead it checks that what
@@ -48,7 +49,7 @@ MEM_BEGIN, MEM_END, MEM_DATA = 0x05, 0x06, 0x07
 SPI_SET_PARAMS, SPI_ATTACH, CHANGE_BAUDRATE = 0x0B, 0x0D, 0x0F
 FLASH_DEFL_BEGIN, FLASH_DEFL_DATA, FLASH_DEFL_END = 0x10, 0x11, 0x12
 SPI_FLASH_MD5, GET_SECURITY_INFO = 0x13, 0x14
-ERASE_REGION = 0xD1
+ERASE_REGION, READ_FLASH, READ_FLASH_SLOW = 0xD1, 0xD2, 0x0E
 
 # error codes the ROM puts in the second status byte
 ERR_INVALID_MESSAGE, ERR_FAILED, ERR_BAD_CHECKSUM, ERR_FLASH_WRITE, ERR_DEFLATE = 0x05, 0x06, 0x07, 0x08, 0x0B
@@ -279,6 +280,15 @@ class RomDouble:
             addr, size, _, _ = struct.unpack("<IIII", data[:16])
             digest = hashlib.md5(bytes(self.flash[addr:addr + size]))
             return [self._reply(op, data=digest.digest() if self._stub else digest.hexdigest().encode())]
+        if op == READ_FLASH_SLOW and not self._stub:   # the ROM's read: 64 bytes per command
+            offset, size = struct.unpack("<II", data[:8])
+            return [self._reply(op, data=bytes(self.flash[offset:offset + 64]).ljust(64, b"\xff"))]
+        if op == READ_FLASH and self._stub:   # the stub's: an ack, the data in blocks, then its MD5
+            offset, size, block, _inflight = struct.unpack("<IIII", data[:16])
+            blob = bytes(self.flash[offset:offset + size])
+            blocks = [blob[i:i + block] for i in range(0, len(blob), block)]
+            # (the host acknowledges each block with a 4-byte count; those packets are ignored)
+            return [self._reply(op), *blocks, hashlib.md5(blob).digest()]
         if op == ERASE_REGION and self._stub:
             offset, size = struct.unpack("<II", data[:8])
             self._erase(offset, size)

@@ -333,8 +333,30 @@ def test_everything_lands_at_its_offset(build: Path, stub: bool) -> None:
         assert set(d.flash[-(-end // 0x1000) * 0x1000:]) == {0xFF}
 
 
+def with_our_table(d: RomDouble, csv: Path = ROOT / "partitions.csv") -> RomDouble:
+    """A board that already runs this firmware: partitions.csv's table at 0x8000."""
+    blob = flash.partition_table_bin(flash.read_partitions_csv(csv))
+    d.flash[0x8000:0x8000 + len(blob)] = blob
+    return d
+
+
+@pytest.mark.parametrize("stub", [True, False], ids=["stub", "rom-only"])
+def test_model_alone_checks_the_boards_partition_table(tmp_path: Path, stub: bool) -> None:
+    extra = [] if stub else ["--no-stub"]
+    with RomDouble() as d:   # a blank board: nothing to put a model next to
+        res = flash_via(d, "--model", "builtin:device", *extra)
+        assert_one_line_error(res, "no partition table at 0x8000", "python tools/flash.py")
+        assert d.writes == []
+    other = tmp_path / "other.csv"
+    other.write_text((ROOT / "partitions.csv").read_text().replace("0x310000,  0xCF0000", "0x410000,  0xBF0000"))
+    with with_our_table(RomDouble(), other) as d:   # flashed with another layout
+        res = flash_via(d, "--model", "builtin:device", *extra)
+        assert_one_line_error(res, "not partitions.csv's", "at 0x410000", "--all")
+        assert d.writes == []
+
+
 def test_model_alone_rewrites_only_the_model_partition() -> None:
-    with RomDouble() as d:
+    with with_our_table(RomDouble()) as d:
         d.flash[0x10000:0x20000] = b"\x5a" * 0x10000          # an app already on the board
         d.flash[0x310000:0x320000] = b"\x00" * 0x10000        # an older model (all bits cleared)
         before = bytes(d.flash)
@@ -348,7 +370,7 @@ def test_model_alone_rewrites_only_the_model_partition() -> None:
 
 
 def test_verification_catches_a_corrupted_write() -> None:
-    with RomDouble(corrupt_at=0x310000 + 123_457) as d:
+    with with_our_table(RomDouble(corrupt_at=0x310000 + 123_457)) as d:
         res = flash_via(d, "--model", "builtin:device", "--no-stub")
         assert_one_line_error(res, "verification failed for model at 0x310000", "MD5")
 
@@ -388,7 +410,7 @@ def test_monitor_after_flashing_and_its_exit_key() -> None:
     import select
     import time
 
-    with RomDouble(app_after_flash=True) as d:
+    with with_our_table(RomDouble(app_after_flash=True)) as d:
         master, slave = pty.openpty()
         proc = subprocess.Popen([sys.executable, str(TOOL), "--port", d.url, "--model", "builtin:device", "--monitor"],
                                 stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=dict(os.environ))

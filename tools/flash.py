@@ -405,7 +405,8 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         raise PocketError(f"{csv_path} has no `{MODEL_PARTITION}` partition: the firmware reads its model from there")
     model_only = args.model is not None and not args.all
     plan: dict[str, Any] = {"project": str(project), "env": args.env, "partitions_csv": str(csv_path),
-                            "flash_bytes_needed": table_end(parts), "mode": "model" if model_only else "all"}
+                            "flash_bytes_needed": table_end(parts), "mode": "model" if model_only else "all",
+                            "table_offset": table_offset}
     steps: list[Step] = []
     if not model_only:
         build = find_build(build_dir, project, args.env, parts)
@@ -537,10 +538,36 @@ def esptool_output(verbose: bool) -> Iterator[None]:
         yield
 
 
+def check_board_table(esp: Any, table_offset: int, parts: Sequence[Partition], say: Callable[[str], None]) -> None:
+    """Before writing only the model: the board's own partition table must be partitions.csv's,
+    or the model would land where the firmware does not look for it (or over the app)."""
+    from esptool.util import FatalError
+
+    try:
+        data = esp.read_flash(table_offset, TABLE_MAX)
+    except FatalError:
+        if esp.IS_STUB:  # the stub always reads flash: this is a real failure
+            raise
+        say("note: this ROM loader would not read flash, so the board's partition table was not checked")
+        return
+    if data[:2] != ENTRY_MAGIC:
+        raise PocketError(f"the board has no partition table at 0x{table_offset:x} (no firmware flashed yet?): "
+                          "flash everything first with `python tools/flash.py`")
+    board = read_partitions_bin(data, f"the board's partition table at 0x{table_offset:x}")
+    if [(p.name, p.offset, p.size) for p in board] != [(p.name, p.offset, p.size) for p in parts]:
+        on_board = next((p for p in board if p.name == MODEL_PARTITION), None)
+        where = (f"its `{MODEL_PARTITION}` partition is at 0x{on_board.offset:x}, {on_board.size:,} bytes"
+                 if on_board else f"it has no `{MODEL_PARTITION}` partition")
+        raise PocketError(f"the board's partition table is not partitions.csv's ({where}): flash everything with "
+                          "`python tools/flash.py --model MODEL --all`")
+    say("the board's partition table matches partitions.csv")
+
+
 def write_board(port: str, steps: Sequence[dict[str, Any]], need: int, baud: int, no_stub: bool,
-                reset: bool = True, verbose: bool = False,
-                say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """detect_chip -> stub -> attach_flash -> size check -> write_flash (MD5-verified) per step -> reset."""
+                reset: bool = True, verbose: bool = False, say: Callable[[str], None] = lambda s: None,
+                board_table: tuple[int, Sequence[Partition]] | None = None) -> dict[str, Any]:
+    """detect_chip -> stub -> attach_flash -> size (and, for a model alone, table) check ->
+    write_flash (MD5-verified) per step -> reset."""
     import serial
     from esptool.cmds import attach_flash, detect_chip, detect_flash_size, reset_chip, run_stub, write_flash
     from esptool.util import FatalError, flash_size_bytes
@@ -577,6 +604,8 @@ def write_board(port: str, steps: Sequence[dict[str, Any]], need: int, baud: int
                 raise PocketError(f"the board's flash is {size}, the partition table needs "
                                   f"{need / 2**20:g} MB: use a board with 16 MB flash (ESP32-S3 N16R8) "
                                   "or shrink the partitions in partitions.csv")
+            if board_table is not None:
+                check_board_table(esp, board_table[0], board_table[1], say)
             for st in steps:
                 say(f"writing {st['partition']} ({st['bytes']:,} bytes) at 0x{st['offset']:x} ...")
                 try:
@@ -679,8 +708,11 @@ def run(args: argparse.Namespace) -> int:
     stdout = sys.stdout  # bound now: esptool's log is redirected while it runs
     say = (lambda s: None) if args.json else (lambda s: print(s, file=stdout, flush=True))
     say(f"board on {port}")
+    board_table = None
+    if plan["mode"] == "model":  # only the model moves: the board's table must already be ours
+        board_table = (plan["table_offset"], read_partitions_csv(Path(plan["partitions_csv"]), plan["table_offset"]))
     result = write_board(port, plan["steps"], plan["flash_bytes_needed"], args.baud, args.no_stub,
-                         verbose=args.verbose, say=say)
+                         verbose=args.verbose, say=say, board_table=board_table)
     plan.update(result)
     if args.json:
         print(json.dumps(plan))
