@@ -724,10 +724,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_dependencies() -> None:
+    """esptool 5 and pyserial, with an answer a maker can act on instead of an ImportError."""
+    fix = ("run this with the checkout's venv (`.venv/bin/python tools/flash.py`, made by `make test`) "
+           "or install them: `pip install 'esptool>=5,<6' pyserial`")
+    try:
+        import esptool
+        import serial  # noqa: F401
+    except ImportError as exc:
+        raise PocketError(f"flash.py needs esptool 5 and pyserial ({exc.name} is missing): {fix}") from None
+    major = int(str(getattr(esptool, "__version__", "0")).split(".")[0] or 0)
+    if major != 5:
+        raise PocketError(f"flash.py uses esptool 5's Python API, this is esptool {esptool.__version__}: {fix}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_dependencies()
         return run(args)
+    except ImportError as exc:  # pocketgpt's own dependencies (numpy, gguf) outside the venv
+        print(f"{PROG}: error: {exc.name or exc} is not installed: run this with the checkout's venv "
+              "(`.venv/bin/python tools/flash.py`, made by `make test`)", file=sys.stderr)
+        return 1
     except PocketError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
