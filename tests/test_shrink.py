@@ -141,22 +141,83 @@ def test_narrower_student_keeps_whole_heads_and_the_most_used_dimensions(trimmed
     assert len(set(cols)) == 32
 
 
-def test_distillation_targets_are_the_teachers_distribution_on_the_student_vocabulary():
+DOCS = ["The interesting extraordinary weather in Jerusalem, 1999.", "Never trust a man who reads quotes!",
+        "Antidisestablishmentarianism isn't a word you'd've heard.", "naïve café 🦊 and the cat."]
+
+
+def test_every_teacher_token_boundary_is_a_student_boundary(trimmed):
+    """The trimmed BPE is the full BPE stopped early: the streams align at every teacher token's end."""
+    from pocketgpt.shrink.targets import align, token_bytes
+    from pocketgpt.tokenizer import gpt2_vocab
+    from pocketgpt.train import encode_documents
+
+    full = gpt2_vocab()
+    s_ids = encode_documents(trimmed.vocab.hf_tokenizer(), DOCS * 3, trimmed.vocab.eos_id)
+    t_ids = encode_documents(full.hf_tokenizer(), DOCS * 3, full.eos_id)
+    where = align(s_ids, token_bytes(trimmed.vocab.tokens, trimmed.vocab.eos_id), t_ids,
+                  token_bytes(full.tokens, full.eos_id))
+    hit = where[where >= 0]
+    assert len(set(hit.tolist())) == len(t_ids) == len(hit)  # each teacher position exactly once
+    assert len(s_ids) > len(t_ids)  # fewer merges: more, shorter tokens
+    assert (s_ids[where == len(t_ids) - 1] == trimmed.vocab.eos_id).all()
+
+
+def test_teacher_targets_are_its_distribution_carried_onto_the_student_vocabulary(trimmed, tmp_path):
     import torch
 
-    from pocketgpt.shrink.distill import _teacher_targets
+    from pocketgpt.shrink.targets import TeacherTargets, build_targets
+    from pocketgpt.shrink.vocab import teacher_to_student_map
+    from pocketgpt.tokenizer import gpt2_vocab
+    from pocketgpt.train import encode_documents
 
+    full = gpt2_vocab()
     teacher, _ = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=8, seed=2)
-    x = torch.randint(0, 50257, (3, 16))
-    keep = np.arange(50257)
-    t2s = torch.from_numpy(keep % 100)
-    head = teacher.lm_head.weight.detach()
-    target = _teacher_targets(teacher, x, head, t2s, 100, 8, 2.0, 2)
-    assert torch.allclose(target.sum(-1), torch.ones(3, 16), atol=1e-5)
+    s_ids = encode_documents(trimmed.vocab.hf_tokenizer(), DOCS, trimmed.vocab.eos_id)
+    tg = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3)
+    assert tg.ids.shape == (len(s_ids), 5) and tg.coverage == tg.teacher_tokens / len(s_ids)
+    # by hand: the teacher over its own tokens in windows of its context, softmax over the tokens
+    # the corpus uses, each probability summed onto the student token its spelling starts with
+    t_ids = encode_documents(full.hf_tokenizer(), DOCS, full.eos_id)
+    used = np.unique(t_ids)
+    t2s = torch.from_numpy(teacher_to_student_map(full, trimmed)[used])
     with torch.no_grad():
-        p = torch.softmax(teacher(input_ids=x[:, 8:]).logits / 2.0, -1)
-    want = torch.zeros(3, 8, 100).index_add_(2, t2s, p)
-    assert torch.allclose(target[:, 8:], want, atol=1e-6)  # the second half is scored in its own window
+        logits = torch.cat([teacher(input_ids=torch.from_numpy(t_ids[i:i + 8])[None]).logits[0]
+                            for i in range(0, len(t_ids), 8)])
+    want = torch.zeros(len(t_ids), trimmed.vocab.n_vocab).index_add_(1, t2s, torch.softmax(logits[:, used], -1))
+    # student position i has a target iff its token ends where a teacher token ends
+    j = 0
+    s_end = np.cumsum([len(trimmed.vocab.tokens[i]) if i != trimmed.vocab.eos_id else 1 for i in s_ids])
+    t_end = np.cumsum([len(full.tokens[i]) if i != full.eos_id else 1 for i in t_ids])
+    for i in range(len(s_ids)):
+        while t_end[j] < s_end[i]:
+            j += 1
+        assert tg.has[i] == (t_end[j] == s_end[i])
+        if tg.has[i]:
+            top = torch.topk(want[j], 5)
+            np.testing.assert_allclose(tg.probs[i].astype(np.float32), top.values.numpy(), rtol=2e-3, atol=1e-4)
+            assert set(tg.ids[i][tg.probs[i] > 1.01 * top.values[-1].item()]) <= set(top.indices.tolist())
+    # the cache comes back only for the same key
+    tg.save(tmp_path / "t.npz", {"merges": 400})
+    back = TeacherTargets.load(tmp_path / "t.npz", {"merges": 400})
+    assert back is not None and (back.ids == tg.ids).all() and back.coverage == tg.coverage
+    assert TeacherTargets.load(tmp_path / "t.npz", {"merges": 401}) is None
+
+
+def test_distillation_loss_is_zero_when_the_student_is_the_teacher():
+    """The k + 1-bin KL: zero for a student equal to the teacher's top-k, positive otherwise."""
+    import torch
+
+    from pocketgpt.shrink.distill import _soft_loss
+    from pocketgpt.shrink.targets import TeacherTargets
+
+    logits = torch.randn(6, 50) * 3
+    p = torch.softmax(logits, -1)
+    top = p.topk(4, -1)
+    tg = TeacherTargets(top.indices.numpy().astype(np.int32), top.values.numpy().astype(np.float16),
+                        np.array([True, True, False, True, True, True]), 0.0, 6)
+    pos = np.arange(6)
+    assert float(_soft_loss(logits, tg, pos)) < 1e-3
+    assert float(_soft_loss(torch.zeros(6, 50), tg, pos)) > 0.1
 
 
 def test_training_never_sees_held_out_quotes(tmp_path):
@@ -187,10 +248,12 @@ def test_shrink_command_writes_a_model_the_engine_runs(teacher_path, tmp_path):
     out = tmp_path / "small.gguf"
     d = pocketgpt_json("shrink", str(teacher_path), str(out), "--vocab", "300", "--layers", "1", "--width", "32",
                        "--ff", "64", "--ctx", "96", "--distill-steps", "4", "--batch", "2", "--corpus", str(corpus),
-                       "--teacher-vocab", "64")
+                       "--topk", "8", "--teacher-cache", str(tmp_path / "targets.npz"))
     assert (d["n_vocab"], d["n_layer"], d["n_embd"], d["n_head"], d["n_ff"], d["n_ctx"]) == (557, 1, 32, 2, 64, 96)
     assert d["file_bytes"] == out.stat().st_size and d["n_params"] < 40_000
     assert d["distill"]["steps"] == 4 and d["distill"]["mode"] == "distill"
+    assert d["distill"]["teacher"]["topk"] == 8 and 0.2 < d["distill"]["teacher"]["coverage"] <= 1.0
+    assert (tmp_path / "targets.npz").exists()
     assert d["budget"]["fits"] and "not measured" in d["budget"]["note"]
     eng = Engine(out, threads=1)
     assert eng.n_vocab == 557 and eng.n_ctx == 96

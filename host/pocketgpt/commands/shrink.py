@@ -15,8 +15,10 @@ Make a small GPT-2 from a bigger teacher, for the ESP32-S3:
    with fewer, shorter tokens; the kept tokens' embedding rows carry over.
 2. structure: drop layers (--layers), heads and embedding width (--width, whole heads of the
    teacher's size), MLP neurons (--ff), each kept weight a slice of the teacher's.
-3. distillation on --corpus: KL to the teacher's next-token distribution mapped onto the trimmed
-   vocabulary, plus cross-entropy, for --distill-steps steps or --max-minutes, with a progress bar.
+3. distillation on --corpus: the teacher reads the corpus once, in its own tokens, and keeps the
+   top --topk of its next-token distribution carried onto the trimmed vocabulary at every position
+   where a teacher token ends (--teacher-cache FILE keeps them for the next run); then KL to
+   those plus cross-entropy, for --distill-steps steps or --max-minutes, with a progress bar.
    The held-out split (5 %, seed 1337, as 'pocketgpt train' makes it) is never trained on, nor any
    quote of the teacher folder's heldout.txt.
 --budget esp32s3 picks the largest shape that fits the device budget (docs/budget.md) among the
@@ -56,12 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term (default 0.5)")
-    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
-    p.add_argument("--teacher-vocab", type=int, default=4096, metavar="N",
-                   help="teacher logits over the kept tokens + its N most frequent corpus tokens (default 4096; "
-                        "0 = the kept tokens only)")
-    p.add_argument("--teacher-rows", type=int, default=None, metavar="R",
-                   help="sequences of each batch that get the KL term (default all; fewer = cheaper steps)")
+    p.add_argument("--topk", type=int, default=32, metavar="K",
+                   help="teacher probabilities kept per position, on the student vocabulary (default 32)")
+    p.add_argument("--teacher-cache", metavar="FILE", default=None,
+                   help="keep the teacher's targets in FILE (.npz) and reuse them when teacher, vocabulary "
+                        "and corpus match (the teacher runs once over the corpus either way)")
+    p.add_argument("--teacher-minutes", type=float, default=None, metavar="M",
+                   help="bound the teacher's pass: positions it did not reach train on cross-entropy only")
     p.add_argument("--from-scratch", action="store_true", help="random init, cross-entropy only (baseline)")
     p.add_argument("--exclude", metavar="FILE", default=None,
                    help="never train on the quotes of FILE (default: heldout.txt beside a teacher folder)")
@@ -86,19 +89,21 @@ def run(args: argparse.Namespace) -> int:
         raise PocketError("--distill-steps must be >= 0 and --batch >= 1")
     if args.distill_steps > 0 and not args.corpus:
         raise PocketError("distillation needs text: pass --corpus PATH (or --distill-steps 0)")
-    if args.teacher_vocab < 0:
-        raise PocketError(f"--teacher-vocab {args.teacher_vocab}: give 0 or more tokens")
+    if args.topk < 1:
+        raise PocketError(f"--topk {args.topk}: give 1 or more")
+    if args.teacher_minutes is not None and args.teacher_minutes <= 0:
+        raise PocketError(f"--teacher-minutes {args.teacher_minutes}: give a positive number")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise PocketError(f"--max-minutes {args.max_minutes}: give a positive number")
-    if not 0.0 <= args.alpha <= 1.0 or args.temperature <= 0:
-        raise PocketError("--alpha must be within 0..1 and --temperature positive")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise PocketError(f"--alpha {args.alpha}: give a weight within 0..1")
     opts = ShrinkOptions(
         input=args.input, output=str(out), corpus=args.corpus or [], budget=args.budget, merges=args.vocab,
         layers=args.layers, widths=args.width, ffs=args.ff, n_ctx=args.ctx, qtype=args.type,
         steps=args.distill_steps, max_minutes=args.max_minutes, batch=args.batch, lr=args.lr, alpha=args.alpha,
-        temperature=args.temperature, from_scratch=args.from_scratch, exclude=args.exclude, threads=args.threads,
-        seed=args.seed, teacher_vocab=args.teacher_vocab,
-        teacher_rows=args.teacher_rows, progress=sys.stderr.isatty() and not args.json,
+        from_scratch=args.from_scratch, exclude=args.exclude, threads=args.threads,
+        seed=args.seed, topk=args.topk, teacher_cache=args.teacher_cache,
+        teacher_minutes=args.teacher_minutes, progress=sys.stderr.isatty() and not args.json,
     )
     result, text = shrink(opts)
     emit(args, result, text)

@@ -1,15 +1,17 @@
 """Knowledge distillation of the pruned student from the teacher, on a text corpus.
 
-The student reads the corpus in its own (trimmed) tokens. The teacher reads the very same token
-sequence (every student token is a teacher token, so positions line up exactly) and its
-next-token distribution is carried onto the student's vocabulary: the probability of each teacher
-token goes to the first student token of its spelling (vocab.teacher_to_student_map). The loss is
+The teacher's targets are computed once, before training (targets.py): for each position of the
+student's token stream, the top-k of the teacher's next-token distribution carried onto the
+student's vocabulary, where a teacher distribution exists (positions that end a teacher token).
+The loss is
 
-    alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(next token)
+    alpha * KL(teacher || student) + (1 - alpha) * cross-entropy(next token)
 
-with temperature T. A teacher whose context is shorter than the student's scores the window in
-teacher-sized pieces. Without a teacher (`teacher=None`) this is plain training from the given
-initialisation: the from-scratch baseline uses the same loop, data order and time bound.
+with the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
+probability the top-k leaves out, so the student is not taught that the rest has none), averaged
+over the positions that have a target. Without targets (`targets=None`) this
+is plain training from the given initialisation: the from-scratch baseline uses the same loop,
+data order and bounds, and a step costs the same either way.
 
 Runs are bounded by steps and by wall time (`max_minutes`); the learning rate follows a cosine
 over whichever of the two runs out first, so an equal-time comparison is fair.
@@ -35,11 +37,8 @@ class DistillConfig:
     warmup: int = 20
     weight_decay: float = 0.01
     alpha: float = 0.5
-    temperature: float = 2.0
     grad_clip: float = 1.0
     seed: int = 1337
-    teacher_chunk: int = 4  # sequences per teacher forward (bounds its (B, T, 50257) logits)
-    teacher_rows: int | None = None  # sequences per batch that get the KL term (None: all)
 
 
 @dataclass
@@ -57,26 +56,21 @@ def _lr(cfg: DistillConfig, progress: float, step: int) -> float:
     return warmup_cosine_lr(step, progress, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
 
 
-def _teacher_targets(teacher: Any, x: Any, head: Any, t2s: Any, n_student_vocab: int, n_ctx_teacher: int,
-                     temperature: float, chunk: int) -> Any:
-    """Teacher next-token probabilities at temperature T, summed onto the student vocabulary.
-
-    `head` (S, E) holds the teacher's output rows for the teacher tokens considered and `t2s` (S,)
-    where each goes; the softmax runs over those S tokens only (see `distill`).
-    """
+def _soft_loss(logits: Any, targets: Any, pos: np.ndarray) -> Any:
+    """KL(teacher || student) over k + 1 bins, averaged over the positions `pos` that have a target:
+    the teacher's top-k student tokens, and one bin for all the rest (the mass the top-k leaves)."""
     import torch
+    import torch.nn.functional as Fn
 
-    B, T = x.shape
-    out = torch.zeros(B, T, n_student_vocab)
-    with torch.no_grad():
-        for b0 in range(0, B, chunk):
-            for t0 in range(0, T, n_ctx_teacher):
-                piece = x[b0:b0 + chunk, t0:t0 + n_ctx_teacher]
-                hidden = teacher.transformer(input_ids=piece).last_hidden_state
-                logits = hidden @ head.T
-                p = torch.softmax(logits / temperature, dim=-1)
-                out[b0:b0 + chunk, t0:t0 + piece.shape[1]].index_add_(2, t2s, p)
-    return out
+    has = targets.has[pos]
+    p = torch.from_numpy(targets.probs[pos[has]].astype(np.float32))
+    rest = (1.0 - p.sum(-1)).clamp_min(1e-6)
+    logq_all = Fn.log_softmax(logits[torch.from_numpy(has)], dim=-1)
+    logq = logq_all.gather(1, torch.from_numpy(targets.ids[pos[has]]).long())
+    q_rest = (1.0 - logq.exp().sum(-1)).clamp_min(1e-6)
+    pk = p.clamp_min(1e-8)
+    kl = (pk * (pk.log() - logq)).sum(-1) + rest * (rest.log() - q_rest.log())
+    return kl.mean()
 
 
 def val_loss(model: Any, ids: np.ndarray, n_ctx: int, max_windows: int = 32) -> float:
@@ -99,17 +93,11 @@ def val_loss(model: Any, ids: np.ndarray, n_ctx: int, max_windows: int = 32) -> 
     return total / max(count, 1)
 
 
-def distill(student: Any, teacher: Any | None, train_ids: np.ndarray, val_ids: np.ndarray, cfg: DistillConfig,
-            s2t: np.ndarray | None = None, t2s: np.ndarray | None = None, teacher_tokens: np.ndarray | None = None,
-            progress: bool = True) -> DistillResult:
+def distill(student: Any, train_ids: np.ndarray, val_ids: np.ndarray, cfg: DistillConfig,
+            targets: Any | None = None, progress: bool = True) -> DistillResult:
     """Train `student` in place on windows of `train_ids` (student tokens). See the module docstring.
 
-    s2t: (student vocab,) teacher id of each student token; t2s: (teacher vocab,) student token
-    that each teacher token's probability goes to. Both needed when a teacher is given.
-    teacher_tokens: the teacher tokens whose logits are computed (default all). The teacher's
-    output head is most of its cost (50,257 rows for GPT-2); restricting it to the tokens that
-    occur in the corpus, renormalised, keeps nearly all of the probability mass at a fraction
-    of the arithmetic.
+    targets: a targets.TeacherTargets over `train_ids` (None: cross-entropy only).
     """
     import torch
     import torch.nn.functional as Fn
@@ -123,13 +111,8 @@ def distill(student: Any, teacher: Any | None, train_ids: np.ndarray, val_ids: n
         from pocketgpt.errors import PocketError
 
         raise PocketError(f"the corpus has {len(train_ids)} training tokens; need more than the context of {n_ctx}")
-    if teacher is not None:
-        teacher.eval()
-        s2t_t = torch.from_numpy(np.asarray(s2t, dtype=np.int64))
-        keep = np.arange(len(t2s)) if teacher_tokens is None else np.asarray(teacher_tokens, dtype=np.int64)
-        t2s_t = torch.from_numpy(np.asarray(t2s, dtype=np.int64)[keep])
-        head = teacher.lm_head.weight.detach()[torch.from_numpy(keep)].contiguous()
-        n_ctx_teacher = teacher.config.n_positions
+    if targets is not None and len(targets.has) != len(train_ids):
+        raise ValueError("teacher targets do not cover the training stream")
     decay = [p for p in student.parameters() if p.dim() >= 2]
     no_decay = [p for p in student.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -138,7 +121,7 @@ def distill(student: Any, teacher: Any | None, train_ids: np.ndarray, val_ids: n
     start = time.time()
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     bar = tqdm(total=cfg.steps, disable=not progress, unit="step", dynamic_ncols=True,
-               desc="distill" if teacher is not None else "train")
+               desc="distill" if targets is not None else "train")
     step = tokens = 0
     ema = float("nan")
     while step < cfg.steps:
@@ -153,13 +136,10 @@ def distill(student: Any, teacher: Any | None, train_ids: np.ndarray, val_ids: n
         x, y = batch[:, :-1], batch[:, 1:]
         logits = student(input_ids=x).logits
         ce = Fn.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        if teacher is not None:
-            T = cfg.temperature
-            r = min(cfg.teacher_rows or cfg.batch_size, cfg.batch_size)
-            target = _teacher_targets(teacher, s2t_t[x[:r]], head, t2s_t, V, n_ctx_teacher, T, cfg.teacher_chunk)
-            logp = Fn.log_softmax(logits[:r] / T, dim=-1)
-            kl = Fn.kl_div(logp.reshape(-1, V), target.reshape(-1, V), reduction="batchmean") * T * T
-            loss = cfg.alpha * kl + (1 - cfg.alpha) * ce
+        pos = (starts[:, None] + np.arange(n_ctx)).reshape(-1)  # stream positions of x
+        if targets is not None and targets.has[pos].any():
+            soft = _soft_loss(logits.reshape(-1, V), targets, pos)
+            loss = cfg.alpha * soft + (1 - cfg.alpha) * ce
         else:
             loss = ce
         opt.zero_grad(set_to_none=True)

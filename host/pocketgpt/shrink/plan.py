@@ -3,8 +3,9 @@
 Candidates: every combination of the allowed vocabulary sizes, depths, widths (whole teacher
 heads) and MLP widths (2x..4x the width, at most the teacher's); each is sized exactly as it would
 be stored (the quantization preset's per-tensor types) and put through pocketgpt.budget.estimate.
-Among those that fit with `margin` to spare on speed, widths and MLP widths that quantized blocks do not divide (multiples of 32) are
-skipped. The one with most parameters wins (ties: the
+A shape fits when the budget model says it fits, its mean speed over the context
+has `margin` to spare and even its last position (the longest attention) reaches the goal.
+Widths and MLP widths that quantized blocks do not divide (multiples of 32) are skipped. The one with most parameters wins (ties: the
 deeper one, then the larger vocabulary). The margin absorbs what the budget model cannot know.
 """
 
@@ -67,7 +68,8 @@ def choose(teacher: GPT2Config, *, budget: str = "esp32s3", n_ctx: int = 256, qs
                     cfg = shape.config(teacher)
                     n_cand += 1
                     rep = estimate((cfg, planned_types(cfg, qspec)), n_ctx=n_ctx, weights_in=weights_in)
-                    if not rep.fits or rep.modeled_tok_s < margin * ESP32S3.target_tok_s:
+                    if (not rep.fits or rep.modeled_tok_s < margin * ESP32S3.target_tok_s
+                            or rep.modeled_tok_s_full < ESP32S3.target_tok_s):
                         continue
                     n_fit += 1
                     key = (cfg.n_params(), n_layer, k)

@@ -32,13 +32,13 @@ class ShrinkOptions:
     batch: int = 8
     lr: float = 1e-3
     alpha: float = 0.5
-    temperature: float = 2.0
     from_scratch: bool = False
     exclude: str | None = None
     threads: int | None = None
     seed: int = 1337
-    teacher_vocab: int = 4096
-    teacher_rows: int | None = None
+    topk: int = 32
+    teacher_cache: str | None = None
+    teacher_minutes: float | None = None
     progress: bool = False
 
 
@@ -68,17 +68,6 @@ def training_documents(corpus: list[str], exclude: str | None) -> tuple[list[str
     return train, val, dropped
 
 
-def teacher_subset(teacher: Any, trimmed: Any, docs: list[str], n_top: int) -> tuple[np.ndarray, float]:
-    """Teacher tokens whose logits distillation computes: every kept token plus the `n_top` most
-    frequent in the corpus (teacher tokenization); and the share of corpus tokens they cover."""
-    ids = np.concatenate([np.asarray(e, dtype=np.int64) for e in
-                          teacher.hf_tokenizer()(docs, add_special_tokens=False)["input_ids"] if e])
-    counts = np.bincount(ids, minlength=teacher.n_vocab)
-    top = np.argsort(-counts, kind="stable")[:n_top]
-    keep = np.union1d(top, trimmed.teacher_ids)
-    return keep, float(counts[keep].sum() / max(1, counts.sum()))
-
-
 def _dtype_spec(qtype: str) -> str:
     from pocketgpt.quant import presets
 
@@ -93,13 +82,13 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
     from pocketgpt import models
     from pocketgpt.budget import estimate
     from pocketgpt.gguf_io import ModelFile, read_gguf, store_tensors, tensors_to_hf_state, write_gguf
-    from pocketgpt.hf import hf_config, hf_to_tensors, require_toolchain, torch_model
+    from pocketgpt.hf import hf_config, hf_to_tensors, require_toolchain
     from pocketgpt.quant import formats as F
     from pocketgpt.quant import presets, quantizer
     from pocketgpt.shrink import plan as planner
     from pocketgpt.shrink.distill import DistillConfig, distill
     from pocketgpt.shrink.prune import Shape, check_shape, prune
-    from pocketgpt.shrink.vocab import teacher_to_student_map, trim_vocab
+    from pocketgpt.shrink.vocab import trim_vocab
     from pocketgpt.train import encode_documents
 
     require_toolchain()
@@ -156,20 +145,18 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
         tok = vocab.hf_tokenizer()
         train_ids = encode_documents(tok, train_docs, vocab.eos_id)
         val_ids = encode_documents(tok, val_docs, vocab.eos_id)
-        teacher = None if o.from_scratch else torch_model(tmf)
-        t2s = None if o.from_scratch else teacher_to_student_map(tmf.vocab, trimmed)
-        subset, coverage = (None, 1.0) if o.from_scratch else teacher_subset(tmf.vocab, trimmed, train_docs,
-                                                                               o.teacher_vocab)
+        targets = None if o.from_scratch else _targets(o, tmf, trimmed, train_docs, train_ids)
         dcfg = DistillConfig(steps=o.steps, max_minutes=o.max_minutes, batch_size=o.batch, lr=o.lr,
-                             alpha=o.alpha, temperature=o.temperature, seed=o.seed,
-                             teacher_rows=o.teacher_rows)
-        res = distill(student, teacher, train_ids, val_ids, dcfg, s2t=trimmed.teacher_ids, t2s=t2s,
-                      teacher_tokens=subset, progress=o.progress)
+                             alpha=o.alpha, seed=o.seed)
+        res = distill(student, train_ids, val_ids, dcfg, targets=targets, progress=o.progress)
         stats = {"steps": res.steps, "seconds": res.seconds, "tokens_seen": res.tokens_seen,
                  "train_loss": round(res.train_loss, 4), "val_loss": round(res.val_loss, 4),
                  "train_documents": len(train_docs), "excluded_documents": dropped,
-                 "mode": "scratch" if o.from_scratch else "distill",
-                 "teacher_tokens": None if subset is None else len(subset), "teacher_coverage": round(coverage, 4)}
+                 "mode": "scratch" if o.from_scratch else "distill"}
+        if targets is not None:
+            stats["teacher"] = {"seconds": targets.seconds, "topk": int(targets.ids.shape[1]),
+                                "coverage": round(targets.coverage, 4), "topk_mass": round(targets.mass(), 4),
+                                "teacher_tokens": targets.teacher_tokens, "cached": o.teacher_cache}
 
     # ---- store -------------------------------------------------------------------------------
     _, ftensors, _ = hf_to_tensors(student)
@@ -201,5 +188,32 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
         lines.append(f"  {stats['mode']}: {stats['steps']} steps in {stats['seconds']:.0f} s, "
                      f"{stats['tokens_seen']:,} tokens; held-out loss {stats['val_loss']:.3f} nats/token "
                      "(trimmed tokens; compare models with 'pocketgpt eval --text', bits per byte)")
+        if "teacher" in stats:
+            t = stats["teacher"]
+            lines.append(f"  teacher targets: top-{t['topk']} over {t['coverage']:.0%} of positions "
+                         f"(holding {t['topk_mass']:.0%} of the teacher's probability), computed once in "
+                         f"{t['seconds']:.0f} s")
     lines.append(rep.render())
     return result, "\n".join(lines)
+
+
+def _targets(o: ShrinkOptions, tmf: Any, trimmed: Any, docs: list[str], train_ids: np.ndarray) -> Any:
+    """The teacher's top-k targets over the training stream: from --teacher-cache when it holds
+    them for this teacher, vocabulary and corpus, else computed now (and saved there)."""
+    import hashlib
+
+    from pocketgpt.hf import torch_model
+    from pocketgpt.shrink.targets import TeacherTargets, build_targets
+
+    key = {"teacher": str(Path(o.input)), "merges": len(trimmed.vocab.merges), "k": o.topk,
+           "stream": hashlib.sha256(train_ids.tobytes()).hexdigest()[:16],
+           "teacher_minutes": o.teacher_minutes, "seed": o.seed}
+    if o.teacher_cache:
+        cached = TeacherTargets.load(o.teacher_cache, key)
+        if cached is not None:
+            return cached
+    tg = build_targets(torch_model(tmf), tmf.vocab, trimmed, docs, train_ids, k=o.topk,
+                       max_minutes=o.teacher_minutes, seed=o.seed, progress=o.progress)
+    if o.teacher_cache:
+        tg.save(o.teacher_cache, key)
+    return tg
