@@ -632,20 +632,26 @@ def write_board(port: str, steps: Sequence[dict[str, Any]], need: int, baud: int
     return out
 
 
-def monitor(port: str, baud: int = CONSOLE_BAUD) -> None:
+def monitor(port: str, baud: int = CONSOLE_BAUD, opens: int = 10) -> None:
     """The device console through pyserial's miniterm; Ctrl-] leaves."""
     import serial
     from serial.tools.miniterm import Miniterm
 
-    try:
-        ser = serial.serial_for_url(port, baudrate=baud, do_not_open=True)
-        ser.timeout = 0.5  # lets the reader thread notice the exit key on ports without cancel_read
-        # a USB-UART bridge wires DTR/RTS to BOOT/EN: keep both released or the chip stays in reset
-        ser.dtr = False
-        ser.rts = False
-        ser.open()
-    except (serial.SerialException, ValueError) as exc:
-        raise PocketError(f"cannot open {port} for the console: {_first_line(exc)}") from None
+    ser = None
+    for attempt in range(opens):
+        try:
+            ser = serial.serial_for_url(port, baudrate=baud, do_not_open=True)
+            ser.timeout = 0.5  # lets the reader thread notice the exit key on ports without cancel_read
+            # a USB-UART bridge wires DTR/RTS to BOOT/EN: keep both released or the chip stays in reset
+            ser.dtr = False
+            ser.rts = False
+            ser.open()
+            break
+        except (serial.SerialException, ValueError, OSError) as exc:
+            # the S3's own USB port disappears for a moment while the chip restarts
+            if attempt == opens - 1:
+                raise PocketError(f"cannot open {port} for the console: {_first_line(exc)}") from None
+            time.sleep(0.3)
     term = Miniterm(ser, echo=False, eol="crlf", filters=["direct"])
     term.exit_character = EXIT_KEY
     term.set_rx_encoding("utf-8", "replace")
@@ -695,7 +701,7 @@ def run(args: argparse.Namespace) -> int:
     if args.all and args.model is None:
         raise PocketError("--all goes with --model (without --model everything is flashed anyway)")
     if args.monitor_only:
-        monitor(resolve_port(args.port))
+        monitor(resolve_port(args.port), opens=1)
         return 0
     plan = make_plan(args)
     if args.dry_run:
