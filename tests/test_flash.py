@@ -117,6 +117,18 @@ def test_blank_offsets_and_suffixes_follow_esp_idf(tmp_path: Path) -> None:
     assert parts["nvs"].offset == 0xA000          # right after the table sector
     assert parts["factory"].size == MIB
     assert parts["model"].offset == 0x120000      # after factory, 4 KiB aligned
+    # newer ESP-IDF rows for the bootloader and the table, keywords in any case, a blank data subtype
+    csv = tmp_path / "idf55.csv"
+    csv.write_text("bootloader, bootloader, primary, N/A, N/A\npartition_table, partition_table, primary, N/A, N/A\n"
+                   "nvs, DATA, NVS, , 24K\nstore, data, , , 0x1000\nfactory, app, factory, , 1M\n")
+    got = [(p.name, p.type, p.subtype, p.offset, p.size) for p in flash.read_partitions_csv(csv)]
+    assert got == [("nvs", 1, 2, 0x9000, 0x6000), ("store", 1, 0x06, 0xF000, 0x1000), ("factory", 0, 0, 0x10000, MIB)]
+    for bad, needle in (("model, data, 0x40, 0x9001, 1M\n", "not aligned"),
+                        ("a, data, nvs, 0x9000, 0x6000\nb, data, nvs, 0xA000, 0x1000\n", "overlaps"),
+                        ("m, data, 0x40, 0x9000, lots\n", "not a number")):
+        csv.write_text(bad)
+        with pytest.raises(flash.PocketError, match=needle):
+            flash.read_partitions_csv(csv)
 
 
 @pytest.mark.parametrize("describe", ["flasher_args", "idedata", None])

@@ -77,6 +77,7 @@ PIO_INSTALL = ("install it with `python -m pip install platformio` (in this chec
 # ---- the partition table -----------------------------------------------------------------------
 
 TYPES = {"app": 0x00, "data": 0x01}
+REGION_TYPES = {"bootloader": 0x02, "partition_table": 0x03}   # ESP-IDF 5.3+: rows for the two fixed regions
 SUBTYPES = {
     0x00: {"factory": 0x00, "test": 0x20, **{f"ota_{i}": 0x10 + i for i in range(16)}},
     0x01: {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04, "efuse": 0x05,
@@ -125,12 +126,17 @@ def read_partitions_csv(path: Path, table_offset: int = IDF_DEFAULT_TABLE_OFFSET
         row = [c.strip() for c in row] + [""] * 6
         name, typ, sub, off, size, flags = row[:6]
         where = f"{path} row {i} ({name or '?'})"
-        if not name or not typ or not sub or not size:
+        if not name or not typ or not size and typ.lower() not in REGION_TYPES:
             raise PocketError(f"{where}: needs Name, Type, SubType, Offset, Size")
-        type_id = TYPES.get(typ, None) if not typ[:1].isdigit() else _number(typ, "type", where)
+        if typ.lower() in REGION_TYPES:
+            continue  # newer ESP-IDF's rows for the bootloader and the table: placed by the build
+        type_id = TYPES.get(typ.lower()) if not typ[:1].isdigit() else _number(typ, "type", where)
         if type_id is None:
             raise PocketError(f"{where}: type {typ!r} is not app, data or a number")
-        sub_id = SUBTYPES.get(type_id, {}).get(sub) if not sub[:1].isdigit() else _number(sub, "subtype", where)
+        if not sub and type_id == TYPES["data"]:
+            sub = "undefined"  # ESP-IDF's default for a data partition
+        sub_id = (SUBTYPES.get(type_id, {}).get(sub.lower()) if not sub[:1].isdigit()
+                  else _number(sub, "subtype", where))
         if sub_id is None:
             raise PocketError(f"{where}: subtype {sub!r} is unknown for type {typ}; use a number like 0x40")
         align = APP_ALIGN if type_id == 0 else DATA_ALIGN
@@ -168,7 +174,8 @@ def read_partitions_bin(data: bytes, where: str) -> list[Partition]:
         chunk = data[pos:pos + ENTRY.size]
         if chunk[:2] == ENTRY_MAGIC:
             _, typ, sub, off, size, name, flags = ENTRY.unpack(chunk)
-            parts.append(Partition(name.rstrip(b"\0").decode(errors="replace"), typ, sub, off, size, flags))
+            if typ not in REGION_TYPES.values():
+                parts.append(Partition(name.split(b"\0")[0].decode(errors="replace"), typ, sub, off, size, flags))
         elif chunk[:16] == MD5_MAGIC:
             if chunk[16:] != hashlib.md5(data[:pos]).digest():
                 raise PocketError(f"{where}: the partition table's MD5 does not match: rebuild the firmware")
