@@ -335,18 +335,18 @@ def run_build(project: Path, env: str) -> None:
         raise PocketError(f"`pio run -e {env}` failed (exit {res.returncode}); its output is above")
 
 
-ESP32S3_IMAGE_CHIP_ID = 9         # esptool's ESP32S3ROM.IMAGE_CHIP_ID, checked against it in the tests
-
-
 def check_image(path: Path) -> None:
     """An ESP-IDF image for this chip: magic 0xE9, chip id in the extended header (bytes 12-13)."""
+    from esptool.targets import CHIP_DEFS
+
+    rom = CHIP_DEFS["esp32s3"]
     head = path.read_bytes()[:24]
-    if len(head) < 24 or head[0] != 0xE9:
-        raise PocketError(f"{path} is not an ESP-IDF image (no 0xE9 magic): rebuild the firmware")
+    if len(head) < 24 or head[0] != rom.ESP_IMAGE_MAGIC:
+        raise PocketError(f"{path} is not an ESP-IDF image (no 0x{rom.ESP_IMAGE_MAGIC:X} magic): rebuild the firmware")
     chip = int.from_bytes(head[12:14], "little")
-    if chip != ESP32S3_IMAGE_CHIP_ID:
+    if chip != rom.IMAGE_CHIP_ID:
         raise PocketError(f"{path} was built for another chip (image chip id {chip}, the ESP32-S3 is "
-                          f"{ESP32S3_IMAGE_CHIP_ID}): build the esp32s3 environment")
+                          f"{rom.IMAGE_CHIP_ID}): build the esp32s3 environment")
 
 
 # ---- the model -----------------------------------------------------------------------------------
