@@ -24,7 +24,6 @@ from esp_rom_double import CHIP_ID_ESP32C3, RomDouble  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "flash.py"
 DEVICE_MODEL = ROOT / "host" / "pocketgpt" / "data" / "models" / "device.gguf"
-HOST_MODEL = ROOT / "host" / "pocketgpt" / "data" / "models" / "host.gguf"
 MIB = 1024 * 1024
 
 
