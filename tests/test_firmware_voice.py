@@ -287,3 +287,74 @@ def test_microphone_folder_and_bad_input(tmp_path: Path, sim_exe: Path, device_g
         assert bad.returncode == 2 and msg in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
         assert "Traceback" not in bad.stderr
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# ---- against the real relay (voice on: VAD, pocketsphinx, espeak-ng, Opus; the tiny GPT-2) ----
+
+def voice_missing() -> str | None:
+    try:
+        from pocketgpt.relay.voice.session import VoiceService
+    except ImportError as exc:
+        return f"the relay's voice package is unavailable ({exc})"
+    return VoiceService.missing()
+
+
+@pytest.fixture(scope="module")
+def voice_relay() -> Any:
+    missing = voice_missing()
+    if missing:
+        pytest.skip(f"voice on the relay cannot run here: {missing}")
+    from pocketgpt.relay.backends import EngineBackend, load_engine
+    from test_relay_support import RelayThread, build_tiny_gguf
+
+    cache = ROOT / ".pytest_cache" / "d" / "pocketgpt-relay" / "relay-tiny-v1.gguf"
+    if not cache.exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        build_tiny_gguf(cache)
+    rt = RelayThread(EngineBackend(load_engine(str(cache), threads=1), "tiny", workers=1), open=True, voice=True,
+                     default_max_tokens=12)
+    yield rt
+    rt.stop()
+
+
+@pytest.mark.parametrize("mode", ["manual", "auto"])
+def test_the_relay_hears_the_simulator_and_answers_aloud(tmp_path: Path, sim_exe: Path, device_gguf: Path,
+                                                         voice_relay: Any, mode: str) -> None:
+    """Push-to-talk (manual) and VAD-ended (auto) turns: the relay's transcript comes back, its reply
+    sentences are shown as their audio starts, and the reply plays into a valid 24 kHz WAV."""
+    from pocketgpt.relay.voice.stt import word_errors
+
+    said = "Tell me something about the moon."
+    wav = speech(tmp_path / "moon.wav", said)
+    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", voice_relay.ws_url, "--mic", str(wav),
+                  "--speaker", str(tmp_path / "heard.wav"), "--listen-mode", mode)
+    assert out.returncode == 0, out.stderr
+    heard = [ln[len("[you] "):] for ln in out.stdout.splitlines() if ln.startswith("[you] ")]
+    assert len(heard) == 1, out.stdout
+    errors, words = word_errors(said, heard[0])
+    assert errors / words <= 0.5, (said, heard[0])  # the relay's recognizer, through the device's Opus
+    assert any(ln.startswith("[relay] ") for ln in out.stdout.splitlines()), out.stdout
+    line = voice_lines(out.stdout)[0]
+    assert f"{mode} mode" in line and "first reply audio" in line, line
+    rate, reply = read_wav(tmp_path / "heard.wav")
+    reported = float(line.split("; reply ")[1].split(" s in ")[0])
+    assert rate == DOWN_RATE and len(reply) > DOWN_RATE // 2 and abs(len(reply) / rate - reported) < 0.01
+
+
+def test_pocketgpt_device_passes_the_voice_options(tmp_path: Path, device_gguf: Path,
+                                                  pytestconfig: pytest.Config) -> None:
+    """`pocketgpt device` builds the simulator with libopus and hands it --mic / --listen-mode."""
+    import sys
+
+    env = {**os.environ, "POCKETGPT_HOME": str(tmp_path),
+           "POCKETGPT_CACHE": str(pytestconfig.cache.mkdir("pocketgpt-sim-build"))}
+    base = [sys.executable, "-m", "pocketgpt", "device", "--model", str(device_gguf), "--settings",
+            str(tmp_path / "dev.conf")]
+    out = subprocess.run(base + ["--mic", str(tmp_path / "nowhere.wav")], capture_output=True, text=True,
+                         timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and f"--mic {tmp_path / 'nowhere.wav'}: No such file" in out.stderr, out.stderr
+    wav = speech(tmp_path / "x.wav", "hello")
+    out = subprocess.run(base + ["--mic", str(wav), "--listen-mode", "auto"], input="/talk\n", capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "[voice] the relay is unreachable (no relay configured" in out.stdout  # got past the options

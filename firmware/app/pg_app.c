@@ -11,6 +11,7 @@
 
 #define N_BATCH 8
 #define STOP_STRING "\n\n"
+#define VOICE_MIN_WAIT_MS 15000  // the least a voice turn waits on the relay (relay.timeout_ms when larger)
 #define VOICE_QUEUE_BYTES 16384  // received Opus packets: ~5 s at 24 kHz / 60 ms; the relay paces at real time
 
 void pg_app_printf(pg_app *app, const char *fmt, ...) {
@@ -491,6 +492,9 @@ void pg_app_voice(pg_app *app, const char *arg) {
     unsigned act = pg_voice_step(&v, PG_VEV_PRESS);
     if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
     uint32_t t_heard = a->now_ms(ctx);  // the last message from the relay (for the reply timeout)
+    // recognition + the first sentence + its synthesis take longer than a text reply's first token
+    uint32_t wait_ms = app->set.relay_timeout_ms > VOICE_MIN_WAIT_MS ? (uint32_t)app->set.relay_timeout_ms
+                                                                     : VOICE_MIN_WAIT_MS;
     while (!lost && !(act & PG_VACT_END)) {
         int p = a->ptt_pressed(ctx) ? 1 : 0;
         if (p != pressed) {
@@ -499,8 +503,7 @@ void pg_app_voice(pg_app *app, const char *arg) {
             if (!p && v.state == PG_VOICE_LISTENING && !vs.t_release) vs.t_release = a->now_ms(ctx);
             act = pg_voice_step(&v, p ? PG_VEV_PRESS : PG_VEV_RELEASE);
             if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
-            if (act & PG_VACT_LISTEN_START) t_heard = a->now_ms(ctx);
-            if (act & PG_VACT_MIC_OFF) t_heard = a->now_ms(ctx);
+            t_heard = a->now_ms(ctx);  // the relay's wait starts over at every press and release
             continue;
         }
         if (v.mic_on) {  // one 60 ms frame: paced by the microphone itself
@@ -529,9 +532,11 @@ void pg_app_voice(pg_app *app, const char *arg) {
             break;
         }
         if (ev == PG_WS_TIMEOUT) {
-            if ((v.state == PG_VOICE_THINKING || v.state == PG_VOICE_SPEAKING) &&
-                now - t_heard > (uint32_t)app->set.relay_timeout_ms) {
-                pg_app_printf(app, "[voice] (no reply for %ld ms: aborted)\n", (long)app->set.relay_timeout_ms);
+            // waiting on the relay: a reply, or (auto, realtime, the button up) the end of the utterance
+            int waiting = v.state == PG_VOICE_THINKING || v.state == PG_VOICE_SPEAKING ||
+                          (v.state == PG_VOICE_LISTENING && v.mode != PG_LISTEN_MANUAL && !pressed);
+            if (waiting && now - t_heard > wait_ms) {
+                pg_app_printf(app, "[voice] (nothing from the relay for %lu ms: turn ended)\n", (unsigned long)wait_ms);
                 act = pg_voice_step(&v, PG_VEV_TIMEOUT);
                 if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
             }
