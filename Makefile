@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-relay test venv clean
+.PHONY: demo demo-relay flash test venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 # The relay alone, as stock XiaoZhi and OpenAI clients see it.
 demo-relay: $(STAMP)
 	$(PY) -m pocketgpt.relay.demo --model builtin:host
+
+# Build (when stale) and flash a connected ESP32-S3: `make flash ARGS="--model builtin:device"`.
+flash: $(STAMP)
+	$(PY) tools/flash.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest
