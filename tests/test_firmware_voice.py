@@ -147,12 +147,22 @@ class FakeXiaozhi:
 
 
 @pytest.fixture(scope="module")
-def sim_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("voice-sim")
-    res = subprocess.run(["make", "-s", "-C", str(POSIX), f"OUT={out}", f"{out}/pocketgpt-sim"], capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    return out / "pocketgpt-sim"
+def sim_exe(pytestconfig: pytest.Config) -> Path:
+    """The simulator exactly as `pocketgpt device` builds it (libopus found), in the build cache the
+    other firmware tests share: one compile per source state for the whole run."""
+    from pocketgpt.commands import device
+
+    before = os.environ.get("POCKETGPT_CACHE")
+    os.environ["POCKETGPT_CACHE"] = str(pytestconfig.cache.mkdir("pocketgpt-sim-build"))
+    try:
+        if not device.opus_flags()[0]:
+            pytest.skip("the simulator's voice needs libopus headers (Debian: apt-get install libopus-dev)")
+        return device.build()
+    finally:
+        if before is None:
+            del os.environ["POCKETGPT_CACHE"]
+        else:
+            os.environ["POCKETGPT_CACHE"] = before
 
 
 def test_voice_c_unit_tests_under_sanitizers(tmp_path: Path) -> None:
