@@ -179,7 +179,7 @@ def test_planner_picks_the_largest_fitting_quantizable_shape_for_the_host_teache
     teacher = GPT2Config(50257, 128, 256, 4, 4, 1024)
     res = choose(teacher)
     cfg = res.shape.config(teacher)
-    assert res.report.fits and res.report.modeled_tok_s >= 33.0
+    assert res.report.fits and res.report.modeled_tok_s >= 33.0 and res.report.modeled_tok_s_full >= 30.0
     assert cfg.n_embd % 32 == 0 and cfg.n_ff % 32 == 0 and cfg.n_layer >= 2 and cfg.n_ctx == 256
     assert res.n_fitting >= 1
     # one step larger in MLP width no longer fits with the margin (the pick is at the edge)
@@ -187,3 +187,17 @@ def test_planner_picks_the_largest_fitting_quantizable_shape_for_the_host_teache
     bcfg = bigger.config(teacher)
     rep = estimate((bcfg, planned_types(bcfg, "q8")))
     assert bcfg.n_params() > cfg.n_params() and (rep.modeled_tok_s < 1.1 * 30 or not rep.fits)
+
+
+def test_a_model_too_slow_only_at_the_last_position_does_not_fit():
+    """The mean over the context hides the longest attention; the goal must hold there too."""
+    from pocketgpt.budget import estimate
+    from pocketgpt.gguf_io import GPT2Config
+    from pocketgpt.shrink.plan import planned_types
+
+    cfg = GPT2Config(2257, 256, 192, 2, 3, 384)  # the first device model's shape
+    rep = estimate((cfg, planned_types(cfg, "q8")), n_ctx=256)
+    assert rep.modeled_tok_s >= 30 > rep.modeled_tok_s_full
+    assert not rep.fits and any("last position" in p for p in rep.problems)
+    kv = rep.breakdown["kv_bytes_last"]
+    assert kv == 2 * 2 * 256 * 192 * 4 and f"{kv / 1e6:.2f} MB at the last position" in rep.render()

@@ -93,68 +93,95 @@ def val_loss(model: Any, ids: np.ndarray, n_ctx: int, max_windows: int = 32) -> 
     return total / max(count, 1)
 
 
+class Trainer:
+    """One student's optimiser, data order and clock, advanced a step at a time.
+
+    `distill` runs one to its bound; bench/distill_vs_scratch.py alternates the steps of two so both
+    see the same machine load, each on its own clock (the time its own steps took).
+    """
+
+    def __init__(self, student: Any, train_ids: np.ndarray, cfg: DistillConfig, targets: Any | None = None) -> None:
+        import torch
+
+        torch.manual_seed(cfg.seed)
+        self.student, self.ids, self.cfg, self.targets = student, train_ids, cfg, targets
+        self.rng = np.random.default_rng(cfg.seed)
+        self.n_ctx = student.config.n_positions
+        if len(train_ids) < self.n_ctx + 2:
+            from pocketgpt.errors import PocketError
+
+            raise PocketError(f"the corpus has {len(train_ids)} training tokens; need more than the context of "
+                              f"{self.n_ctx}")
+        if targets is not None and len(targets.has) != len(train_ids):
+            raise ValueError("teacher targets do not cover the training stream")
+        decay = [p for p in student.parameters() if p.dim() >= 2]
+        no_decay = [p for p in student.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+        student.train()
+        self.steps = self.tokens = 0
+        self.seconds = 0.0
+        self.ema = float("nan")
+
+    def done(self) -> bool:
+        budget = self.cfg.max_minutes * 60 if self.cfg.max_minutes else None
+        return self.steps >= self.cfg.steps or (budget is not None and self.seconds >= budget)
+
+    def step(self) -> float:
+        """One optimiser step; returns its cross-entropy. The learning rate follows the cosine over
+        steps or over this trainer's own time, whichever is further along."""
+        import torch
+        import torch.nn.functional as Fn
+
+        t0 = time.perf_counter()
+        cfg, n_ctx, V = self.cfg, self.n_ctx, self.student.config.vocab_size
+        budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+        prog = max(self.steps / cfg.steps, self.seconds / budget if budget else 0.0)
+        for g in self.opt.param_groups:
+            g["lr"] = _lr(cfg, prog, self.steps)
+        starts = self.rng.integers(0, len(self.ids) - n_ctx - 1, size=cfg.batch_size)
+        batch = torch.from_numpy(np.stack([self.ids[s:s + n_ctx + 1] for s in starts]))
+        x, y = batch[:, :-1], batch[:, 1:]
+        logits = self.student(input_ids=x).logits
+        ce = Fn.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        pos = (starts[:, None] + np.arange(n_ctx)).reshape(-1)  # stream positions of x
+        if self.targets is not None and self.targets.has[pos].any():
+            loss = cfg.alpha * _soft_loss(logits.reshape(-1, V), self.targets, pos) + (1 - cfg.alpha) * ce
+        else:
+            loss = ce
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.steps += 1
+        self.tokens += int(y.numel())
+        ce_f = float(ce.detach())
+        self.ema = ce_f if math.isnan(self.ema) else 0.9 * self.ema + 0.1 * ce_f
+        self.seconds += time.perf_counter() - t0
+        return ce_f
+
+    def result(self, val_ids: np.ndarray) -> DistillResult:
+        vl = val_loss(self.student, val_ids, self.n_ctx) if len(val_ids) > 1 else float("nan")
+        self.student.eval()
+        return DistillResult(steps=self.steps, seconds=round(self.seconds, 1), tokens_seen=self.tokens,
+                             train_loss=self.ema, val_loss=vl)
+
+
 def distill(student: Any, train_ids: np.ndarray, val_ids: np.ndarray, cfg: DistillConfig,
             targets: Any | None = None, progress: bool = True) -> DistillResult:
     """Train `student` in place on windows of `train_ids` (student tokens). See the module docstring.
 
     targets: a targets.TeacherTargets over `train_ids` (None: cross-entropy only).
     """
-    import torch
-    import torch.nn.functional as Fn
     from tqdm import tqdm
 
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    n_ctx = student.config.n_positions
-    V = student.config.vocab_size
-    if len(train_ids) < n_ctx + 2:
-        from pocketgpt.errors import PocketError
-
-        raise PocketError(f"the corpus has {len(train_ids)} training tokens; need more than the context of {n_ctx}")
-    if targets is not None and len(targets.has) != len(train_ids):
-        raise ValueError("teacher targets do not cover the training stream")
-    decay = [p for p in student.parameters() if p.dim() >= 2]
-    no_decay = [p for p in student.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    student.train()
-    start = time.time()
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+    tr = Trainer(student, train_ids, cfg, targets)
     bar = tqdm(total=cfg.steps, disable=not progress, unit="step", dynamic_ncols=True,
                desc="distill" if targets is not None else "train")
-    step = tokens = 0
-    ema = float("nan")
-    while step < cfg.steps:
-        elapsed = time.time() - start
-        if budget is not None and elapsed >= budget:
-            break
-        prog = max(step / cfg.steps, elapsed / budget if budget else 0.0)
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, prog, step)
-        starts = rng.integers(0, len(train_ids) - n_ctx - 1, size=cfg.batch_size)
-        batch = torch.from_numpy(np.stack([train_ids[s:s + n_ctx + 1] for s in starts]))
-        x, y = batch[:, :-1], batch[:, 1:]
-        logits = student(input_ids=x).logits
-        ce = Fn.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
-        pos = (starts[:, None] + np.arange(n_ctx)).reshape(-1)  # stream positions of x
-        if targets is not None and targets.has[pos].any():
-            soft = _soft_loss(logits.reshape(-1, V), targets, pos)
-            loss = cfg.alpha * soft + (1 - cfg.alpha) * ce
-        else:
-            loss = ce
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        tokens += int(y.numel())
-        ce_f = float(ce.detach())
-        ema = ce_f if math.isnan(ema) else 0.9 * ema + 0.1 * ce_f
-        bar.set_postfix(ce=f"{ema:.3f}")
+    while not tr.done():
+        tr.step()
+        bar.set_postfix(ce=f"{tr.ema:.3f}")
         bar.update(1)
     bar.close()
-    seconds = time.time() - start
-    vl = val_loss(student, val_ids, n_ctx) if len(val_ids) > 1 else float("nan")
-    student.eval()
-    return DistillResult(steps=step, seconds=round(seconds, 1), tokens_seen=tokens, train_loss=ema, val_loss=vl)
+    return tr.result(val_ids)

@@ -77,16 +77,48 @@ def _dtype_spec(qtype: str) -> str:
     return qtype
 
 
+@dataclass
+class Prepared:
+    """Everything before training: the teacher, the student's shape, initial weights and data."""
+
+    tmf: Any
+    shape: Any
+    cfg: Any
+    vocab: Any
+    student: Any
+    plan_note: str
+    qspec: str
+    train_ids: np.ndarray | None = None
+    val_ids: np.ndarray | None = None
+    targets: Any = None
+    n_train_docs: int = 0
+    dropped: int = 0
+
+
 def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
     """Run the pipeline; returns (JSON result, human text)."""
+    from pocketgpt.shrink.distill import distill
+
+    p = prepare(o)
+    res = distill(p.student, p.train_ids, p.val_ids, distill_config(o), targets=p.targets,
+                  progress=o.progress) if o.steps > 0 else None
+    return finish(o, p, res)
+
+
+def distill_config(o: ShrinkOptions) -> Any:
+    from pocketgpt.shrink.distill import DistillConfig
+
+    return DistillConfig(steps=o.steps, max_minutes=o.max_minutes, batch_size=o.batch, lr=o.lr, alpha=o.alpha,
+                         seed=o.seed)
+
+
+def prepare(o: ShrinkOptions) -> Prepared:
+    """Plan the shape, trim the vocabulary, initialise the student, encode the corpus, and get
+    the teacher's targets (unless from scratch)."""
     from pocketgpt import models
-    from pocketgpt.budget import estimate
-    from pocketgpt.gguf_io import ModelFile, read_gguf, store_tensors, tensors_to_hf_state, write_gguf
-    from pocketgpt.hf import hf_config, hf_to_tensors, require_toolchain
-    from pocketgpt.quant import formats as F
-    from pocketgpt.quant import presets, quantizer
+    from pocketgpt.gguf_io import tensors_to_hf_state
+    from pocketgpt.hf import hf_config, require_toolchain
     from pocketgpt.shrink import plan as planner
-    from pocketgpt.shrink.distill import DistillConfig, distill
     from pocketgpt.shrink.prune import Shape, check_shape, prune
     from pocketgpt.shrink.vocab import trim_vocab
     from pocketgpt.train import encode_documents
@@ -119,8 +151,9 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
                             widths=o.widths, ffs=o.ffs)
         shape = pr.shape
         plan_note = (f"--budget {o.budget}: picked {shape.describe(tc)} as the largest of {pr.n_fitting} fitting "
-                     f"shapes (of {pr.n_candidates} tried; speed margin 1.1x), modeled "
-                     f"{pr.report.modeled_tok_s:.1f} tok/s")
+                     f"shapes (of {pr.n_candidates} tried; fitting: 1.1x speed margin on the mean and the goal "
+                     f"met at the last position), modeled {pr.report.modeled_tok_s:.1f} tok/s mean, "
+                     f"{pr.report.modeled_tok_s_full:.1f} at the last position")
     else:
         shape = Shape(_one(o.merges, len(tmf.vocab.merges), "vocab"), _one(o.layers, tc.n_layer, "layers"),
                       _one(o.widths, tc.n_embd, "width"), _one(o.ffs, tc.n_ff, "ff"), o.n_ctx or tc.n_ctx)
@@ -138,21 +171,35 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
         student.load_state_dict(state, strict=False)
         student.tie_weights()
 
-    # ---- distillation ------------------------------------------------------------------------
-    stats: dict[str, Any] = {"steps": 0, "seconds": 0.0, "tokens_seen": 0}
+    p = Prepared(tmf, shape, cfg, vocab, student, plan_note, qspec)
     if o.steps > 0:
-        train_docs, val_docs, dropped = training_documents(o.corpus, exclude)
+        train_docs, val_docs, p.dropped = training_documents(o.corpus, exclude)
         tok = vocab.hf_tokenizer()
-        train_ids = encode_documents(tok, train_docs, vocab.eos_id)
-        val_ids = encode_documents(tok, val_docs, vocab.eos_id)
-        targets = None if o.from_scratch else _targets(o, tmf, trimmed, train_docs, train_ids)
-        dcfg = DistillConfig(steps=o.steps, max_minutes=o.max_minutes, batch_size=o.batch, lr=o.lr,
-                             alpha=o.alpha, seed=o.seed)
-        res = distill(student, train_ids, val_ids, dcfg, targets=targets, progress=o.progress)
+        p.train_ids = encode_documents(tok, train_docs, vocab.eos_id)
+        p.val_ids = encode_documents(tok, val_docs, vocab.eos_id)
+        p.n_train_docs = len(train_docs)
+        p.targets = None if o.from_scratch else _targets(o, tmf, trimmed, train_docs, p.train_ids)
+    return p
+
+
+def finish(o: ShrinkOptions, p: Prepared, res: Any) -> tuple[dict[str, Any], str]:
+    """Store the trained student (quantized to --type), size it for the device, report."""
+    from pocketgpt.budget import estimate
+    from pocketgpt.gguf_io import ModelFile, read_gguf, store_tensors, write_gguf
+    from pocketgpt.hf import hf_to_tensors
+    from pocketgpt.quant import formats as F
+    from pocketgpt.quant import presets, quantizer
+
+    tmf, shape, cfg, vocab, student, plan_note, qspec = p.tmf, p.shape, p.cfg, p.vocab, p.student, p.plan_note, p.qspec
+    tc = tmf.cfg
+    out = Path(o.output)
+    stats: dict[str, Any] = {"steps": 0, "seconds": 0.0, "tokens_seen": 0}
+    if res is not None:
         stats = {"steps": res.steps, "seconds": res.seconds, "tokens_seen": res.tokens_seen,
                  "train_loss": round(res.train_loss, 4), "val_loss": round(res.val_loss, 4),
-                 "train_documents": len(train_docs), "excluded_documents": dropped,
+                 "train_documents": p.n_train_docs, "excluded_documents": p.dropped,
                  "mode": "scratch" if o.from_scratch else "distill"}
+        targets = p.targets
         if targets is not None:
             stats["teacher"] = {"seconds": targets.seconds, "topk": int(targets.ids.shape[1]),
                                 "coverage": round(targets.coverage, 4), "topk_mass": round(targets.mass(), 4),
@@ -184,7 +231,7 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
     lines = [plan_note] if plan_note else []
     lines.append(f"wrote {out}: {shape.describe(tc)}; {n_params:,} parameters "
                  f"(teacher {tmf.n_params():,}), {size:,} bytes ({size / 2**20:.2f} MiB), {qspec}")
-    if o.steps > 0:
+    if res is not None:
         lines.append(f"  {stats['mode']}: {stats['steps']} steps in {stats['seconds']:.0f} s, "
                      f"{stats['tokens_seen']:,} tokens; held-out loss {stats['val_loss']:.3f} nats/token "
                      "(trimmed tokens; compare models with 'pocketgpt eval --text', bits per byte)")
