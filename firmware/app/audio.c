@@ -80,7 +80,10 @@ static unsigned go(pg_voice *v, pg_voice_state s, unsigned act) {
     v->state = s;
     if (act & PG_VACT_MIC_ON) v->mic_on = 1;
     if (act & PG_VACT_MIC_OFF) v->mic_on = 0;
-    if (act & PG_VACT_SEND_ABORT) v->n_aborts++;
+    if (act & PG_VACT_SEND_ABORT) {
+        v->n_aborts++;
+        v->stale++;
+    }
     return act;
 }
 
@@ -104,6 +107,14 @@ static unsigned barge(pg_voice *v) {
 }
 
 unsigned pg_voice_step(pg_voice *v, pg_voice_event ev) {
+    if (v->stale && v->state != PG_VOICE_IDLE) {  // the tail of an aborted reply, however late
+        if (ev == PG_VEV_TTS_STOP) {
+            v->stale--;
+            return 0;
+        }
+        if (ev == PG_VEV_TTS_START) return 0;
+        if (ev == PG_VEV_AUDIO) return drop(v);
+    }
     switch (v->state) {
     case PG_VOICE_IDLE:
         if (ev == PG_VEV_PRESS) return go(v, PG_VOICE_LISTENING, PG_VACT_LISTEN_START | PG_VACT_MIC_ON);

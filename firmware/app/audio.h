@@ -103,6 +103,8 @@ typedef struct {
     pg_listen_mode mode;
     int mic_on;
     uint32_t n_aborts;   // abort messages sent (barge-ins and cancels)
+    uint32_t stale;      // tts stops still due for aborted replies: until they come, that reply's
+                         // tts start, audio and stop are ignored (the relay answers every abort with one)
     uint32_t n_dropped;  // packets dropped because they came outside tts start..stop
 } pg_voice;
 

@@ -464,11 +464,13 @@ void pg_app_voice(pg_app *app, const char *arg) {
         pg_app_printf(app, "(voice: %s has no microphone and speaker)\n", app->port.platform);
         return;
     }
+    int was_open = app->net_open && app->ws.open;
     if (relay_connect(app, err, sizeof err)) {
         snprintf(app->last_error, sizeof app->last_error, "%s", err);
         pg_app_printf(app, "[voice] the relay is unreachable (%s); voice needs the relay\n", err);
         return;
     }
+    if (!was_open) app->voice_stale = 0;  // a new connection owes nothing
     if (app->down_format[0] && strcmp(app->down_format, "opus") != 0) {
         pg_app_printf(app, "[voice] the relay's audio is '%s'; this device plays opus only\n", app->down_format);
         return;
@@ -484,6 +486,7 @@ void pg_app_voice(pg_app *app, const char *arg) {
     }
     pg_voice v;
     pg_voice_init(&v, app->listen_mode);
+    v.stale = app->voice_stale;
     voice_stats vs;
     memset(&vs, 0, sizeof vs);
     pg_audio_queue_clear(&app->play_q);
@@ -580,6 +583,7 @@ void pg_app_voice(pg_app *app, const char *arg) {
         act = pg_voice_step(&v, PG_VEV_CLOSED);
         pg_app_printf(app, "[voice] (connection lost, code %d)\n", code);
     }
+    app->voice_stale = lost ? 0 : v.stale;
     if (!(act & PG_VACT_FLUSH)) voice_play(app, &vs, 1);  // play out what came before tts stop
     uint32_t spoke = vs.t_release >= vs.t_press ? vs.t_release - vs.t_press : 0;
     long first = vs.got_first && vs.t_release && vs.t_first_audio >= vs.t_release ? (long)(vs.t_first_audio - vs.t_release) : -1;

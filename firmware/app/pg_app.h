@@ -68,6 +68,7 @@ typedef struct {
     int16_t *vpcm;          // (PG_AUDIO_MAX_DECODED,) one decoded packet
     int16_t *vmic;          // (PG_AUDIO_UP_SAMPLES,) one microphone frame
     int32_t last_first_audio_ms;  // the last turn: end of speech -> first reply packet (-1 none)
+    uint32_t voice_stale;   // tts stops the relay still owes for aborts of earlier turns (same connection)
 } pg_app;
 
 // Validate and bind the model blob (the linked array or the mapped partition), size the session

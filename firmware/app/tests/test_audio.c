@@ -78,6 +78,7 @@ static void test_barge_in_and_abort(void) {
     CHECK(pg_voice_step(&v, PG_VEV_AUDIO) == PG_VACT_DROP);
     CHECK(pg_voice_step(&v, PG_VEV_TTS_START) == 0 && v.state == PG_VOICE_LISTENING);
     CHECK(pg_voice_step(&v, PG_VEV_TTS_STOP) == 0 && v.state == PG_VOICE_LISTENING);
+    CHECK(v.stale == 0);  // the aborted reply's stop came while listening
     CHECK(pg_voice_step(&v, PG_VEV_RELEASE) == (PG_VACT_LISTEN_STOP | PG_VACT_MIC_OFF));
     // a press while the relay is still thinking is a barge-in too
     a = pg_voice_step(&v, PG_VEV_PRESS);
@@ -105,6 +106,26 @@ static void test_barge_in_and_abort(void) {
     pg_voice_step(&v, PG_VEV_RELEASE);
     a = pg_voice_step(&v, PG_VEV_ERROR);
     CHECK(a == PG_VACT_END && v.state == PG_VOICE_IDLE);
+}
+
+// A very short barge-in: the aborted reply's packets and tts stop arrive after the new utterance
+// ended. They must not end the new turn or play; the new reply then plays normally.
+static void test_late_tail_of_an_aborted_reply(void) {
+    pg_voice v;
+    pg_voice_init(&v, PG_LISTEN_MANUAL);
+    pg_voice_step(&v, PG_VEV_PRESS);
+    pg_voice_step(&v, PG_VEV_RELEASE);
+    pg_voice_step(&v, PG_VEV_TTS_START);
+    pg_voice_step(&v, PG_VEV_PRESS);  // barge-in: abort sent
+    CHECK(v.stale == 1);
+    pg_voice_step(&v, PG_VEV_RELEASE);
+    CHECK(v.state == PG_VOICE_THINKING);
+    CHECK(pg_voice_step(&v, PG_VEV_AUDIO) == PG_VACT_DROP);     // old reply, still in flight
+    CHECK(pg_voice_step(&v, PG_VEV_TTS_STOP) == 0);             // its stop: not the end of this turn
+    CHECK(v.state == PG_VOICE_THINKING && v.stale == 0);
+    CHECK(pg_voice_step(&v, PG_VEV_TTS_START) == 0 && v.state == PG_VOICE_SPEAKING);
+    CHECK(pg_voice_step(&v, PG_VEV_AUDIO) == PG_VACT_PLAY);
+    CHECK(pg_voice_step(&v, PG_VEV_TTS_STOP) == PG_VACT_END && v.state == PG_VOICE_IDLE);
 }
 
 // auto: a click opens the microphone, the relay's VAD ends the utterance; realtime keeps listening.
@@ -191,6 +212,7 @@ int main(void) {
     test_messages();
     test_push_to_talk();
     test_barge_in_and_abort();
+    test_late_tail_of_an_aborted_reply();
     test_modes();
     test_queue();
     test_hello_audio_params();
