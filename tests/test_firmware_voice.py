@@ -368,3 +368,19 @@ def test_pocketgpt_device_passes_the_voice_options(tmp_path: Path, device_gguf: 
                          text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     assert "[voice] the relay is unreachable (no relay configured" in out.stdout  # got past the options
+
+
+def test_barge_in_against_the_relay(tmp_path: Path, sim_exe: Path, device_gguf: Path, voice_relay: Any) -> None:
+    """A press over the relay's reply: the device aborts it (the relay owes one tts stop for it), the
+    second utterance is heard and answered in the same turn."""
+    folder = tmp_path / "mic"
+    folder.mkdir()
+    speech(folder / "1.wav", "Please tell me a story about a king and a dragon.")
+    speech(folder / "2.wav", "Say something funny.")
+    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", voice_relay.ws_url, "--mic", str(folder),
+                  "--speaker", str(tmp_path / "heard.wav"), "--barge-in", "2500")
+    assert out.returncode == 0, out.stderr
+    heard = [ln for ln in out.stdout.splitlines() if ln.startswith("[you] ")]
+    assert len(heard) == 2, out.stdout
+    line = voice_lines(out.stdout)[0]
+    assert "1 abort" in line and "first reply audio" in line, line
