@@ -396,6 +396,13 @@ typedef struct {
     int got_first;
 } voice_stats;
 
+// A transcript or a sentence on its own line (any length: not through pg_app_printf's buffer).
+static void voice_line(pg_app *app, const char *label, const pg_relay_msg *m) {
+    out(app, label, strlen(label));
+    out(app, m->text, m->text_len);
+    out(app, "\n", 1);
+}
+
 static int voice_text(pg_app *app, const char *frame) { return pg_ws_send_text(&app->ws, frame, strlen(frame)); }
 
 // Decode queued packets into the speaker: as many as it takes now, or (all) every one, waiting on it.
@@ -558,14 +565,14 @@ void pg_app_voice(pg_app *app, const char *arg) {
         pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
         pg_voice_event vev;
         if (t == PG_MSG_STT) {
-            pg_app_printf(app, "[you] %s\n", m.text);
+            voice_line(app, "[you] ", &m);
             vev = PG_VEV_STT;
         } else if (t == PG_MSG_TTS && strcmp(m.state, "start") == 0) {
             vev = PG_VEV_TTS_START;
         } else if (t == PG_MSG_TTS && strcmp(m.state, "stop") == 0) {
             vev = PG_VEV_TTS_STOP;
         } else if (t == PG_MSG_TTS && strcmp(m.state, "sentence_start") == 0) {
-            if (v.state == PG_VOICE_SPEAKING) pg_app_printf(app, "[relay] %s\n", m.text);
+            if (v.state == PG_VOICE_SPEAKING) voice_line(app, "[relay] ", &m);
             continue;
         } else if (t == PG_MSG_ERROR) {
             pg_app_printf(app, "[relay] error %s: %s\n", m.code, m.message);
@@ -652,7 +659,7 @@ static void answer(pg_app *app, const char *prompt, int force_cloud, int force_l
 }
 
 static void cmd_help(pg_app *app) {
-    pg_app_printf(app,
+    static const char help[] =  // longer than pg_app_printf's buffer: written as is
                   "commands:\n"
                   "  TEXT                 answer TEXT (the router picks the device or the relay)\n"
                   "  /cloud TEXT          ask the relay\n"
@@ -662,7 +669,8 @@ static void cmd_help(pg_app *app) {
                   "  /talk [ARG]          one voice turn through the relay (push-to-talk; ARG: the port's\n"
                   "                       microphone source, e.g. a WAV in the simulator)\n"
                   "  /status              model, context, relay connection\n"
-                  "  /help                this text\n");
+                  "  /help                this text\n";
+    out(app, help, sizeof help - 1);
 }
 
 static void cmd_get(pg_app *app, const char *key) {
