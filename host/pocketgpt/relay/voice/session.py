@@ -114,7 +114,7 @@ class _MicState:
             text = rec.finish()
         finally:
             self.service.pool.give(rec)
-        return MicEvent("utterance", text, seconds)
+        return MicEvent("utterance", text, audio_s=seconds)
 
     def start(self, mode: str) -> list[MicEvent]:
         out = self.stop(emit=False)
@@ -162,10 +162,12 @@ class _MicState:
             elif ev.kind == "speech" and self.rec is not None:
                 self.rec.feed(ev.pcm)
             elif ev.kind == "end":
-                out.append(self._finish())
-                if self.mode == "auto":
+                heard = self._finish()
+                out.append(heard)
+                if self.mode == "auto" and heard.text:
                     self.listening = False  # the device sends listen start again after the reply
                     break
+                # nothing recognised (a cough, a door): keep listening, the device is still waiting
         return out
 
     def close(self) -> None:

@@ -6,7 +6,9 @@ the wall clock, so a client that streams faster or slower than real time gets th
 
 - speech starts when at least `start_frames` of the last `start_window` frames are speech;
   `preroll_ms` of audio before that point goes to the recognizer too (the first word's onset);
-- speech ends after `silence_ms` of frames without speech, or at `max_utterance_s`.
+- speech ends after `silence_ms` of frames without speech, or at `max_utterance_s`;
+- a frame quieter than `energy_floor` is never speech (WebRTC's detector calls faint steady
+  sounds speech, e.g. a decoder repeating comfort noise, and the utterance would never end).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class VadSettings:
     preroll_ms: int = 300          # audio before the start decision handed to the recognizer
     max_utterance_s: float = 30.0  # an utterance is cut here even if the user keeps talking
     aggressiveness: int = 2        # WebRTC VAD mode 0 (loose) .. 3 (strict)
+    energy_floor: float = 120.0    # RMS (int16) below which a frame is silence whatever WebRTC says:
+                                   # it labels faint steady tones (a codec's comfort noise, hum) speech
 
 
 @dataclass
@@ -71,7 +75,8 @@ class Segmenter:
         for i in range(n):
             frame = data[i * FRAME:(i + 1) * FRAME]
             self.position += FRAME
-            voiced = bool(self._vad.is_speech(frame.astype("<i2").tobytes()))
+            loud = float(np.sqrt(np.mean(frame.astype(np.float32) ** 2))) >= self.s.energy_floor
+            voiced = loud and bool(self._vad.is_speech(frame.astype("<i2").tobytes()))
             if not self.in_speech:
                 self._preroll.append(frame)
                 self._recent.append(voiced)
