@@ -242,6 +242,7 @@ typedef struct {
     float *ff;            // (B, F)
     float *scores;        // (B * n_head, scores_stride)
     size_t scores_stride;
+    int row_exact;        // every row computed as if alone (batched decode: same bits as pg_state_eval)
     float *rowbuf;        // (PG_MAX_TASKS, max(E, F))
     int8_t *xq;           // (B, max(E, F))
     float *xd;            // (B, max(E, F) / 32)
@@ -265,10 +266,12 @@ typedef struct {
     const float *x;     // (B, cols)
     const int8_t *xq;   // (B, cols) quantized x, or NULL
     const float *xd;    // (B, cols / 32) its scales
+    const float *xs;    // (B, cols / 16) sums of the int8 codes per 16 values
     float *rowbuf;      // (n_tasks, cols) per-task dequantized row
     float *out;         // (B, out_stride) -> out[b][r]
     int32_t B;
     size_t out_stride;
+    int row_exact;      // no shared dequantized row: each b gets the single-row kernel's bits
 } pg_matmul_job;
 
 // W (rows, cols) @ x[b] (cols,) + bias -> out[b] (rows,), rows split across tasks
@@ -280,41 +283,63 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
     pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
     const uint8_t *base = (const uint8_t *)j->w->data;
-    // a batch (prefill) dequantizes each row once and reuses it for every token
-    int reuse = j->B > 2 && !j->xq && j->w->type != PG_TYPE_F32;
+    size_t groups = (size_t)cols / 32, sums = (size_t)cols / 16;
+    // a float batch (prefill) dequantizes each row once and reuses it for every token
+    int reuse = j->B > 2 && !j->xq && j->w->type != PG_TYPE_F32 && !j->row_exact;
     float *buf = j->rowbuf + (size_t)task * (size_t)cols;
     pg_dot_fn dot_f32 = j->k->dot[PG_TYPE_F32] ? j->k->dot[PG_TYPE_F32] : pg_kernels_ref()->dot[PG_TYPE_F32];
     for (int32_t r = r0; r < r1; r++) {
         const void *row = base + (size_t)r * j->w->row_bytes;
         float bias = j->bias ? j->bias[r] : 0.0f;
-        if (reuse) {
+        if (j->xq) {  // integer path: the row stays in L1 while every activation row passes
+            for (int32_t b = 0; b < j->B; b++)
+                j->out[(size_t)b * j->out_stride + (size_t)r] =
+                    dot_q8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
+                           cols) + bias;
+        } else if (reuse) {
             pg_dequant_row(j->w->type, row, buf, cols);
             for (int32_t b = 0; b < j->B; b++)
                 j->out[(size_t)b * j->out_stride + (size_t)r] = dot_f32(buf, j->x + (size_t)b * (size_t)cols, cols) + bias;
-            continue;
-        }
-        for (int32_t b = 0; b < j->B; b++) {
-            float v = j->xq ? dot_q8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * (size_t)(cols / 32), cols)
-                            : dot(row, j->x + (size_t)b * (size_t)cols, cols);
-            j->out[(size_t)b * j->out_stride + (size_t)r] = v + bias;
+        } else {
+            for (int32_t b = 0; b < j->B; b++)
+                j->out[(size_t)b * j->out_stride + (size_t)r] = dot(row, j->x + (size_t)b * (size_t)cols, cols) + bias;
         }
     }
 }
 
+// W (rows, cols) @ x (B, cols) + bias -> out (B, out_stride)
 static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, const float *bias, const float *x,
                    float *out, int32_t B, size_t out_stride) {
-    pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, ws->rowbuf, out, B, out_stride};
-    if (m->kern->dot_q8[w->type] && w->cols % 32 == 0) {  // integer path: quantize x once
-        for (int32_t b = 0; b < B; b++)
-            pg_quantize_act(x + (size_t)b * (size_t)w->cols, ws->xq + (size_t)b * (size_t)w->cols,
-                            ws->xd + (size_t)b * (size_t)(w->cols / 32), w->cols);
-        j.xq = ws->xq;
-        j.xd = ws->xd;
-    }
-    int n = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
-    if (n > PG_MAX_TASKS) n = PG_MAX_TASKS;
+    // several tasks per thread on big matrices: tasks are handed out as threads come free, so a
+    // thread the OS descheduled (a shared machine) does not leave the others waiting on its half
+    int threads = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
+    if (threads > PG_MAX_TASKS) threads = PG_MAX_TASKS;
+    int n = threads;
     if (w->rows < 64 * n) n = 1;
-    run_tasks(ws->par, matmul_task, &j, n);
+    else if (n > 1) {
+        int k = w->rows / (256 * threads);
+        if (k > PG_MAX_TASKS / threads) k = PG_MAX_TASKS / threads;
+        if (k > 1) n = threads * k;
+    }
+    size_t cols = (size_t)w->cols, groups = cols / 32;
+    if (!(m->kern->dot_q8[w->type] && cols % 32 == 0)) {
+        pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, NULL, ws->rowbuf, out, B, out_stride, ws->row_exact};
+        run_tasks(ws->par, matmul_task, &j, n);
+        return;
+    }
+    // integer path: quantize x once; the code sums live in rowbuf (unused by this path), which
+    // holds PG_MAX_TASKS * cols floats, i.e. the sums of up to 16 * PG_MAX_TASKS rows at a time
+    int32_t chunk = 16 * PG_MAX_TASKS;
+    for (int32_t b0 = 0; b0 < B; b0 += chunk) {
+        int32_t nb = B - b0 < chunk ? B - b0 : chunk;
+        pg_quantize_fn quantize = m->kern->quantize ? m->kern->quantize : pg_quantize_act;
+        for (int32_t b = 0; b < nb; b++)
+            quantize(x + (size_t)(b0 + b) * cols, ws->xq + (size_t)b * cols, ws->xd + (size_t)b * groups,
+                            ws->rowbuf + (size_t)b * (cols / 16), (int)cols);
+        pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, ws->rowbuf, NULL, out + (size_t)b0 * out_stride, nb,
+                           out_stride, ws->row_exact};
+        run_tasks(ws->par, matmul_task, &j, n);
+    }
 }
 
 typedef struct {
@@ -438,7 +463,7 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
 }
 
 static pg_work state_work(pg_state *s) {
-    pg_work w = {s->x, s->xn, s->qkv, s->att, s->ff, s->scores, (size_t)s->n_ctx, s->rowbuf, s->xq, s->xd, &s->par};
+    pg_work w = {s->x, s->xn, s->qkv, s->att, s->ff, s->scores, (size_t)s->n_ctx, 0, s->rowbuf, s->xq, s->xd, &s->par};
     return w;
 }
 
@@ -533,7 +558,7 @@ pg_code pg_batch_decode(pg_batch *b, pg_state *const *states, const int32_t *tok
         for (int32_t k = 0; k < i; k++)
             if (states[k] == s) return pg_fail(st, PG_ERR_ARG, "session %d appears twice in one batch", (int)i);
     }
-    pg_work w = {b->x, b->xn, b->qkv, b->att, b->ff, b->scores, (size_t)m->cfg.n_ctx, b->rowbuf, b->xq, b->xd, &b->par};
+    pg_work w = {b->x, b->xn, b->qkv, b->att, b->ff, b->scores, (size_t)m->cfg.n_ctx, 1, b->rowbuf, b->xq, b->xd, &b->par};
     pg_rows rows = {NULL, 0, states};
     forward_rows(m, &w, &rows, tokens, n, b->logits, 1);
     for (int32_t i = 0; i < n; i++) {

@@ -111,7 +111,7 @@ pg_code pg_batch_init(pg_batch *b, const pg_model *m, int32_t n_max, void *mem, 
 // Append tokens[i] to states[i] for i < n, each at its own position (n_past), as one forward pass:
 // every weight matrix is read once for all n rows. Afterwards states[i]->logits holds that
 // session's next-token logits and its n_past has grown by one, exactly as pg_state_eval of one
-// token would leave it (up to float summation order). Nothing changes unless every argument is
+// token would leave it (bit for bit: every row goes through the single-row kernels). Nothing changes unless every argument is
 // valid (distinct states of b's model, each with room for one more token, tokens in the vocabulary).
 pg_code pg_batch_decode(pg_batch *b, pg_state *const *states, const int32_t *tokens, int32_t n, pg_status *st);
 

@@ -14,20 +14,27 @@
 typedef float (*pg_dot_fn)(const void *row, const float *x, int n);
 
 // row (n,) stored as a type . x (n,) given as int8 xq (n,) with one float scale xd per 32 values
-// (activations quantized once per matmul by pg_quantize_act) -> float. Used where integer SIMD is
-// the fast path (the ESP32-S3's PIE unit has no float SIMD); xq is 16-byte aligned.
-typedef float (*pg_dot_q8_fn)(const void *row, const int8_t *xq, const float *xd, int n);
+// and xs, the plain sum of the int8 codes of every 16 values (n / 16 floats, exact integers), for
+// types with offsets (activations quantized once per matmul by pg_quantize_act) -> float. The
+// integer fast path: x86 multiplies bytes (maddubs / VNNI), the ESP32-S3's PIE unit has no float
+// SIMD. Each type's _ref version is the definition. xq is 16-byte aligned.
+typedef float (*pg_dot_q8_fn)(const void *row, const int8_t *xq, const float *xd, const float *xs, int n);
+
+// x (n,) -> int8 codes, scales and sums: pg_quantize_act's contract, bit for bit
+typedef void (*pg_quantize_fn)(const float *x, int8_t *xq, float *xd, float *xs, int n);
 
 typedef struct {
     const char *name;
     pg_dot_fn dot[PG_TYPE_COUNT];        // NULL: type not supported
     pg_dot_q8_fn dot_q8[PG_TYPE_COUNT];  // non-NULL: the engine quantizes activations for this type
+    pg_quantize_fn quantize;             // NULL: pg_quantize_act
 } pg_kernels;
 
-enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2, PG_KERNELS_NO_AVX512 = 3 };
+enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2, PG_KERNELS_NO_AVX512 = 3, PG_KERNELS_FLOAT = 4 };
 
-// x (n,) -> xq (n,) int8 and xd (n / 32,) scales: per 32 values d = max|x| / 127, q = round(x / d)
-void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n);
+// x (n,) -> xq (n,) int8, xd (n / 32,) scales and xs (n / 16,) code sums (xs may be NULL):
+// per 32 values d = max|x| / 127, q = round half away from zero (x / d); per 16 values s = sum(q)
+void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n);
 
 // One block of a quantized type (pg_type_block weights) -> floats y; NULL for F32/F16/unknown.
 typedef void (*pg_dequant_block_fn)(const uint8_t *block, float *y);
@@ -39,14 +46,18 @@ void pg_dequant_row(uint32_t type, const void *row, float *out, int n);
 int pg_type_supported(uint32_t type);
 
 const pg_kernels *pg_kernels_ref(void);
+// the portable integer-activation dot of a type (NULL when the type has none)
+pg_dot_q8_fn pg_dot_q8_ref(uint32_t type);
 // mode PG_KERNELS_BEST: the fastest set this CPU runs; PG_KERNELS_REF: portable float reference;
 // PG_KERNELS_REF_Q8: portable reference of the integer-activation path the chip uses;
-// PG_KERNELS_NO_AVX512: the best set without AVX-512 (to test the AVX2 kernels on any machine).
+// PG_KERNELS_NO_AVX512: the best set without AVX-512 (to test the AVX2 kernels on any machine);
+// PG_KERNELS_FLOAT: the best set with float activations only (no dot_q8), the pre-integer path.
 const pg_kernels *pg_kernels_select(int mode);
 
 #if defined(__x86_64__) || defined(__i386__)
-// AVX-512F when allowed and present, else AVX2; NULL when the CPU lacks AVX2/FMA/F16C
-const pg_kernels *pg_kernels_x86(int allow_avx512);
+// AVX-512 when allowed and present, else AVX2; with allow_int the integer-activation kernels
+// (dot_q8); NULL when the CPU lacks AVX2/FMA/F16C
+const pg_kernels *pg_kernels_x86(int allow_avx512, int allow_int);
 #endif
 #if defined(PG_TARGET_ESP32S3) && !defined(PG_FORCE_REF)
 const pg_kernels *pg_kernels_esp32s3(void);

@@ -48,7 +48,8 @@ static int32_t dot_i8_pie(const int8_t *a, const int8_t *b, int n) {
 // row (n,) Q8_0 . activations (xq (n,) int8, xd (n/32,) scales) -> float. ggml's 34-byte blocks put
 // the int8 weights at offset 2, never 16-byte aligned, so each block's weights are copied to an
 // aligned buffer first (an export-time repacking would remove the copy: see README).
-static float dot_q8_0_q8_esp32s3(const void *row, const int8_t *xq, const float *xd, int n) {
+static float dot_q8_0_q8_esp32s3(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    (void)xs;
     const uint8_t *b = (const uint8_t *)row;
     int8_t w[32] __attribute__((aligned(16)));
     float s = 0.0f;
@@ -62,7 +63,7 @@ static float dot_q8_0_q8_esp32s3(const void *row, const int8_t *xq, const float 
 }
 
 // dot[] left empty: the engine falls back to the _ref kernel for each type
-static const pg_kernels s_esp32s3 = {"esp32s3-pie", {0}, {[PG_TYPE_Q8_0] = dot_q8_0_q8_esp32s3}};
+static const pg_kernels s_esp32s3 = {"esp32s3-pie", {0}, {[PG_TYPE_Q8_0] = dot_q8_0_q8_esp32s3}, NULL};
 
 const pg_kernels *pg_kernels_esp32s3(void) { return &s_esp32s3; }
 

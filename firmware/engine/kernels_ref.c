@@ -274,9 +274,9 @@ PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,                                                              \
     }
 
-static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}};
+static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL};
 
-void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n) {
+void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n) {
     for (int i = 0; i < n; i += 32) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) {
@@ -285,15 +285,22 @@ void pg_quantize_act(const float *x, int8_t *xq, float *xd, int n) {
         }
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
         xd[i / 32] = d;
+        int32_t sum[2] = {0, 0};
         for (int j = 0; j < 32; j++) {
             float v = x[i + j] * inv;
             xq[i + j] = (int8_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
+            sum[j / 16] += xq[i + j];
+        }
+        if (xs) {
+            xs[i / 16] = (float)sum[0];
+            xs[i / 16 + 1] = (float)sum[1];
         }
     }
 }
 
 // row (n,) Q8_0 . activations (xq, xd) -> float: integer dot per block, scaled once
-static float dot_q8_0_q8_ref(const void *row, const int8_t *xq, const float *xd, int n) {
+static float dot_q8_0_q8_ref(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    (void)xs;
     const uint8_t *b = (const uint8_t *)row;
     float s = 0.0f;
     for (int i = 0; i < n; i += 32, b += 34) {
@@ -305,7 +312,85 @@ static float dot_q8_0_q8_ref(const void *row, const int8_t *xq, const float *xd,
     return s;
 }
 
-static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS, {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref}};
+// sixteen signed 6-bit Q3_K scales from their 12-byte packing
+static void q3_k_scales(const uint8_t *packed, int8_t *scales) {
+    for (int i = 0; i < 16; i++) {
+        int low = (i < 8) ? (packed[i] & 0x0F) : (packed[i - 8] >> 4);
+        int high = (packed[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+        scales[i] = (int8_t)((low | (high << 4)) - 32);
+    }
+}
+
+// row (n,) Q3_K . activations (xq, xd) -> float. Each 32-weight group g of a block uses 2 bits of
+// the 32 qs bytes of its half (shift 2 * (g % 4)) and one hmask bit, scales a (first 16) and b:
+// d * xd[g] * (a * sum_{l<16} q xq + b * sum_{l>=16} q xq), q = low2 - (hbit ? 0 : 4)
+static float dot_q3_k_q8_ref(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    (void)xs;
+    const uint8_t *b = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i += 256, b += 110) {
+        const uint8_t *hm = b, *qs = b + 32;
+        int8_t sc[16];
+        q3_k_scales(b + 96, sc);
+        float d = f16(b + 108);
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *q = qs + 32 * (g / 4);
+            int shift = 2 * (g % 4);
+            uint8_t m = (uint8_t)(1u << g);
+            const int8_t *x = xq + i + 32 * g;
+            int32_t sa = 0, sb = 0;
+            for (int l = 0; l < 16; l++) {
+                sa += (((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4)) * x[l];
+                sb += (((q[l + 16] >> shift) & 3) - ((hm[l + 16] & m) ? 0 : 4)) * x[l + 16];
+            }
+            s += d * xd[(i >> 5) + g] * (float)(sc[2 * g] * sa + sc[2 * g + 1] * sb);
+        }
+    }
+    return s;
+}
+
+// 6-bit scale and min j (0..7) of a Q4_K/Q5_K block, as scale_min_k4
+static void q4_k_scales(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
+    for (int j = 0; j < 8; j++) {
+        int a, m;
+        scale_min_k4(j, q, &a, &m);
+        sc[j] = (uint8_t)a;
+        mn[j] = (uint8_t)m;
+    }
+}
+
+// row (n,) Q4_K . activations (xq, xd, xs) -> float: per 32-weight group g (low nibbles of qs
+// bytes 32*(g/2).. for even g, high for odd): d * sc[g] * xd[g] * sum q xq - dmin * mn[g] * xd[g] * sum xq
+static float dot_q4_k_q8_ref(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i += 256, b += 144) {
+        float d = f16(b), dmin = f16(b + 2);
+        uint8_t sc[8], mn[8];
+        q4_k_scales(b + 4, sc, mn);
+        const uint8_t *qs = b + 16;
+        float sum = 0.0f, mins = 0.0f;
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *q = qs + 32 * (g / 2);
+            int shift = 4 * (g % 2);
+            const int8_t *x = xq + i + 32 * g;
+            int32_t acc = 0;
+            for (int l = 0; l < 32; l++) acc += ((q[l] >> shift) & 0x0F) * x[l];
+            sum += (float)(sc[g] * acc) * xd[(i >> 5) + g];
+            mins += (float)mn[g] * xd[(i >> 5) + g] * (xs[(i >> 4) + 2 * g] + xs[(i >> 4) + 2 * g + 1]);
+        }
+        s += d * sum - dmin * mins;
+    }
+    return s;
+}
+
+static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
+                                    {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref, [PG_TYPE_Q3_K] = dot_q3_k_q8_ref,
+                                     [PG_TYPE_Q4_K] = dot_q4_k_q8_ref},
+                                    NULL};
+
+// The integer-activation definitions, for fast sets to reuse where they have no kernel of their own.
+pg_dot_q8_fn pg_dot_q8_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.dot_q8[type] : NULL; }
 
 const pg_kernels *pg_kernels_ref(void) { return &s_ref; }
 
@@ -316,7 +401,7 @@ const pg_kernels *pg_kernels_select(int mode) {
 #else
     if (mode == PG_KERNELS_REF) return &s_ref;
 #if defined(__x86_64__) || defined(__i386__)
-    const pg_kernels *k = pg_kernels_x86(mode != PG_KERNELS_NO_AVX512);
+    const pg_kernels *k = pg_kernels_x86(mode != PG_KERNELS_NO_AVX512, mode != PG_KERNELS_FLOAT);
     if (k) return k;
 #endif
 #if defined(PG_TARGET_ESP32S3)

@@ -112,6 +112,177 @@ PG_AVX2 static float dot_q4_0_avx2(const void *row, const float *x, int n) {
     return hsum256(acc);
 }
 
+// x (n,) -> xq, xd, xs exactly as pg_quantize_act (same float operations in the same order per
+// value: amax / 127, x * (1 / d), +-0.5 and truncation), eight values per instruction
+PG_AVX2 static void quantize_act_avx2(const float *x, int8_t *xq, float *xd, float *xs, int n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 signmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 half = _mm256_set1_ps(0.5f);
+    for (int i = 0; i < n; i += 32) {
+        __m256 v[4];
+        __m256 mx = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + i + 8 * k);
+            mx = _mm256_max_ps(mx, _mm256_and_ps(v[k], absmask));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        xd[i / 32] = d;
+        __m256 iv = _mm256_set1_ps(inv);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 t = _mm256_mul_ps(v[k], iv);
+            // v < 0 ? v - 0.5 : v + 0.5 (a -0.0 takes -0.5 here and +0.5 there: both truncate to 0)
+            t = _mm256_add_ps(t, _mm256_or_ps(half, _mm256_and_ps(t, signmask)));
+            q[k] = _mm256_cvttps_epi32(t);
+        }
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(xq + i), p);
+        if (xs) {
+            __m256i s0 = _mm256_add_epi32(q[0], q[1]), s1 = _mm256_add_epi32(q[2], q[3]);
+            __m256i h = _mm256_hadd_epi32(s0, s1);  // s0 pairs (lane 0), s1 pairs (lane 0), s0, s1 (lane 1)
+            h = _mm256_hadd_epi32(h, h);
+            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            xs[i / 16] = (float)_mm_extract_epi32(t, 0);
+            xs[i / 16 + 1] = (float)_mm_extract_epi32(t, 1);
+        }
+    }
+}
+
+// ---- integer activations (dot_q8): weights x int8 activations with maddubs ----------------
+// The definitions are the _q8_ref kernels in kernels_ref.c; these compute the same integer sums
+// per 32-weight group and differ only in float summation order.
+
+PG_AVX2 static float f16c(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+// Q4_K's eight 6-bit scales (bytes 0..7 of out) and mins (bytes 8..15) from their 12-byte
+// packing: scales/mins 0..3 are the low 6 bits of bytes 0..3 / 4..7; 4..7 take a nibble of bytes
+// 8..11 and the top two bits of bytes 0..3 / 4..7 (four at a time in 32-bit words)
+__attribute__((always_inline)) static inline void q4_k_unpack(const uint8_t *q, uint32_t out[4]) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, q, 4);
+    memcpy(&w1, q + 4, 4);
+    memcpy(&w2, q + 8, 4);
+    out[0] = w0 & 0x3F3F3F3Fu;
+    out[1] = (w2 & 0x0F0F0F0Fu) | (((w0 >> 6) & 0x03030303u) << 4);
+    out[2] = w1 & 0x3F3F3F3Fu;
+    out[3] = ((w2 >> 4) & 0x0F0F0F0Fu) | (((w1 >> 6) & 0x03030303u) << 4);
+}
+
+// Q3_K's sixteen signed 6-bit scales from their 12-byte packing: low nibbles of bytes 0..7 are
+// scales 0..7, their high nibbles 8..15; scale i's top two bits sit in byte 8 + i % 4 at bit
+// 2 * (i / 4), which is byte i of (aux >> 2k in lane k) for the 32-bit aux of bytes 8..11
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m128i q3_k_scales_avx2(const uint8_t *p) {
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m128i lo8 = _mm_loadl_epi64((const __m128i *)p);
+    __m128i lows = _mm_unpacklo_epi64(_mm_and_si128(lo8, m4), _mm_and_si128(_mm_srli_epi16(lo8, 4), m4));
+    uint32_t aux;
+    memcpy(&aux, p + 8, 4);
+    __m128i v = _mm_srlv_epi32(_mm_set1_epi32((int)aux), _mm_set_epi32(6, 4, 2, 0));
+    __m128i highs = _mm_and_si128(_mm_slli_epi16(v, 4), _mm_set1_epi8(0x30));
+    return _mm_sub_epi8(_mm_or_si128(lows, highs), _mm_set1_epi8(32));
+}
+
+// 16 per-16 sums (xs) -> the 8 per-32 sums, in order
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256 group_sums(const float *xs) {
+    __m256 h = _mm256_hadd_ps(_mm256_loadu_ps(xs), _mm256_loadu_ps(xs + 8));  // groups 0 1 4 5 | 2 3 6 7
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(h), 0xD8));
+}
+
+// 32 unsigned bytes u . 32 signed bytes x -> 8 int32 partial sums
+PG_AVX2 static __m256i dot_u8i8_avx2(__m256i u, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+}
+
+// row (n,) Q4_K . int8 activations -> float: d * sc[g] * xd[g] * sum q xq - dmin * mn[g] * xs[g]
+PG_AVX2 static float dot_q4_k_q8_avx2(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 256, b += 144) {
+        uint32_t sm[4];
+        q4_k_unpack(b + 4, sm);
+        __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+        __m256 scv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
+        __m256 mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
+        __m256 xdv = _mm256_loadu_ps(xd + i / 32);
+        float f[8];
+        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_mul_ps(scv, xdv), _mm256_set1_ps(f16c(b))));
+        accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(mnv, xdv), group_sums(xs + i / 16)), _mm256_set1_ps(f16c(b + 2)),
+                               accm);
+        const uint8_t *qs = b + 16;
+        const int8_t *x = xq + i;
+        for (int p = 0; p < 4; p++, qs += 32, x += 64) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)qs);
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i dl = dot_u8i8_avx2(lo, _mm256_loadu_si256((const __m256i *)x));
+            __m256i dh = dot_u8i8_avx2(hi, _mm256_loadu_si256((const __m256i *)(x + 32)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dl), _mm256_set1_ps(f[2 * p]), acc);
+            acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dh), _mm256_set1_ps(f[2 * p + 1]), acc2);
+        }
+    }
+    return hsum256(_mm256_sub_ps(_mm256_add_ps(acc, acc2), accm));
+}
+
+// row (n,) Q3_K . int8 activations -> float: per group g, q = low2 - (hbit ? 0 : 4) with scales
+// a (first 16 weights) and b, times d * xd[g]
+PG_AVX2 static float dot_q3_k_q8_avx2(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    (void)xs;
+    const uint8_t *b = (const uint8_t *)row;
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
+    __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 256, b += 110) {
+        __m128i scb = q3_k_scales_avx2(b + 96);
+        float f[8];
+        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + i / 32), _mm256_set1_ps(f16c(b + 108))));
+        __m256i hm = _mm256_loadu_si256((const __m256i *)b);
+        const int8_t *x = xq + i;
+        for (int h = 0; h < 2; h++) {
+            __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * h));
+            for (int j = 0; j < 4; j++, x += 32) {
+                int g = 4 * h + j;
+                __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * j), three);
+                __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << g)));
+                __m256i sub4 = _mm256_and_si256(_mm256_cmpeq_epi8(hb, zero), four);
+                __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+                __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(low2, xv), _mm256_maddubs_epi16(sub4, xv));
+                // int16 scales: lanes 0..7 sc[2g], lanes 8..15 sc[2g + 1]
+                __m128i idx = _mm_set_epi8((char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1),
+                                           (char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1),
+                                           (char)(2 * g), (char)(2 * g), (char)(2 * g), (char)(2 * g), (char)(2 * g),
+                                           (char)(2 * g), (char)(2 * g), (char)(2 * g));
+                __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scb, idx));
+                __m256i p32 = _mm256_madd_epi16(p16, s16);
+                if (j & 1) acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(f[g]), acc2);
+                else acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(f[g]), acc);
+            }
+        }
+    }
+    return hsum256(_mm256_add_ps(acc, acc2));
+}
+
+// row (n,) Q8_0 . int8 activations -> float (signs moved onto the activations for maddubs)
+PG_AVX2 static float dot_q8_0_q8_avx2(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    (void)xs;
+    const uint8_t *b = (const uint8_t *)row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 32, b += 34) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(b + 2));
+        __m256i x = _mm256_loadu_si256((const __m256i *)(xq + i));
+        __m256i p = dot_u8i8_avx2(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16c(b) * xd[i / 32]), acc);
+    }
+    return hsum256(acc);
+}
+
 #define PG_DOT_BLOCKS(T, ID) \
     PG_AVX2 static float dot_##T##_avx2(const void *row, const float *x, int n) { return dot_blocks_avx2(ID, row, x, n); }
 PG_DOT_BLOCKS(q4_1, PG_TYPE_Q4_1)
@@ -124,6 +295,22 @@ PG_DOT_BLOCKS(q4_k, PG_TYPE_Q4_K)
 PG_DOT_BLOCKS(q5_k, PG_TYPE_Q5_K)
 PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
 
+#define PG_AVX2_DOTS                                                                                      \
+    {                                                                                                     \
+        [PG_TYPE_F32] = dot_f32_avx2,   [PG_TYPE_F16] = dot_f16_avx2,   [PG_TYPE_Q4_0] = dot_q4_0_avx2,   \
+        [PG_TYPE_Q4_1] = dot_q4_1_avx2, [PG_TYPE_Q5_0] = dot_q5_0_avx2, [PG_TYPE_Q5_1] = dot_q5_1_avx2,   \
+        [PG_TYPE_Q8_0] = dot_q8_0_avx2, [PG_TYPE_Q2_K] = dot_q2_k_avx2, [PG_TYPE_Q3_K] = dot_q3_k_avx2,   \
+        [PG_TYPE_Q4_K] = dot_q4_k_avx2, [PG_TYPE_Q5_K] = dot_q5_k_avx2, [PG_TYPE_Q6_K] = dot_q6_k_avx2,   \
+        [PG_TYPE_IQ4_NL] = dot_iq4_nl_avx2,                                                               \
+    }
+
+static const pg_kernels s_avx2_int = {
+    "x86-avx2-int8",
+    PG_AVX2_DOTS,
+    {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8_avx2},
+    quantize_act_avx2,
+};
+
 static const pg_kernels s_avx2 = {
     "x86-avx2",
     {
@@ -134,6 +321,7 @@ static const pg_kernels s_avx2 = {
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_avx2,
     },
     {0},
+    NULL,
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -193,12 +381,107 @@ static const pg_kernels s_avx512 = {
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_avx2,
     },
     {0},
+    NULL,
 };
 
-const pg_kernels *pg_kernels_x86(int allow_avx512) {
+// ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
+// measured no faster here (AMD EPYC, which splits 512-bit work in two halves)
+
+#define PG_VNNI256 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+// row (n,) Q4_K . int8 activations -> float (same sums as dot_q4_k_q8_ref)
+PG_VNNI256 static float dot_q4_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 256, b += 144) {
+        uint32_t sm[4];
+        q4_k_unpack(b + 4, sm);
+        __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+        __m256 scv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
+        __m256 mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
+        __m256 xdv = _mm256_loadu_ps(xd + i / 32);
+        __m256 f8 = _mm256_mul_ps(_mm256_mul_ps(scv, xdv), _mm256_set1_ps(f16c(b)));
+        accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(mnv, xdv), group_sums(xs + i / 16)), _mm256_set1_ps(f16c(b + 2)),
+                               accm);
+        const uint8_t *qs = b + 16;
+        const int8_t *x = xq + i;
+#define PG_Q4K_STEP(P)                                                                                          \
+    {                                                                                                       \
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * P));                                    \
+        __m256i dl = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(q, m4),                   \
+                                         _mm256_loadu_si256((const __m256i *)(x + 64 * P)));               \
+        __m256i dh = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), \
+                                         _mm256_loadu_si256((const __m256i *)(x + 64 * P + 32)));          \
+        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dl), _mm256_permutevar8x32_ps(f8, _mm256_set1_epi32(2 * P)), a0);  \
+        a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dh), _mm256_permutevar8x32_ps(f8, _mm256_set1_epi32(2 * P + 1)), a1); \
+    }
+        PG_Q4K_STEP(0)
+        PG_Q4K_STEP(1)
+        PG_Q4K_STEP(2)
+        PG_Q4K_STEP(3)
+#undef PG_Q4K_STEP
+    }
+    return hsum256(_mm256_sub_ps(_mm256_add_ps(a0, a1), accm));
+}
+
+// row (n,) Q3_K . int8 activations -> float (same sums as dot_q3_k_q8_ref): per group g, u = q + 4
+// from 2 bits of qs and the hmask bit, dpbusd, minus 4 * sum x per scale once per block
+PG_VNNI256 static float dot_q3_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    const __m256i pair = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0), pair_hi = _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4);
+    const __m256i half = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 256, b += 110) {
+        __m128i scb = q3_k_scales_avx2(b + 96);
+        __m256 xdv = _mm256_mul_ps(_mm256_loadu_ps(xd + i / 32), _mm256_set1_ps(f16c(b + 108)));
+        // S[k] = sc[k] * d * xd[k / 2]: scales 0..7 in slo, 8..15 in shi
+        __m256 slo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scb)), _mm256_permutevar8x32_ps(xdv, pair));
+        __m256 shi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scb, 8))),
+                                   _mm256_permutevar8x32_ps(xdv, pair_hi));
+        corr = _mm256_fmadd_ps(slo, _mm256_loadu_ps(xs + i / 16), corr);
+        corr = _mm256_fmadd_ps(shi, _mm256_loadu_ps(xs + i / 16 + 8), corr);
+        __m256i hm = _mm256_loadu_si256((const __m256i *)b);
+        __m256i qlo = _mm256_loadu_si256((const __m256i *)(b + 32)), qhi = _mm256_loadu_si256((const __m256i *)(b + 64));
+        const int8_t *x = xq + i;
+#define PG_Q3K_STEP(G, QV, S, ACC)                                                                           \
+    {                                                                                                    \
+        __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(QV, 2 * ((G) % 4)), three);                    \
+        __m256i u = _mm256_mask_add_epi8(low2, _mm256_test_epi8_mask(hm, _mm256_set1_epi8((char)(1 << (G)))), low2, four); \
+        __m256i d = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)(x + 32 * (G)))); \
+        __m256 f = _mm256_permutevar8x32_ps(S, _mm256_add_epi32(half, _mm256_set1_epi32(2 * ((G) % 4))));  \
+        ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), f, ACC);                                             \
+    }
+        PG_Q3K_STEP(0, qlo, slo, a0)
+        PG_Q3K_STEP(1, qlo, slo, a1)
+        PG_Q3K_STEP(2, qlo, slo, a0)
+        PG_Q3K_STEP(3, qlo, slo, a1)
+        PG_Q3K_STEP(4, qhi, shi, a0)
+        PG_Q3K_STEP(5, qhi, shi, a1)
+        PG_Q3K_STEP(6, qhi, shi, a0)
+        PG_Q3K_STEP(7, qhi, shi, a1)
+#undef PG_Q3K_STEP
+    }
+    return hsum256(_mm256_fnmadd_ps(_mm256_set1_ps(4.0f), corr, _mm256_add_ps(a0, a1)));
+}
+
+static const pg_kernels s_vnni256_int = {
+    "x86-vnni256-int8",
+    PG_AVX2_DOTS,
+    {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_vnni256, [PG_TYPE_Q4_K] = dot_q4_k_q8_vnni256},
+    quantize_act_avx2,
+};
+
+
+const pg_kernels *pg_kernels_x86(int allow_avx512, int allow_int) {
     __builtin_cpu_init();
     // every CPU with AVX2 also has F16C (older clang cannot query "f16c" here)
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (allow_int && allow_avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return &s_vnni256_int;
+    if (allow_int) return &s_avx2_int;
     if (allow_avx512 && __builtin_cpu_supports("avx512f")) return &s_avx512;
     return &s_avx2;
 }

@@ -22,51 +22,60 @@
 static PyObject *s_error;  // pocketgpt.errors.PocketError
 
 // ---- thread pool ---------------------------------------------------------------------------
+//
+// Persistent workers that spin briefly on a generation counter before sleeping on a condition
+// variable: a token is ~50 parallel-fors a few tens of microseconds apart, and a futex wake-up
+// per matrix would cost about as much as the matrix. Tasks are handed out by an atomic counter,
+// so a worker the OS has descheduled does not hold back the others.
+
+#include <sched.h>
+#include <stdatomic.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PG_PAUSE() _mm_pause()
+#else
+#define PG_PAUSE() ((void)0)
+#endif
+
+enum { PG_SPIN = 20000 };  // pause iterations (about a millisecond) before a worker sleeps
 
 typedef struct {
     pthread_t *threads;
     int n_workers;
     pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_done;
+    pthread_cond_t cv_work;
     pthread_mutex_t submit;  // one parallel-for at a time (sessions on several threads share the pool)
-    pg_task_fn fn;
+    pg_task_fn fn;           // published before `next` is reset (release) and read after taking a task
     void *arg;
-    int n_tasks, next, done;
-    uint64_t gen;
-    int quit;
+    atomic_int n_tasks, next, done;
+    atomic_uint_fast64_t gen;
+    atomic_int quit, sleepers;
 } pg_pool;
 
 static void pool_take_tasks(pg_pool *p) {
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        if (p->next >= p->n_tasks) {
-            pthread_mutex_unlock(&p->mu);
-            return;
-        }
-        int t = p->next++;
-        pg_task_fn fn = p->fn;
-        void *arg = p->arg;
-        int n = p->n_tasks;
-        pthread_mutex_unlock(&p->mu);
-        fn(arg, t, n);
-        pthread_mutex_lock(&p->mu);
-        if (++p->done == p->n_tasks) pthread_cond_broadcast(&p->cv_done);
-        pthread_mutex_unlock(&p->mu);
+        int t = atomic_fetch_add(&p->next, 1);
+        int n = atomic_load(&p->n_tasks);
+        if (t >= n) return;
+        p->fn(p->arg, t, n);
+        atomic_fetch_add(&p->done, 1);
     }
 }
 
 static void *pool_worker(void *arg) {
     pg_pool *p = (pg_pool *)arg;
-    uint64_t seen = 0;
+    uint_fast64_t seen = 0;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->cv_work, &p->mu);
-        if (p->quit) {
+        for (int i = 0; i < PG_SPIN && atomic_load(&p->gen) == seen && !atomic_load(&p->quit); i++) PG_PAUSE();
+        if (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) {
+            pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv_work, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
-            return NULL;
         }
-        seen = p->gen;
-        pthread_mutex_unlock(&p->mu);
+        if (atomic_load(&p->quit)) return NULL;
+        seen = atomic_load(&p->gen);
         pool_take_tasks(p);
     }
 }
@@ -74,19 +83,22 @@ static void *pool_worker(void *arg) {
 static void pool_run(void *pool, pg_task_fn fn, void *arg, int n_tasks) {
     pg_pool *p = (pg_pool *)pool;
     pthread_mutex_lock(&p->submit);
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
-    p->n_tasks = n_tasks;
-    p->next = 0;
-    p->done = 0;
-    p->gen++;
-    pthread_cond_broadcast(&p->cv_work);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->n_tasks, n_tasks);
+    atomic_store(&p->done, 0);
+    atomic_store(&p->next, 0);
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv_work);
+        pthread_mutex_unlock(&p->mu);
+    }
     pool_take_tasks(p);  // the calling thread works too
-    pthread_mutex_lock(&p->mu);
-    while (p->done < p->n_tasks) pthread_cond_wait(&p->cv_done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (long i = 0; atomic_load(&p->done) < n_tasks; i++) {
+        if (i < PG_SPIN) PG_PAUSE();
+        else sched_yield();  // a worker was descheduled mid-task: give it the core
+    }
     pthread_mutex_unlock(&p->submit);
 }
 
@@ -95,7 +107,12 @@ static int pool_init(pg_pool *p, int n_threads) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->submit, NULL);
     pthread_cond_init(&p->cv_work, NULL);
-    pthread_cond_init(&p->cv_done, NULL);
+    atomic_init(&p->n_tasks, 0);
+    atomic_init(&p->next, 0);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->quit, 0);
+    atomic_init(&p->sleepers, 0);
     p->n_workers = n_threads - 1;
     if (p->n_workers <= 0) return 0;
     p->threads = calloc((size_t)p->n_workers, sizeof(pthread_t));
@@ -111,7 +128,7 @@ static int pool_init(pg_pool *p, int n_threads) {
 
 static void pool_free(pg_pool *p) {
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    atomic_store(&p->quit, 1);
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n_workers; i++) pthread_join(p->threads[i], NULL);
@@ -121,7 +138,6 @@ static void pool_free(pg_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->submit);
     pthread_cond_destroy(&p->cv_work);
-    pthread_cond_destroy(&p->cv_done);
 }
 
 // ---- Model ---------------------------------------------------------------------------------
@@ -777,6 +793,47 @@ static PyObject *engine_dot(PyObject *mod, PyObject *args) {
     return res;
 }
 
+// dot_q8(type, raw, x_bytes, mode) -> float or None: x quantized to int8 per 32 values as the
+// engine does, then the selected set's integer-activation dot (None when it has none for type).
+static PyObject *engine_dot_q8(PyObject *mod, PyObject *args) {
+    (void)mod;
+    unsigned int type;
+    Py_buffer raw, x;
+    int mode = 0;
+    if (!PyArg_ParseTuple(args, "Iy*y*|i", &type, &raw, &x, &mode)) return NULL;
+    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
+    uint32_t blk = pg_type_block(type);
+    PyObject *res = NULL;
+    const pg_kernels *k = pg_kernels_select(mode);
+    if (!pg_type_supported(type) || blk == 0 || n <= 0 || n % blk != 0 || n % 32 != 0 ||
+        (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(type)) {
+        PyErr_Format(s_error, "dot_q8: bad type %u or size", type);
+    } else if (!k->dot_q8[type]) {
+        res = Py_None;
+        Py_INCREF(res);
+    } else {
+        void *w = malloc((size_t)raw.len);
+        float *xv = malloc((size_t)x.len), *xd = malloc((size_t)n / 32 * sizeof(float) * 3);
+        int8_t *xq = malloc((size_t)n + 64);
+        if (w && xv && xd && xq) {
+            memcpy(w, raw.buf, (size_t)raw.len);
+            memcpy(xv, x.buf, (size_t)x.len);
+            int8_t *xa = (int8_t *)(((uintptr_t)xq + 63) & ~(uintptr_t)63);
+            pg_quantize_act(xv, xa, xd, xd + n / 32, (int)n);
+            res = PyFloat_FromDouble((double)k->dot_q8[type](w, xa, xd, xd + n / 32, (int)n));
+        } else {
+            PyErr_NoMemory();
+        }
+        free(w);
+        free(xv);
+        free(xd);
+        free(xq);
+    }
+    PyBuffer_Release(&raw);
+    PyBuffer_Release(&x);
+    return res;
+}
+
 // check_blob(bytes) -> None or raises PocketError: validate and load a model from memory (fuzzing).
 static PyObject *engine_check_blob(PyObject *mod, PyObject *args) {
     (void)mod;
@@ -811,7 +868,8 @@ static PyObject *engine_check_blob(PyObject *mod, PyObject *args) {
 
 static PyMethodDef engine_functions[] = {
     {"dequantize", engine_dequantize, METH_VARARGS, "dequantize(type, raw, n) -> float32 bytes (reference kernels)"},
-    {"dot", engine_dot, METH_VARARGS, "dot(type, raw, x, mode=0) -> float (mode: 0 best, 1 ref, 3 no AVX-512)"},
+    {"dot", engine_dot, METH_VARARGS, "dot(type, raw, x, mode=0) -> float (mode: 0 best, 1 ref, 2 ref-q8, 3 no AVX-512, 4 float)"},
+    {"dot_q8", engine_dot_q8, METH_VARARGS, "dot_q8(type, raw, x, mode=0) -> float or None (int8 activations)"},
     {"check_blob", engine_check_blob, METH_VARARGS, "check_blob(gguf_bytes): load a model from memory or raise"},
     {NULL, NULL, 0, NULL},
 };

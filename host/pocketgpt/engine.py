@@ -50,7 +50,8 @@ class Engine:
     (default: the model's). `threads` sizes the worker pool (default: every core). `force_ref`
     runs the portable reference kernels (also forced by PG_FORCE_REF=1 in the environment);
     `kernels="ref-q8"` runs the portable reference of the chip's integer-activation path,
-    `kernels="no-avx512"` the fastest set without AVX-512 (AVX2).
+    `kernels="no-avx512"` the fastest set without AVX-512 (AVX2), `kernels="float"` the fastest set
+    with float activations only (no int8 activation kernels; closest to the float reference).
     """
 
     def __init__(self, path: str | os.PathLike[str], n_ctx: int | None = None, threads: int | None = None,
@@ -65,7 +66,7 @@ class Engine:
             raise PocketError(f"{resolved}: is a folder; convert it with 'pocketgpt convert {resolved} OUT.gguf' first")
         force_ref = force_ref or os.environ.get("PG_FORCE_REF", "") not in ("", "0")
         self.path = str(resolved)
-        modes = {"auto": 0, "ref": 1, "ref-q8": 2, "no-avx512": 3}
+        modes = {"auto": 0, "ref": 1, "ref-q8": 2, "no-avx512": 3, "float": 4}
         if kernels not in modes:
             raise PocketError(f"unknown kernels {kernels!r}; choose one of {', '.join(modes)}")
         mode = 1 if force_ref and kernels == "auto" else modes[kernels]

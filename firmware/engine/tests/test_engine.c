@@ -186,7 +186,7 @@ static void test_batch(const pg_model *m) {
             }
         }
     }
-    CHECK(maxdiff < 1e-3f);
+    CHECK(maxdiff == 0.0f);  // bit for bit: a batch row is computed exactly as a single token
     // invalid batches change nothing: a repeated session, a full context, a bad token, too many
     int32_t toks[N] = {1, 2, 3};
     pg_state *dup[N] = {&many[0], &many[1], &many[0]};
@@ -201,6 +201,29 @@ static void test_batch(const pg_model *m) {
     CHECK(pg_batch_decode(&b, ptr, toks, 2, &st) == PG_OK && many[0].n_past == before + 1);
     for (int i = 0; i < 2 * N; i++) free(mem[i]);
     free(bmem);
+}
+
+// the fast set's activation quantizer equals pg_quantize_act bit for bit (ties, zeros, signs)
+static void test_quantize_act(void) {
+    const pg_kernels *k = pg_kernels_select(PG_KERNELS_BEST);
+    if (!k->quantize) return;
+    enum { N = 256 };
+    float x[N], xd1[N / 32], xd2[N / 32], xs1[N / 16], xs2[N / 16];
+    int8_t q1[N], q2[N];
+    uint32_t r = 12345;
+    for (int trial = 0; trial < 200; trial++) {
+        for (int i = 0; i < N; i++) {
+            r = r * 1664525u + 1013904223u;
+            int v = (int)(r >> 8) % 2001 - 1000;
+            x[i] = trial % 3 == 0 ? (float)v * 0.5f : (float)v / 7.0f;  // exact halves: rounding ties
+            if (i % 32 == 5 && trial % 2) x[i] = 0.0f;
+        }
+        if (trial == 1)
+            for (int i = 0; i < 32; i++) x[i] = i == 3 ? -0.0f : 0.0f;  // an all-zero group
+        pg_quantize_act(x, q1, xd1, xs1, N);
+        k->quantize(x, q2, xd2, xs2, N);
+        CHECK(memcmp(q1, q2, N) == 0 && memcmp(xd1, xd2, sizeof xd1) == 0 && memcmp(xs1, xs2, sizeof xs1) == 0);
+    }
 }
 
 static void test_model(const uint8_t *blob, size_t size) {
@@ -374,6 +397,7 @@ static void fuzz_tokenizer(const pg_model *m, int rounds) {
 
 int main(int argc, char **argv) {
     test_f16();
+    test_quantize_act();
     test_arena();
     test_textout();
     test_sampler();
