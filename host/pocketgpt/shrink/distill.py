@@ -56,17 +56,17 @@ def _lr(cfg: DistillConfig, progress: float, step: int) -> float:
     return warmup_cosine_lr(step, progress, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
 
 
-def _soft_loss(logits: Any, targets: Any, pos: np.ndarray) -> Any:
+def _soft_loss(logp: Any, targets: Any, pos: np.ndarray) -> Any:
     """KL(teacher || student) over k + 1 bins, averaged over the positions `pos` that have a target:
-    the teacher's top-k student tokens, and one bin for all the rest (the mass the top-k leaves)."""
+    the teacher's top-k student tokens, and one bin for all the rest (the mass the top-k leaves).
+    logp: (positions, vocab) the student's log-probabilities (shared with the cross-entropy)."""
     import torch
     import torch.nn.functional as Fn
 
     has = targets.has[pos]
     p = torch.from_numpy(targets.probs[pos[has]].astype(np.float32))
     rest = (1.0 - p.sum(-1)).clamp_min(1e-6)
-    logq_all = Fn.log_softmax(logits[torch.from_numpy(has)], dim=-1)
-    logq = logq_all.gather(1, torch.from_numpy(targets.ids[pos[has]]).long())
+    logq = logp[torch.from_numpy(has)].gather(1, torch.from_numpy(targets.ids[pos[has]]).long())
     q_rest = (1.0 - logq.exp().sum(-1)).clamp_min(1e-6)
     pk = p.clamp_min(1e-8)
     kl = (pk * (pk.log() - logq)).sum(-1) + rest * (rest.log() - q_rest.log())
@@ -142,11 +142,11 @@ class Trainer:
         starts = self.rng.integers(0, len(self.ids) - n_ctx - 1, size=cfg.batch_size)
         batch = torch.from_numpy(np.stack([self.ids[s:s + n_ctx + 1] for s in starts]))
         x, y = batch[:, :-1], batch[:, 1:]
-        logits = self.student(input_ids=x).logits
-        ce = Fn.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        logp = Fn.log_softmax(self.student(input_ids=x).logits.reshape(-1, V), dim=-1)
+        ce = Fn.nll_loss(logp, y.reshape(-1))
         pos = (starts[:, None] + np.arange(n_ctx)).reshape(-1)  # stream positions of x
         if self.targets is not None and self.targets.has[pos].any():
-            loss = cfg.alpha * _soft_loss(logits.reshape(-1, V), self.targets, pos) + (1 - cfg.alpha) * ce
+            loss = cfg.alpha * _soft_loss(logp, self.targets, pos) + (1 - cfg.alpha) * ce
         else:
             loss = ce
         self.opt.zero_grad(set_to_none=True)
