@@ -267,5 +267,6 @@ def test_wrong_audio_params_are_an_error_and_text_still_works(relay: RelayThread
             await ws.send(json.dumps({"type": "listen", "state": "detect", "text": "Hello there"}))
             stt, _ = await until(ws, lambda m: m["type"] == "stt")
             assert stt["text"] == "Hello there"
+            await ws.send(json.dumps({"type": "abort"}))
             await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
     run(go())
