@@ -12,6 +12,7 @@ audio packets go through one queue per session, so they are handled in the order
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -177,53 +178,80 @@ class _MicState:
 
 
 class Listener:
-    """Per session: queue audio and listen control in order; report utterances to the session."""
+    """Per session: queue audio and listen control in order; report utterances to the session.
+
+    At most `MAX_BACKLOG` packets wait (a minute of 60 ms audio): a client streaming much faster
+    than the recognizer keeps up loses the excess, with one error, instead of growing memory.
+    """
+
+    MAX_BACKLOG = 1000
 
     def __init__(self, service: VoiceService, on_event: Callable[[MicEvent], Awaitable[None]]) -> None:
         self.service = service
         self.on_event = on_event
         self.mode: str | None = None
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._items: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._backlog = 0
+        self._dropped = False
         self._state: _MicState | None = None
         self._task = asyncio.create_task(self._run())
 
+    def _put(self, kind: str, value: Any) -> None:
+        self._items.append((kind, value))
+        self._wake.set()
+
     def audio(self, packet: bytes) -> None:
-        self._queue.put_nowait(("audio", packet))
+        if self._backlog >= self.MAX_BACKLOG:
+            if not self._dropped:
+                self._dropped = True
+                self._put("dropped", None)
+            return
+        self._backlog += 1
+        self._put("audio", packet)
 
     def start(self, mode: str) -> None:
         self.mode = mode
-        self._queue.put_nowait(("start", mode))
+        self._put("start", mode)
 
     def stop(self) -> None:
-        self._queue.put_nowait(("stop", None))
+        self._put("stop", None)
 
     async def _run(self) -> None:
         svc = self.service
-        try:
-            self._state = await svc.run(_MicState, svc)
-            while True:
-                kind, value = await self._queue.get()
+        while True:
+            if not self._items:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            kind, value = self._items.popleft()
+            try:
+                if self._state is None:
+                    self._state = await svc.run(_MicState, svc)
                 if kind == "audio":
                     batch = [value]
-                    while not self._queue.empty() and len(batch) < 50:
-                        if self._queue._queue[0][0] != "audio":  # type: ignore[attr-defined]
-                            break
-                        batch.append(self._queue.get_nowait()[1])
+                    while self._items and self._items[0][0] == "audio" and len(batch) < 50:
+                        batch.append(self._items.popleft()[1])
+                    self._backlog -= len(batch)
                     events = await svc.run(self._state.packets, batch)
                 elif kind == "start":
+                    self._dropped = False
                     events = await svc.run(self._state.start, value)
                 elif kind == "stop":
                     events = await svc.run(self._state.stop)
                 else:
-                    return
-                for ev in events:
-                    await self.on_event(ev)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("voice listener failed")
-            await self.on_event(MicEvent("error", f"the relay's voice input failed ({exc.__class__.__name__}); "
-                                         "send listen start to try again"))
+                    events = [MicEvent("error", f"audio arrives faster than the relay can listen; more than "
+                                                f"{self.MAX_BACKLOG} packets were waiting and later ones were "
+                                                "dropped: stream at real time")]
+            except Exception as exc:  # a failure costs this utterance, never the session
+                log.exception("voice listener failed")
+                if self._state is not None:
+                    await svc.run(self._state.close)
+                self._state = None
+                events = [MicEvent("error", f"the relay's voice input failed ({exc.__class__.__name__}: {exc}); "
+                                            "send listen start to try again")]
+            for ev in events:
+                await self.on_event(ev)
 
     async def close(self) -> None:
         self._task.cancel()
