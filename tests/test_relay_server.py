@@ -254,9 +254,14 @@ def test_32_concurrent_clients_each_get_their_complete_stream(relay: RelayThread
     async def go() -> list[str]:
         return await asyncio.gather(*(one(p) for p in prompts))
 
+    sched = relay.relay.backend.scheduler
+    steps0, tokens0 = getattr(sched, "steps", 0), getattr(sched, "batched_tokens", 0)
     got = run(go())
     for p, text in zip(prompts, got):
         assert text == want[p], p
+    if hasattr(sched, "steps"):  # the C engine: the 32 streams were decoded together, not one by one
+        steps, tokens = sched.steps - steps0, sched.batched_tokens - tokens0
+        assert tokens / steps > 4, (tokens, steps)
 
 
 # ---- who may connect --------------------------------------------------------------------------

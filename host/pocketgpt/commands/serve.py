@@ -37,7 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="API key for the OpenAI-compatible server (default $POCKETGPT_BACKEND_API_KEY)")
     p.add_argument("--threads", type=int, default=None, help="engine threads per token step (default: engine's choice)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                   help="generations advanced in parallel (default: one per core)")
+                   help="torch backend: generations advanced in parallel (default: one per core); the C engine "
+                        "batches every live generation into one decode step instead")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="engine backend: most generations decoded together per step (default 32)")
     p.add_argument("--home", default=None, help="token store folder (default $POCKETGPT_HOME or ~/.local/share/pocketgpt)")
     p.add_argument("--open", action="store_true", help="accept every connection without a token (trusted LAN only)")
     p.add_argument("--cert", help="TLS certificate (PEM): serve wss:// and https://")
@@ -79,7 +82,7 @@ def build_backend(args: argparse.Namespace):
         raise PocketError(f"model {args.model}: no such file {path}; pass a .gguf path or builtin:host")
     engine = load_engine(str(path), args.threads, reference=args.backend == "torch")
     model_id = args.model if args.model.startswith("builtin:") else Path(args.model).stem
-    return EngineBackend(engine, model_id, workers=max(1, args.workers))
+    return EngineBackend(engine, model_id, workers=max(1, args.workers), max_batch=max(1, args.max_batch))
 
 
 def run(args: argparse.Namespace) -> int:

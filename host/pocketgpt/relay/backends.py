@@ -5,9 +5,12 @@ Every backend turns a `GenRequest` into a `Generation`: an async iterator of tex
 knows which backend it talks to, so batched decode (a later issue) slots in behind the same
 interface by replacing `TokenScheduler`.
 
-The engine backend keeps inference off the event loop: a small pool of worker threads (one per
-core by default) advances the live generations one token at a time, round robin, so one long
-generation cannot starve the rest, and an abort is seen before the next token is computed.
+The engine backend keeps inference off the event loop. With the C engine one scheduler thread
+advances every live generation by one token per step through the engine's batched decode
+(`Engine.step`: each weight matrix is read once for the whole batch, the engine's own thread pool
+splits the rows), so N devices cost far less than N single decodes, no generation can starve
+another, and an abort is seen before the next step. Engines without batched decode (the PyTorch
+reference) are stepped round robin by a small pool of worker threads instead.
 """
 
 from __future__ import annotations
@@ -146,6 +149,20 @@ class _Job:
         self.prompt_ids: list[int] = []
 
 
+def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | None) -> tuple[list[int], dict[str, Any]]:
+    """The request's prompt as token ids (refused when empty or too long) and its generation settings."""
+    ids = engine.tokenize(req.prompt)
+    if not ids:
+        raise BackendError("bad_message", "the prompt has no tokens", 400)
+    limit = max_prompt_tokens or engine.n_ctx - 1
+    if len(ids) > limit:
+        raise BackendError("prompt_too_long", f"prompt is {len(ids)} tokens; this relay takes at most {limit}", 400)
+    room = engine.n_ctx - len(ids)
+    return ids, dict(max_tokens=max(1, min(req.max_tokens, room)), temperature=req.temperature, top_k=req.top_k,
+                     top_p=req.top_p, repeat_penalty=req.repeat_penalty, seed=req.seed, greedy=req.greedy,
+                     stop=tuple(req.stop), stop_at_eos=True)
+
+
 class TokenScheduler:
     """Round-robin token steps over all live generations on a fixed pool of worker threads.
 
@@ -232,21 +249,10 @@ class TokenScheduler:
             self._finish(job, "abort")
             return False
         if job.iterator is None:
-            ids = self.engine.tokenize(job.req.prompt)
-            if not ids:
-                raise BackendError("bad_message", "the prompt has no tokens", 400)
-            limit = self.max_prompt_tokens or self.engine.n_ctx - 1
-            if len(ids) > limit:
-                raise BackendError("prompt_too_long",
-                                   f"prompt is {len(ids)} tokens; this relay takes at most {limit}", 400)
-            room = self.engine.n_ctx - len(ids)
-            req = job.req
+            ids, kw = _prompt_and_params(self.engine, job.req, self.max_prompt_tokens)
             job.prompt_ids = ids
             job.session = self.engine.session()
-            job.iterator = iter(job.session.generate(
-                ids, max_tokens=max(1, min(req.max_tokens, room)), temperature=req.temperature,
-                top_k=req.top_k, top_p=req.top_p, repeat_penalty=req.repeat_penalty, seed=req.seed,
-                greedy=req.greedy, stop=tuple(req.stop), stop_at_eos=True))
+            job.iterator = iter(job.session.generate(ids, **kw))
         try:
             piece = next(job.iterator)
         except StopIteration:
@@ -278,25 +284,185 @@ class TokenScheduler:
         job.gen._put_threadsafe("done", stats)
 
 
+def _open_stream(engine: Any, session: Any, req: GenRequest, max_prompt_tokens: int | None) -> tuple[Any, list[int]]:
+    """Tokenize and check a request's prompt, then start its stream on `session`."""
+    ids, kw = _prompt_and_params(engine, req, max_prompt_tokens)
+    return session.stream(ids, **kw), ids
+
+
+class _BatchJob:
+    __slots__ = ("gen", "req", "stream", "session", "prompt_ids")
+
+    def __init__(self, gen: Generation, req: GenRequest) -> None:
+        self.gen = gen
+        self.req = req
+        self.stream: Any = None
+        self.session: Any = None
+        self.prompt_ids: list[int] = []
+
+
+class BatchScheduler:
+    """Every live generation advances one token per step, all in one batched decode.
+
+    One thread owns the engine's sessions. Each step: finished and aborted jobs leave (their
+    sessions go back to a pool, so a KV cache is allocated once, not per request); at most
+    `prefill_per_step` new jobs are admitted and prefilled (a long prompt costs the others one
+    step's delay, not one per prompt token); then `Engine.step` decodes one token for every
+    running job together, up to `max_batch` of them, the rest taking the next step in turn.
+    """
+
+    def __init__(self, engine: Any, max_batch: int = 32, max_prompt_tokens: int | None = None,
+                 prefill_per_step: int = 2) -> None:
+        self.engine = engine
+        self.max_batch = max(1, max_batch)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.prefill_per_step = max(1, prefill_per_step)
+        self._pending: collections.deque[_BatchJob] = collections.deque()
+        self._running: collections.deque[_BatchJob] = collections.deque()
+        self._free_sessions: list[Any] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.steps = 0
+        self.batched_tokens = 0
+        self._thread = threading.Thread(target=self._work, name="pocketgpt-batch", daemon=True)
+        self._thread.start()
+
+    @property
+    def live(self) -> int:
+        with self._cond:
+            return len(self._pending) + len(self._running)
+
+    def submit(self, job: _BatchJob) -> None:
+        with self._cond:
+            if self._closed:
+                raise BackendError("shutting_down", "the engine is shutting down", 503)
+            self._pending.append(job)
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+        with self._cond:
+            jobs = list(self._pending) + list(self._running)
+            self._pending.clear()
+            self._running.clear()
+        for job in jobs:
+            job.gen.abort()
+            self._finish(job, "abort")
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._running and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                admitted = [self._pending.popleft() for _ in range(min(self.prefill_per_step, len(self._pending)))]
+            try:
+                self._step(admitted)
+            except Exception:  # a failure ends the generations of this step, never the scheduler
+                log.exception("engine failed during a batched step")
+                for job in admitted + list(self._running):
+                    job.gen._put_threadsafe("error", BackendError("backend_error", "engine failed during a step"))
+                    job.gen.finished = True
+                self._running.clear()
+
+    def _step(self, admitted: list[_BatchJob]) -> None:
+        # leave: aborted or finished jobs (an abort is honoured before any further token)
+        for job in list(self._running):
+            if job.gen.aborted or job.stream.done:
+                self._running.remove(job)
+                self._finish(job, "abort" if job.gen.aborted else None)
+        fresh: list[_BatchJob] = []
+        for job in admitted:
+            if job.gen.aborted:
+                self._finish(job, "abort")
+                continue
+            try:
+                job.session = self._free_sessions.pop() if self._free_sessions else self.engine.session()
+                job.stream, job.prompt_ids = _open_stream(self.engine, job.session, job.req, self.max_prompt_tokens)
+            except BackendError as exc:
+                self._release(job)
+                job.gen.finished = True
+                job.gen._put_threadsafe("error", exc)
+                continue
+            fresh.append(job)
+        # this step's batch: the new jobs (prefill) and the running ones, oldest turn first
+        turn = [self._running.popleft() for _ in range(min(len(self._running), self.max_batch))]
+        batch = fresh + turn
+        if not batch:
+            return
+        pieces = self.engine.step([job.stream for job in batch])
+        self.steps += 1
+        self.batched_tokens += len(batch)
+        for job, piece in zip(batch, pieces):
+            if piece is not None:
+                job.gen._put_threadsafe("piece", piece.text)
+            if job.stream.done:
+                self._finish(job, None)
+            else:
+                self._running.append(job)
+
+    def _release(self, job: _BatchJob) -> None:
+        if job.session is not None:
+            self._free_sessions.append(job.session)
+            job.session = None
+
+    def _finish(self, job: _BatchJob, reason: str | None) -> None:
+        if job.gen.finished:
+            self._release(job)
+            return
+        if job.stream is not None:
+            job.stream.close()
+        raw = dict(job.stream.stats) if job.stream is not None else {}
+        tokens = raw.get("tokens", 0)
+        stats = GenStats(prompt_tokens=int(raw.get("prompt_tokens", len(job.prompt_ids))),
+                         tokens=len(tokens) if isinstance(tokens, (list, tuple)) else int(tokens),
+                         finish_reason=reason or str(raw.get("finish_reason", "stop")),
+                         extra={k: raw[k] for k in ("prefill_tok_s", "decode_tok_s") if k in raw})
+        if stats.finish_reason not in ("stop", "length", "abort"):
+            stats.finish_reason = "stop"
+        self._release(job)
+        job.gen.finished = True
+        job.gen._put_threadsafe("done", stats)
+
+
 class EngineBackend(Backend):
-    """The embedded C engine (pocketgpt.engine.Engine) or anything with the same API."""
+    """The embedded C engine (pocketgpt.engine.Engine) or anything with the same API.
+
+    An engine with batched decode (`step`) gets the BatchScheduler; one without (the PyTorch
+    reference) the round-robin TokenScheduler with `workers` threads.
+    """
 
     name = "engine"
 
-    def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None) -> None:
+    def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None,
+                 max_batch: int = 32) -> None:
         self.engine = engine
         self.model_id = model_id
-        self.scheduler = TokenScheduler(engine, workers, max_prompt_tokens)
+        self.batched = hasattr(engine, "step")
+        self.scheduler: Any = (BatchScheduler(engine, max_batch, max_prompt_tokens) if self.batched
+                               else TokenScheduler(engine, workers, max_prompt_tokens))
 
     async def start(self, req: GenRequest) -> Generation:
         gen = Generation(asyncio.get_running_loop())
         gen._on_abort.append(self.scheduler._wake)
-        self.scheduler.submit(_Job(gen, req))
+        self.scheduler.submit(_BatchJob(gen, req) if self.batched else _Job(gen, req))
         return gen
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model_id, "n_ctx": int(self.engine.n_ctx),
-                "workers": len(self.scheduler._threads)}
+        info: dict[str, Any] = {"backend": self.name, "model": self.model_id, "n_ctx": int(self.engine.n_ctx)}
+        if self.batched:
+            info["max_batch"] = self.scheduler.max_batch
+        else:
+            info["workers"] = len(self.scheduler._threads)
+        return info
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.scheduler.close)

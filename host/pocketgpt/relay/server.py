@@ -667,8 +667,13 @@ class Relay:
     # -- HTTP --
 
     def _gauges(self) -> dict[str, float]:
-        return {"pocketgpt_sessions_active": len(self.sessions), "pocketgpt_generations_active": len(self.active),
-                "pocketgpt_draining": 1 if self.draining else 0, "pocketgpt_open_mode": 1 if self.cfg.open else 0}
+        gauges = {"pocketgpt_sessions_active": len(self.sessions), "pocketgpt_generations_active": len(self.active),
+                  "pocketgpt_draining": 1 if self.draining else 0, "pocketgpt_open_mode": 1 if self.cfg.open else 0}
+        sched = getattr(self.backend, "scheduler", None)
+        if sched is not None and hasattr(sched, "steps"):  # batched decode: tokens per step = the batch size
+            gauges["pocketgpt_batch_steps"] = sched.steps
+            gauges["pocketgpt_batch_tokens"] = sched.batched_tokens
+        return gauges
 
     @staticmethod
     def _route_name(request: Any) -> str:
