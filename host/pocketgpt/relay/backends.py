@@ -411,7 +411,8 @@ class BatchScheduler:
 
     def _release(self, job: _BatchJob) -> None:
         if job.session is not None:
-            self._free_sessions.append(job.session)
+            if len(self._free_sessions) < self.max_batch:  # keep at most one batch of KV caches idle
+                self._free_sessions.append(job.session)
             job.session = None
 
     def _finish(self, job: _BatchJob, reason: str | None) -> None:
