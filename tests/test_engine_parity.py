@@ -10,7 +10,7 @@ import pytest
 from engine_models import make_hf_model, small_vocab, torch_greedy, write_model
 
 # Logits of the engine versus PyTorch running the same (dequantized) weights in float32: both
-# compute in float32, so only summation order differs. Stated tolerance: max abs difference over
+# compute in float32 (the engine with its exact kv="f32" cache), so only summation order differs. Stated tolerance: max abs difference over
 # every position and vocabulary entry.
 LOGIT_ATOL = 2e-3
 
@@ -29,7 +29,7 @@ def test_greedy_tokens_identical_to_transformers(tmp_path, shape):
 
     e, l, h, f = shape
     model, vocab = make_hf_model(n_embd=e, n_layer=l, n_head=h, n_ff=f, n_ctx=160, seed=e)
-    eng = Engine(write_model(tmp_path / "m.gguf", model, vocab), threads=2)
+    eng = Engine(write_model(tmp_path / "m.gguf", model, vocab), threads=2, kv="f32")
     ids = eng.tokenize(PROMPT)
     want = torch_greedy(model, ids, 72)
     got = [p.token for p in eng.generate(ids, max_tokens=72, greedy=True, repeat_penalty=1.0, stop_at_eos=False)]
@@ -43,7 +43,7 @@ def test_logits_every_position_match_transformers(tmp_path):
     from pocketgpt.engine import Engine
 
     model, vocab = make_hf_model(n_embd=64, n_layer=2, n_head=4, n_ctx=64, seed=3)
-    eng = Engine(write_model(tmp_path / "m.gguf", model, vocab), threads=2, n_batch=7)  # odd batch: several chunks
+    eng = Engine(write_model(tmp_path / "m.gguf", model, vocab), threads=2, n_batch=7, kv="f32")  # odd batch: several chunks
     ids = eng.tokenize("Batches of seven tokens, then the rest; every position is checked here.")
     got = eng.logits(ids)
     with torch.no_grad():
@@ -84,12 +84,12 @@ def test_quantized_logits_match_dequantized_torch(tmp_path, quant_base, qname):
 
     path = _quant_file(tmp_path, quant_base, qname)
     ref = torch_model(read_gguf(path))  # the file's weights, dequantized by the Python toolchain
-    eng = Engine(path, threads=2)
+    eng = Engine(path, threads=2, kv="f32")
     ids = eng.tokenize(PROMPT + " and other things, said the quantized model.")
     with torch.no_grad():
         want = ref(torch.tensor([ids])).logits[0].numpy()
     for kernels in ("float", "ref"):  # float activations: the fast kernels and the reference
-        got = Engine(path, threads=1, kernels=kernels).logits(ids)
+        got = Engine(path, threads=1, kernels=kernels, kv="f32").logits(ids)
         diff = float(np.abs(got - want).max())
         print(f"{qname} {kernels}: max |engine - torch(dequantized)| = {diff:.2e}")
         assert diff < LOGIT_ATOL
@@ -100,15 +100,15 @@ def test_reference_and_fast_kernels_give_the_same_greedy_text(tmp_path, quant_ba
     from pocketgpt.engine import Engine
 
     path = _quant_file(tmp_path, quant_base, qname)
-    ref = Engine(path, threads=2, force_ref=True)
+    ref = Engine(path, threads=2, force_ref=True, kv="f32")
     assert ref.kernels == "ref"
     kw = dict(max_tokens=40, greedy=True, repeat_penalty=1.0, stop_at_eos=False)
     want = "".join(p.text for p in ref.generate(PROMPT, **kw))
     # the integer-activation path has its own portable definition (ref-q8), which the fast integer
     # kernels must reproduce; float activations must reproduce the float reference
-    want_int = "".join(p.text for p in Engine(path, threads=2, kernels="ref-q8").generate(PROMPT, **kw))
+    want_int = "".join(p.text for p in Engine(path, threads=2, kernels="ref-q8", kv="f32").generate(PROMPT, **kw))
     for kernels in ("auto", "no-avx512", "float"):  # VNNI where the CPU has it, AVX2, float only
-        fast = Engine(path, threads=2, kernels=kernels)
+        fast = Engine(path, threads=2, kernels=kernels, kv="f32")
         expect = want_int if (kernels != "float" and qname in INT8_TYPES) else want
         assert "".join(p.text for p in fast.generate(PROMPT, **kw)) == expect, fast.kernels
 
@@ -168,7 +168,7 @@ def test_row_lengths_blocks_do_not_divide_fall_back_like_the_converter(tmp_path)
     path = write_model(tmp_path / "q8.gguf", model, vocab, simple_chooser("q8_0"))
     mf = read_gguf(path)
     assert mf.tensors["blk.0.attn_qkv.weight"].qtype == F16
-    eng = Engine(path, threads=2)
+    eng = Engine(path, threads=2, kv="f32")
     ids = eng.tokenize(PROMPT)
     want = torch_greedy(torch_model(mf), ids, 64)
     got = [p.token for p in eng.generate(ids, max_tokens=64, greedy=True, repeat_penalty=1.0, stop_at_eos=False)]
@@ -188,7 +188,7 @@ def test_integer_activation_path_stays_close_to_float(tmp_path, quant_base, qnam
     from pocketgpt.hf import torch_model
 
     path = _quant_file(tmp_path, quant_base, qname)
-    eng = Engine(path, threads=2, kernels="ref-q8")
+    eng = Engine(path, threads=2, kernels="ref-q8", kv="f32")
     assert eng.kernels == "ref-q8"
     ids = eng.tokenize(PROMPT + " and other things, said the quantized model.")
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_integer_activation_path_stays_close_to_float(tmp_path, quant_base, qnam
     assert diff < 0.05 * span
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
     for kernels in ("auto", "no-avx512"):
-        fast = Engine(path, threads=2, kernels=kernels)
+        fast = Engine(path, threads=2, kernels=kernels, kv="f32")
         assert "int8" in fast.kernels
         fast_logits = fast.logits(ids)
         # summation order can move an activation across an int8 rounding boundary in a later layer,
@@ -259,12 +259,39 @@ def test_iq4_nl_logits_match_dequantized_torch(tmp_path, quant_base):
     ref.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors_to_hf_state(floats, cfg).items()},
                         strict=False)
     ref.tie_weights()
-    eng = Engine(path, threads=2)
+    eng = Engine(path, threads=2, kv="f32")
     ids = eng.tokenize(PROMPT + " in four bits, non-linear.")
     with torch.no_grad():
         want = ref(torch.tensor([ids])).logits[0].numpy()
     for kernels in ("auto", "ref"):
-        got = Engine(path, threads=1, kernels=kernels).logits(ids)
+        got = Engine(path, threads=1, kernels=kernels, kv="f32").logits(ids)
         diff = float(np.abs(got - want).max())
         print(f"IQ4_NL {kernels}: max |engine - torch(dequantized)| = {diff:.2e}")
         assert diff < LOGIT_ATOL
+
+
+def test_half_and_8_bit_kv_caches_stay_close_to_the_exact_one(tmp_path):
+    """kv="f16" (the default) and kv="q8_0" store the attention keys and values in 2 and ~1.06
+    bytes: the logits move by a small fraction of their range and the top token stays."""
+    from pocketgpt.engine import Engine
+
+    model, vocab = make_hf_model(n_embd=128, n_layer=2, n_head=4, n_ctx=96, seed=13)  # head size 32
+    path = write_model(tmp_path / "m.gguf", model, vocab)
+    ids = Engine(path, threads=1).tokenize(PROMPT + " and the keys and values are stored in fewer bits.")
+    exact = Engine(path, threads=2, kv="f32")
+    want = exact.logits(ids)
+    span = float(want.max() - want.min())
+    full = exact.session()._s.mem_bytes
+    for kv, share in (("f16", 0.5), ("q8_0", 34 / 128)):
+        eng = Engine(path, threads=2, kv=kv)
+        assert eng.kv == kv
+        got = eng.logits(ids)
+        diff = float(np.abs(got - want).max())
+        print(f"kv {kv}: max |logits - exact| = {diff:.2e} of a range {span:.1f}")
+        assert diff < (0.002 if kv == "f16" else 0.02) * span
+        assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+        kv_bytes = 2 * 2 * 96 * 128 * 4  # layers * positions * n_embd * float32, keys and values
+        assert eng.session()._s.mem_bytes == pytest.approx(full - kv_bytes * (1 - share), abs=256)
+    # a head size 32 does not divide (16 here) cannot use Q8_0 blocks: the engine keeps F16
+    small, v = make_hf_model(n_embd=64, n_layer=1, n_head=4, n_ctx=32, seed=2)
+    assert Engine(write_model(tmp_path / "s.gguf", small, v), threads=1, kv="q8_0").kv == "f16"

@@ -160,13 +160,18 @@ pg_code pg_model_init(pg_model *m, const void *blob, size_t size, void *mem, siz
 
 // ---- state ---------------------------------------------------------------------------------
 
-static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, pg_arena *a) {
+static size_t kv_row_bytes(const pg_model *m, uint32_t kv_type) {
+    return (size_t)m->cfg.n_embd / pg_type_block(kv_type) * pg_type_block_bytes(kv_type);
+}
+
+static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type,
+                         pg_arena *a) {
     const pg_config *c = &m->cfg;
     size_t E = c->n_embd, F = c->n_ff, V = c->n_vocab, B = (size_t)n_batch, T = (size_t)n_ctx;
     size_t widest = E > F ? E : F;
     size_t f = sizeof(float);
     // every product is overflow-checked: on a 32-bit chip a huge n_ctx must fail, not wrap
-    size_t kv = pg_size_mul(pg_size_mul(pg_size_mul(c->n_layer, T), E), f);
+    size_t kv = pg_size_mul(pg_size_mul(c->n_layer, T), kv_row_bytes(m, kv_type));
     s->k_cache = pg_arena_take(a, kv, 64);
     s->v_cache = pg_arena_take(a, kv, 64);
     s->x = pg_arena_take(a, pg_size_mul(B * E, f), 64);
@@ -183,42 +188,59 @@ static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t 
     s->cand = pg_arena_take(a, pg_size_mul(V, sizeof(int32_t)), 64);
 }
 
-static pg_code check_state_args(const pg_model *m, int32_t n_ctx, int32_t n_batch, pg_status *st) {
+static pg_code check_state_args(const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type, pg_status *st) {
     if (n_ctx < 1 || (uint32_t)n_ctx > m->cfg.n_ctx)
         return pg_fail(st, PG_ERR_ARG, "context length %d outside 1..%u (the model's positions)", (int)n_ctx,
                        (unsigned)m->cfg.n_ctx);
     if (n_batch < 1 || n_batch > 4096) return pg_fail(st, PG_ERR_ARG, "batch size %d outside 1..4096", (int)n_batch);
+    if (kv_type != PG_TYPE_F32 && kv_type != PG_TYPE_F16 && kv_type != PG_TYPE_Q8_0)
+        return pg_fail(st, PG_ERR_ARG, "KV cache type %s unsupported; use F32, F16 or Q8_0", pg_type_name(kv_type));
+    if (kv_type == PG_TYPE_Q8_0 && (m->cfg.n_embd / m->cfg.n_head) % 32 != 0)
+        return pg_fail(st, PG_ERR_ARG, "a Q8_0 KV cache needs a head size that 32 divides (this model's is %u)",
+                       (unsigned)(m->cfg.n_embd / m->cfg.n_head));
     return PG_OK;
 }
 
-pg_code pg_state_mem_size(const pg_model *m, int32_t n_ctx, int32_t n_batch, size_t *bytes, pg_status *st) {
-    pg_code rc = check_state_args(m, n_ctx, n_batch, st);
+pg_code pg_state_mem_size_kv(const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type, size_t *bytes,
+                             pg_status *st) {
+    pg_code rc = check_state_args(m, n_ctx, n_batch, kv_type, st);
     if (rc) return rc;
     pg_state s;
     pg_arena a;
     pg_arena_init(&a, NULL, 0);
-    state_layout(&s, m, n_ctx, n_batch, &a);
+    state_layout(&s, m, n_ctx, n_batch, kv_type, &a);
     *bytes = a.used;
     if (a.used == SIZE_MAX) return pg_fail(st, PG_ERR_MEMORY, "state size overflows this platform's address space");
     return PG_OK;
 }
 
-pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, void *mem, size_t mem_size,
-                      pg_status *st) {
-    pg_code rc = check_state_args(m, n_ctx, n_batch, st);
+pg_code pg_state_mem_size(const pg_model *m, int32_t n_ctx, int32_t n_batch, size_t *bytes, pg_status *st) {
+    return pg_state_mem_size_kv(m, n_ctx, n_batch, PG_TYPE_F32, bytes, st);
+}
+
+pg_code pg_state_init_kv(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type, void *mem,
+                         size_t mem_size, pg_status *st) {
+    pg_code rc = check_state_args(m, n_ctx, n_batch, kv_type, st);
     if (rc) return rc;
     memset(s, 0, sizeof *s);
     pg_arena a;
     pg_arena_init(&a, mem, mem_size);
-    state_layout(s, m, n_ctx, n_batch, &a);
+    state_layout(s, m, n_ctx, n_batch, kv_type, &a);
     if (pg_arena_overflow(&a))
         return pg_fail(st, PG_ERR_MEMORY, "state needs %zu bytes of memory, %zu given (n_ctx %d, n_batch %d)", a.used,
                        mem_size, (int)n_ctx, (int)n_batch);
     s->m = m;
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
+    s->kv_type = kv_type;
+    s->kv_row_bytes = kv_row_bytes(m, kv_type);
     s->par.n_threads = 1;
     return PG_OK;
+}
+
+pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, void *mem, size_t mem_size,
+                      pg_status *st) {
+    return pg_state_init_kv(s, m, n_ctx, n_batch, PG_TYPE_F32, mem, mem_size, st);
 }
 
 void pg_state_reset(pg_state *s) { s->n_past = 0; }
@@ -350,26 +372,28 @@ typedef struct {
 } pg_attn_job;
 
 // causal self-attention for (row b, head h) pairs: qkv (B, 3E) -> att (B, E), each row against
-// its own state's KV cache up to its own position
+// its own state's KV cache (stored as its kv_type) up to its own position
 static void attn_task(void *arg, int task, int n_tasks) {
     const pg_attn_job *j = (const pg_attn_job *)arg;
     const pg_work *w = j->w;
     const pg_config *c = &j->m->cfg;
+    const pg_kernels *k = j->m->kern;
     int32_t E = (int32_t)c->n_embd, H = (int32_t)c->n_head, D = E / H;
     float scale = 1.0f / sqrtf((float)D);
     for (int32_t p = task; p < j->B * H; p += n_tasks) {
         int32_t b = p / H, h = p % H, pos = row_pos(j->rows, b);
         const pg_state *s = row_state(j->rows, b);
-        const float *kc = s->k_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
-        const float *vc = s->v_cache + (size_t)j->layer * (size_t)s->n_ctx * (size_t)E;
+        uint32_t kt = s->kv_type;
+        pg_dot_fn dot = k->dot[kt] ? k->dot[kt] : pg_kernels_ref()->dot[kt];
+        pg_axpy_fn axpy = k->axpy[kt] ? k->axpy[kt] : pg_axpy_ref(kt);
+        size_t rb = s->kv_row_bytes, head = (size_t)h * (size_t)D / pg_type_block(kt) * pg_type_block_bytes(kt);
+        const uint8_t *kc = (const uint8_t *)s->k_cache + (size_t)j->layer * (size_t)s->n_ctx * rb + head;
+        const uint8_t *vc = (const uint8_t *)s->v_cache + (size_t)j->layer * (size_t)s->n_ctx * rb + head;
         const float *q = w->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
         float *sc = w->scores + (size_t)p * w->scores_stride;
         float mx = -INFINITY;
         for (int32_t t = 0; t <= pos; t++) {
-            const float *k = kc + (size_t)t * (size_t)E + (size_t)h * (size_t)D;
-            float d = 0.0f;
-            for (int32_t i = 0; i < D; i++) d += q[i] * k[i];
-            sc[t] = d * scale;
+            sc[t] = dot(kc + (size_t)t * rb, q, D) * scale;
             if (sc[t] > mx) mx = sc[t];
         }
         float sum = 0.0f;
@@ -380,11 +404,19 @@ static void attn_task(void *arg, int task, int n_tasks) {
         float inv = 1.0f / sum;
         float *o = w->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
         for (int32_t i = 0; i < D; i++) o[i] = 0.0f;
-        for (int32_t t = 0; t <= pos; t++) {
-            const float *v = vc + (size_t)t * (size_t)E + (size_t)h * (size_t)D;
-            float wt = sc[t] * inv;
-            for (int32_t i = 0; i < D; i++) o[i] += wt * v[i];
-        }
+        for (int32_t t = 0; t <= pos; t++) axpy(o, sc[t] * inv, vc + (size_t)t * rb, D);
+    }
+}
+
+// one position's E values (k or v) -> the cache row, stored as kv_type
+static void kv_store(uint32_t kv_type, const float *x, void *dst, int32_t E) {
+    if (kv_type == PG_TYPE_F16) {
+        uint16_t *h = (uint16_t *)dst;
+        for (int32_t i = 0; i < E; i++) h[i] = pg_f32_to_f16(x[i]);
+    } else if (kv_type == PG_TYPE_Q8_0) {
+        pg_quantize_q8_0(x, dst, E);
+    } else {
+        memcpy(dst, x, (size_t)E * sizeof(float));
     }
 }
 
@@ -433,10 +465,10 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
         matmul(m, w, &l->qkv, l->qkv_b, w->xn, w->qkv, B, 3 * (size_t)E);
         for (int32_t b = 0; b < B; b++) {
             pg_state *s = row_state(rows, b);
-            size_t at = ((size_t)li * (size_t)s->n_ctx + (size_t)row_pos(rows, b)) * (size_t)E;
+            size_t at = ((size_t)li * (size_t)s->n_ctx + (size_t)row_pos(rows, b)) * s->kv_row_bytes;
             const float *row = w->qkv + (size_t)b * 3 * (size_t)E;
-            memcpy(s->k_cache + at, row + E, (size_t)E * sizeof(float));
-            memcpy(s->v_cache + at, row + 2 * E, (size_t)E * sizeof(float));
+            kv_store(s->kv_type, row + E, (uint8_t *)s->k_cache + at, E);
+            kv_store(s->kv_type, row + 2 * E, (uint8_t *)s->v_cache + at, E);
         }
         pg_attn_job aj = {m, w, rows, (int32_t)li, B};
         int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1;

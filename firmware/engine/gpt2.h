@@ -66,7 +66,9 @@ typedef struct {
     int32_t n_ctx;                 // positions this state holds (<= model n_ctx)
     int32_t n_batch;               // tokens per forward chunk (prefill batching)
     int32_t n_past;                // positions already in the KV cache
-    float *k_cache, *v_cache;      // (n_layer, n_ctx, E)
+    void *k_cache, *v_cache;       // (n_layer, n_ctx, E) stored as kv_type
+    uint32_t kv_type;              // PG_TYPE_F32 (pg_state_init), PG_TYPE_F16 or PG_TYPE_Q8_0
+    size_t kv_row_bytes;           // bytes of one position's E values
     float *x, *xn;                 // (n_batch, E) residual stream, normalised copy
     float *qkv;                    // (n_batch, 3E)
     float *att;                    // (n_batch, E)
@@ -84,6 +86,12 @@ typedef struct {
 pg_code pg_state_mem_size(const pg_model *m, int32_t n_ctx, int32_t n_batch, size_t *bytes, pg_status *st);
 pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, void *mem, size_t mem_size,
                       pg_status *st);
+// The same with the KV cache stored as kv_type: PG_TYPE_F32 (exact), PG_TYPE_F16 (half the
+// memory) or PG_TYPE_Q8_0 (~27 %; needs a head size that 32 divides). Attention reads it directly.
+pg_code pg_state_mem_size_kv(const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type, size_t *bytes,
+                             pg_status *st);
+pg_code pg_state_init_kv(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type, void *mem,
+                         size_t mem_size, pg_status *st);
 void pg_state_reset(pg_state *s);
 // Append n tokens at positions n_past.. (in chunks of n_batch). all_logits (n, V) receives every
 // position's logits when not NULL; s->logits always holds the last position's.

@@ -23,12 +23,22 @@ typedef float (*pg_dot_q8_fn)(const void *row, const int8_t *xq, const float *xd
 // x (n,) -> int8 codes, scales and sums: pg_quantize_act's contract, bit for bit
 typedef void (*pg_quantize_fn)(const float *x, int8_t *xq, float *xd, float *xs, int n);
 
+// y (n,) += a * row (n,) stored as a type (F32, F16 or Q8_0: the KV cache types)
+typedef void (*pg_axpy_fn)(float *y, float a, const void *row, int n);
+
 typedef struct {
     const char *name;
     pg_dot_fn dot[PG_TYPE_COUNT];        // NULL: type not supported
     pg_dot_q8_fn dot_q8[PG_TYPE_COUNT];  // non-NULL: the engine quantizes activations for this type
     pg_quantize_fn quantize;             // NULL: pg_quantize_act
+    pg_axpy_fn axpy[PG_TYPE_COUNT];      // NULL: the reference (attention over the value cache)
 } pg_kernels;
+
+// the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others
+pg_axpy_fn pg_axpy_ref(uint32_t type);
+// x (n,) -> Q8_0 blocks (n / 32 of them) as ggml's reference quantizer: d = max|x| / 127 stored
+// as a half, q = round(x / d)
+void pg_quantize_q8_0(const float *x, void *out, int n);
 
 enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2, PG_KERNELS_NO_AVX512 = 3, PG_KERNELS_FLOAT = 4 };
 

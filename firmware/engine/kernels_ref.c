@@ -274,7 +274,7 @@ PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,                                                              \
     }
 
-static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL};
+static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL, {0}};
 
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n) {
     for (int i = 0; i < n; i += 32) {
@@ -387,7 +387,54 @@ static float dot_q4_k_q8_ref(const void *row, const int8_t *xq, const float *xd,
 static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
                                     {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref, [PG_TYPE_Q3_K] = dot_q3_k_q8_ref,
                                      [PG_TYPE_Q4_K] = dot_q4_k_q8_ref},
-                                    NULL};
+                                    NULL,
+                                    {0}};
+
+static void axpy_f32_ref(float *y, float a, const void *row, int n) {
+    const float *x = (const float *)row;
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void axpy_f16_ref(float *y, float a, const void *row, int n) {
+    const uint8_t *p = (const uint8_t *)row;
+    for (int i = 0; i < n; i++) y[i] += a * f16(p + 2 * i);
+}
+
+static void axpy_q8_0_ref(float *y, float a, const void *row, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    for (int i = 0; i < n; i += 32, b += 34) {
+        float ad = a * f16(b);
+        const int8_t *q = (const int8_t *)(b + 2);
+        for (int j = 0; j < 32; j++) y[i + j] += ad * (float)q[j];
+    }
+}
+
+pg_axpy_fn pg_axpy_ref(uint32_t type) {
+    switch (type) {
+    case PG_TYPE_F32: return axpy_f32_ref;
+    case PG_TYPE_F16: return axpy_f16_ref;
+    case PG_TYPE_Q8_0: return axpy_q8_0_ref;
+    default: return NULL;
+    }
+}
+
+void pg_quantize_q8_0(const float *x, void *out, int n) {
+    uint8_t *b = (uint8_t *)out;
+    for (int i = 0; i < n; i += 32, b += 34) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float v = x[i + j] < 0 ? -x[i + j] : x[i + j];
+            if (v > amax) amax = v;
+        }
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        uint16_t h = pg_f32_to_f16(d);
+        memcpy(b, &h, 2);
+        for (int j = 0; j < 32; j++) {
+            float v = x[i + j] * inv;
+            b[2 + j] = (uint8_t)(int8_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
+        }
+    }
+}
 
 // The integer-activation definitions, for fast sets to reuse where they have no kernel of their own.
 pg_dot_q8_fn pg_dot_q8_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.dot_q8[type] : NULL; }

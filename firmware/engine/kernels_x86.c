@@ -153,15 +153,46 @@ PG_AVX2 static void quantize_act_avx2(const float *x, int8_t *xq, float *xd, flo
     }
 }
 
-// ---- integer activations (dot_q8): weights x int8 activations with maddubs ----------------
-// The definitions are the _q8_ref kernels in kernels_ref.c; these compute the same integer sums
-// per 32-weight group and differ only in float summation order.
-
 PG_AVX2 static float f16c(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
 }
+
+// y (n,) += a * row (n,): the attention's pass over the value cache, per KV cache type
+PG_AVX2 static void axpy_f32_avx2(float *y, float a, const void *row, int n) {
+    const float *x = (const float *)row;
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+PG_AVX2 static void axpy_f16_avx2(float *y, float a, const void *row, int n) {
+    const uint16_t *x = (const uint16_t *)row;
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * pg_f16_to_f32(x[i]);
+}
+
+PG_AVX2 static void axpy_q8_0_avx2(float *y, float a, const void *row, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    for (int i = 0; i < n; i += 32, b += 34) {
+        __m256 ad = _mm256_set1_ps(a * f16c(b));
+        for (int k = 0; k < 32; k += 8)
+            _mm256_storeu_ps(y + i + k, _mm256_fmadd_ps(ad, i8x8_to_ps((const int8_t *)(b + 2 + k)), _mm256_loadu_ps(y + i + k)));
+    }
+}
+
+#define PG_AXPY {[PG_TYPE_F32] = axpy_f32_avx2, [PG_TYPE_F16] = axpy_f16_avx2, [PG_TYPE_Q8_0] = axpy_q8_0_avx2}
+
+// ---- integer activations (dot_q8): weights x int8 activations with maddubs ----------------
+// The definitions are the _q8_ref kernels in kernels_ref.c; these compute the same integer sums
+// per 32-weight group and differ only in float summation order.
+
 
 // Q4_K's eight 6-bit scales (bytes 0..7 of out) and mins (bytes 8..15) from their 12-byte
 // packing: scales/mins 0..3 are the low 6 bits of bytes 0..3 / 4..7; 4..7 take a nibble of bytes
@@ -309,6 +340,7 @@ static const pg_kernels s_avx2_int = {
     PG_AVX2_DOTS,
     {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8_avx2},
     quantize_act_avx2,
+    PG_AXPY,
 };
 
 static const pg_kernels s_avx2 = {
@@ -322,6 +354,7 @@ static const pg_kernels s_avx2 = {
     },
     {0},
     NULL,
+    PG_AXPY,
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -382,6 +415,7 @@ static const pg_kernels s_avx512 = {
     },
     {0},
     NULL,
+    PG_AXPY,
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -471,6 +505,7 @@ static const pg_kernels s_vnni256_int = {
     PG_AVX2_DOTS,
     {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_vnni256, [PG_TYPE_Q4_K] = dot_q4_k_q8_vnni256},
     quantize_act_avx2,
+    PG_AXPY,
 };
 
 

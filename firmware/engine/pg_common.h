@@ -103,4 +103,28 @@ static inline float pg_f16_to_f32(uint16_t h) {
     return v.f;
 }
 
+// float -> IEEE half, round to nearest even (overflow to infinity), portable.
+static inline uint16_t pg_f32_to_f16(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } v = {f};
+    uint32_t x = v.u, sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax >= 0x7F800000u) return (uint16_t)(sign | 0x7C00u | (ax > 0x7F800000u ? 0x200u : 0u));  // inf, nan
+    if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u);  // rounds past 65504: infinity
+    if (ax < 0x38800000u) {  // below the smallest normal half: subnormal or zero
+        if (ax < 0x33000000u) return (uint16_t)sign;  // under half the smallest subnormal
+        uint32_t man = (ax & 0x7FFFFFu) | 0x800000u;
+        int shift = 126 - (int)(ax >> 23);  // 14..24
+        uint32_t h = man >> shift, rem = man & ((1u << shift) - 1u), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((ax >> 13) - (112u << 10));  // rebias the exponent (127 - 15 = 112)
+    uint32_t rem = ax & 0x1FFFu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
 #endif

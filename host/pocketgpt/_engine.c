@@ -377,10 +377,12 @@ static void Session_dealloc(SessionObject *self) {
 }
 
 static int Session_init(SessionObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"model", "n_ctx", "n_batch", NULL};
+    static char *kwlist[] = {"model", "n_ctx", "n_batch", "kv_type", NULL};
     PyObject *model;
     int n_ctx = 0, n_batch = 32;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|ii", kwlist, &ModelType, &model, &n_ctx, &n_batch)) return -1;
+    unsigned int kv_type = PG_TYPE_F32;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|iiI", kwlist, &ModelType, &model, &n_ctx, &n_batch, &kv_type))
+        return -1;
     if (self->model) {
         PyErr_SetString(PyExc_RuntimeError, "Session already initialised");
         return -1;
@@ -390,7 +392,7 @@ static int Session_init(SessionObject *self, PyObject *args, PyObject *kw) {
     if (n_ctx <= 0) n_ctx = (int)m->model.cfg.n_ctx;
     pg_status st;
     size_t need;
-    if (pg_state_mem_size(&m->model, n_ctx, n_batch, &need, &st)) {
+    if (pg_state_mem_size_kv(&m->model, n_ctx, n_batch, kv_type, &need, &st)) {
         raise_status(&st, NULL);
         return -1;
     }
@@ -399,7 +401,7 @@ static int Session_init(SessionObject *self, PyObject *args, PyObject *kw) {
         PyErr_NoMemory();
         return -1;
     }
-    if (pg_state_init(&self->state, &m->model, n_ctx, n_batch, self->mem, need, &st)) {
+    if (pg_state_init_kv(&self->state, &m->model, n_ctx, n_batch, kv_type, self->mem, need, &st)) {
         raise_status(&st, NULL);
         return -1;
     }
@@ -602,6 +604,14 @@ static PyObject *Session_get_n_past(SessionObject *self, void *c) {
     return PyLong_FromLong(self->state.n_past);
 }
 
+static PyObject *Session_get_mem_bytes(SessionObject *self, void *c) {
+    (void)c;
+    size_t need = 0;
+    if (!self->model) return PyLong_FromLong(0);
+    pg_state_mem_size_kv(&self->model->model, self->state.n_ctx, self->state.n_batch, self->state.kv_type, &need, NULL);
+    return PyLong_FromSize_t(need);
+}
+
 static PyObject *Session_get_n_ctx(SessionObject *self, void *c) {
     (void)c;
     return PyLong_FromLong(self->state.n_ctx);
@@ -610,6 +620,7 @@ static PyObject *Session_get_n_ctx(SessionObject *self, void *c) {
 static PyGetSetDef Session_getset[] = {
     {"n_past", (getter)Session_get_n_past, NULL, "positions in the KV cache", NULL},
     {"n_ctx", (getter)Session_get_n_ctx, NULL, "positions this session holds", NULL},
+    {"mem_bytes", (getter)Session_get_mem_bytes, NULL, "bytes of memory this session holds (KV cache included)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -631,7 +642,7 @@ static PyTypeObject SessionType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pocketgpt._engine.Session",
     .tp_basicsize = sizeof(SessionObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Session(model, n_ctx=0, n_batch=32): a KV cache and activations for one generation",
+    .tp_doc = "Session(model, n_ctx=0, n_batch=32, kv_type=0): a KV cache (F32 0, F16 1, Q8_0 8) and activations",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Session_init,
     .tp_dealloc = (destructor)Session_dealloc,

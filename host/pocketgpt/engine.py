@@ -52,10 +52,13 @@ class Engine:
     `kernels="ref-q8"` runs the portable reference of the chip's integer-activation path,
     `kernels="no-avx512"` the fastest set without AVX-512 (AVX2), `kernels="float"` the fastest set
     with float activations only (no int8 activation kernels; closest to the float reference).
+    `kv` is how each session stores its KV cache: "f16" (default: half of "f32"'s memory, logits
+    within ~1e-3), "f32" (exact), or "q8_0" (27 % of "f32"; models whose head size 32 divides,
+    others fall back to "f16").
     """
 
     def __init__(self, path: str | os.PathLike[str], n_ctx: int | None = None, threads: int | None = None,
-                 force_ref: bool = False, n_batch: int = 32, kernels: str = "auto") -> None:
+                 force_ref: bool = False, n_batch: int = 32, kernels: str = "auto", kv: str = "f16") -> None:
         from pocketgpt.models import resolve
 
         spec = str(path)
@@ -88,6 +91,13 @@ class Engine:
             raise PocketError(f"n_ctx {n_ctx} outside 1..{self.model_n_ctx} (the model's context)")
         self.n_ctx: int = n_ctx or self.model_n_ctx
         self.n_batch = n_batch
+        kv_types = {"f32": 0, "f16": 1, "q8_0": 8}
+        if kv not in kv_types:
+            raise PocketError(f"unknown kv cache type {kv!r}; choose one of {', '.join(kv_types)}")
+        if kv == "q8_0" and (self.n_embd // self.n_head) % 32:
+            kv = "f16"
+        self.kv: str = kv
+        self._kv_type = kv_types[kv]
 
     # -- tokenizer --------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = True) -> list[int]:
@@ -109,7 +119,7 @@ class Engine:
         if len(ids) > self.n_ctx:
             raise PocketError(f"{len(ids)} tokens exceed the {self.n_ctx}-token context")
         out = np.empty((len(ids), self.n_vocab), dtype=np.float32)
-        sess = _native().Session(self._model, n_ctx=len(ids), n_batch=min(self.n_batch, len(ids)))
+        sess = _native().Session(self._model, n_ctx=len(ids), n_batch=min(self.n_batch, len(ids)), kv_type=self._kv_type)
         sess.eval(ids, out)
         return out
 
@@ -173,7 +183,7 @@ class Session:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._s = _native().Session(engine._model, n_ctx=engine.n_ctx, n_batch=engine.n_batch)
+        self._s = _native().Session(engine._model, n_ctx=engine.n_ctx, n_batch=engine.n_batch, kv_type=engine._kv_type)
         self.last_stats: dict = {}
         self._generation = 0  # a new generate() ends any earlier iterator of this session
 

@@ -226,6 +226,42 @@ static void test_quantize_act(void) {
     }
 }
 
+// KV cache stored as F16 (and Q8_0 where the head size allows): close to the F32 cache
+static void test_kv_types(const pg_model *m) {
+    pg_status st;
+    int32_t T = 10 < (int32_t)m->cfg.n_ctx ? 10 : (int32_t)m->cfg.n_ctx, V = (int32_t)m->cfg.n_vocab;
+    uint32_t D = m->cfg.n_embd / m->cfg.n_head;
+    size_t need32, need;
+    CHECK(pg_state_mem_size_kv(m, T, 4, PG_TYPE_F32, &need32, &st) == PG_OK);
+    CHECK(pg_state_mem_size_kv(m, T, 4, PG_TYPE_Q4_0, &need, &st) == PG_ERR_ARG);
+    CHECK(pg_state_mem_size_kv(m, T, 4, PG_TYPE_Q8_0, &need, &st) == (D % 32 == 0 ? PG_OK : PG_ERR_ARG));
+    uint32_t types[2] = {PG_TYPE_F16, PG_TYPE_Q8_0};
+    int32_t toks[10];
+    for (int32_t i = 0; i < T; i++) toks[i] = (int32_t)((i * 13 + 7) % V);
+    void *mem32 = malloc(need32);
+    pg_state s32;
+    CHECK(pg_state_init_kv(&s32, m, T, 4, PG_TYPE_F32, mem32, need32, &st) == PG_OK);
+    CHECK(pg_state_eval(&s32, toks, T, NULL, &st) == PG_OK);
+    for (int k = 0; k < 2; k++) {
+        if (types[k] == PG_TYPE_Q8_0 && D % 32 != 0) continue;
+        CHECK(pg_state_mem_size_kv(m, T, 4, types[k], &need, &st) == PG_OK && need < need32);
+        void *mem = malloc(need);
+        pg_state s;
+        CHECK(pg_state_init_kv(&s, m, T, 4, types[k], mem, need, &st) == PG_OK);
+        CHECK(pg_state_eval(&s, toks, T, NULL, &st) == PG_OK);
+        float lo = s32.logits[0], hi = s32.logits[0], maxdiff = 0.0f;
+        for (int32_t v = 0; v < V; v++) {
+            if (s32.logits[v] < lo) lo = s32.logits[v];
+            if (s32.logits[v] > hi) hi = s32.logits[v];
+            float d = fabsf(s.logits[v] - s32.logits[v]);
+            if (d > maxdiff) maxdiff = d;
+        }
+        CHECK(maxdiff < 0.02f * (hi - lo));
+        free(mem);
+    }
+    free(mem32);
+}
+
 static void test_model(const uint8_t *blob, size_t size) {
     loaded L;
     pg_status st;
@@ -307,6 +343,7 @@ static void test_model(const uint8_t *blob, size_t size) {
     free(smem);
     free(smem2);
     test_batch(m);
+    test_kv_types(m);
     free(L.mem);
 }
 
