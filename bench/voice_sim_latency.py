@@ -6,7 +6,8 @@ POSIX port's libopus) in the simulator; its microphone is a folder of WAVs, one 
 with voice on. The simulator measures on its own clock and prints, per turn, "first reply audio N ms
 after the end of speech": end of speech is the push-to-talk release, which the simulator does at the
 last sample of the file (manual: that is also when `listen stop` goes out; auto: the microphone keeps
-sending silence and the relay's VAD decides). The relay's VAD silence window is printed beside the
+sending silence and the relay's VAD decides); each file is cut at its last voiced sample, so that
+release is the end of the words. The relay's VAD silence window is printed beside the
 auto figures as the anchor: that part of the delay is a setting, not work.
 
     python bench/voice_sim_latency.py [--model builtin:host] [--modes manual,auto] [--rounds 1]
@@ -71,9 +72,22 @@ def relay_child(args: argparse.Namespace) -> int:
 
 
 def speak_all(folder: Path, texts: list[str]) -> None:
+    """One WAV per text, cut right after its last voiced sample (|x| > 300): espeak-ng ends its files
+    with silence, and the simulator's release (the end of speech) is the end of the file."""
+    import wave
+    from array import array
+
     for i, text in enumerate(texts):
-        subprocess.run(["espeak-ng", "-v", "en-us+f2", "-s", "150", "-w", str(folder / f"{i:03d}.wav"), text],
+        path = folder / f"{i:03d}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us+f2", "-s", "150", "-w", str(path), text],
                        check=True, capture_output=True, timeout=60)
+        with wave.open(str(path), "rb") as w:
+            params = w.getparams()
+            pcm = array("h", w.readframes(w.getnframes()))
+        last = max((j for j, x in enumerate(pcm) if abs(x) > 300), default=len(pcm) - 1)
+        with wave.open(str(path), "wb") as w:
+            w.setparams(params)
+            w.writeframes(pcm[:last + 1].tobytes())
 
 
 def run_sim(sim: str, device_model: str, url: str, mic: Path, n: int, mode: str) -> tuple[list[int], str]:
