@@ -12,7 +12,8 @@
 #define N_BATCH 8
 #define STOP_STRING "\n\n"
 #define VOICE_MIN_WAIT_MS 15000  // the least a voice turn waits on the relay (relay.timeout_ms when larger)
-#define VOICE_QUEUE_BYTES 16384  // received Opus packets: ~5 s at 24 kHz / 60 ms; the relay paces at real time
+#define VOICE_QUEUE_BYTES 16384
+#define VOICE_BURST 32          // relay messages handled between two microphone frames, at most  // received Opus packets: ~5 s at 24 kHz / 60 ms; the relay paces at real time
 
 void pg_app_printf(pg_app *app, const char *fmt, ...) {
     char buf[512];
@@ -463,6 +464,41 @@ static int voice_do(pg_app *app, pg_voice *v, unsigned act, const uint8_t *pkt, 
     return bad ? -1 : 0;
 }
 
+// One message from the relay during a turn: the state machine's event for it, performed. Returns
+// the step's actions (0 for messages that are not voice events).
+static unsigned voice_message(pg_app *app, pg_voice *v, pg_ws_event ev, const uint8_t *data, size_t n,
+                              voice_stats *vs, int *lost) {
+    unsigned act;
+    if (ev == PG_WS_BINARY) {
+        act = pg_voice_step(v, PG_VEV_AUDIO);
+        if (n == 0 || n > PG_AUDIO_MAX_PACKET) act &= ~(unsigned)PG_VACT_PLAY;  // not an Opus packet we take
+        if (voice_do(app, v, act, data, n, vs)) *lost = 1;
+        return act;
+    }
+    pg_relay_msg m;
+    pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
+    pg_voice_event vev;
+    if (t == PG_MSG_STT) {
+        voice_line(app, "[you] ", &m);
+        vev = PG_VEV_STT;
+    } else if (t == PG_MSG_TTS && strcmp(m.state, "start") == 0) {
+        vev = PG_VEV_TTS_START;
+    } else if (t == PG_MSG_TTS && strcmp(m.state, "stop") == 0) {
+        vev = PG_VEV_TTS_STOP;
+    } else if (t == PG_MSG_TTS && strcmp(m.state, "sentence_start") == 0) {
+        if (v->state == PG_VOICE_SPEAKING && !v->stale) voice_line(app, "[relay] ", &m);
+        return 0;
+    } else if (t == PG_MSG_ERROR) {
+        pg_app_printf(app, "[relay] error %s: %s\n", m.code, m.message);
+        vev = PG_VEV_ERROR;
+    } else {
+        return 0;  // llm emotion, our text extension, anything newer
+    }
+    act = pg_voice_step(v, vev);
+    if (voice_do(app, v, act, NULL, 0, vs)) *lost = 1;
+    return act;
+}
+
 void pg_app_voice(pg_app *app, const char *arg) {
     const pg_audio_port *a = app->port.audio;
     void *ctx = app->port.ctx;
@@ -533,55 +569,31 @@ void pg_app_voice(pg_app *app, const char *arg) {
             }
             vs.up_packets++;
         }
-        const uint8_t *data;
-        size_t n;
-        pg_ws_event ev = pg_ws_recv(&app->ws, v.mic_on ? 0 : 10, &data, &n);
-        uint32_t now = a->now_ms(ctx);
-        if (ev == PG_WS_CLOSED || ev == PG_WS_ERROR) {
-            lost = 1;
-            break;
-        }
-        if (ev == PG_WS_TIMEOUT) {
-            // waiting on the relay: a reply, or (auto, realtime, the button up) the end of the utterance
-            int waiting = v.state == PG_VOICE_THINKING || v.state == PG_VOICE_SPEAKING ||
-                          (v.state == PG_VOICE_LISTENING && v.mode != PG_LISTEN_MANUAL && !pressed);
-            if (waiting && now - t_heard > wait_ms) {
-                pg_app_printf(app, "[voice] (nothing from the relay for %lu ms: turn ended)\n", (unsigned long)wait_ms);
-                act = pg_voice_step(&v, PG_VEV_TIMEOUT);
-                if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
+        // everything the relay sent meanwhile (while the microphone streams, without waiting)
+        for (int burst = 0; burst < VOICE_BURST && !lost && !(act & PG_VACT_END); burst++) {
+            const uint8_t *data;
+            size_t n;
+            pg_ws_event ev = pg_ws_recv(&app->ws, v.mic_on || burst ? 0 : 10, &data, &n);
+            uint32_t now = a->now_ms(ctx);
+            if (ev == PG_WS_CLOSED || ev == PG_WS_ERROR) {
+                lost = 1;
+                break;
             }
-            voice_play(app, &vs, 0);
-            continue;
+            if (ev == PG_WS_TIMEOUT) {
+                // waiting on the relay: a reply, or (auto, realtime, the button up) the end of the utterance
+                int waiting = v.state == PG_VOICE_THINKING || v.state == PG_VOICE_SPEAKING ||
+                              (v.state == PG_VOICE_LISTENING && v.mode != PG_LISTEN_MANUAL && !pressed);
+                if (waiting && now - t_heard > wait_ms) {
+                    pg_app_printf(app, "[voice] (nothing from the relay for %lu ms: turn ended)\n",
+                                  (unsigned long)wait_ms);
+                    act = pg_voice_step(&v, PG_VEV_TIMEOUT);
+                    if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
+                }
+                break;
+            }
+            t_heard = now;
+            act = voice_message(app, &v, ev, data, n, &vs, &lost);
         }
-        t_heard = now;
-        if (ev == PG_WS_BINARY) {
-            act = pg_voice_step(&v, PG_VEV_AUDIO);
-            if (n == 0 || n > PG_AUDIO_MAX_PACKET) act &= ~(unsigned)PG_VACT_PLAY;  // not an Opus packet we take
-            if (voice_do(app, &v, act, data, n, &vs)) lost = 1;
-            voice_play(app, &vs, 0);
-            continue;
-        }
-        pg_relay_msg m;
-        pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
-        pg_voice_event vev;
-        if (t == PG_MSG_STT) {
-            voice_line(app, "[you] ", &m);
-            vev = PG_VEV_STT;
-        } else if (t == PG_MSG_TTS && strcmp(m.state, "start") == 0) {
-            vev = PG_VEV_TTS_START;
-        } else if (t == PG_MSG_TTS && strcmp(m.state, "stop") == 0) {
-            vev = PG_VEV_TTS_STOP;
-        } else if (t == PG_MSG_TTS && strcmp(m.state, "sentence_start") == 0) {
-            if (v.state == PG_VOICE_SPEAKING) voice_line(app, "[relay] ", &m);
-            continue;
-        } else if (t == PG_MSG_ERROR) {
-            pg_app_printf(app, "[relay] error %s: %s\n", m.code, m.message);
-            vev = PG_VEV_ERROR;
-        } else {
-            continue;  // llm emotion, our text extension, anything newer
-        }
-        act = pg_voice_step(&v, vev);
-        if (voice_do(app, &v, act, NULL, 0, &vs)) lost = 1;
         voice_play(app, &vs, 0);
     }
     if (lost) {

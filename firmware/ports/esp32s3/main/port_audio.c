@@ -64,6 +64,9 @@ esp_err_t pg_port_audio_init(void) {
 
     // microphone: RX only on its own controller
     i2s_chan_config_t mc = I2S_CHANNEL_DEFAULT_CONFIG(BOARD_MIC_I2S, I2S_ROLE_MASTER);
+    // 8 x 20 ms of DMA: the app reads 60 ms at a time and may spend a while in a Wi-Fi send in between
+    mc.dma_desc_num = 8;
+    mc.dma_frame_num = PG_AUDIO_UP_RATE / 50;
     err = i2s_new_channel(&mc, NULL, &s_mic);
     if (err != ESP_OK) return err;
     i2s_std_config_t ms = {
