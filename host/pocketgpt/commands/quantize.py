@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-tokens", type=int, default=None, metavar="N",
                    help="use at most N calibration tokens (default 16384)")
     p.add_argument("--bpw", type=float, default=None, help="bit budget per weight for a preset's mix")
+    p.add_argument("--alloc", choices=["auto", "measured", "model"], default="auto",
+                   help="how a preset spends its budget: measured (each matrix quantized alone at each "
+                        "type, KL on the calibration text; needs --calib) or model (fixed sensitivities); "
+                        "auto = measured when --calib is given")
     p.add_argument("--eval", metavar="FILE", default=None, help="held-out text: score against the float input")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -73,20 +77,32 @@ def run(args: argparse.Namespace) -> int:
         calib_text = read_text(args.calib) if args.calib else None
         eval_text = read_text(args.eval) if args.eval else None
 
+    if args.alloc == "measured" and not args.calib:
+        raise PocketError("--alloc measured needs calibration text: pass --calib FILE")
     mf = models.load(args.input)
     shapes = {n: t.shape for n, t in mf.tensors.items()}
-    choices = presets.plan(shapes, mf.cfg.n_layer, mf.tied, args.type, args.bpw)
+    preset, _single = presets.parse_type(args.type)
+    measure = (preset is not None and (args.bpw is not None or preset.bpw is not None)
+               and args.alloc in ("auto", "measured") and calib_text is not None)
     progress = sys.stderr.isatty() and not args.json
 
-    calib = None
-    if args.method != "rtn":
+    calib = sens = None
+    if args.method != "rtn" or measure:
         from pocketgpt.hf import require_toolchain
 
         require_toolchain()
+    if args.method != "rtn":
         calib = quantizer.collect(mf, calib_text, full=args.method == "gptq",
                                   max_tokens=args.calib_tokens or quantizer.DEFAULT_CALIB_TOKENS,
                                   source=args.calib)
-    stored, report = quantizer.quantize_tensors(mf, choices, args.method, calib, progress=progress)
+    if measure:
+        sens = quantizer.measure_sensitivity(mf, calib, calib_text, presets.MEASURED_LADDER, args.method,
+                                             progress=progress)
+        choices = presets.plan(shapes, mf.cfg.n_layer, mf.tied, args.type, args.bpw, measured=sens.kl,
+                               ladder=presets.MEASURED_LADDER)
+    else:
+        choices = presets.plan(shapes, mf.cfg.n_layer, mf.tied, args.type, args.bpw)
+    stored, report = quantizer.quantize_tensors(mf, choices, args.method, calib, progress=progress, done=sens)
     name = str(mf.metadata.get("general.name") or Path(args.input).stem)
     size = write_gguf(out, mf.cfg, mf.vocab, stored, name=name,
                       extra={"pocketgpt.quantize.type": args.type, "pocketgpt.quantize.method": args.method})
@@ -105,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         "file_bytes": size, "file_bpw": round(8.0 * size / n_params, 4), "n_params": n_params,
         "types": counts, "fallbacks": fallbacks,
         "calib_tokens": calib.tokens if calib else 0,
+        "allocation": "measured" if sens is not None else "model",
         "tensors": [{"name": r.name, "type": F.type_name(r.qtype), "bytes": r.n_bytes,
                      "rel_rmse": round(r.rel_rmse, 6)} for r in report],
     }

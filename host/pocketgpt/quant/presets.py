@@ -43,6 +43,9 @@ PRESETS = {
     "q2": Preset("q2", (F.Q2_K, F.Q3_K, F.Q4_K), 2.75, "Q2_K..Q4_K mix at 2.75 bits/weight"),
 }
 
+# Types the measured allocation (quantizer.measure_sensitivity) may choose from, whatever the preset.
+MEASURED_LADDER = (F.Q2_K, F.Q3_K, F.Q4_K, F.Q5_K, F.Q6_K, F.Q8_0)
+
 CLASS_SENSITIVITY = {
     "token_embd": 4.0,   # tied: also the output head
     "output": 4.0,
@@ -90,8 +93,15 @@ def parse_type(spec: str) -> tuple[Preset | None, int | None]:
 
 
 def plan(shapes: dict[str, tuple[int, ...]], n_layer: int, tied: bool, spec: str,
-         bpw: float | None = None) -> dict[str, Choice]:
-    """Type per tensor for `spec` (a preset or a type). `bpw` overrides the preset's budget."""
+         bpw: float | None = None, measured: dict[str, dict[int, float]] | None = None,
+         ladder: tuple[int, ...] | None = None) -> dict[str, Choice]:
+    """Type per tensor for `spec` (a preset or a type). `bpw` overrides the preset's budget.
+
+    `measured` (from quantizer.measure_sensitivity: per matrix, the mean KL to the float model
+    when only that matrix is quantized at a type) replaces the sensitivity model: the allocator
+    then minimises the sum of measured KLs, which is what the output distribution really pays.
+    `ladder` replaces the preset's ladder of types.
+    """
     preset, single = parse_type(spec)
     matrices = [n for n, s in shapes.items() if is_matrix(n, s) and n != "position_embd.weight"]
     if not matrices:
@@ -108,7 +118,7 @@ def plan(shapes: dict[str, tuple[int, ...]], n_layer: int, tied: bool, spec: str
         for n in matrices:
             out[n] = _choice(single, shapes[n])
         return _check_quantizable(out, matrices, shapes)
-    ladder = preset.ladder
+    ladder = ladder or preset.ladder
     budget_bpw = bpw if bpw is not None else preset.bpw
     level = {n: 0 for n in matrices}
     if budget_bpw is None:
@@ -128,6 +138,10 @@ def plan(shapes: dict[str, tuple[int, ...]], n_layer: int, tied: bool, spec: str
     sens = {n: sensitivity(n, n_layer, tied) for n in matrices}
 
     def expected_error(n: str, lvl: int) -> float:
+        if measured is not None and n in measured:
+            t = F.fitting_type(ladder[lvl], shapes[n][-1])
+            if t in measured[n]:
+                return measured[n][t]
         return sens[n] * _numel(shapes[n]) * 4.0 ** -bits(n, lvl)
 
     def pick(lam: float) -> dict[str, int]:
@@ -156,18 +170,18 @@ def plan(shapes: dict[str, tuple[int, ...]], n_layer: int, tied: bool, spec: str
     while True:
         best, best_gain = None, 0.0
         for n in matrices:
-            if level[n] + 1 >= len(ladder):
-                continue
-            extra = cost(n, level[n] + 1) - cost(n, level[n])
-            if extra <= 0 or spent + extra > budget:
-                continue
-            gain = (expected_error(n, level[n]) - expected_error(n, level[n] + 1)) / extra
-            if gain > best_gain:
-                best, best_gain = n, gain
+            for up in range(level[n] + 1, len(ladder)):
+                extra = cost(n, up) - cost(n, level[n])
+                if extra <= 0 or spent + extra > budget:
+                    continue
+                gain = (expected_error(n, level[n]) - expected_error(n, up)) / extra
+                if gain > best_gain:
+                    best, best_gain = (n, up), gain
         if best is None:
             break
-        spent += cost(best, level[best] + 1) - cost(best, level[best])
-        level[best] += 1
+        n, up = best
+        spent += cost(n, up) - cost(n, level[n])
+        level[n] = up
     for n in matrices:
         out[n] = _choice(ladder[level[n]], shapes[n])
     return _check_quantizable(out, matrices, shapes)
