@@ -283,9 +283,15 @@ def test_microphone_folder_and_bad_input(tmp_path: Path, sim_exe: Path, device_g
     assert "[voice] the microphone folder" in out.stdout and "has no more files (1 played)" in out.stdout
     assert "notwav.wav is not a WAV file (RIFF/WAVE); convert it with: sox" in out.stdout
     assert "relay: ws://127.0.0.1" in out.stdout  # the session went on
-    # no microphone given
-    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", "ws://127.0.0.1:1/")
-    assert "relay is unreachable" in out.stdout or "no microphone" in out.stdout
+    # no microphone given; then no relay to talk to
+    server = FakeXiaozhi(reply_packets=[3])
+    try:
+        out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", server.url)
+    finally:
+        server.stop()
+    assert "[voice] no microphone: start the simulator with --mic FILE.wav|FOLDER" in out.stdout, out.stdout
+    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", "ws://127.0.0.1:1/", "--mic", str(folder))
+    assert "[voice] the relay is unreachable (cannot connect to 127.0.0.1:1); voice needs the relay" in out.stdout
     # bad command lines: one line, exit 2, nothing written
     for args, msg in ((["--mic", str(tmp_path / "missing")], "--mic " + str(tmp_path / "missing")),
                       (["--mic", str(tmp_path / "empty")], "the folder has no .wav files"),
