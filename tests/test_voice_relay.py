@@ -30,9 +30,10 @@ from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # no
 
 HELLO = {"type": "hello", "version": 1, "features": {"mcp": True}, "transport": "websocket",
          "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60}}
-# The word error rate these tests hold the recognizer to, per mode, on held-out requests
-# (docs/voice.md: measured 0.15 over all twelve; pocketsphinx's own model: 0.30).
-MAX_WER = 0.30
+# The word error rate these tests hold the recognizer to, per mode, on four held-out requests
+# each. Measured here: 0.000 (auto), 0.000 (manual), 0.067 (realtime); docs/voice.md has 0.039
+# over all twelve through the same path, and 0.316 with pocketsphinx's own language model.
+MAX_WER = 0.20
 SPEECH: dict[str, np.ndarray] = {}
 
 
@@ -139,6 +140,7 @@ def test_each_mode_hears_known_sentences(relay: RelayThread, mode: str, frame_ms
 
     heard = run(go())
     rate = wer(heard)
+    print(f"{mode}: WER {rate:.3f} {heard}")
     assert rate <= MAX_WER, (rate, heard)
 
 
