@@ -173,3 +173,28 @@ def test_held_out_quotes_are_not_in_the_corpus() -> None:
     text = "\n".join(" ".join(s) for s in quotes)
     for q in evalsets.QUOTES:
         assert " ".join(lm.words_of(q)) not in text, q
+
+
+# ---- speech pieces ---------------------------------------------------------------------------
+
+def test_speech_splitter_cuts_long_sentences_at_clauses_and_loses_nothing() -> None:
+    from pocketgpt.relay.protocol import SentenceSplitter
+    from pocketgpt.relay.voice.sentences import SpeechSplitter
+
+    text = ("Well, I think that the best thing about life, as my father used to say, is that it ends; "
+            "and then you rest. Pi is 3.14 and short. " + "word " * 40 + "end.")
+    for step in (1, 3, 7, len(text)):
+        sp = SpeechSplitter()
+        pieces: list[str] = []
+        for i in range(0, len(text), step):
+            pieces += sp.feed(text[i:i + step])
+        rest = sp.flush()
+        pieces += [rest] if rest else []
+        assert " ".join(pieces).split() == text.split()  # every word once, in order
+        assert pieces[0] == "Well, I think that the best thing about life,"  # first clause of >= 5 words
+        assert "and then you rest." in pieces and "Pi is 3.14 and short." in pieces
+        if step < len(text):  # streamed: no piece waits for more than 30 words without punctuation
+            assert max(len(p.split()) for p in pieces) <= 31
+    # sentences that are short already come out exactly as the text turns' splitter cuts them
+    plain = SentenceSplitter().feed("One two. Three four! Five? ")
+    assert SpeechSplitter().feed("One two. Three four! Five? ") == plain

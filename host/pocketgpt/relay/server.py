@@ -318,8 +318,10 @@ class WsSession:
         await self.send(P.tts("start", sid))
         splitter = P.SentenceSplitter()
         if self.relay.voice is not None:
+            from pocketgpt.relay.voice.sentences import SpeechSplitter
             from pocketgpt.relay.voice.session import Speaker
 
+            splitter = SpeechSplitter()  # also cuts long sentences at clauses: speech starts sooner
             self.speaker = Speaker(self.relay.voice, self.send, self.send_audio,
                                    lambda sentence: P.tts("sentence_start", sid, sentence))
         try:
