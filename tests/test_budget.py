@@ -32,8 +32,10 @@ int main(int argc, char **argv) {
     pg_model m; void *mem = malloc(need);
     if (pg_model_init(&m, blob, (size_t)n, mem, need, 1, &st)) { puts(st.msg); return 5; }
     if (pg_state_mem_size(&m, atoi(argv[2]), atoi(argv[3]), &state, &st)) { puts(st.msg); return 6; }
-    printf("%zu %zu %zu %zu %zu %zu\n", need, state, sizeof(pg_model), sizeof(pg_state), sizeof(pg_layer),
-           sizeof(pg_merge));
+    size_t f16 = 0;
+    if (pg_state_mem_size_kv(&m, atoi(argv[2]), atoi(argv[3]), PG_TYPE_F16, &f16, &st)) { puts(st.msg); return 7; }
+    printf("%zu %zu %zu %zu %zu %zu %zu\n", need, state, sizeof(pg_model), sizeof(pg_state), sizeof(pg_layer),
+           sizeof(pg_merge), f16);
     return 0;
 }
 """
@@ -79,11 +81,13 @@ def test_memory_arithmetic_equals_the_engines_own_size_queries(tiny, tmp_path, m
         pytest.skip("no 32-bit gcc here (apt-get install gcc-multilib)")
     for n_ctx, n_batch in ((64, 1), (17, 8)):
         got = _probe(exe, tiny, n_ctx, n_batch)
-        model_need, state_need, s_model, s_state, s_layer, s_merge = got
+        model_need, state_need, s_model, s_state, s_layer, s_merge, f16_need = got
         token_bytes = sum(budget._token_raw_len(t) for t in mf.vocab.tokens)
         assert budget.model_arena_bytes(c.n_layer, c.n_vocab, len(mf.vocab.merges), token_bytes,
                                         sizeof_layer=s_layer, sizeof_merge=s_merge) == model_need
         assert budget.state_arena_bytes(c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_vocab, n_ctx, n_batch) == state_need
+        assert budget.state_arena_bytes(c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_vocab, n_ctx, n_batch,
+                                        "f16") == f16_need
         if m32:  # the chip's struct sizes the budget uses
             assert (s_model, s_state, s_layer, s_merge) == (budget.SIZEOF_PG_MODEL, budget.SIZEOF_PG_STATE,
                                                             budget.SIZEOF_PG_LAYER, budget.SIZEOF_PG_MERGE)
@@ -120,6 +124,10 @@ def test_speed_follows_bandwidth_and_context(tiny):
     assert psram64.modeled_tok_s > flash.modeled_tok_s
     assert flash.psram_bytes < psram64.psram_bytes  # weights stay in flash
     assert short.modeled_tok_s > psram64.modeled_tok_s  # less KV cache to read
+    half = estimate(mf, n_ctx=64, kv="f16")
+    assert half.modeled_tok_s_full > psram64.modeled_tok_s_full and half.psram_bytes < psram64.psram_bytes
+    assert half.breakdown["kv_bytes_last"] * 2 == psram64.breakdown["kv_bytes_last"]
+    assert any("F16" in a for a in half.assumptions)
     assert psram64.modeled_tok_s_full < psram64.modeled_tok_s
 
 

@@ -32,7 +32,7 @@ MIB = 1024 * 1024
 
 # sizeof() of the engine's structs on a 32-bit target (gcc -m32; the ESP32-S3 is ILP32 too)
 SIZEOF_PG_MODEL = 1216
-SIZEOF_PG_STATE = 84
+SIZEOF_PG_STATE = 92
 SIZEOF_PG_LAYER = 112
 SIZEOF_PG_MERGE = 16
 PG_MAX_TASKS = 16          # gpt2.h: row buffers per matmul task
@@ -162,13 +162,24 @@ def model_arena_bytes(n_layer: int, n_vocab: int, n_merges: int, token_bytes: in
     return a.used
 
 
+KV_TYPES = ("f32", "f16")
+
+
+def kv_row_bytes(n_embd: int, kv: str = "f32") -> int:
+    """Bytes of one position's K (or V) values as the engine stores them (gpt2.c kv_row_bytes)."""
+    if kv not in KV_TYPES:
+        raise PocketError(f"KV cache type {kv!r}: choose one of {', '.join(KV_TYPES)}")
+    return n_embd * (4 if kv == "f32" else 2)
+
+
 def state_arena_bytes(n_layer: int, n_embd: int, n_ff: int, n_head: int, n_vocab: int,
-                      n_ctx: int, n_batch: int) -> int:
-    """pg_state_mem_size: KV cache, activations, row buffers, logits and sampler scratch."""
+                      n_ctx: int, n_batch: int, kv: str = "f32") -> int:
+    """pg_state_mem_size_kv: KV cache, activations, row buffers, logits and sampler scratch.
+    kv "f32" is pg_state_mem_size (what the firmware's pg_state_init uses)."""
     E, F, V, B, T = n_embd, n_ff, n_vocab, n_batch, n_ctx
     widest = max(E, F)
     a = _Arena()
-    kv = n_layer * T * E * 4
+    kv = n_layer * T * kv_row_bytes(E, kv)
     for n in (kv, kv, B * E * 4, B * E * 4, B * 3 * E * 4, B * E * 4, B * F * 4, B * n_head * T * 4,
               PG_MAX_TASKS * widest * 4, B * widest, B * (widest // 32 + 1) * 4, V * 4, V * 4, V * 4):
         a.take(n, 64)
@@ -185,13 +196,14 @@ def _gguf_overhead_estimate(n_vocab: int, n_merges: int, token_bytes: int, n_ten
 
 
 def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str = "psram",
-             n_batch: int = 1, spec: DeviceSpec = ESP32S3, vocab: Any = None) -> BudgetReport:
+             n_batch: int = 1, spec: DeviceSpec = ESP32S3, vocab: Any = None, kv: str = "f32") -> BudgetReport:
     """The device budget of `model` for an `n_ctx`-token session.
 
     `model` is a pocketgpt.gguf_io.ModelFile, or a pair (GPT2Config, {tensor name: (GGML type,
     stored bytes)}) for a model not written yet (then `vocab`, a BPEVocab, sizes the tokenizer
     tables; without it they are estimated). weights_in: "psram" (copied from flash at boot) or
-    "flash" (read in place through the cache).
+    "flash" (read in place through the cache). kv: the KV cache's storage ("f32", as the
+    firmware keeps it today; or "f16", which the engine also offers through pg_state_init_kv).
     """
     from pocketgpt.gguf_io import ModelFile, tensor_names
 
@@ -233,7 +245,8 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
         problems.append(f"the model has {cfg.n_ctx} positions, fewer than the {n_ctx}-token context budgeted")
 
     # ---- memory ------------------------------------------------------------------------------
-    state = state_arena_bytes(L, E, F, H, V, n_ctx, n_batch)
+    state = state_arena_bytes(L, E, F, H, V, n_ctx, n_batch, kv)
+    kv_row = kv_row_bytes(E, kv)
     model_arena = model_arena_bytes(L, V, n_merges, token_bytes)
     flash = _align(file_bytes, spec.partition_align)
     psram = state + (file_bytes if weights_in == "psram" else 0)
@@ -268,7 +281,7 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
     def per_token(pos: int) -> tuple[float, int, int]:
         """Seconds, bytes read and MACs for the token at position `pos` (0-based)."""
         t = pos + 1
-        kv_read = 2 * L * t * E * 4
+        kv_read = 2 * L * t * kv_row
         attn_macs = 2 * L * t * E
         w_bw = spec.psram_bw[cache_line] if weights_in == "psram" else spec.flash_bw
         seconds = weight_read / w_bw + kv_read / spec.psram_bw[cache_line]
@@ -310,16 +323,16 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
         "file_bytes": file_bytes,
         "model_arena_bytes": model_arena,
         "state_arena_bytes": state,
-        "kv_cache_bytes": 2 * L * n_ctx * E * 4,
+        "kv_cache_bytes": 2 * L * n_ctx * kv_row,
         "weight_bytes_per_token": weight_read,
         "head_bytes_per_token": types[head][1],
-        "kv_bytes_last": 2 * L * n_ctx * E * 4,
+        "kv_bytes_last": 2 * L * n_ctx * kv_row,
         "q8_pie_macs": macs_q8,
         "scalar_macs": macs_scalar,
         "attention_macs_last": last_macs - macs_q8 - macs_scalar,
         "seconds_per_token_mid": round(mid[0], 6),
     }
-    assumptions = describe(spec, weights_in, cache_line, n_batch)
+    assumptions = describe(spec, weights_in, cache_line, n_batch, kv)
     return BudgetReport(
         model=label, n_ctx=n_ctx, n_batch=n_batch, weights_in=weights_in, cache_line=cache_line,
         flash_bytes=flash, psram_bytes=psram, sram_bytes=sram,
@@ -329,7 +342,8 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
     )
 
 
-def describe(spec: DeviceSpec = ESP32S3, weights_in: str = "psram", cache_line: int = 64, n_batch: int = 1) -> list[str]:
+def describe(spec: DeviceSpec = ESP32S3, weights_in: str = "psram", cache_line: int = 64, n_batch: int = 1,
+             kv: str = "f32") -> list[str]:
     """The assumptions behind a report, one sentence each (docs/budget.md lists the same)."""
     w_bw = spec.psram_bw[cache_line] if weights_in == "psram" else spec.flash_bw
     return [
@@ -344,7 +358,9 @@ def describe(spec: DeviceSpec = ESP32S3, weights_in: str = "psram", cache_line: 
         + f"); quad flash <= {spec.flash_bw / 1e6:.0f} MB/s raw",
         "every weight matrix is streamed once per token (the tied output head included), plus one row of each "
         "embedding and all norm/bias vectors; nothing stays in the 32 KB data cache between tokens",
-        "the KV cache is float32 (as the engine keeps it) and read whole up to the current position for attention",
+        ("the KV cache is float32 (as the firmware's pg_state_init keeps it)" if kv == "f32" else
+         f"the KV cache is stored {kv.upper()} (pg_state_init_kv; its conversion cost is not modeled)")
+        + " and read whole up to the current position for attention",
         "memory streaming and arithmetic do not overlap (times add): conservative",
         f"Q8_0 matrices run the PIE int8 kernel ({spec.pie_macs_per_instr} MACs per EE.VMULAS.S8.ACCX) at an "
         f"achieved {spec.q8_cycles_per_mac} cycles per MAC (block copy to an aligned buffer, f16 scale, "
