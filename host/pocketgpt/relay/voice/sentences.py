@@ -45,10 +45,9 @@ class SpeechSplitter(SentenceSplitter):
                 self._buf = buf[m.end():]
                 self._released += 1
                 return head.strip()
-        words = buf.split()
-        if len(words) > self.max_words and buf[-1:].isspace():
-            cut = buf.rstrip().rfind(" ")
-            head, self._buf = buf[:cut], buf[cut:]
+        run = re.match(r"\s*(?:\S+\s+){%d}" % self.max_words, buf)  # max_words complete words
+        if run:
+            self._buf = buf[run.end():]
             self._released += 1
-            return head.strip()
+            return buf[: run.end()].strip()
         return None
