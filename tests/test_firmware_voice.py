@@ -129,6 +129,14 @@ class FakeXiaozhi:
                     await ws.send(json.dumps({"type": "tts", "state": "stop", "session_id": "sess-1"}))
 
     async def reply(self, ws: Any, heard: int, n: int) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._reply(ws, heard, n)
+        except ConnectionClosed:
+            pass  # the device went away mid-reply (its run ended): nothing to answer
+
+    async def _reply(self, ws: Any, heard: int, n: int) -> None:
         await ws.send(json.dumps({"type": "stt", "text": f"{heard} packets", "session_id": "sess-1"}))
         await ws.send(json.dumps({"type": "tts", "state": "start", "session_id": "sess-1"}))
         await ws.send(json.dumps({"type": "tts", "state": "sentence_start", "text": SENTENCE, "session_id": "sess-1"}))
