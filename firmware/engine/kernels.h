@@ -23,6 +23,11 @@ typedef float (*pg_dot_q8_fn)(const void *row, const int8_t *xq, const float *xd
 // x (n,) -> int8 codes, scales and sums: pg_quantize_act's contract, bit for bit
 typedef void (*pg_quantize_fn)(const float *x, int8_t *xq, float *xd, float *xs, int n);
 
+// dot_q8 of one weight row against 4 activation rows at once (rows r at xq + r * n, xd + r * n / 32,
+// xs + r * n / 16) -> out[0..3]: the weights are unpacked once (prefill, batched decode). Each
+// out[r] must be the same bits as dot_q8 of row r alone.
+typedef void (*pg_dot_q8x4_fn)(const void *row, const int8_t *xq, const float *xd, const float *xs, int n, float *out);
+
 // y (n,) += a * row (n,) stored as a type (F32, F16 or Q8_0: the KV cache types)
 typedef void (*pg_axpy_fn)(float *y, float a, const void *row, int n);
 
@@ -32,6 +37,8 @@ typedef struct {
     pg_dot_q8_fn dot_q8[PG_TYPE_COUNT];  // non-NULL: the engine quantizes activations for this type
     pg_quantize_fn quantize;             // NULL: pg_quantize_act
     pg_axpy_fn axpy[PG_TYPE_COUNT];      // NULL: the reference (attention over the value cache)
+    pg_dot_q8x4_fn dot_q8x4[PG_TYPE_COUNT];  // optional: dot_q8 for 4 activation rows at once
+    void (*gelu)(float *x, size_t n);    // GPT-2's tanh GELU in place; NULL: the portable one (tanhf)
 } pg_kernels;
 
 // the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others

@@ -5,6 +5,7 @@
 // here dequantize a block with the reference code and use the AVX2 multiply-add.
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(PG_FORCE_REF)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -187,6 +188,47 @@ PG_AVX2 static void axpy_q8_0_avx2(float *y, float a, const void *row, int n) {
     }
 }
 
+// e^x for 8 floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor series to r^7 (relative
+// error under 1e-8 there), times 2^n through the exponent bits; x clamped to [-87.3, 88.7]
+PG_AVX2 static __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // r = x - n ln2 in two steps (ln2 split into a high part exact in float and the rest)
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place, through e^(2y)
+PG_AVX2 static void gelu_avx2(float *x, size_t n) {
+    const __m256 k = _mm256_set1_ps(0.7978845608028654f), c = _mm256_set1_ps(0.044715f);
+    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), half = _mm256_set1_ps(0.5f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 y = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(c, v), _mm256_mul_ps(v, v), v));
+        __m256 e = exp_avx2(_mm256_add_ps(y, y));
+        __m256 inv = _mm256_div_ps(two, _mm256_add_ps(e, one));
+        // 1 + tanh(y): 2 - 2 / (e + 1) above zero, 2e / (e + 1) below (no cancellation either side)
+        __m256 t1 = _mm256_blendv_ps(_mm256_sub_ps(two, inv), _mm256_mul_ps(e, inv), y);
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), t1));
+    }
+    for (; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    }
+}
+
 #define PG_AXPY {[PG_TYPE_F32] = axpy_f32_avx2, [PG_TYPE_F16] = axpy_f16_avx2, [PG_TYPE_Q8_0] = axpy_q8_0_avx2}
 
 // ---- integer activations (dot_q8): weights x int8 activations with maddubs ----------------
@@ -341,6 +383,8 @@ static const pg_kernels s_avx2_int = {
     {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8_avx2},
     quantize_act_avx2,
     PG_AXPY,
+    {0},
+    gelu_avx2,
 };
 
 static const pg_kernels s_avx2 = {
@@ -355,6 +399,8 @@ static const pg_kernels s_avx2 = {
     {0},
     NULL,
     PG_AXPY,
+    {0},
+    gelu_avx2,
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -416,6 +462,8 @@ static const pg_kernels s_avx512 = {
     {0},
     NULL,
     PG_AXPY,
+    {0},
+    gelu_avx2,
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -423,81 +471,117 @@ static const pg_kernels s_avx512 = {
 
 #define PG_VNNI256 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-// row (n,) Q4_K . int8 activations -> float (same sums as dot_q4_k_q8_ref)
+#define PG_UNROLL _Pragma("GCC unroll 8")
+
+// Q4_K row (n,) . R int8 activation rows (xq + r * n, xd + r * n / 32, xs + r * n / 16) -> out[r],
+// the same sums as dot_q4_k_q8_ref. The weights are unpacked once for all R rows (prefill and
+// batched decode); each row sees exactly the operations of the R = 1 version, so the results are
+// the same bits whatever R.
+#define PG_Q4K_ROWS(NAME, R)                                                                                    \
+    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const float *xs, int n,     \
+                                float *out) {                                                               \
+        const uint8_t *b = (const uint8_t *)row;                                                            \
+        const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
+        __m256 a0[R], a1[R], accm[R];                                                                       \
+        PG_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = accm[r] = _mm256_setzero_ps();                \
+        for (int i = 0; i < n; i += 256, b += 144) {                                                        \
+            uint32_t sm[4];                                                                                 \
+            q4_k_unpack(b + 4, sm);                                                                         \
+            __m128i smv = _mm_loadu_si128((const __m128i *)sm);                                             \
+            __m256 scv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));                                     \
+            __m256 mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));                  \
+            __m256 d = _mm256_set1_ps(f16c(b)), dmin = _mm256_set1_ps(f16c(b + 2));                         \
+            __m256 f8[R];                                                                                   \
+            PG_UNROLL for (int r = 0; r < R; r++) {                                                         \
+                __m256 xdv = _mm256_loadu_ps(xd + (size_t)r * (size_t)(n / 32) + i / 32);                   \
+                f8[r] = _mm256_mul_ps(_mm256_mul_ps(scv, xdv), d);                                          \
+                accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(mnv, xdv),                            \
+                                                        group_sums(xs + (size_t)r * (size_t)(n / 16) + i / 16)), \
+                                          dmin, accm[r]);                                                   \
+            }                                                                                               \
+            const uint8_t *qs = b + 16;                                                                     \
+            PG_UNROLL for (int p = 0; p < 4; p++) {                                                         \
+                __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));                             \
+                __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);   \
+                __m256i il = _mm256_set1_epi32(2 * p), ih = _mm256_set1_epi32(2 * p + 1);                   \
+                PG_UNROLL for (int r = 0; r < R; r++) {                                                     \
+                    const int8_t *x = xq + (size_t)r * (size_t)n + i + 64 * p;                              \
+                    __m256i dl = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo,                            \
+                                                     _mm256_loadu_si256((const __m256i *)x));               \
+                    __m256i dh = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi,                            \
+                                                     _mm256_loadu_si256((const __m256i *)(x + 32)));        \
+                    a0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dl), _mm256_permutevar8x32_ps(f8[r], il), a0[r]); \
+                    a1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dh), _mm256_permutevar8x32_ps(f8[r], ih), a1[r]); \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(_mm256_sub_ps(_mm256_add_ps(a0[r], a1[r]), accm[r])); \
+    }
+
+// Q3_K row (n,) . R int8 activation rows -> out[r] (same sums as dot_q3_k_q8_ref): per group g,
+// u = q + 4 from 2 bits of qs and the hmask bit (unpacked once for all rows), dpbusd, minus
+// 4 * sum x per 16-weight scale once per block from the precomputed sums xs
+#define PG_Q3K_ROWS(NAME, R)                                                                                    \
+    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const float *xs, int n,     \
+                                float *out) {                                                               \
+        const uint8_t *b = (const uint8_t *)row;                                                            \
+        const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                              \
+        const __m256i pair = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0);                                      \
+        const __m256i pair_hi = _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4);                                   \
+        const __m256i half = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);                                      \
+        __m256 a0[R], a1[R], corr[R];                                                                       \
+        PG_UNROLL for (int r = 0; r < R; r++) a0[r] = a1[r] = corr[r] = _mm256_setzero_ps();                \
+        for (int i = 0; i < n; i += 256, b += 110) {                                                        \
+            __m128i scb = q3_k_scales_avx2(b + 96);                                                         \
+            __m256 sclo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scb));                                    \
+            __m256 schi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scb, 8)));                 \
+            __m256 d = _mm256_set1_ps(f16c(b + 108));                                                       \
+            /* S[k] = sc[k] * d * xd[k / 2]: scales 0..7 in slo, 8..15 in shi */                            \
+            __m256 slo[R], shi[R];                                                                          \
+            PG_UNROLL for (int r = 0; r < R; r++) {                                                         \
+                __m256 xdv = _mm256_mul_ps(_mm256_loadu_ps(xd + (size_t)r * (size_t)(n / 32) + i / 32), d); \
+                const float *sums = xs + (size_t)r * (size_t)(n / 16) + i / 16;                             \
+                slo[r] = _mm256_mul_ps(sclo, _mm256_permutevar8x32_ps(xdv, pair));                          \
+                shi[r] = _mm256_mul_ps(schi, _mm256_permutevar8x32_ps(xdv, pair_hi));                       \
+                corr[r] = _mm256_fmadd_ps(slo[r], _mm256_loadu_ps(sums), corr[r]);                          \
+                corr[r] = _mm256_fmadd_ps(shi[r], _mm256_loadu_ps(sums + 8), corr[r]);                      \
+            }                                                                                               \
+            __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                            \
+            PG_UNROLL for (int g = 0; g < 8; g++) {                                                         \
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                  \
+                __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                 \
+                __m256i u = _mm256_mask_add_epi8(low2, _mm256_test_epi8_mask(hm, _mm256_set1_epi8((char)(1 << g))), \
+                                                 low2, four);                                               \
+                __m256i idx = _mm256_add_epi32(half, _mm256_set1_epi32(2 * (g % 4)));                       \
+                PG_UNROLL for (int r = 0; r < R; r++) {                                                     \
+                    const int8_t *x = xq + (size_t)r * (size_t)n + i + 32 * g;                              \
+                    __m256i dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u,                             \
+                                                     _mm256_loadu_si256((const __m256i *)x));               \
+                    __m256 f = _mm256_permutevar8x32_ps(g < 4 ? slo[r] : shi[r], idx);                      \
+                    if (g & 1) a1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), f, a1[r]);                   \
+                    else a0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), f, a0[r]);                         \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+        PG_UNROLL for (int r = 0; r < R; r++)                                                               \
+            out[r] = hsum256(_mm256_fnmadd_ps(_mm256_set1_ps(4.0f), corr[r], _mm256_add_ps(a0[r], a1[r]))); \
+    }
+
+PG_Q4K_ROWS(q4_k_rows1_vnni256, 1)
+PG_Q4K_ROWS(q4_k_rows4_vnni256, 4)
+PG_Q3K_ROWS(q3_k_rows1_vnni256, 1)
+PG_Q3K_ROWS(q3_k_rows4_vnni256, 4)
+
 PG_VNNI256 static float dot_q4_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    const uint8_t *b = (const uint8_t *)row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int i = 0; i < n; i += 256, b += 144) {
-        uint32_t sm[4];
-        q4_k_unpack(b + 4, sm);
-        __m128i smv = _mm_loadu_si128((const __m128i *)sm);
-        __m256 scv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
-        __m256 mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
-        __m256 xdv = _mm256_loadu_ps(xd + i / 32);
-        __m256 f8 = _mm256_mul_ps(_mm256_mul_ps(scv, xdv), _mm256_set1_ps(f16c(b)));
-        accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(mnv, xdv), group_sums(xs + i / 16)), _mm256_set1_ps(f16c(b + 2)),
-                               accm);
-        const uint8_t *qs = b + 16;
-        const int8_t *x = xq + i;
-#define PG_Q4K_STEP(P)                                                                                          \
-    {                                                                                                       \
-        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * P));                                    \
-        __m256i dl = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(q, m4),                   \
-                                         _mm256_loadu_si256((const __m256i *)(x + 64 * P)));               \
-        __m256i dh = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), \
-                                         _mm256_loadu_si256((const __m256i *)(x + 64 * P + 32)));          \
-        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dl), _mm256_permutevar8x32_ps(f8, _mm256_set1_epi32(2 * P)), a0);  \
-        a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dh), _mm256_permutevar8x32_ps(f8, _mm256_set1_epi32(2 * P + 1)), a1); \
-    }
-        PG_Q4K_STEP(0)
-        PG_Q4K_STEP(1)
-        PG_Q4K_STEP(2)
-        PG_Q4K_STEP(3)
-#undef PG_Q4K_STEP
-    }
-    return hsum256(_mm256_sub_ps(_mm256_add_ps(a0, a1), accm));
+    float o;
+    q4_k_rows1_vnni256(row, xq, xd, xs, n, &o);
+    return o;
 }
 
-// row (n,) Q3_K . int8 activations -> float (same sums as dot_q3_k_q8_ref): per group g, u = q + 4
-// from 2 bits of qs and the hmask bit, dpbusd, minus 4 * sum x per scale once per block
 PG_VNNI256 static float dot_q3_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    const uint8_t *b = (const uint8_t *)row;
-    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-    const __m256i pair = _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0), pair_hi = _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4);
-    const __m256i half = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
-    for (int i = 0; i < n; i += 256, b += 110) {
-        __m128i scb = q3_k_scales_avx2(b + 96);
-        __m256 xdv = _mm256_mul_ps(_mm256_loadu_ps(xd + i / 32), _mm256_set1_ps(f16c(b + 108)));
-        // S[k] = sc[k] * d * xd[k / 2]: scales 0..7 in slo, 8..15 in shi
-        __m256 slo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scb)), _mm256_permutevar8x32_ps(xdv, pair));
-        __m256 shi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(scb, 8))),
-                                   _mm256_permutevar8x32_ps(xdv, pair_hi));
-        corr = _mm256_fmadd_ps(slo, _mm256_loadu_ps(xs + i / 16), corr);
-        corr = _mm256_fmadd_ps(shi, _mm256_loadu_ps(xs + i / 16 + 8), corr);
-        __m256i hm = _mm256_loadu_si256((const __m256i *)b);
-        __m256i qlo = _mm256_loadu_si256((const __m256i *)(b + 32)), qhi = _mm256_loadu_si256((const __m256i *)(b + 64));
-        const int8_t *x = xq + i;
-#define PG_Q3K_STEP(G, QV, S, ACC)                                                                           \
-    {                                                                                                    \
-        __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(QV, 2 * ((G) % 4)), three);                    \
-        __m256i u = _mm256_mask_add_epi8(low2, _mm256_test_epi8_mask(hm, _mm256_set1_epi8((char)(1 << (G)))), low2, four); \
-        __m256i d = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256((const __m256i *)(x + 32 * (G)))); \
-        __m256 f = _mm256_permutevar8x32_ps(S, _mm256_add_epi32(half, _mm256_set1_epi32(2 * ((G) % 4))));  \
-        ACC = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), f, ACC);                                             \
-    }
-        PG_Q3K_STEP(0, qlo, slo, a0)
-        PG_Q3K_STEP(1, qlo, slo, a1)
-        PG_Q3K_STEP(2, qlo, slo, a0)
-        PG_Q3K_STEP(3, qlo, slo, a1)
-        PG_Q3K_STEP(4, qhi, shi, a0)
-        PG_Q3K_STEP(5, qhi, shi, a1)
-        PG_Q3K_STEP(6, qhi, shi, a0)
-        PG_Q3K_STEP(7, qhi, shi, a1)
-#undef PG_Q3K_STEP
-    }
-    return hsum256(_mm256_fnmadd_ps(_mm256_set1_ps(4.0f), corr, _mm256_add_ps(a0, a1)));
+    float o;
+    q3_k_rows1_vnni256(row, xq, xd, xs, n, &o);
+    return o;
 }
 
 static const pg_kernels s_vnni256_int = {
@@ -506,6 +590,8 @@ static const pg_kernels s_vnni256_int = {
     {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_vnni256, [PG_TYPE_Q4_K] = dot_q4_k_q8_vnni256},
     quantize_act_avx2,
     PG_AXPY,
+    {[PG_TYPE_Q3_K] = q3_k_rows4_vnni256, [PG_TYPE_Q4_K] = q4_k_rows4_vnni256},
+    gelu_avx2,
 };
 
 

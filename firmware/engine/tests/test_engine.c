@@ -223,6 +223,14 @@ static void test_quantize_act(void) {
         pg_quantize_act(x, q1, xd1, xs1, N);
         k->quantize(x, q2, xd2, xs2, N);
         CHECK(memcmp(q1, q2, N) == 0 && memcmp(xd1, xd2, sizeof xd1) == 0 && memcmp(xs1, xs2, sizeof xs1) == 0);
+        // the Q8_0 KV cache rows: the same codes, the scale as a half
+        uint8_t blocks[N / 32 * 34];
+        pg_quantize_q8_0(x, blocks, N);
+        for (int b = 0; b < N / 32; b++) {
+            uint16_t h;
+            memcpy(&h, blocks + 34 * b, 2);
+            CHECK(h == pg_f32_to_f16(xd1[b]) && memcmp(blocks + 34 * b + 2, q1 + 32 * b, 32) == 0);
+        }
     }
 }
 
