@@ -55,7 +55,10 @@ def serve_child(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", stream=sys.stderr)
     engine = load_engine(str(models.resolve(args.model)), threads=None)
     backend = EngineBackend(engine, args.model, workers=os.cpu_count() or 2)
-    cfg = RelayConfig(host="127.0.0.1", port=args.port, http_port=0, open=True, voice=True,
+    from pocketgpt.relay.voice.session import VoiceConfig
+
+    voice = VoiceConfig(speak_clauses=not args.sentences_only)
+    cfg = RelayConfig(host="127.0.0.1", port=args.port, http_port=0, open=True, voice=voice,
                       default_max_tokens=args.max_tokens)
 
     async def main() -> None:
@@ -165,6 +168,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="passes over the 12 held-out requests (default 2)")
     ap.add_argument("--modes", default="auto,manual")
     ap.add_argument("--max-tokens", type=int, default=32, help="reply length in tokens (default 32)")
+    ap.add_argument("--sentences-only", action="store_true",
+                    help="speak whole sentences only (no clause cuts), to compare")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -176,7 +181,8 @@ def main() -> int:
 
     port = free_port()
     child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-child", "--port", str(port),
-                              "--model", args.model, "--max-tokens", str(args.max_tokens)],
+                              "--model", args.model, "--max-tokens", str(args.max_tokens)]
+                             + (["--sentences-only"] if args.sentences_only else []),
                              stdout=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline() if child.stdout else ""
@@ -192,11 +198,13 @@ def main() -> int:
             child.kill()
     silence_ms = VoiceConfig().vad.silence_ms
     report = {"model": args.model, "max_tokens": args.max_tokens, "rounds": args.rounds,
+              "pieces": "sentences" if args.sentences_only else "sentences and clauses",
               "vad_silence_ms": silence_ms, "load_avg": os.getloadavg()[0], "modes": result}
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"model {args.model}, reply {args.max_tokens} tokens, load average {report['load_avg']:.1f}, "
+    print(f"model {args.model}, reply {args.max_tokens} tokens, spoken in {report['pieces']}, "
+          f"load average {report['load_avg']:.1f}, "
           f"relay VAD silence window {silence_ms} ms (the anchor: auto mode waits this long by design)")
     print(f"{'mode':8} {'end of speech ->':18} {'p50 ms':>8} {'p90 ms':>8} {'n':>4}")
     for mode, summary in result.items():

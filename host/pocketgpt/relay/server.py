@@ -321,7 +321,8 @@ class WsSession:
             from pocketgpt.relay.voice.sentences import SpeechSplitter
             from pocketgpt.relay.voice.session import Speaker
 
-            splitter = SpeechSplitter()  # also cuts long sentences at clauses: speech starts sooner
+            if self.relay.voice.cfg.speak_clauses:
+                splitter = SpeechSplitter()  # also cuts long sentences at clauses: speech starts sooner
             self.speaker = Speaker(self.relay.voice, self.send, self.send_audio,
                                    lambda sentence: P.tts("sentence_start", sid, sentence))
         try:

@@ -39,6 +39,7 @@ class VoiceConfig:
     out_rate: int = 24000                  # what the server hello announces
     out_frame_ms: int = 60
     prebuffer_packets: int = 5             # sent at once before pacing starts (XiaoZhi servers: about 5)
+    speak_clauses: bool = True             # cut long sentences at clauses (sentences.SpeechSplitter)
     vad: VadSettings = field(default_factory=VadSettings)
     workers: int = 2                       # threads for Opus, VAD, recognition and synthesis
 
