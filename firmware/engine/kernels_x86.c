@@ -275,73 +275,6 @@ PG_AVX2 static __m256i dot_u8i8_avx2(__m256i u, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
 }
 
-// row (n,) Q4_K . int8 activations -> float: d * sc[g] * xd[g] * sum q xq - dmin * mn[g] * xs[g]
-PG_AVX2 static float dot_q4_k_q8_avx2(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    const uint8_t *b = (const uint8_t *)row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int i = 0; i < n; i += 256, b += 144) {
-        uint32_t sm[4];
-        q4_k_unpack(b + 4, sm);
-        __m128i smv = _mm_loadu_si128((const __m128i *)sm);
-        __m256 scv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
-        __m256 mnv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
-        __m256 xdv = _mm256_loadu_ps(xd + i / 32);
-        float f[8];
-        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_mul_ps(scv, xdv), _mm256_set1_ps(f16c(b))));
-        accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(mnv, xdv), group_sums(xs + i / 16)), _mm256_set1_ps(f16c(b + 2)),
-                               accm);
-        const uint8_t *qs = b + 16;
-        const int8_t *x = xq + i;
-        for (int p = 0; p < 4; p++, qs += 32, x += 64) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)qs);
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m256i dl = dot_u8i8_avx2(lo, _mm256_loadu_si256((const __m256i *)x));
-            __m256i dh = dot_u8i8_avx2(hi, _mm256_loadu_si256((const __m256i *)(x + 32)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dl), _mm256_set1_ps(f[2 * p]), acc);
-            acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dh), _mm256_set1_ps(f[2 * p + 1]), acc2);
-        }
-    }
-    return hsum256(_mm256_sub_ps(_mm256_add_ps(acc, acc2), accm));
-}
-
-// row (n,) Q3_K . int8 activations -> float: per group g, q = low2 - (hbit ? 0 : 4) with scales
-// a (first 16 weights) and b, times d * xd[g]
-PG_AVX2 static float dot_q3_k_q8_avx2(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    (void)xs;
-    const uint8_t *b = (const uint8_t *)row;
-    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), zero = _mm256_setzero_si256();
-    __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
-    for (int i = 0; i < n; i += 256, b += 110) {
-        __m128i scb = q3_k_scales_avx2(b + 96);
-        float f[8];
-        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + i / 32), _mm256_set1_ps(f16c(b + 108))));
-        __m256i hm = _mm256_loadu_si256((const __m256i *)b);
-        const int8_t *x = xq + i;
-        for (int h = 0; h < 2; h++) {
-            __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * h));
-            for (int j = 0; j < 4; j++, x += 32) {
-                int g = 4 * h + j;
-                __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * j), three);
-                __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << g)));
-                __m256i sub4 = _mm256_and_si256(_mm256_cmpeq_epi8(hb, zero), four);
-                __m256i xv = _mm256_loadu_si256((const __m256i *)x);
-                __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(low2, xv), _mm256_maddubs_epi16(sub4, xv));
-                // int16 scales: lanes 0..7 sc[2g], lanes 8..15 sc[2g + 1]
-                __m128i idx = _mm_set_epi8((char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1),
-                                           (char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1), (char)(2 * g + 1),
-                                           (char)(2 * g), (char)(2 * g), (char)(2 * g), (char)(2 * g), (char)(2 * g),
-                                           (char)(2 * g), (char)(2 * g), (char)(2 * g));
-                __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scb, idx));
-                __m256i p32 = _mm256_madd_epi16(p16, s16);
-                if (j & 1) acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(f[g]), acc2);
-                else acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(f[g]), acc);
-            }
-        }
-    }
-    return hsum256(_mm256_add_ps(acc, acc2));
-}
-
 // row (n,) Q8_0 . int8 activations -> float (signs moved onto the activations for maddubs)
 PG_AVX2 static float dot_q8_0_q8_avx2(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
     (void)xs;
@@ -377,15 +310,6 @@ PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_avx2,                                                               \
     }
 
-static const pg_kernels s_avx2_int = {
-    "x86-avx2-int8",
-    PG_AVX2_DOTS,
-    {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8_avx2},
-    quantize_act_avx2,
-    PG_AXPY,
-    {0},
-    gelu_avx2,
-};
 
 static const pg_kernels s_avx2 = {
     "x86-avx2",
@@ -477,8 +401,8 @@ static const pg_kernels s_avx512 = {
 // the same sums as dot_q4_k_q8_ref. The weights are unpacked once for all R rows (prefill and
 // batched decode); each row sees exactly the operations of the R = 1 version, so the results are
 // the same bits whatever R.
-#define PG_Q4K_ROWS(NAME, R)                                                                                    \
-    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const float *xs, int n,     \
+#define PG_Q4K_ROWS(NAME, R, TARGET, DOT)                                                                     \
+    TARGET static void NAME(const void *row, const int8_t *xq, const float *xd, const float *xs, int n,     \
                                 float *out) {                                                               \
         const uint8_t *b = (const uint8_t *)row;                                                            \
         const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
@@ -506,10 +430,8 @@ static const pg_kernels s_avx512 = {
                 __m256i il = _mm256_set1_epi32(2 * p), ih = _mm256_set1_epi32(2 * p + 1);                   \
                 PG_UNROLL for (int r = 0; r < R; r++) {                                                     \
                     const int8_t *x = xq + (size_t)r * (size_t)n + i + 64 * p;                              \
-                    __m256i dl = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo,                            \
-                                                     _mm256_loadu_si256((const __m256i *)x));               \
-                    __m256i dh = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi,                            \
-                                                     _mm256_loadu_si256((const __m256i *)(x + 32)));        \
+                    __m256i dl = DOT(lo, _mm256_loadu_si256((const __m256i *)x));                           \
+                    __m256i dh = DOT(hi, _mm256_loadu_si256((const __m256i *)(x + 32)));                    \
                     a0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dl), _mm256_permutevar8x32_ps(f8[r], il), a0[r]); \
                     a1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dh), _mm256_permutevar8x32_ps(f8[r], ih), a1[r]); \
                 }                                                                                           \
@@ -521,8 +443,8 @@ static const pg_kernels s_avx512 = {
 // Q3_K row (n,) . R int8 activation rows -> out[r] (same sums as dot_q3_k_q8_ref): per group g,
 // u = q + 4 from 2 bits of qs and the hmask bit (unpacked once for all rows), dpbusd, minus
 // 4 * sum x per 16-weight scale once per block from the precomputed sums xs
-#define PG_Q3K_ROWS(NAME, R)                                                                                    \
-    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const float *xs, int n,     \
+#define PG_Q3K_ROWS(NAME, R, TARGET, DOT, ADD4)                                                               \
+    TARGET static void NAME(const void *row, const int8_t *xq, const float *xd, const float *xs, int n,     \
                                 float *out) {                                                               \
         const uint8_t *b = (const uint8_t *)row;                                                            \
         const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                              \
@@ -550,13 +472,11 @@ static const pg_kernels s_avx512 = {
             PG_UNROLL for (int g = 0; g < 8; g++) {                                                         \
                 __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                  \
                 __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                 \
-                __m256i u = _mm256_mask_add_epi8(low2, _mm256_test_epi8_mask(hm, _mm256_set1_epi8((char)(1 << g))), \
-                                                 low2, four);                                               \
+                __m256i u = ADD4(low2, hm, _mm256_set1_epi8((char)(1 << g)), four);                         \
                 __m256i idx = _mm256_add_epi32(half, _mm256_set1_epi32(2 * (g % 4)));                       \
                 PG_UNROLL for (int r = 0; r < R; r++) {                                                     \
                     const int8_t *x = xq + (size_t)r * (size_t)n + i + 32 * g;                              \
-                    __m256i dp = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u,                             \
-                                                     _mm256_loadu_si256((const __m256i *)x));               \
+                    __m256i dp = DOT(u, _mm256_loadu_si256((const __m256i *)x));                            \
                     __m256 f = _mm256_permutevar8x32_ps(g < 4 ? slo[r] : shi[r], idx);                      \
                     if (g & 1) a1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), f, a1[r]);                   \
                     else a0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), f, a0[r]);                         \
@@ -567,10 +487,34 @@ static const pg_kernels s_avx512 = {
             out[r] = hsum256(_mm256_fnmadd_ps(_mm256_set1_ps(4.0f), corr[r], _mm256_add_ps(a0[r], a1[r]))); \
     }
 
-PG_Q4K_ROWS(q4_k_rows1_vnni256, 1)
-PG_Q4K_ROWS(q4_k_rows4_vnni256, 4)
-PG_Q3K_ROWS(q3_k_rows1_vnni256, 1)
-PG_Q3K_ROWS(q3_k_rows4_vnni256, 4)
+// the two primitives: 32 u8 x 32 s8 -> 8 int32 sums of 4, and low2 + 4 where the hmask bit is set
+#define PG_DOT_VNNI(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+#define PG_ADD4_VNNI(low2, hm, bit, four) _mm256_mask_add_epi8(low2, _mm256_test_epi8_mask(hm, bit), low2, four)
+#define PG_DOT_AVX2(u, x) _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
+#define PG_ADD4_AVX2(low2, hm, bit, four) \
+    _mm256_add_epi8(low2, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four))
+
+PG_Q4K_ROWS(q4_k_rows1_vnni256, 1, PG_VNNI256, PG_DOT_VNNI)
+PG_Q4K_ROWS(q4_k_rows4_vnni256, 4, PG_VNNI256, PG_DOT_VNNI)
+PG_Q3K_ROWS(q3_k_rows1_vnni256, 1, PG_VNNI256, PG_DOT_VNNI, PG_ADD4_VNNI)
+PG_Q3K_ROWS(q3_k_rows4_vnni256, 4, PG_VNNI256, PG_DOT_VNNI, PG_ADD4_VNNI)
+// AVX2 without VNNI: maddubs + madd for the byte products (u <= 15, |x| <= 127: no saturation)
+PG_Q4K_ROWS(q4_k_rows1_avx2, 1, PG_AVX2, PG_DOT_AVX2)
+PG_Q4K_ROWS(q4_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2)
+PG_Q3K_ROWS(q3_k_rows1_avx2, 1, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
+PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
+
+PG_AVX2 static float dot_q4_k_q8_avx2_rows(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    float o;
+    q4_k_rows1_avx2(row, xq, xd, xs, n, &o);
+    return o;
+}
+
+PG_AVX2 static float dot_q3_k_q8_avx2_rows(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
+    float o;
+    q3_k_rows1_avx2(row, xq, xd, xs, n, &o);
+    return o;
+}
 
 PG_VNNI256 static float dot_q4_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
     float o;
@@ -584,6 +528,15 @@ PG_VNNI256 static float dot_q3_k_q8_vnni256(const void *row, const int8_t *xq, c
     return o;
 }
 
+static const pg_kernels s_avx2_int = {
+    "x86-avx2-int8",
+    PG_AVX2_DOTS,
+    {[PG_TYPE_Q8_0] = dot_q8_0_q8_avx2, [PG_TYPE_Q3_K] = dot_q3_k_q8_avx2_rows, [PG_TYPE_Q4_K] = dot_q4_k_q8_avx2_rows},
+    quantize_act_avx2,
+    PG_AXPY,
+    {[PG_TYPE_Q3_K] = q3_k_rows4_avx2, [PG_TYPE_Q4_K] = q4_k_rows4_avx2},
+    gelu_avx2,
+};
 static const pg_kernels s_vnni256_int = {
     "x86-vnni256-int8",
     PG_AVX2_DOTS,

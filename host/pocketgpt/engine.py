@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:  # numpy is imported where logits are returned: generation alone does not need it
+    import numpy as np
 
 
 def _native():
@@ -113,6 +114,8 @@ class Engine:
     # -- scoring ----------------------------------------------------------------------------
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits (len(ids), n_vocab) float32 of a fresh sequence, every position."""
+        import numpy as np
+
         ids = [int(i) for i in ids]
         if not ids:
             return np.zeros((0, self.n_vocab), dtype=np.float32)
@@ -142,6 +145,8 @@ class Engine:
         session may appear once per call; a full context or a bad token raises PocketError and
         leaves every session as it was.
         """
+        import numpy as np
+
         self._decode([s for s, _ in pairs], [int(t) for _, t in pairs])
         return [np.frombuffer(s._s.last_logits(), dtype=np.float32) for s, _ in pairs]
 
