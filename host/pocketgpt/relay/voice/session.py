@@ -307,6 +307,10 @@ class Speaker:
         """Wait until every sentence said so far has been paced out (or the speaker was stopped)."""
         self._queue.put_nowait(None)
         await asyncio.wait({self._task})
+        if not self._task.cancelled() and self._task.exception() is not None:
+            exc = self._task.exception()
+            log.error("speaker failed: %s: %s", exc.__class__.__name__, exc)
+            self.error = self.error or f"{exc.__class__.__name__}: {exc}"
 
     def stop(self) -> None:
         """Abort: no packet leaves after this call returns."""
