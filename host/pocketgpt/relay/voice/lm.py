@@ -207,8 +207,12 @@ def arpa_to_binary(arpa: Path, out: Path) -> None:
     config = ps.Config(lm=None, hmm=None, dict=None, loglevel="FATAL")
     model = ps.NGramModel(config, ps.LogMath(), str(arpa))
     with atomic_path(out) as tmp:
-        model.write(str(tmp.with_suffix(".bin")), ps.NGramModel.str_to_type("bin"))
-        tmp.with_suffix(".bin").replace(tmp)
+        staged = tmp.with_suffix(".bin")  # pocketsphinx picks the format from the extension
+        try:
+            model.write(str(staged), ps.NGramModel.str_to_type("bin"))
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)
 
 
 def build(fortunes: str | None, out: Path, request_weight: int = 4, prune: int = 2,
