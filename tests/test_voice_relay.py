@@ -144,6 +144,30 @@ def test_each_mode_hears_known_sentences(relay: RelayThread, mode: str, frame_ms
     assert rate <= MAX_WER, (rate, heard)
 
 
+def test_sessions_talking_at_once_each_hear_their_own_words(relay: RelayThread) -> None:
+    """Three devices stream different requests at the same time: every session gets a recognizer
+    of its own from the pool, and nobody's words end up in another's transcript."""
+    texts = (REQUESTS[0], REQUESTS[4], REQUESTS[11])
+
+    async def one(text: str) -> str:
+        async with await connect(relay) as ws:
+            await ws.send(json.dumps({"type": "listen", "state": "start", "mode": "manual"}))
+            for pkt in packets(np.concatenate([speech(text), silence(0.3)])):
+                await ws.send(pkt)
+                await asyncio.sleep(0.005)  # interleave the three streams
+            await ws.send(json.dumps({"type": "listen", "state": "stop"}))
+            stt, _ = await until(ws, lambda m: m["type"] == "stt")
+            await ws.send(json.dumps({"type": "abort"}))
+            await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
+            return stt["text"]
+
+    async def go() -> list[str]:
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+
+    heard = run(go())
+    assert wer(list(zip(texts, heard))) <= MAX_WER, heard
+
+
 def test_realtime_barge_in_stops_the_reply_and_hears_the_new_words(relay: RelayThread) -> None:
     async def go() -> None:
         async with await connect(relay) as ws:
