@@ -342,19 +342,23 @@ static void matmul_task(void *arg, int task, int n_tasks) {
 // W (rows, cols) @ x (B, cols) + bias -> out (B, out_stride)
 static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, const float *bias, const float *x,
                    float *out, int32_t B, size_t out_stride) {
-    // several tasks per thread on big matrices: tasks are handed out as threads come free, so a
-    // thread the OS descheduled (a shared machine) does not leave the others waiting on its half
+    // several tasks per thread on big matrices (about 256 rows each, at most PG_MAX_TASKS: the
+    // float path keeps a row buffer per task), handed out as threads come free, so a thread the OS
+    // descheduled (a shared machine) does not leave the others waiting on its half. 128-row tasks
+    // measured slower (the shared task counter moves between cores more often).
     int threads = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
-    if (threads > PG_MAX_TASKS) threads = PG_MAX_TASKS;
+    size_t cols = (size_t)w->cols, groups = cols / 32;
+    int integer = m->kern->dot_q8[w->type] && cols % 32 == 0;
+    int cap = PG_MAX_TASKS;
+    if (threads > cap) threads = cap;
     int n = threads;
     if (w->rows < 64 * n) n = 1;
     else if (n > 1) {
         int k = w->rows / (256 * threads);
-        if (k > PG_MAX_TASKS / threads) k = PG_MAX_TASKS / threads;
+        if (k > cap / threads) k = cap / threads;
         if (k > 1) n = threads * k;
     }
-    size_t cols = (size_t)w->cols, groups = cols / 32;
-    if (!(m->kern->dot_q8[w->type] && cols % 32 == 0)) {
+    if (!integer) {
         pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, NULL, ws->rowbuf, out, B, out_stride, ws->row_exact};
         run_tasks(ws->par, matmul_task, &j, n);
         return;
@@ -407,9 +411,13 @@ static void attn_task(void *arg, int task, int n_tasks) {
             if (sc[t] > mx) mx = sc[t];
         }
         float sum = 0.0f;
-        for (int32_t t = 0; t <= pos; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
+        if (k->exp_sum) {
+            sum = k->exp_sum(sc, pos + 1, mx);
+        } else {
+            for (int32_t t = 0; t <= pos; t++) {
+                sc[t] = expf(sc[t] - mx);
+                sum += sc[t];
+            }
         }
         float inv = 1.0f / sum;
         float *o = w->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;

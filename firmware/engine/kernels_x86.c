@@ -229,6 +229,23 @@ PG_AVX2 static void gelu_avx2(float *x, size_t n) {
     }
 }
 
+// x (n,) -> e^(x - mx) in place, returns their sum (the softmax over attention scores)
+PG_AVX2 static float exp_sum_avx2(float *x, int n, float mx) {
+    __m256 m = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float sum = hsum256(acc);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    return sum;
+}
+
 #define PG_AXPY {[PG_TYPE_F32] = axpy_f32_avx2, [PG_TYPE_F16] = axpy_f16_avx2, [PG_TYPE_Q8_0] = axpy_q8_0_avx2}
 
 // ---- integer activations (dot_q8): weights x int8 activations with maddubs ----------------
@@ -325,6 +342,7 @@ static const pg_kernels s_avx2 = {
     PG_AXPY,
     {0},
     gelu_avx2,
+    exp_sum_avx2,
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -388,6 +406,7 @@ static const pg_kernels s_avx512 = {
     PG_AXPY,
     {0},
     gelu_avx2,
+    exp_sum_avx2,
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -536,6 +555,7 @@ static const pg_kernels s_avx2_int = {
     PG_AXPY,
     {[PG_TYPE_Q3_K] = q3_k_rows4_avx2, [PG_TYPE_Q4_K] = q4_k_rows4_avx2},
     gelu_avx2,
+    exp_sum_avx2,
 };
 static const pg_kernels s_vnni256_int = {
     "x86-vnni256-int8",
@@ -545,6 +565,7 @@ static const pg_kernels s_vnni256_int = {
     PG_AXPY,
     {[PG_TYPE_Q3_K] = q3_k_rows4_vnni256, [PG_TYPE_Q4_K] = q4_k_rows4_vnni256},
     gelu_avx2,
+    exp_sum_avx2,
 };
 
 
