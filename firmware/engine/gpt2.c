@@ -304,7 +304,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int32_t r0 = task * per, r1 = r0 + per < rows ? r0 + per : rows;
     pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
     pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
-    pg_dot_q8x4_fn dot_q8x4 = j->k->dot_q8x4[j->w->type];
+    pg_dot_q8x4_fn dot_q8x4 = j->k->dot_q8x4[j->w->type], dot_q8x8 = j->k->dot_q8x8[j->w->type];
     const uint8_t *base = (const uint8_t *)j->w->data;
     size_t groups = (size_t)cols / 32, sums = (size_t)cols / 16;
     // a float batch (prefill) dequantizes each row once and reuses it for every token
@@ -316,6 +316,14 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         float bias = j->bias ? j->bias[r] : 0.0f;
         if (j->xq) {  // integer path: the row stays in L1 while every activation row passes
             int32_t b = 0;
+            if (dot_q8x8) {  // eight activation rows per weight unpacking (same bits as one by one)
+                for (; b + 8 <= j->B; b += 8) {
+                    float o[8];
+                    dot_q8x8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
+                             cols, o);
+                    for (int k = 0; k < 8; k++) j->out[(size_t)(b + k) * j->out_stride + (size_t)r] = o[k] + bias;
+                }
+            }
             if (dot_q8x4) {  // four activation rows per weight unpacking (same bits as one by one)
                 for (; b + 4 <= j->B; b += 4) {
                     float o[4];

@@ -40,6 +40,7 @@ typedef struct {
     pg_dot_q8x4_fn dot_q8x4[PG_TYPE_COUNT];  // optional: dot_q8 for 4 activation rows at once
     void (*gelu)(float *x, size_t n);    // GPT-2's tanh GELU in place; NULL: the portable one (tanhf)
     float (*exp_sum)(float *x, int n, float mx);  // x[i] = e^(x[i] - mx) in place, returns the sum; NULL: expf
+    pg_dot_q8x4_fn dot_q8x8[PG_TYPE_COUNT];  // optional: the same for 8 rows (out[0..7])
 } pg_kernels;
 
 // the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others

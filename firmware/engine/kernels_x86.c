@@ -343,6 +343,7 @@ static const pg_kernels s_avx2 = {
     {0},
     gelu_avx2,
     exp_sum_avx2,
+    {0},
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -407,6 +408,7 @@ static const pg_kernels s_avx512 = {
     {0},
     gelu_avx2,
     exp_sum_avx2,
+    {0},
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -517,6 +519,8 @@ PG_Q4K_ROWS(q4_k_rows1_vnni256, 1, PG_VNNI256, PG_DOT_VNNI)
 PG_Q4K_ROWS(q4_k_rows4_vnni256, 4, PG_VNNI256, PG_DOT_VNNI)
 PG_Q3K_ROWS(q3_k_rows1_vnni256, 1, PG_VNNI256, PG_DOT_VNNI, PG_ADD4_VNNI)
 PG_Q3K_ROWS(q3_k_rows4_vnni256, 4, PG_VNNI256, PG_DOT_VNNI, PG_ADD4_VNNI)
+PG_Q3K_ROWS(q3_k_rows8_vnni256, 8, PG_VNNI256, PG_DOT_VNNI, PG_ADD4_VNNI)
+PG_Q4K_ROWS(q4_k_rows8_vnni256, 8, PG_VNNI256, PG_DOT_VNNI)
 // AVX2 without VNNI: maddubs + madd for the byte products (u <= 15, |x| <= 127: no saturation)
 PG_Q4K_ROWS(q4_k_rows1_avx2, 1, PG_AVX2, PG_DOT_AVX2)
 PG_Q4K_ROWS(q4_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2)
@@ -556,6 +560,7 @@ static const pg_kernels s_avx2_int = {
     {[PG_TYPE_Q3_K] = q3_k_rows4_avx2, [PG_TYPE_Q4_K] = q4_k_rows4_avx2},
     gelu_avx2,
     exp_sum_avx2,
+    {0},
 };
 static const pg_kernels s_vnni256_int = {
     "x86-vnni256-int8",
@@ -566,6 +571,7 @@ static const pg_kernels s_vnni256_int = {
     {[PG_TYPE_Q3_K] = q3_k_rows4_vnni256, [PG_TYPE_Q4_K] = q4_k_rows4_vnni256},
     gelu_avx2,
     exp_sum_avx2,
+    {[PG_TYPE_Q3_K] = q3_k_rows8_vnni256, [PG_TYPE_Q4_K] = q4_k_rows8_vnni256},
 };
 
 
