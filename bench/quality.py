@@ -1,19 +1,22 @@
 """Quantization quality against the float model: mean KL (the headline), perplexity, bits per
-byte and top-1 agreement, versus file size and bits per weight, for rtn, weighted and gptq.
+byte and top-1 agreement, versus file size and bits per weight, for rtn, weighted and gptq, and
+against llama.cpp's own quantizations of the same float model.
 
-    python bench/quality.py --model runs/host --name host --calib CAL.txt --eval HELDOUT.txt
+    bench/setup_llamacpp.sh                   # once: llama-cpp-python + llama-quantize/llama-imatrix
+    python bench/quality.py --model runs/host_out/f32.gguf --name host --calib runs/host_calib.txt \
+        --eval runs/host/heldout.txt --llama-cpp
     python bench/quality.py --report          # rebuild docs/quality.md and the plots from results
 
 MODEL is a float model (Hugging Face folder or F32/F16 GGUF). Every variant is written as a real
 GGUF (so sizes are file sizes, tokenizer included), read back, and scored by pocketgpt's own
-evaluator (pocketgpt.evaluate, transformers backend) against the float model on held-out text.
+evaluator (pocketgpt.evaluate, transformers backend) against the float model on the first
+--eval-bytes of whole quotes of the held-out text.
 
-Besides our presets, the run builds llama.cpp's own type mixes for GPT-2 (Q4_0, Q4_K_M, Q3_K_M,
-Q2_K: the tied embedding at Q6_K, the per-tensor upgrades of llama-quant.cpp) with ggml's
-reference rounding, i.e. what llama-quantize writes without an importance matrix, and "+imatrix"
-twins with importance-weighted scales. Then, for each llama.cpp file, ours at no larger size.
-If llama-cpp-python is importable (bench set-up only: `pip install llama-cpp-python`), files
-quantized by llama.cpp itself are scored side by side.
+Ours: presets q4/q3/q2 with the measured allocation (one gptq sensitivity pass, one plan per
+preset shared by rtn, weighted and gptq: equal sizes). With --llama-cpp: llama.cpp's Q4_0,
+Q4_K_M, Q3_K_M and Q2_K written by llama.cpp itself, plain (llama-cpp-python) and with its
+importance matrix (llama-imatrix + llama-quantize), then for each of those files our gptq at the
+largest budget whose file is no larger.
 
 Results accumulate in bench/results/quality_<name>.json; the report is docs/quality.md with
 docs/quality_<name>.png.
@@ -35,42 +38,6 @@ DOC = ROOT / "docs" / "quality.md"
 LLAMA_MIXES = ("Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K")
 
 
-def llama_mix(shapes: dict, n_layer: int, ftype: str) -> dict:
-    """llama.cpp's per-tensor choice for a tied GPT-2 (src/llama-quant.cpp, read, not copied)."""
-    from pocketgpt.quant import formats as F
-    from pocketgpt.quant.presets import Choice, is_matrix
-
-    base = {"Q4_0": F.Q4_0, "Q4_K_M": F.Q4_K, "Q3_K_M": F.Q3_K, "Q2_K": F.Q2_K}[ftype]
-
-    def more_bits(i: int) -> bool:
-        return i < n_layer // 8 or i >= 7 * n_layer // 8 or (i - n_layer // 8) % 3 == 2
-
-    plan = {}
-    for name, shape in shapes.items():
-        if not is_matrix(name, shape):
-            plan[name] = Choice(F.F32, F.F32)
-            continue
-        t = base
-        if name == "token_embd.weight":  # tied: quantized as the output tensor
-            t = F.Q6_K if shape[-1] % 256 == 0 else F.Q8_0
-        elif name.startswith("blk."):
-            i, kind = int(name.split(".")[1]), name.split(".")[2]
-            if kind == "attn_qkv":
-                t = {"Q3_K_M": F.Q4_K, "Q4_K_M": F.Q5_K}.get(ftype, t)
-            elif kind == "attn_output":
-                t = {"Q2_K": F.Q3_K, "Q3_K_M": F.Q4_K}.get(ftype, t)
-            elif kind == "ffn_down":
-                if ftype == "Q2_K":
-                    t = F.Q3_K
-                elif ftype == "Q3_K_M":
-                    t = F.Q5_K if i < n_layer // 16 else F.Q4_K
-                elif ftype == "Q4_K_M" and more_bits(i):
-                    t = F.Q6_K
-        got = F.fitting_type(t, shape[-1])
-        plan[name] = Choice(got, t, "" if got == t else "fallback")
-    return plan
-
-
 def _float_gguf(model: str, tmp: Path) -> Path:
     from pocketgpt import models
     from pocketgpt.gguf_io import read_gguf, store_tensors, write_gguf
@@ -88,34 +55,63 @@ def _float_gguf(model: str, tmp: Path) -> Path:
     return out
 
 
+def eval_slice(text: str, max_bytes: int) -> str:
+    """The first whole quotes of a fortune file up to max_bytes (the whole text if 0)."""
+    if not max_bytes or len(text.encode()) <= max_bytes:
+        return text
+    from pocketgpt.corpus import split_documents
+
+    out, size = [], 0
+    for doc in split_documents(text):
+        n = len(doc.encode()) + 3
+        if size + n > max_bytes and out:
+            break
+        out.append(doc)
+        size += n
+    return "\n%\n".join(out) + "\n"
+
+
 def run(args: argparse.Namespace) -> None:
     from pocketgpt.corpus import read_text
     from pocketgpt.evaluate import TorchScorer, evaluate
     from pocketgpt.gguf_io import read_gguf, write_gguf
-    from pocketgpt.quant import formats as F
     from pocketgpt.quant import presets, quantizer
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     res_path = RESULTS / f"quality_{args.name}.json"
-    old = json.loads(res_path.read_text()) if res_path.exists() else {}
-    rows = {r["label"]: r for r in old.get("rows", [])}
+    old = json.loads(res_path.read_text()) if res_path.exists() and not args.fresh else {}
+    rows = {r["label"]: r for r in old.get("rows", []) if not (args.redo_ours and r["group"] in ("ours", "matched"))}
     tmp = Path(tempfile.mkdtemp(prefix="pgq_"))
     fpath = _float_gguf(args.model, tmp)
     mf = read_gguf(fpath)
-    eval_text = read_text(args.eval)
+    eval_text = eval_slice(read_text(args.eval), args.eval_bytes)
+    (tmp / "eval.txt").write_text(eval_text)
     calib_text = read_text(args.calib)
     shapes = {n: t.shape for n, t in mf.tensors.items()}
-    print(f"{args.name}: {mf.n_params():,} parameters, n_embd {mf.cfg.n_embd}, {mf.cfg.n_layer} layers", flush=True)
+    print(f"{args.name}: {mf.n_params():,} parameters, n_embd {mf.cfg.n_embd}, {mf.cfg.n_layer} layers; "
+          f"eval {len(eval_text.encode()):,} bytes", flush=True)
     ref = TorchScorer(mf)
     t0 = time.time()
     calib = quantizer.collect(mf, calib_text, full=True, max_tokens=args.calib_tokens, source=args.calib)
     print(f"calibration: {calib.tokens} tokens in {time.time() - t0:.1f} s", flush=True)
+    t0 = time.time()
+    sens = quantizer.measure_sensitivity(mf, calib, calib_text, presets.MEASURED_LADDER, "gptq", tokens=args.sens_tokens)
+    print(f"sensitivity (gptq, {sens.tokens} tokens): {time.time() - t0:.0f} s", flush=True)
+    meta = {"name": args.name, "model": _portable(args.model), "n_params": mf.n_params(),
+            "n_embd": mf.cfg.n_embd, "n_layer": mf.cfg.n_layer, "eval": _portable(args.eval),
+            "eval_bytes": len(eval_text.encode()), "calib": _portable(args.calib), "calib_tokens": calib.tokens,
+            "sensitivity_tokens": sens.tokens,
+            "sensitivity": {n: {F_name(t): k for t, k in d.items()} for n, d in sens.kl.items()}}
+
+    def save() -> None:
+        res_path.write_text(json.dumps({**meta, "rows": list(rows.values())}, indent=1))
 
     def score(label: str, plan: dict, method: str, group: str, note: str = "") -> dict:
         if label in rows and not args.redo:
             return rows[label]
         t1 = time.time()
-        stored, _ = quantizer.quantize_tensors(mf, plan, method, calib if method != "rtn" else None)
+        stored, _ = quantizer.quantize_tensors(mf, plan, method, calib if method != "rtn" else None,
+                                               done=sens if method == "gptq" else None)
         qtime = time.time() - t1
         out = tmp / "q.gguf"
         size = write_gguf(out, mf.cfg, mf.vocab, stored)
@@ -123,52 +119,72 @@ def run(args: argparse.Namespace) -> None:
         r = evaluate(TorchScorer(qmf), eval_text, ref=ref)
         mats = [n for n, s in shapes.items() if presets.is_matrix(n, s)]
         bpw = 8 * sum(stored[n].n_bytes for n in mats) / sum(math.prod(shapes[n]) for n in mats)
+        types = {}
+        for n in mats:
+            types[F_name(stored[n].qtype)] = types.get(F_name(stored[n].qtype), 0) + 1
         row = {"label": label, "group": group, "method": method, "file_bytes": size, "bpw": round(bpw, 4),
                "kl": r.kl, "top1": r.top1, "ppl": r.ppl, "bpb": r.bpb, "ref_ppl": r.ref_ppl, "ref_bpb": r.ref_bpb,
-               "tokens": r.tokens, "quantize_s": round(qtime, 1), "note": note}
+               "tokens": r.tokens, "quantize_s": round(qtime, 1), "note": note,
+               "token_embd": F_name(stored["token_embd.weight"].qtype), "types": types}
         rows[label] = row
-        print(f"  {label:34s} {size / 1e6:8.2f} MB {bpw:6.3f} bpw  KL {r.kl:.5f}  top1 {100 * r.top1:5.2f} %  "
-              f"ppl {r.ppl:8.3f} ({100 * (r.ppl / r.ref_ppl - 1):+6.2f} %)  [{qtime:.0f} s]", flush=True)
-        res_path.write_text(json.dumps({"name": args.name, "model": args.model, "n_params": mf.n_params(),
-                                        "n_embd": mf.cfg.n_embd, "n_layer": mf.cfg.n_layer,
-                                        "eval": args.eval, "calib": args.calib, "calib_tokens": calib.tokens,
-                                        "rows": list(rows.values())}, indent=1))
+        _print_row(row)
+        save()
         return row
 
     methods = args.methods.split(",")
     for p in args.presets.split(","):
+        plan = presets.plan(shapes, mf.cfg.n_layer, mf.tied, p, measured=sens.kl, ladder=presets.MEASURED_LADDER)
         for m in methods:
-            score(f"{p} {m}", presets.plan(shapes, mf.cfg.n_layer, mf.tied, p), m, "ours")
-    for mix in LLAMA_MIXES:
-        plan = llama_mix(shapes, mf.cfg.n_layer, mix)
-        base = score(f"llama.cpp-mix {mix}", plan, "rtn", "llama-mix",
-                     "llama.cpp's type mix, ggml reference rounding (= llama-quantize without imatrix)")
-        score(f"llama.cpp-mix {mix} +imatrix", plan, "weighted", "llama-mix",
-              "llama.cpp's type mix, importance-weighted scales (as with an imatrix)")
-        # ours at no larger file size: the largest budget whose file fits
-        budget = _budget_for(shapes, mf, base["file_bytes"], "q4" if mix != "Q2_K" else "q3")
-        for m in ("weighted", "gptq"):
-            ladder = "q5" if budget > 4.6 else ("q4" if budget > 3.6 else ("q3" if budget > 2.9 else "q2"))
-            score(f"ours<=llama {mix} {m}", presets.plan(shapes, mf.cfg.n_layer, mf.tied, ladder, bpw=budget),
-                  m, "matched", f"{ladder} ladder at {budget:.3f} bits/weight, file no larger than llama.cpp's {mix}")
+            score(f"{p} {m}", plan, m, "ours", f"preset {p} ({presets.PRESETS[p].bpw} bits/weight), measured allocation")
     if args.llama_cpp:
-        _llama_cpp_rows(fpath, tmp, rows, score_file=lambda label, path: _score_file(label, path, eval_text, ref, rows))
-    res_path.write_text(json.dumps({"name": args.name, "model": args.model, "n_params": mf.n_params(),
-                                    "n_embd": mf.cfg.n_embd, "n_layer": mf.cfg.n_layer, "eval": args.eval,
-                                    "calib": args.calib, "calib_tokens": calib.tokens,
-                                    "rows": list(rows.values())}, indent=1))
+        files = _llama_cpp_files(fpath, Path(args.calib), tmp, args.tools)
+        for label, path in files.items():
+            if label not in rows or args.redo:
+                rows[label] = _score_file(label, path, eval_text, ref, shapes)
+                _print_row(rows[label])
+                save()
+    for label in [k for k, r in rows.items() if r["group"] == "llama.cpp"]:
+        limit = rows[label]["file_bytes"]
+        budget = _budget_for(shapes, mf, limit, sens)
+        plan = presets.plan(shapes, mf.cfg.n_layer, mf.tied, "q4", bpw=budget, measured=sens.kl, ladder=presets.MEASURED_LADDER)
+        for m in args.matched_methods.split(","):
+            score(f"ours<={label} {m}", plan, m, "matched",
+                  f"measured allocation at {budget:.3f} bits/weight: file no larger than {label}")
+    save()
 
 
-def _budget_for(shapes: dict, mf, max_bytes: int, ladder_hint: str) -> float:
-    """Largest matrix bit budget whose plan (plus this model's non-tensor bytes) fits max_bytes."""
+def F_name(t: int) -> str:
+    from pocketgpt.quant import formats as F
+
+    return F.type_name(t)
+
+
+def _portable(path: str | None) -> str | None:
+    """Paths relative to the repository when inside it (no machine paths in committed results)."""
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return path if path.startswith("builtin:") else p.name
+
+
+def _print_row(r: dict) -> None:
+    print(f"  {r['label']:40s} {r['file_bytes'] / 1e6:8.3f} MB {r['bpw']:6.3f} bpw  KL {r['kl']:.5f}  "
+          f"top1 {100 * r['top1']:5.2f} %  ppl {r['ppl']:8.3f} ({100 * (r['ppl'] / r['ref_ppl'] - 1):+6.2f} %)",
+          flush=True)
+
+
+def _budget_for(shapes: dict, mf, max_bytes: int, sens) -> float:
+    """Largest matrix bit budget whose measured plan (plus this model's non-tensor bytes) fits max_bytes."""
     from pocketgpt.quant import presets
 
-    overhead = mf.file_bytes - sum(t.n_bytes for t in mf.tensors.values()) + 4096
+    overhead = mf.file_bytes - sum(t.n_bytes for t in mf.tensors.values()) + 64 * (len(shapes) + 1)
     lo, hi = 2.0, 8.5
     for _ in range(30):
         mid = (lo + hi) / 2
-        ladder = "q5" if mid > 4.6 else ("q4" if mid > 3.6 else ("q3" if mid > 2.9 else "q2"))
-        plan = presets.plan(shapes, mf.cfg.n_layer, mf.tied, ladder, bpw=mid)
+        plan = presets.plan(shapes, mf.cfg.n_layer, mf.tied, "q4", bpw=mid, measured=sens.kl, ladder=presets.MEASURED_LADDER)
         if presets.plan_bytes(shapes, plan) + overhead <= max_bytes:
             lo = mid
         else:
@@ -176,38 +192,58 @@ def _budget_for(shapes: dict, mf, max_bytes: int, ladder_hint: str) -> float:
     return lo
 
 
-def _score_file(label: str, path: Path, eval_text: str, ref, rows: dict) -> None:
+def _score_file(label: str, path: Path, eval_text: str, ref, shapes: dict) -> dict:
     from pocketgpt.evaluate import TorchScorer, evaluate
     from pocketgpt.gguf_io import read_gguf
 
     qmf = read_gguf(path)
     r = evaluate(TorchScorer(qmf), eval_text, ref=ref)
     mats = [n for n, t in qmf.tensors.items() if len(t.shape) == 2]
-    bpw = 8 * sum(qmf.tensors[n].n_bytes for n in mats) / sum(qmf.tensors[n].n_elements for n in mats)
-    rows[label] = {"label": label, "group": "llama.cpp", "method": "llama-quantize", "file_bytes": path.stat().st_size,
-                   "bpw": round(bpw, 4), "kl": r.kl, "top1": r.top1, "ppl": r.ppl, "bpb": r.bpb,
-                   "ref_ppl": r.ref_ppl, "ref_bpb": r.ref_bpb, "tokens": r.tokens, "note": "quantized by llama.cpp itself"}
-    print(f"  {label:34s} {path.stat().st_size / 1e6:8.2f} MB  KL {r.kl:.5f}", flush=True)
+    bpw = 8 * sum(qmf.tensors[n].n_bytes for n in mats) / sum(math.prod(qmf.tensors[n].shape) for n in mats)
+    types = {}
+    for n in mats:
+        types[F_name(qmf.tensors[n].qtype)] = types.get(F_name(qmf.tensors[n].qtype), 0) + 1
+    return {"label": label, "group": "llama.cpp", "method": "imatrix" if "imatrix" in label else "llama.cpp",
+            "file_bytes": path.stat().st_size, "bpw": round(bpw, 4), "kl": r.kl, "top1": r.top1, "ppl": r.ppl,
+            "bpb": r.bpb, "ref_ppl": r.ref_ppl, "ref_bpb": r.ref_bpb, "tokens": r.tokens,
+            "note": "quantized by llama.cpp itself", "token_embd": F_name(qmf.tensors["token_embd.weight"].qtype),
+            "types": types}
 
 
-def _llama_cpp_rows(fpath: Path, tmp: Path, rows: dict, score_file) -> None:
+def _llama_cpp_files(fpath: Path, calib: Path, tmp: Path, tools: str) -> dict[str, Path]:
+    """llama.cpp's own quantizations of the float GGUF: llama-cpp-python's quantizer for the plain
+    files, llama.cpp's llama-imatrix + llama-quantize (bench/setup_llamacpp.sh) for the imatrix ones."""
+    import subprocess
+
     try:
         import llama_cpp
     except ImportError:
-        print("llama-cpp-python is not installed: llama.cpp's own files skipped", flush=True)
-        return
-    ftypes = {"Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
-              "Q3_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M, "Q2_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K}
-    for name, ft in ftypes.items():
-        out = tmp / f"llama-{name}.gguf"
+        print("llama-cpp-python is not installed (bench/setup_llamacpp.sh): llama.cpp's files skipped", flush=True)
+        return {}
+    out: dict[str, Path] = {}
+    for name in LLAMA_MIXES:
+        path = tmp / f"llama-{name}.gguf"
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ft
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}")
         params.nthread = 2
-        rc = llama_cpp.llama_model_quantize(str(fpath).encode(), str(out).encode(), params)
-        if rc != 0:
-            print(f"llama.cpp quantize {name} failed ({rc})", flush=True)
+        if llama_cpp.llama_model_quantize(str(fpath).encode(), str(path).encode(), params) != 0:
+            print(f"llama.cpp quantize {name} failed", flush=True)
             continue
-        score_file(f"llama.cpp {name}", out)
+        out[f"llama.cpp {name}"] = path
+    tdir = Path(tools).expanduser()
+    imatrix_tool, quant_tool = tdir / "llama-imatrix", tdir / "llama-quantize"
+    if not (imatrix_tool.exists() and quant_tool.exists()):
+        print(f"{tdir}: no llama-imatrix/llama-quantize (bench/setup_llamacpp.sh): imatrix files skipped", flush=True)
+        return out
+    imat = tmp / "imatrix.gguf"
+    subprocess.run([str(imatrix_tool), "-m", str(fpath), "-f", str(calib), "-o", str(imat), "-c", "128",
+                    "-t", "2", "--no-ppl"], check=True, capture_output=True)
+    for name in LLAMA_MIXES:
+        path = tmp / f"llama-{name}-imatrix.gguf"
+        subprocess.run([str(quant_tool), "--imatrix", str(imat), str(fpath), str(path), name, "2"],
+                       check=True, capture_output=True)
+        out[f"llama.cpp {name} +imatrix"] = path
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,35 +264,41 @@ def report() -> None:
 HEADER = """# Quantization quality
 
 Produced by `python bench/quality.py` (re-run it to refresh; `--report` rebuilds this page from
-`bench/results/`). Every variant is a real GGUF file, read back and scored by pocketgpt's own
-evaluator against the float model on held-out text that neither training nor calibration saw.
+`bench/results/`). Every variant is a real GGUF file, read back by pocketgpt's reader and scored
+by pocketgpt's own evaluator (`pocketgpt.evaluate.evaluate`, the code behind
+`pocketgpt eval FILE --text HELDOUT --ref FLOAT`, transformers backend) against the float model,
+on held-out quotes that neither training nor calibration saw.
 
-* **KL** — mean KL(float || quantized) in nats per token: the headline, because perplexity
-  barely moves while the distribution drifts.
-* **top-1** — how often both models rank the same next token first.
-* **ppl**, **bpb** — perplexity and bits per UTF-8 byte; the change is against the float model.
-* **bpw** — bits per weight over the weight matrices (position_embd and token_embd included);
-  **MB** — the whole file (tokenizer and metadata included).
+* **KL**: mean KL(float || quantized) in nats per token, the headline: perplexity barely moves
+  while the distribution drifts.
+* **top-1**: how often both models rank the same next token first.
+* **ppl**, **bpb**: perplexity and bits per UTF-8 byte; the change is against the float model.
+* **bpw**: bits per weight over the weight matrices (token_embd and position_embd included);
+  **MB**: the whole file (tokenizer and metadata included); **embd**: token_embd's type.
 
-Methods: `rtn` is ggml's reference quantization (what llama-quantize does without an importance
-matrix); `weighted` fits block scales to calibration activation importance; `gptq` adds Hessian
-error feedback across columns. Presets `q4`/`q3`/`q2` spend a bit budget over the tensors
-(see `host/pocketgpt/quant/presets.py`).
+Ours: `rtn` is ggml's reference rounding (llama-quantize without an importance matrix);
+`weighted` fits block scales to calibration activation importance (ggml's imatrix searches);
+`gptq` adds Hessian error feedback across columns, and for the tied embedding/head also weighs
+the embedding's input role (see docs/quantization.md). Presets q4/q3/q2 spend their bit budget
+with the **measured allocation**: each matrix is quantized alone at each type (Q2_K to Q8_0)
+and the KL it causes on calibration-side text is measured; the plan minimises the sum under
+the byte budget. rtn, weighted and gptq of one preset share one plan, so they have equal size.
 
-`llama.cpp-mix X` rows are llama.cpp's own per-tensor type choices for GPT-2 (token_embd at Q6_K
-because it is the tied output head; the attn_qkv/attn_output/ffn_down upgrades of
-`llama-quant.cpp`), quantized with ggml's reference rounding (byte-identical to llama-quantize
-for the legacy types; the same algorithm for the K-quants), and `+imatrix` with
-importance-weighted scales. `ours<=llama X` rows are our quantizer with a budget chosen so that the
-file is no larger than that llama.cpp file.
+`llama.cpp X` rows are files written by llama.cpp itself (llama-cpp-python 0.3.36's
+`llama_model_quantize`, built by `bench/setup_llamacpp.sh`); `+imatrix` rows by its
+`llama-quantize --imatrix` with an importance matrix from its `llama-imatrix` over the same
+calibration text. llama.cpp keeps the tied embedding (its output head) at Q6_K in every one of
+these mixes. `ours<=llama.cpp X` rows are our gptq at the largest budget whose file is no
+larger than that llama.cpp file.
 """
 
 
-def _fmt_row(r: dict, best_kl: dict | None = None) -> str:
+def _fmt_row(r: dict) -> str:
     d_ppl = 100 * (r["ppl"] / r["ref_ppl"] - 1)
     d_bpb = r["bpb"] - r["ref_bpb"]
-    return (f"| {r['label']} | {r['file_bytes'] / 1e6:.2f} | {r['bpw']:.3f} | **{r['kl']:.4f}** | "
-            f"{100 * r['top1']:.2f} | {r['ppl']:.3f} ({d_ppl:+.2f} %) | {r['bpb']:.4f} ({d_bpb:+.4f}) |")
+    return (f"| {r['label']} | {r['file_bytes'] / 1e6:.3f} | {r['bpw']:.3f} | {r.get('token_embd', '')} | "
+            f"**{r['kl']:.5f}** | {100 * r['top1']:.2f} | {r['ppl']:.3f} ({d_ppl:+.2f} %) | "
+            f"{r['bpb']:.4f} ({d_bpb:+.4f}) |")
 
 
 def _model_section(data: dict) -> str:
@@ -266,44 +308,36 @@ def _model_section(data: dict) -> str:
     out = [f"## {data['name']}: {data['n_params']:,} parameters (n_embd {data['n_embd']}, "
            f"{data['n_layer']} layers)",
            "",
-           f"Float model: perplexity {ref_ppl:.3f}, {ref_bpb:.4f} bits/byte on `{data['eval']}` "
-           f"({rows[0]['tokens'] if rows else 0:,} tokens); calibration: {data['calib_tokens']:,} tokens of "
-           f"`{data['calib']}`.",
+           f"Float model `{data['model']}`: perplexity {ref_ppl:.3f}, {ref_bpb:.4f} bits/byte on the first "
+           f"{data.get('eval_bytes', 0):,} bytes of whole quotes of `{data['eval']}` "
+           f"({rows[0]['tokens'] if rows else 0:,} tokens). Calibration: {data['calib_tokens']:,} tokens of "
+           f"`{data['calib']}`; measured allocation on {data.get('sensitivity_tokens', 0):,} of them.",
            "",
            f"![KL and perplexity against size](quality_{data['name']}.png)",
            "",
-           "| variant | MB | bpw | KL (nats/tok) | top-1 % | ppl (change) | bpb (change) |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "| variant | MB | bpw | embd | KL (nats/tok) | top-1 % | ppl (change) | bpb (change) |",
+           "|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (-r["file_bytes"], r["label"])):
         out.append(_fmt_row(r))
     out.append("")
-    # the two claims, computed
     by = {r["label"]: r for r in rows}
+    ours = [r for r in rows if r["group"] in ("ours", "matched")]
     lines = []
-    for mix in LLAMA_MIXES:
-        theirs = [by[k] for k in (f"llama.cpp {mix}", f"llama.cpp-mix {mix}") if k in by]
-        ours = [r for r in rows if r["group"] in ("ours", "matched")]
-        for t in theirs:
-            fit = [r for r in ours if r["file_bytes"] <= t["file_bytes"]]
-            if not fit:
-                continue
-            best = min(fit, key=lambda r: r["kl"])
-            cut = 100 * (1 - best["kl"] / t["kl"]) if t["kl"] > 0 else 0.0
-            lines.append(f"| {t['label']} | {t['file_bytes'] / 1e6:.2f} | {t['kl']:.4f} | {best['label']} | "
-                         f"{best['file_bytes'] / 1e6:.2f} | {best['kl']:.4f} | {cut:+.1f} % {'✔' if cut >= 30 else '✘'} |")
-    if not any(r["group"] in ("llama-mix", "llama.cpp") for r in rows):
-        out += ["The llama.cpp comparison rows (its type mixes, and llama.cpp's own files through "
-                "llama-cpp-python) were not measured in this run; `python bench/quality.py` with the "
-                "same arguments adds them to the results.", ""]
-    missing = [m for m in LLAMA_MIXES if f"llama.cpp-mix {m}" not in by]
-    if any(r["group"] == "llama-mix" for r in rows) and not any(r["group"] == "llama.cpp" for r in rows):
-        out += ["llama.cpp itself (llama-cpp-python) was not built in this run, so its rows here are its type "
-                "mixes quantized with ggml's reference rounding" + (f"; not yet measured: {', '.join(missing)}"
-                                                                     if missing else "") + ".", ""]
+    for t in sorted((r for r in rows if r["group"] == "llama.cpp"), key=lambda r: -r["file_bytes"]):
+        fit = [r for r in ours if r["file_bytes"] <= t["file_bytes"]]
+        if not fit:
+            continue
+        best = min(fit, key=lambda r: r["kl"])
+        cut = 100 * (1 - best["kl"] / t["kl"]) if t["kl"] > 0 else 0.0
+        lines.append(f"| {t['label']} | {t['file_bytes'] / 1e6:.3f} | {t['kl']:.5f} | {best['label']} | "
+                     f"{best['file_bytes'] / 1e6:.3f} | {best['kl']:.5f} | {cut:+.1f} % {'✔' if cut >= 30 else '✘'} |")
     if lines:
-        out += ["Against llama.cpp (goal: at no larger size, ≥ 30 % lower KL):", "",
+        out += ["Against llama.cpp (goal: for each of its files, one of ours no larger with ≥ 30 % lower KL):", "",
                 "| llama.cpp file | MB | KL | best of ours no larger | MB | KL | KL cut |",
                 "|---|---:|---:|---|---:|---:|---:|", *lines, ""]
+    else:
+        out += ["llama.cpp's own files were not measured in this run (bench/setup_llamacpp.sh, then "
+                "`--llama-cpp`).", ""]
     lines = []
     for p in ("q4", "q3", "q2"):
         if f"{p} rtn" in by:
@@ -312,7 +346,7 @@ def _model_section(data: dict) -> str:
                 if f"{p} {m}" in by:
                     r = by[f"{p} {m}"]
                     cut = 100 * (1 - r["kl"] / base["kl"]) if base["kl"] > 0 else 0.0
-                    lines.append(f"| {p} | {r['bpw']:.3f} | {base['kl']:.4f} | {m} | {r['kl']:.4f} | {cut:+.1f} % |")
+                    lines.append(f"| {p} | {r['bpw']:.3f} | {base['kl']:.5f} | {m} | {r['kl']:.5f} | {cut:+.1f} % |")
     if lines:
         out += ["Methods at equal size (goal at ~3 and ~2 bits: ≥ 30 % lower KL than rtn):", "",
                 "| preset | bpw | rtn KL | method | KL | KL cut |", "|---|---:|---:|---|---:|---:|", *lines, ""]
@@ -328,19 +362,18 @@ def _plot(data: dict, path: Path) -> None:
     rows = data["rows"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     styles = {"rtn": ("o", "tab:gray"), "weighted": ("s", "tab:blue"), "gptq": ("^", "tab:red"),
-              "llama-quantize": ("x", "black")}
+              "llama.cpp": ("x", "black"), "imatrix": ("+", "tab:purple")}
     for ax, key, ylabel in ((axes[0], "kl", "mean KL to float (nats/token, log)"),
                             (axes[1], "ppl", "perplexity"), (axes[2], "bpb", "bits per byte")):
-        for group in ("ours", "matched", "llama-mix", "llama.cpp"):
+        for group in ("ours", "matched", "llama.cpp"):
             for method, (marker, color) in styles.items():
                 pts = [r for r in rows if r["group"] == group and r["method"] == method]
                 if not pts:
                     continue
                 pts.sort(key=lambda r: r["file_bytes"])
-                lab = {"ours": f"ours {method}", "matched": f"ours {method} (matched size)",
-                       "llama-mix": f"llama.cpp mix {'+imatrix' if method == 'weighted' else ''}".strip(),
-                       "llama.cpp": "llama.cpp itself"}[group]
-                face = "none" if group == "llama-mix" else color
+                lab = {"ours": f"ours {method}", "matched": f"ours {method} (no larger than llama.cpp)",
+                       "llama.cpp": f"llama.cpp{' +imatrix' if method == 'imatrix' else ''}"}[group]
+                face = "none" if group == "matched" else color
                 ax.plot([r["file_bytes"] / 1e6 for r in pts], [r[key] for r in pts],
                         linestyle="-" if group == "ours" else "none", marker=marker, color=color,
                         markerfacecolor=face, label=lab, alpha=0.85)
@@ -370,6 +403,13 @@ def main() -> None:
     ap.add_argument("--calib", help="calibration text")
     ap.add_argument("--eval", help="held-out text")
     ap.add_argument("--calib-tokens", type=int, default=16384)
+    ap.add_argument("--sens-tokens", type=int, default=1024, help="calibration tokens for the sensitivity pass")
+    ap.add_argument("--eval-bytes", type=int, default=12000,
+                    help="score on the first whole quotes of --eval up to this many bytes (0: all)")
+    ap.add_argument("--matched-methods", default="gptq", help="methods for the size-matched rows")
+    ap.add_argument("--tools", default="~/.cache/pocketgpt-bench/tools", help="llama-imatrix/llama-quantize folder")
+    ap.add_argument("--fresh", action="store_true", help="ignore earlier results of this --name")
+    ap.add_argument("--redo-ours", action="store_true", help="recompute our rows, keep llama.cpp's")
     ap.add_argument("--presets", default="q4,q3,q2")
     ap.add_argument("--methods", default="rtn,weighted,gptq")
     ap.add_argument("--llama-cpp", action="store_true", help="also score llama.cpp's own quantizations")
