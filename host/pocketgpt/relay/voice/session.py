@@ -68,7 +68,7 @@ class VoiceService:
         return None
 
     async def start(self) -> None:
-        problem = self.missing()
+        problem = await self.run(self.missing)  # imports pocketsphinx, loads libopus: not on the loop
         if problem:
             raise AudioError(problem)
         await self.run(self.pool.warm)
