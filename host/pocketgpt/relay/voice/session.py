@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 
 from pocketgpt.relay.voice import tts as tts_mod
-from pocketgpt.relay.voice.codec import AudioError, OpusDecoder, OpusEncoder, check_client_audio
+from pocketgpt.relay.voice.codec import AudioError, OpusDecoder, OpusEncoder
 from pocketgpt.relay.voice.stt import Recognizer, RecognizerPool
 from pocketgpt.relay.voice.vad import SAMPLE_RATE, Segmenter, VadSettings
 
@@ -74,7 +74,11 @@ class VoiceService:
         await self.run(self.pool.warm)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """Start fn(*args) in a voice thread now; await the future later (synthesis runs ahead)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -298,9 +302,7 @@ class Speaker:
         if self.stopped:
             return
         cfg = self.service.cfg
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.service._executor, tts_mod.synthesize, sentence, cfg.out_rate,
-                                   cfg.tts_voice, cfg.tts_wpm)
+        fut = self.service.submit(tts_mod.synthesize, sentence, cfg.out_rate, cfg.tts_voice, cfg.tts_wpm)
         self._queue.put_nowait((sentence, fut))
 
     async def finish(self) -> None:
@@ -357,7 +359,3 @@ class Speaker:
                 item = self._queue.get_nowait()
                 if item is not None:
                     item[1].cancel()
-
-
-def audio_params_problem(params: dict[str, Any]) -> str | None:
-    return check_client_audio(params)
