@@ -265,7 +265,10 @@ class Listener:
         except (asyncio.CancelledError, Exception):
             pass
         if self._state is not None:
-            await self.service.run(self._state.close)
+            try:
+                await self.service.run(self._state.close)
+            except RuntimeError:  # the voice threads are already gone (relay stopping)
+                self._state.close()
 
 
 # ---- speaker ----------------------------------------------------------------------------------
