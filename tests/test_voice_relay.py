@@ -255,6 +255,34 @@ def test_abort_mid_reply_stops_the_audio_at_once(relay: RelayThread) -> None:
     run(go())
 
 
+def test_shutdown_mid_reply_ends_the_audio_with_tts_stop_then_1001(engine: Any) -> None:
+    """SIGTERM's drain gives a spoken reply the drain deadline, then silences it: the device still
+    gets its tts stop before the close frame (1001: reconnect elsewhere)."""
+    from websockets.exceptions import ConnectionClosed
+
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), open=True, voice=True, default_max_tokens=40,
+                     drain_timeout=0.3)
+    try:
+        async def go() -> None:
+            async with await connect(rt) as ws:
+                await ws.send(json.dumps({"type": "listen", "state": "detect", "text": "Tell me a long story"}))
+                while not isinstance(await asyncio.wait_for(ws.recv(), 40), bytes):
+                    pass
+                drain = asyncio.get_running_loop().run_in_executor(None, rt.stop)
+                texts = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        m = await asyncio.wait_for(ws.recv(), 40)
+                        if isinstance(m, str):
+                            texts.append(json.loads(m))
+                await drain
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+                assert texts and texts[-1]["type"] == "tts" and texts[-1]["state"] == "stop", texts
+        run(go())
+    finally:
+        rt.stop()
+
+
 # ---- bad audio: an error, and the session goes on --------------------------------------------
 
 def test_malformed_opus_is_an_error_and_the_session_goes_on(relay: RelayThread) -> None:

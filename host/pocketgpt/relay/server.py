@@ -570,6 +570,12 @@ class Relay:
             end = loop.time() + 5
             while self.active and loop.time() < end:
                 await asyncio.sleep(0.02)
+        # spoken replies still playing get the same deadline, then stop (their tts stop still goes out)
+        while any(s.speaker is not None for s in self.sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for s in list(self.sessions):
+            if s.speaker is not None:
+                s.speaker.stop()
         for s in list(self.sessions):
             # let each turn send its last message (pg.done / tts stop) before the close frame
             if s.task is not None and not s.task.done():
