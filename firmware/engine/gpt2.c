@@ -408,14 +408,18 @@ static void attn_task(void *arg, int task, int n_tasks) {
         uint32_t kt = s->kv_type;
         pg_dot_fn dot = k->dot[kt] ? k->dot[kt] : pg_kernels_ref()->dot[kt];
         pg_axpy_fn axpy = k->axpy[kt] ? k->axpy[kt] : pg_axpy_ref(kt);
-        size_t rb = s->kv_row_bytes, head = (size_t)h * (size_t)D / pg_type_block(kt) * pg_type_block_bytes(kt);
-        const uint8_t *kc = (const uint8_t *)s->k_cache + (size_t)j->layer * (size_t)s->n_ctx * rb + head;
-        const uint8_t *vc = (const uint8_t *)s->v_cache + (size_t)j->layer * (size_t)s->n_ctx * rb + head;
+        // head-major cache: this head's positions are contiguous, rb bytes apart
+        size_t rb = s->kv_row_bytes / (size_t)H;
+        size_t at = ((size_t)j->layer * (size_t)H + (size_t)h) * (size_t)s->n_ctx * rb;
+        const uint8_t *kc = (const uint8_t *)s->k_cache + at;
+        const uint8_t *vc = (const uint8_t *)s->v_cache + at;
         const float *q = w->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
         float *sc = w->scores + (size_t)p * w->scores_stride;
+        int fused = kt == PG_TYPE_Q8_0 && D == 64 && k->attn_scores_q8_0_64 && k->attn_values_q8_0_64;
         float mx = -INFINITY;
+        if (fused) k->attn_scores_q8_0_64(q, kc, rb, pos + 1, scale, sc);
         for (int32_t t = 0; t <= pos; t++) {
-            sc[t] = dot(kc + (size_t)t * rb, q, D) * scale;
+            if (!fused) sc[t] = dot(kc + (size_t)t * rb, q, D) * scale;
             if (sc[t] > mx) mx = sc[t];
         }
         float sum = 0.0f;
@@ -429,6 +433,11 @@ static void attn_task(void *arg, int task, int n_tasks) {
         }
         float inv = 1.0f / sum;
         float *o = w->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
+        if (fused) {
+            for (int32_t t = 0; t <= pos; t++) sc[t] *= inv;
+            k->attn_values_q8_0_64(o, sc, vc, rb, pos + 1);
+            continue;
+        }
         for (int32_t i = 0; i < D; i++) o[i] = 0.0f;
         for (int32_t t = 0; t <= pos; t++) axpy(o, sc[t] * inv, vc + (size_t)t * rb, D);
     }
@@ -500,10 +509,14 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
         matmul(m, w, &l->qkv, l->qkv_b, w->xn, w->qkv, B, 3 * (size_t)E);
         for (int32_t b = 0; b < B; b++) {
             pg_state *s = row_state(rows, b);
-            size_t at = ((size_t)li * (size_t)s->n_ctx + (size_t)row_pos(rows, b)) * s->kv_row_bytes;
             const float *row = w->qkv + (size_t)b * 3 * (size_t)E;
-            kv_store(m->kern, s->kv_type, row + E, (uint8_t *)s->k_cache + at, E);
-            kv_store(m->kern, s->kv_type, row + 2 * E, (uint8_t *)s->v_cache + at, E);
+            int32_t H = (int32_t)c->n_head, D = E / H;
+            size_t hb = s->kv_row_bytes / (size_t)H;
+            for (int32_t h = 0; h < H; h++) {
+                size_t at = (((size_t)li * (size_t)H + (size_t)h) * (size_t)s->n_ctx + (size_t)row_pos(rows, b)) * hb;
+                kv_store(m->kern, s->kv_type, row + E + h * D, (uint8_t *)s->k_cache + at, D);
+                kv_store(m->kern, s->kv_type, row + 2 * E + h * D, (uint8_t *)s->v_cache + at, D);
+            }
         }
         pg_attn_job aj = {m, w, rows, (int32_t)li, B};
         int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1;

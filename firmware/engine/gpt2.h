@@ -66,7 +66,7 @@ typedef struct {
     int32_t n_ctx;                 // positions this state holds (<= model n_ctx)
     int32_t n_batch;               // tokens per forward chunk (prefill batching)
     int32_t n_past;                // positions already in the KV cache
-    void *k_cache, *v_cache;       // (n_layer, n_ctx, E) stored as kv_type
+    void *k_cache, *v_cache;       // (n_layer, n_head, n_ctx, E / n_head) stored as kv_type: head-major
     uint32_t kv_type;              // PG_TYPE_F32 (pg_state_init), PG_TYPE_F16 or PG_TYPE_Q8_0
     size_t kv_row_bytes;           // bytes of one position's E values
     float *x, *xn;                 // (n_batch, E) residual stream, normalised copy

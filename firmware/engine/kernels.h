@@ -41,6 +41,10 @@ typedef struct {
     void (*gelu)(float *x, size_t n);    // GPT-2's tanh GELU in place; NULL: the portable one (tanhf)
     float (*exp_sum)(float *x, int n, float mx);  // x[i] = e^(x[i] - mx) in place, returns the sum; NULL: expf
     pg_dot_q8x4_fn dot_q8x8[PG_TYPE_COUNT];  // optional: the same for 8 rows (out[0..7])
+    // optional attention over a Q8_0 KV cache for 64-wide heads, the per-position loops fused:
+    // scores[t] = q . k_t * scale for t < n (rows `stride` bytes apart), and o (64,) = sum_t w[t] v_t
+    void (*attn_scores_q8_0_64)(const float *q, const uint8_t *k, size_t stride, int n, float scale, float *scores);
+    void (*attn_values_q8_0_64)(float *o, const float *w, const uint8_t *v, size_t stride, int n);
 } pg_kernels;
 
 // the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others

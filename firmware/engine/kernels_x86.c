@@ -246,6 +246,43 @@ PG_AVX2 static float exp_sum_avx2(float *x, int n, float mx) {
     return sum;
 }
 
+// scores[t] = q (64,) . k_t (two Q8_0 blocks) * scale for t < n: q stays in registers
+PG_AVX2 static void attn_scores_q8_0_64_avx2(const float *q, const uint8_t *k, size_t stride, int n, float scale,
+                                             float *scores) {
+    __m256 qv[8];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) qv[i] = _mm256_loadu_ps(q + 8 * i);
+    for (int t = 0; t < n; t++, k += stride) {
+        __m256 s0 = _mm256_mul_ps(i8x8_to_ps((const int8_t *)(k + 2)), qv[0]);
+        s0 = _mm256_fmadd_ps(i8x8_to_ps((const int8_t *)(k + 10)), qv[1], s0);
+        s0 = _mm256_fmadd_ps(i8x8_to_ps((const int8_t *)(k + 18)), qv[2], s0);
+        s0 = _mm256_fmadd_ps(i8x8_to_ps((const int8_t *)(k + 26)), qv[3], s0);
+        __m256 s1 = _mm256_mul_ps(i8x8_to_ps((const int8_t *)(k + 36)), qv[4]);
+        s1 = _mm256_fmadd_ps(i8x8_to_ps((const int8_t *)(k + 44)), qv[5], s1);
+        s1 = _mm256_fmadd_ps(i8x8_to_ps((const int8_t *)(k + 52)), qv[6], s1);
+        s1 = _mm256_fmadd_ps(i8x8_to_ps((const int8_t *)(k + 60)), qv[7], s1);
+        __m256 s = _mm256_fmadd_ps(_mm256_set1_ps(f16c(k + 34)), s1, _mm256_mul_ps(_mm256_set1_ps(f16c(k)), s0));
+        scores[t] = hsum256(s) * scale;
+    }
+}
+
+// o (64,) = sum_t w[t] * v_t (two Q8_0 blocks each) for t < n: o stays in registers
+PG_AVX2 static void attn_values_q8_0_64_avx2(float *o, const float *w, const uint8_t *v, size_t stride, int n) {
+    __m256 acc[8];  // registers: every loop over it is unrolled
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int t = 0; t < n; t++, v += stride) {
+        __m256 a0 = _mm256_set1_ps(w[t] * f16c(v)), a1 = _mm256_set1_ps(w[t] * f16c(v + 34));
+        acc[0] = _mm256_fmadd_ps(a0, i8x8_to_ps((const int8_t *)(v + 2)), acc[0]);
+        acc[1] = _mm256_fmadd_ps(a0, i8x8_to_ps((const int8_t *)(v + 10)), acc[1]);
+        acc[2] = _mm256_fmadd_ps(a0, i8x8_to_ps((const int8_t *)(v + 18)), acc[2]);
+        acc[3] = _mm256_fmadd_ps(a0, i8x8_to_ps((const int8_t *)(v + 26)), acc[3]);
+        acc[4] = _mm256_fmadd_ps(a1, i8x8_to_ps((const int8_t *)(v + 36)), acc[4]);
+        acc[5] = _mm256_fmadd_ps(a1, i8x8_to_ps((const int8_t *)(v + 44)), acc[5]);
+        acc[6] = _mm256_fmadd_ps(a1, i8x8_to_ps((const int8_t *)(v + 52)), acc[6]);
+        acc[7] = _mm256_fmadd_ps(a1, i8x8_to_ps((const int8_t *)(v + 60)), acc[7]);
+    }
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) _mm256_storeu_ps(o + 8 * i, acc[i]);
+}
+
 #define PG_AXPY {[PG_TYPE_F32] = axpy_f32_avx2, [PG_TYPE_F16] = axpy_f16_avx2, [PG_TYPE_Q8_0] = axpy_q8_0_avx2}
 
 // ---- integer activations (dot_q8): weights x int8 activations with maddubs ----------------
@@ -344,6 +381,8 @@ static const pg_kernels s_avx2 = {
     gelu_avx2,
     exp_sum_avx2,
     {0},
+    attn_scores_q8_0_64_avx2,
+    attn_values_q8_0_64_avx2,
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -409,6 +448,8 @@ static const pg_kernels s_avx512 = {
     gelu_avx2,
     exp_sum_avx2,
     {0},
+    attn_scores_q8_0_64_avx2,
+    attn_values_q8_0_64_avx2,
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -561,6 +602,8 @@ static const pg_kernels s_avx2_int = {
     gelu_avx2,
     exp_sum_avx2,
     {0},
+    attn_scores_q8_0_64_avx2,
+    attn_values_q8_0_64_avx2,
 };
 static const pg_kernels s_vnni256_int = {
     "x86-vnni256-int8",
@@ -572,6 +615,8 @@ static const pg_kernels s_vnni256_int = {
     gelu_avx2,
     exp_sum_avx2,
     {[PG_TYPE_Q3_K] = q3_k_rows8_vnni256, [PG_TYPE_Q4_K] = q4_k_rows8_vnni256},
+    attn_scores_q8_0_64_avx2,
+    attn_values_q8_0_64_avx2,
 };
 
 
