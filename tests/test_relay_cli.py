@@ -150,6 +150,39 @@ def test_tls_wss_and_https(tiny_gguf: Path, tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> None:
+    """`serve --voice` checks a hello's audio parameters (voice off: a text-only relay ignores them)."""
+    import shutil
+
+    from websockets.asyncio.client import connect
+
+    pytest.importorskip("opuslib")
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    hello = {"type": "hello", "version": 1, "transport": "websocket",
+             "audio_params": {"format": "opus", "sample_rate": 44100, "channels": 1, "frame_duration": 60}}
+
+    async def replies(port: int) -> list[dict]:
+        async with connect(f"ws://127.0.0.1:{port}/xiaozhi/v1/", additional_headers={"Device-Id": "dev-v"}) as ws:
+            await ws.send(json.dumps(hello))
+            got = [json.loads(await asyncio.wait_for(ws.recv(), 30))]
+            try:
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 2)))
+            except asyncio.TimeoutError:
+                pass
+            return got
+
+    for flags, refused in ((("--open", "--voice"), True), (("--open",), False)):
+        srv = Served(tiny_gguf, tmp_path, *flags)
+        try:
+            got = run(replies(srv.ws_port))
+        finally:
+            srv.stop()
+        assert got[0]["type"] == "hello"
+        codes = [m.get("code") for m in got[1:]]
+        assert ("bad_audio_params" in codes) == refused, (flags, got)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backend", "openai"], "needs --url"),
     (["--model", "/nonexistent/model.gguf"], "no such file"),

@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-timeout", type=float, default=120.0, help="close a silent session after this many seconds (default 120)")
     p.add_argument("--hello-timeout", type=float, default=10.0, help="seconds a client has to send its hello (default 10)")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds running generations get on SIGTERM (default 10)")
+    p.add_argument("--voice", action="store_true",
+                   help="offline voice (docs/voice.md): Opus in, voice activity detection, pocketsphinx, espeak-ng, "
+                        "Opus out; needs the voice extra, libopus0 and espeak-ng")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default: prompts are private)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions, rate_per_minute=args.rate,
         rate_burst=args.burst, max_prompt_chars=args.max_prompt_chars, max_tokens_cap=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens), idle_timeout=args.idle_timeout,
-        hello_timeout=args.hello_timeout, drain_timeout=args.drain_timeout, log_prompts=args.log_prompts)
+        hello_timeout=args.hello_timeout, drain_timeout=args.drain_timeout, log_prompts=args.log_prompts,
+        voice=args.voice)
     backend = build_backend(args)
 
     async def main() -> None:
