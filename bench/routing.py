@@ -154,7 +154,7 @@ def main() -> int:
     best = max(rows, key=lambda r: (r["f1"], r["precision"]))
     mean = lambda xs: sum(xs) / max(1, len(xs))  # noqa: E731
     result = {
-        "model": model, "n_ctx": n_ctx, "n_in_domain": len(m_in), "n_out_of_domain": len(m_ood), "chars": args.chars,
+        "model": args.model, "n_ctx": n_ctx, "n_in_domain": len(m_in), "n_out_of_domain": len(m_ood), "chars": args.chars,
         "note": "balanced classes; positives are technical prompts (should escalate)",
         "mean_surprisal_in": round(mean([r["surprisal"] for r in m_in]), 3),
         "mean_surprisal_ood": round(mean([r["surprisal"] for r in m_ood]), 3),
