@@ -34,6 +34,13 @@ def _eval(gguf: Path, text: Path) -> dict:
     return json.loads(out.stdout)
 
 
+def _no_paths(teacher: dict | None) -> dict | None:
+    """The teacher stats without this machine's cache path (results are committed)."""
+    if teacher and teacher.get("cached"):
+        teacher = {**teacher, "cached": Path(teacher["cached"]).name}
+    return teacher
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("teacher")
@@ -96,7 +103,7 @@ def main() -> int:
         ev = _eval(q8, heldout)
         result["runs"][mode] = {"steps": res.steps, "seconds": res.seconds, "tokens_seen": res.tokens_seen,
                                 "val_loss_nats": round(res.val_loss, 4), "heldout_bpb_q8": round(ev["bpb"], 4),
-                                "heldout_ppl_q8": round(ev["ppl"], 2), "teacher": d["distill"].get("teacher"),
+                                "heldout_ppl_q8": round(ev["ppl"], 2), "teacher": _no_paths(d["distill"].get("teacher")),
                                 "shape": {k: d[k] for k in ("n_layer", "n_embd", "n_head", "n_ff", "n_ctx", "n_vocab")},
                                 "n_params": d["n_params"]}
         print(mode, json.dumps(result["runs"][mode]), flush=True)
