@@ -163,7 +163,49 @@ def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | No
                      stop=tuple(req.stop), stop_at_eos=True)
 
 
-class TokenScheduler:
+class _Scheduler:
+    """What both schedulers share: a lock with a wake-up, refusal once closed, and final stats."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def _count(self) -> int:
+        raise NotImplementedError
+
+    def _enqueue(self, job: Any) -> None:
+        raise NotImplementedError
+
+    @property
+    def live(self) -> int:
+        with self._cond:
+            return self._count()
+
+    def submit(self, job: Any) -> None:
+        with self._cond:
+            if self._closed:
+                raise BackendError("shutting_down", "the engine is shutting down", 503)
+            self._enqueue(job)
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    @staticmethod
+    def _final_stats(raw: dict[str, Any], prompt_ids: list[int], reason: str | None) -> GenStats:
+        """GenStats from an engine session's stats dict (tokens as ids or a count)."""
+        tokens = raw.get("tokens", 0)
+        stats = GenStats(prompt_tokens=int(raw.get("prompt_tokens", len(prompt_ids))),
+                         tokens=len(tokens) if isinstance(tokens, (list, tuple)) else int(tokens),
+                         finish_reason=reason or str(raw.get("finish_reason", "stop")),
+                         extra={k: raw[k] for k in ("prefill_tok_s", "decode_tok_s") if k in raw})
+        if stats.finish_reason not in ("stop", "length", "abort"):
+            stats.finish_reason = "stop"
+        return stats
+
+
+class TokenScheduler(_Scheduler):
     """Round-robin token steps over all live generations on a fixed pool of worker threads.
 
     A job is in the run queue only while no worker holds it, so one engine session is never
@@ -174,34 +216,23 @@ class TokenScheduler:
     """
 
     def __init__(self, engine: Any, workers: int, max_prompt_tokens: int | None = None) -> None:
+        super().__init__()
         self.engine = engine
         self.max_prompt_tokens = max_prompt_tokens
         self._queue: collections.deque[_Job] = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"pocketgpt-gen-{i}", daemon=True)
                          for i in range(max(1, workers))]
         for t in self._threads:
             t.start()
 
-    @property
-    def live(self) -> int:
-        with self._cond:
-            return len(self._queue)
+    def _count(self) -> int:
+        return len(self._queue)
 
-    def submit(self, job: _Job) -> None:
-        with self._cond:
-            if self._closed:
-                raise BackendError("shutting_down", "the engine is shutting down", 503)
-            # a new request goes to the front: its first token (the prefill step) comes after at most
-            # one step per worker instead of one step of every live generation; then it joins the
-            # round robin at the back like everyone else, so it jumps the queue once only
-            self._queue.appendleft(job)
-            self._cond.notify()
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+    def _enqueue(self, job: _Job) -> None:
+        # a new request goes to the front: its first token (the prefill step) comes after at most
+        # one step per worker instead of one step of every live generation; then it joins the
+        # round robin at the back like everyone else, so it jumps the queue once only
+        self._queue.appendleft(job)
 
     def close(self) -> None:
         with self._cond:
@@ -273,13 +304,7 @@ class TokenScheduler:
             return
         self._close_iter(job)
         raw = dict(getattr(job.session, "last_stats", None) or {}) if job.session is not None else {}
-        tokens = raw.get("tokens", 0)
-        stats = GenStats(prompt_tokens=int(raw.get("prompt_tokens", len(job.prompt_ids))),
-                         tokens=len(tokens) if isinstance(tokens, (list, tuple)) else int(tokens),  # ids or a count
-                         finish_reason=reason or str(raw.get("finish_reason", "stop")),
-                         extra={k: raw[k] for k in ("prefill_tok_s", "decode_tok_s") if k in raw})
-        if stats.finish_reason not in ("stop", "length", "abort"):
-            stats.finish_reason = "stop"
+        stats = self._final_stats(raw, job.prompt_ids, reason)
         job.gen.finished = True  # guards against a second _finish; the consumer sees "done" below
         job.gen._put_threadsafe("done", stats)
 
@@ -301,7 +326,7 @@ class _BatchJob:
         self.prompt_ids: list[int] = []
 
 
-class BatchScheduler:
+class BatchScheduler(_Scheduler):
     """Every live generation advances one token per step, all in one batched decode.
 
     One thread owns the engine's sessions. Each step: finished and aborted jobs leave (their
@@ -313,6 +338,7 @@ class BatchScheduler:
 
     def __init__(self, engine: Any, max_batch: int = 32, max_prompt_tokens: int | None = None,
                  prefill_per_step: int = 2) -> None:
+        super().__init__()
         self.engine = engine
         self.max_batch = max(1, max_batch)
         self.max_prompt_tokens = max_prompt_tokens
@@ -320,28 +346,16 @@ class BatchScheduler:
         self._pending: collections.deque[_BatchJob] = collections.deque()
         self._running: collections.deque[_BatchJob] = collections.deque()
         self._free_sessions: list[Any] = []
-        self._cond = threading.Condition()
-        self._closed = False
         self.steps = 0
         self.batched_tokens = 0
         self._thread = threading.Thread(target=self._work, name="pocketgpt-batch", daemon=True)
         self._thread.start()
 
-    @property
-    def live(self) -> int:
-        with self._cond:
-            return len(self._pending) + len(self._running)
+    def _count(self) -> int:
+        return len(self._pending) + len(self._running)
 
-    def submit(self, job: _BatchJob) -> None:
-        with self._cond:
-            if self._closed:
-                raise BackendError("shutting_down", "the engine is shutting down", 503)
-            self._pending.append(job)
-            self._cond.notify()
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+    def _enqueue(self, job: _BatchJob) -> None:
+        self._pending.append(job)
 
     def close(self) -> None:
         with self._cond:
@@ -421,14 +435,7 @@ class BatchScheduler:
             return
         if job.stream is not None:
             job.stream.close()
-        raw = dict(job.stream.stats) if job.stream is not None else {}
-        tokens = raw.get("tokens", 0)
-        stats = GenStats(prompt_tokens=int(raw.get("prompt_tokens", len(job.prompt_ids))),
-                         tokens=len(tokens) if isinstance(tokens, (list, tuple)) else int(tokens),
-                         finish_reason=reason or str(raw.get("finish_reason", "stop")),
-                         extra={k: raw[k] for k in ("prefill_tok_s", "decode_tok_s") if k in raw})
-        if stats.finish_reason not in ("stop", "length", "abort"):
-            stats.finish_reason = "stop"
+        stats = self._final_stats(dict(job.stream.stats) if job.stream is not None else {}, job.prompt_ids, reason)
         self._release(job)
         job.gen.finished = True
         job.gen._put_threadsafe("done", stats)
