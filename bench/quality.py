@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> None:
             "n_embd": mf.cfg.n_embd, "n_layer": mf.cfg.n_layer, "eval": _portable(args.eval),
             "eval_bytes": len(eval_text.encode()), "calib": _portable(args.calib), "calib_tokens": calib.tokens,
             "sensitivity_tokens": sens.tokens,
-            "sensitivity": {n: {F_name(t): k for t, k in d.items()} for n, d in sens.kl.items()}}
+            "sensitivity": {n: {F_name(t): k for t, k in d.items()} for n, d in sens.kl.items()},
+            "notes": old.get("notes", [])}
 
     def save() -> None:
         res_path.write_text(json.dumps({**meta, "rows": list(rows.values())}, indent=1))
@@ -350,6 +351,8 @@ def _model_section(data: dict) -> str:
     if lines:
         out += ["Methods at equal size (goal at ~3 and ~2 bits: ≥ 30 % lower KL than rtn):", "",
                 "| preset | bpw | rtn KL | method | KL | KL cut |", "|---|---:|---:|---|---:|---:|", *lines, ""]
+    for note in data.get("notes", []):
+        out += [note, ""]
     return "\n".join(out)
 
 
