@@ -15,8 +15,10 @@ TYPE is a preset or a single block type:
   q5   Q4_K..Q6_K mix at 5.3 bits/weight    q4   Q3_K..Q6_K mix at 3.85 bits/weight (GPT-2 124M < 63 MB)
   q3   Q2_K..Q5_K mix at 3.1 bits/weight    q2   Q2_K..Q4_K mix at 2.75 bits/weight
   Q8_0 Q5_1 Q5_0 Q4_1 Q4_0 Q6_K Q5_K Q4_K Q3_K Q2_K  that type for every matrix
-Presets spend their bit budget where it matters most (the tied embedding/head, attn_qkv, the
-first and last blocks); --bpw sets another budget. position_embd stays Q8_0, vectors F32. A matrix
+Presets spend their bit budget where it costs the least KL: with --calib, each matrix is quantized
+alone at Q2_K..Q8_0 and the KL it causes on the calibration text is measured (--alloc measured,
+the default then); without, fixed sensitivities favour the tied embedding/head, attn_qkv and the
+first and last blocks (--alloc model). --bpw sets another budget. position_embd stays Q8_0, vectors F32. A matrix
 whose rows a block does not divide gets the next type that fits (K-quants need rows of 256), and
 the command says so.
 
