@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import percentile
+
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(current, peak) resident set of a process, KiB, from /proc."""
@@ -46,14 +48,6 @@ def anchor_tok_s(model: str, tokens: int, threads: int | None) -> float:
     t0 = time.perf_counter()
     n = sum(1 for _ in sess.generate(ids, max_tokens=tokens, seed=1, stop_at_eos=False))
     return n / (time.perf_counter() - t0)
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    k = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
-    return xs[k]
 
 
 async def one_round(url: str, n: int, tokens: int) -> dict:

@@ -22,55 +22,20 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    k = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
-    return xs[k]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _common import free_port, percentile, run_voice_relay
 
 
 def serve_child(args: argparse.Namespace) -> int:
-    """The relay process: voice on, open mode on loopback, one generation worker per core."""
-    import logging
-
-    from pocketgpt import models
-    from pocketgpt.relay.backends import EngineBackend, load_engine
-    from pocketgpt.relay.server import Relay, RelayConfig
-
-    logging.basicConfig(level="WARNING", stream=sys.stderr)
-    engine = load_engine(str(models.resolve(args.model)), threads=None)
-    backend = EngineBackend(engine, args.model, workers=os.cpu_count() or 2)
+    """The relay process: voice on (clause pieces unless --sentences-only), open mode on loopback."""
     from pocketgpt.relay.voice.session import VoiceConfig
 
-    voice = VoiceConfig(speak_clauses=not args.sentences_only)
-    cfg = RelayConfig(host="127.0.0.1", port=args.port, http_port=0, open=True, voice=voice,
-                      default_max_tokens=args.max_tokens)
-
-    async def main() -> None:
-        relay = Relay(cfg, backend)
-        await relay.start()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, relay.request_drain)
-        print("ready", flush=True)
-        await relay.wait_stopped()
-
-    asyncio.run(main())
-    return 0
+    return run_voice_relay(args.model, args.port, args.max_tokens, VoiceConfig(speak_clauses=not args.sentences_only))
 
 
 async def one_turn(url: str, text: str, mode: str, pcm_cache: dict) -> dict[str, float]:

@@ -17,58 +17,24 @@ auto figures as the anchor: that part of the delay is a setting, not work.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from _common import free_port, percentile, run_voice_relay
+
 FIRST = re.compile(r"first reply audio (\d+) ms after the end of speech")
-
-
-def percentile(xs: list[int], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    return float(xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def relay_child(args: argparse.Namespace) -> int:
     """The relay: voice on, open mode on loopback (a bench, never a deployment)."""
-    import logging
-
-    from pocketgpt import models
-    from pocketgpt.relay.backends import EngineBackend, load_engine
-    from pocketgpt.relay.server import Relay, RelayConfig
-
-    logging.basicConfig(level="WARNING", stream=sys.stderr)
-    engine = load_engine(str(models.resolve(args.model)), threads=None)
-    backend = EngineBackend(engine, args.model, workers=1)
-    cfg = RelayConfig(host="127.0.0.1", port=args.port, http_port=0, open=True, voice=True,
-                      default_max_tokens=args.max_tokens)
-
-    async def main() -> None:
-        relay = Relay(cfg, backend)
-        await relay.start()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, relay.request_drain)
-        print("ready", flush=True)
-        await relay.wait_stopped()
-
-    asyncio.run(main())
-    return 0
+    return run_voice_relay(args.model, args.port, args.max_tokens)
 
 
 def speak_all(folder: Path, texts: list[str]) -> None:
