@@ -229,11 +229,11 @@ def render(res: dict) -> str:
              f"{', '.join(m['isa'])}), {res['threads']} threads for every runtime, best of {res['rounds']} interleaved "
              f"rounds (median in brackets). Load average {res['load_before'][0]:.2f} before, "
              f"{res['load_after'][0]:.2f} after (1-minute; the machine is shared).", ""]
-    lines += ["| runtime | file | decode tg128 tok/s | prefill pp64 tok/s | RSS, 1,024-token context |",
+    lines += ["| runtime | file | decode tg128 tok/s | prefill pp64 tok/s | resident memory (RSS), 1,024-token context |",
               "|---|---|---|---|---|"]
 
     def row(name: str, d: dict, size: int | None, rss: dict | None) -> str:
-        mem = f"{rss['rss_mb']:.0f} MB ({rss['rss_mb'] - rss['rss_before_engine_mb']:.0f} MB above the bare process)" if rss else "—"
+        mem = f"{rss['rss_mb']:.0f} MiB ({rss['rss_mb'] - rss['rss_before_engine_mb']:.0f} MiB above the bare process)" if rss else "—"
         f = f"{size / 1e6:.1f} MB" if size else "—"
         return (f"| {name} | {f} | {d['tg128_best']:.1f} ({d['tg128_median']:.1f}) | "
                 f"{d['pp64_best']:.0f} ({d['pp64_median']:.0f}) | {mem} |")
@@ -246,16 +246,19 @@ def render(res: dict) -> str:
     lines.append(row(f"HF transformers {h['version']} fp32", h, None, None))
     lines += ["", "Ratios (same run, best rounds):", ""]
     rt = res["ratios"]
+    lines.append(f"- batched decode: 16 streams {rt['batch16_vs_1']:.2f}× the aggregate of 1 stream")
     lines.append(f"- decode: {rt['decode_vs_hf']:.2f}× HF fp32 (goal 6.5×)"
                  + (f", {rt['decode_vs_llama']:.2f}× llama.cpp Q4_0 (goal 1.5×)" if "decode_vs_llama" in rt else ""))
     if "prefill_vs_llama" in rt:
         lines.append(f"- prefill of 64 tokens: {rt['prefill_vs_llama']:.2f}× llama.cpp (goal 1×)")
     if "ours_memory" in r:
         mem = r["ours_memory"]
-        lines.append(f"- memory: RSS {mem['rss_mb']:.0f} MB against a goal of file + 32 MB = "
-                     f"{res['files']['ours_bytes'] / 2**20 + 32:.0f} MB (MiB here, as RSS is); "
-                     f"the bare Python process with the package imported was {mem['rss_before_engine_mb']:.0f} MB of it; "
-                     f"with the default F16 KV cache the RSS is {r['ours_memory_f16']['rss_mb']:.0f} MB")
+        lines.append(f"- memory: RSS {mem['rss_mb']:.0f} MiB against a goal of file + 32 MiB = "
+                     f"{res['files']['ours_bytes'] / 2**20 + 32:.0f} MiB; the bare Python process with the package "
+                     f"imported was {mem['rss_before_engine_mb']:.0f} MiB of it, so the engine's own share (mapped weights, "
+                     f"Q8_0 KV cache, tokenizer tables, activations) is "
+                     f"{mem['rss_mb'] - mem['rss_before_engine_mb']:.0f} MiB; with the default F16 KV cache the RSS is "
+                     f"{r['ours_memory_f16']['rss_mb']:.0f} MiB")
     b = r["ours_batch"]
     lines += ["", "Batched decode (Engine.step: one forward pass per token for all streams, greedy sampling "
               "included, streams at different positions):", "", "| streams | aggregate tok/s | per stream |", "|---|---|---|"]
@@ -272,12 +275,19 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "speed.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only; do not touch the JSON or the doc")
+    ap.add_argument("--render", metavar="JSON", help="rewrite the doc's results section from a saved JSON, no timing")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="speed", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.model, args.threads, args.mode)))
+        return 0
+    if args.render:
+        table = render(json.loads(Path(args.render).read_text()))
+        print(table)
+        if not args.no_doc:
+            write_doc(Path(args.doc), table)
         return 0
 
     try:
@@ -327,13 +337,19 @@ def main() -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out, (json.dumps(res, indent=2) + "\n").encode())
-        doc = Path(args.doc)
-        text = doc.read_text() if doc.exists() else "# Engine speed on the host\n\n<!-- RESULTS -->\n<!-- /RESULTS -->\n"
-        block = f"<!-- RESULTS -->\n{table}\n<!-- /RESULTS -->"
-        text = re.sub(r"<!-- RESULTS -->.*?<!-- /RESULTS -->", lambda _: block, text, flags=re.S)
-        write_bytes_atomic(doc, text.encode())
-        print(f"\nwrote {out} and the results section of {doc}")
+        write_doc(Path(args.doc), table)
+        print(f"\nwrote {out} and the results section of {args.doc}")
     return 0
+
+
+def write_doc(doc: Path, table: str) -> None:
+    """Replace the results section of the doc (between the RESULTS markers), atomically."""
+    from pocketgpt.errors import write_bytes_atomic
+
+    text = doc.read_text() if doc.exists() else "# Engine speed on the host\n\n<!-- RESULTS -->\n<!-- /RESULTS -->\n"
+    block = f"<!-- RESULTS -->\n{table}\n<!-- /RESULTS -->"
+    text = re.sub(r"<!-- RESULTS -->.*?<!-- /RESULTS -->", lambda _: block, text, flags=re.S)
+    write_bytes_atomic(doc, text.encode())
 
 
 if __name__ == "__main__":
