@@ -476,8 +476,9 @@ class EngineBackend(Backend):
         await asyncio.get_running_loop().run_in_executor(None, self.scheduler.close)
 
 
-def load_engine(path: str, threads: int | None, reference: bool = False) -> Any:
-    """The C engine for a model file; `reference=True` picks the PyTorch reference engine."""
+def load_engine(path: str, threads: int | None, reference: bool = False, kv: str = "f16") -> Any:
+    """The C engine for a model file (`kv`: each session's KV cache type, f32/f16/q8_0);
+    `reference=True` picks the PyTorch reference engine."""
     if reference:
         from pocketgpt.relay.torch_engine import TorchEngine
 
@@ -490,7 +491,7 @@ def load_engine(path: str, threads: int | None, reference: bool = False) -> Any:
         raise PocketError(f"the C engine is not built in this install ({exc}); rebuild with "
                           "'pip install -e .', or use --backend torch (needs the toolchain extra) "
                           "or --backend openai --url URL") from None
-    return Engine(path, threads=threads)
+    return Engine(path, threads=threads, kv=kv)
 
 
 # ---- OpenAI-compatible server ----------------------------------------------------------------
