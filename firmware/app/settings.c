@@ -44,7 +44,7 @@ void pg_settings_defaults(pg_settings *s) {
     strcpy(s->device_id, "02:00:00:00:00:01");
     s->relay_timeout_ms = 5000;
     s->route_max_bytefrac = 0.35f;
-    s->route_max_surprisal = 6.0f;  // measured: docs/routing.md
+    s->route_max_surprisal = 5.5f;  // measured on builtin:device: docs/routing.md
     s->route_min_reply = 16;
     s->gen_max_tokens = 48;
     s->gen_temperature = 0.8f;
