@@ -5,8 +5,13 @@ The scripts run as `python bench/NAME.py`, so this module is importable as `_com
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
-from typing import Any
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -52,3 +57,25 @@ def run_voice_relay(model: str, port: int, max_tokens: int, voice: Any = True) -
 
     asyncio.run(main())
     return 0
+
+
+@contextlib.contextmanager
+def relay_child_process(script: str | Path, child_flag: str, model: str, max_tokens: int,
+                        extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """Run `script child_flag --port P ...` (which calls run_voice_relay) as its own process and
+    yield its websocket URL once it says "ready"; SIGTERM (then kill) on the way out.
+    Raises RuntimeError when it does not start."""
+    port = free_port()
+    child = subprocess.Popen([sys.executable, str(script), child_flag, "--port", str(port), "--model", model,
+                              "--max-tokens", str(max_tokens), *extra], stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline() if child.stdout else ""
+        if line.strip() != "ready":
+            raise RuntimeError(f"the relay did not start (exit {child.poll()})")
+        yield f"ws://127.0.0.1:{port}/xiaozhi/v1/"
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()

@@ -21,14 +21,12 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import free_port, percentile, run_voice_relay
+from _common import percentile, relay_child_process, run_voice_relay
 
 
 def serve_child(args: argparse.Namespace) -> int:
@@ -144,23 +142,13 @@ def main() -> int:
 
     from pocketgpt.relay.voice.session import VoiceConfig
 
-    port = free_port()
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-child", "--port", str(port),
-                              "--model", args.model, "--max-tokens", str(args.max_tokens)]
-                             + (["--sentences-only"] if args.sentences_only else []),
-                             stdout=subprocess.PIPE, text=True)
     try:
-        line = child.stdout.readline() if child.stdout else ""
-        if line.strip() != "ready":
-            print(f"error: the relay did not start (exit {child.poll()})", file=sys.stderr)
-            return 1
-        result = asyncio.run(run_bench(f"ws://127.0.0.1:{port}/xiaozhi/v1/", args.rounds, args.modes.split(",")))
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        with relay_child_process(Path(__file__).resolve(), "--serve-child", args.model, args.max_tokens,
+                                 ("--sentences-only",) if args.sentences_only else ()) as url:
+            result = asyncio.run(run_bench(url, args.rounds, args.modes.split(",")))
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     silence_ms = VoiceConfig().vad.silence_ms
     report = {"model": args.model, "max_tokens": args.max_tokens, "rounds": args.rounds,
               "pieces": "sentences" if args.sentences_only else "sentences and clauses",

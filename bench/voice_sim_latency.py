@@ -20,14 +20,13 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import free_port, percentile, run_voice_relay
+from _common import percentile, relay_child_process, run_voice_relay
 
 FIRST = re.compile(r"first reply audio (\d+) ms after the end of speech")
 
@@ -88,31 +87,20 @@ def main() -> int:
     sim = args.sim or str(build())
     device_model = args.device_model or str(builtin_path("device"))
     texts = list(REQUESTS) * args.rounds
-    port = free_port()
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--relay-child", "--port", str(port),
-                              "--model", args.model, "--max-tokens", str(args.max_tokens)],
-                             stdout=subprocess.PIPE, text=True)
     result: dict[str, dict] = {}
     try:
-        line = child.stdout.readline() if child.stdout else ""
-        if line.strip() != "ready":
-            print(f"error: the relay did not start (exit {child.poll()})", file=sys.stderr)
-            return 1
-        with tempfile.TemporaryDirectory(prefix="pocketgpt-voice-bench-") as tmp:
+        with relay_child_process(Path(__file__).resolve(), "--relay-child", args.model, args.max_tokens) as url, \
+                tempfile.TemporaryDirectory(prefix="pocketgpt-voice-bench-") as tmp:
             mic = Path(tmp)
             speak_all(mic, texts)
-            url = f"ws://127.0.0.1:{port}/xiaozhi/v1/"
             for mode in args.modes.split(","):
                 firsts, _ = run_sim(sim, device_model, url, mic, len(texts), mode)
                 result[mode] = {"p50_ms": percentile(firsts, 50), "p90_ms": percentile(firsts, 90),
                                 "mean_ms": round(statistics.mean(firsts)) if firsts else None,
                                 "n": len(firsts), "turns": len(texts)}
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     report = {"relay_model": args.model, "max_tokens": args.max_tokens, "rounds": args.rounds,
               "vad_silence_ms": VoiceConfig().vad.silence_ms, "load_avg": os.getloadavg()[0], "modes": result}
     if args.json:
