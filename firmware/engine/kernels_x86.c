@@ -568,29 +568,17 @@ PG_Q4K_ROWS(q4_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2)
 PG_Q3K_ROWS(q3_k_rows1_avx2, 1, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 
-PG_AVX2 static float dot_q4_k_q8_avx2_rows(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    float o;
-    q4_k_rows1_avx2(row, xq, xd, xs, n, &o);
-    return o;
-}
-
-PG_AVX2 static float dot_q3_k_q8_avx2_rows(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    float o;
-    q3_k_rows1_avx2(row, xq, xd, xs, n, &o);
-    return o;
-}
-
-PG_VNNI256 static float dot_q4_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    float o;
-    q4_k_rows1_vnni256(row, xq, xd, xs, n, &o);
-    return o;
-}
-
-PG_VNNI256 static float dot_q3_k_q8_vnni256(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) {
-    float o;
-    q3_k_rows1_vnni256(row, xq, xd, xs, n, &o);
-    return o;
-}
+// The dot-product table's one-row signature over a rows-kernel called for one activation row.
+#define PG_DOT_FROM_ROWS1(name, rows1, attr)                                                              \
+    attr static float name(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) { \
+        float o;                                                                                         \
+        rows1(row, xq, xd, xs, n, &o);                                                                   \
+        return o;                                                                                        \
+    }
+PG_DOT_FROM_ROWS1(dot_q4_k_q8_avx2_rows, q4_k_rows1_avx2, PG_AVX2)
+PG_DOT_FROM_ROWS1(dot_q3_k_q8_avx2_rows, q3_k_rows1_avx2, PG_AVX2)
+PG_DOT_FROM_ROWS1(dot_q4_k_q8_vnni256, q4_k_rows1_vnni256, PG_VNNI256)
+PG_DOT_FROM_ROWS1(dot_q3_k_q8_vnni256, q3_k_rows1_vnni256, PG_VNNI256)
 
 static const pg_kernels s_avx2_int = {
     "x86-avx2-int8",
