@@ -178,9 +178,11 @@ def test_row_lengths_blocks_do_not_divide_fall_back_like_the_converter(tmp_path)
 @pytest.mark.parametrize("qname", INT8_TYPES)
 def test_integer_activation_path_stays_close_to_float(tmp_path, quant_base, qname):
     """The integer-activation path (weights x int8 activations: the host's fast path and the
-    chip's) against the dequantized float model: activation rounding costs a little accuracy,
-    within 5 % of the logit range, and the top token agrees at nearly every position. The fast
-    kernels reproduce the portable definition (ref-q8) up to float summation order."""
+    chip's; for Q3_K/Q4_K one activation scale per 256 values, else per 32) against the
+    dequantized float model: activation rounding costs a little accuracy, within 5 % of the logit
+    range, and the top token agrees wherever the float model's choice is clear (it leads the
+    runner-up by more than 1 % of the logit range; a random model has near-ties that rounding may
+    flip). The fast kernels reproduce the portable definition (ref-q8) up to float summation order."""
     import torch
 
     from pocketgpt.engine import Engine
@@ -198,7 +200,10 @@ def test_integer_activation_path_stays_close_to_float(tmp_path, quant_base, qnam
     diff = float(np.abs(got - want).max())
     print(f"{qname} x int8 activations: max |diff| = {diff:.3f} of a logit range {span:.1f}")
     assert diff < 0.05 * span
-    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.01 * span
+    assert clear.mean() >= 0.5  # the check below covers most positions
+    assert (got.argmax(1) == want.argmax(1))[clear].all()
     for kernels in ("auto", "no-avx512"):
         fast = Engine(path, threads=2, kernels=kernels, kv="f32")
         assert "int8" in fast.kernels
@@ -209,7 +214,7 @@ def test_integer_activation_path_stays_close_to_float(tmp_path, quant_base, qnam
         d = np.abs(fast_logits - got).max(axis=1)
         assert float(np.median(d)) < LOGIT_ATOL, fast.kernels
         assert float(np.abs(fast_logits - want).max()) < 0.05 * span, fast.kernels
-        assert (fast_logits.argmax(1) == want.argmax(1)).mean() >= 0.9, fast.kernels
+        assert (fast_logits.argmax(1) == want.argmax(1))[clear].all(), fast.kernels
 
 
 IQ4_NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)

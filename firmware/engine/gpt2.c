@@ -294,7 +294,39 @@ typedef struct {
     int32_t B;
     size_t out_stride;
     int row_exact;      // no shared dequantized row: each b gets the single-row kernel's bits
+    const int16_t *xk;  // (B, cols / 16) K-format code sums when x is in the K format (xd: (B, cols / 256)), else NULL
 } pg_matmul_job;
+
+// the K-format integer path of matmul_task: rows r0..r1 of W against all B activation rows
+static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
+    const pg_kernels *k = j->k;
+    uint32_t t = j->w->type;
+    int32_t cols = j->w->cols;
+    size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
+    const uint8_t *base = (const uint8_t *)j->w->data;
+    for (int32_t r = r0; r < r1; r++) {
+        const void *row = base + (size_t)r * j->w->row_bytes;
+        float bias = j->bias ? j->bias[r] : 0.0f;
+        int32_t b = 0;
+        float o[8];
+        if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
+            for (; b + 8 <= j->B; b += 8) {
+                k->dot_q8kx8[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,
+                                cols, o);
+                for (int q = 0; q < 8; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+            }
+        if (k->dot_q8kx4[t])
+            for (; b + 4 <= j->B; b += 4) {
+                k->dot_q8kx4[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,
+                                cols, o);
+                for (int q = 0; q < 4; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+            }
+        for (; b < j->B; b++)
+            j->out[(size_t)b * j->out_stride + (size_t)r] =
+                k->dot_q8k[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,
+                              cols) + bias;
+    }
+}
 
 // W (rows, cols) @ x[b] (cols,) + bias -> out[b] (rows,), rows split across tasks
 static void matmul_task(void *arg, int task, int n_tasks) {
@@ -302,6 +334,10 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int32_t rows = j->w->rows, cols = j->w->cols;
     int32_t per = (rows + n_tasks - 1) / n_tasks;
     int32_t r0 = task * per, r1 = r0 + per < rows ? r0 + per : rows;
+    if (j->xk) {
+        matmul_rows_k(j, r0, r1);
+        return;
+    }
     pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
     pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
     pg_dot_q8x4_fn dot_q8x4 = j->k->dot_q8x4[j->w->type], dot_q8x8 = j->k->dot_q8x8[j->w->type];
@@ -366,9 +402,25 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
         if (k > cap / threads) k = cap / threads;
         if (k > 1) n = threads * k;
     }
-    if (!integer) {
-        pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, NULL, ws->rowbuf, out, B, out_stride, ws->row_exact};
+    int kfmt = m->kern->dot_q8k[w->type] && cols % 256 == 0;
+    if (!integer && !kfmt) {
+        pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, NULL, ws->rowbuf, out, B, out_stride, ws->row_exact, NULL};
         run_tasks(ws->par, matmul_task, &j, n);
+        return;
+    }
+    if (kfmt) {  // one activation scale per 256 values; the int16 sums live in rowbuf (unused here)
+        int32_t chunk = 16 * PG_MAX_TASKS;
+        pg_quantize_k_fn quantize = m->kern->quantize_k ? m->kern->quantize_k : pg_quantize_act_k;
+        int16_t *sums = (int16_t *)ws->rowbuf;
+        for (int32_t b0 = 0; b0 < B; b0 += chunk) {
+            int32_t nb = B - b0 < chunk ? B - b0 : chunk;
+            for (int32_t b = 0; b < nb; b++)
+                quantize(x + (size_t)(b0 + b) * cols, ws->xq + (size_t)b * cols, ws->xd + (size_t)b * (cols / 256),
+                         sums + (size_t)b * (cols / 16), (int)cols);
+            pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, NULL, NULL, out + (size_t)b0 * out_stride, nb,
+                               out_stride, ws->row_exact, sums};
+            run_tasks(ws->par, matmul_task, &j, n);
+        }
         return;
     }
     // integer path: quantize x once; the code sums live in rowbuf (unused by this path), which
@@ -381,7 +433,7 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
             quantize(x + (size_t)(b0 + b) * cols, ws->xq + (size_t)b * cols, ws->xd + (size_t)b * groups,
                             ws->rowbuf + (size_t)b * (cols / 16), (int)cols);
         pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, ws->rowbuf, NULL, out + (size_t)b0 * out_stride, nb,
-                           out_stride, ws->row_exact};
+                           out_stride, ws->row_exact, NULL};
         run_tasks(ws->par, matmul_task, &j, n);
     }
 }

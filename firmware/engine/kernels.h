@@ -31,6 +31,22 @@ typedef void (*pg_dot_q8x4_fn)(const void *row, const int8_t *xq, const float *x
 // y (n,) += a * row (n,) stored as a type (F32, F16 or Q8_0: the KV cache types)
 typedef void (*pg_axpy_fn)(float *y, float a, const void *row, int n);
 
+// The K-quant activation format (as ggml's Q8_K): x (n,) in super-blocks of 256 values -> int8
+// codes xq (n,), one float scale xd per 256 values and xs (n / 16,), the int16 sums of the codes
+// per 16 values (for the K-quants' offsets and mins). With one activation scale per weight
+// super-block, a Q3_K/Q4_K block accumulates in integers (sub-block scales as integer multiplies)
+// and converts to float once; pg_quantize_act_k's contract.
+typedef void (*pg_quantize_k_fn)(const float *x, int8_t *xq, float *xd, int16_t *xs, int n);
+
+// row (n,) stored as a type . x (n,) given in the K format -> float (n a multiple of 256)
+typedef float (*pg_dot_q8k_fn)(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n);
+
+// dot_q8k of one weight row against R activation rows (row r at xq + r * n, xd + r * n / 256,
+// xs + r * n / 16) -> out[0..R-1], the weights unpacked once; each out[r] the same bits as
+// dot_q8k of row r alone
+typedef void (*pg_dot_q8k_rows_fn)(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n,
+                                   float *out);
+
 typedef struct {
     const char *name;
     pg_dot_fn dot[PG_TYPE_COUNT];        // NULL: type not supported
@@ -45,6 +61,13 @@ typedef struct {
     // scores[t] = q . k_t * scale for t < n (rows `stride` bytes apart), and o (64,) = sum_t w[t] v_t
     void (*attn_scores_q8_0_64)(const float *q, const uint8_t *k, size_t stride, int n, float scale, float *scores);
     void (*attn_values_q8_0_64)(float *o, const float *w, const uint8_t *v, size_t stride, int n);
+    // optional K-format integer path: non-NULL dot_q8k[type] makes the engine quantize activations
+    // per 256 values (quantize_k, NULL: pg_quantize_act_k) for matrices of that type whose rows
+    // 256 divides; it takes precedence over dot_q8
+    pg_dot_q8k_fn dot_q8k[PG_TYPE_COUNT];
+    pg_dot_q8k_rows_fn dot_q8kx4[PG_TYPE_COUNT];  // optional: 4 activation rows at once
+    pg_dot_q8k_rows_fn dot_q8kx8[PG_TYPE_COUNT];  // optional: 8 activation rows at once
+    pg_quantize_k_fn quantize_k;
 } pg_kernels;
 
 // the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others
@@ -59,6 +82,13 @@ enum { PG_KERNELS_BEST = 0, PG_KERNELS_REF = 1, PG_KERNELS_REF_Q8 = 2, PG_KERNEL
 // per 32 values d = max|x| / 127, q = round half away from zero (x / d); per 16 values s = sum(q)
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n);
 
+// x (n,), n a multiple of 256 -> xq (n,) int8, xd (n / 256,) scales and xs (n / 16,) int16 code
+// sums: per 256 values d = max|x| / 127, q = round half away from zero (x / d) (pg_quantize_act's
+// rounding, over 256 values instead of 32); per 16 values s = sum(q)
+void pg_quantize_act_k(const float *x, int8_t *xq, float *xd, int16_t *xs, int n);
+// the portable K-format dot of a type (NULL when the type has none)
+pg_dot_q8k_fn pg_dot_q8k_ref(uint32_t type);
+
 // One block of a quantized type (pg_type_block weights) -> floats y; NULL for F32/F16/unknown.
 typedef void (*pg_dequant_block_fn)(const uint8_t *block, float *y);
 pg_dequant_block_fn pg_dequant_block(uint32_t type);
@@ -72,7 +102,8 @@ const pg_kernels *pg_kernels_ref(void);
 // the portable integer-activation dot of a type (NULL when the type has none)
 pg_dot_q8_fn pg_dot_q8_ref(uint32_t type);
 // mode PG_KERNELS_BEST: the fastest set this CPU runs; PG_KERNELS_REF: portable float reference;
-// PG_KERNELS_REF_Q8: portable reference of the integer-activation path the chip uses;
+// PG_KERNELS_REF_Q8: portable reference of the integer-activation paths (per-32 scales, what the
+// chip uses; the K format for Q3_K/Q4_K, what the x86 sets use);
 // PG_KERNELS_NO_AVX512: the best set without AVX-512 (to test the AVX2 kernels on any machine);
 // PG_KERNELS_FLOAT: the best set with float activations only (no dot_q8), the pre-integer path.
 const pg_kernels *pg_kernels_select(int mode);

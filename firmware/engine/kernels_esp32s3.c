@@ -63,7 +63,8 @@ static float dot_q8_0_q8_esp32s3(const void *row, const int8_t *xq, const float 
 }
 
 // dot[] left empty: the engine falls back to the _ref kernel for each type
-static const pg_kernels s_esp32s3 = {"esp32s3-pie", {0}, {[PG_TYPE_Q8_0] = dot_q8_0_q8_esp32s3}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL};
+static const pg_kernels s_esp32s3 = {"esp32s3-pie", {0}, {[PG_TYPE_Q8_0] = dot_q8_0_q8_esp32s3}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL,
+                                       {0}, {0}, {0}, NULL};
 
 const pg_kernels *pg_kernels_esp32s3(void) { return &s_esp32s3; }
 

@@ -274,7 +274,7 @@ PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,                                                              \
     }
 
-static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL};
+static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL, {0}, {0}, {0}, NULL};
 
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n) {
     for (int i = 0; i < n; i += 32) {
@@ -384,6 +384,81 @@ static float dot_q4_k_q8_ref(const void *row, const int8_t *xq, const float *xd,
     return s;
 }
 
+// x (n,) -> the K activation format (kernels.h): one scale per 256 values, int16 sums per 16
+void pg_quantize_act_k(const float *x, int8_t *xq, float *xd, int16_t *xs, int n) {
+    for (int i = 0; i < n; i += 256) {
+        float amax = 0.0f;
+        for (int j = 0; j < 256; j++) {
+            float a = x[i + j] < 0 ? -x[i + j] : x[i + j];
+            if (a > amax) amax = a;
+        }
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        xd[i / 256] = d;
+        for (int k = 0; k < 16; k++) {
+            int32_t sum = 0;
+            for (int l = 0; l < 16; l++) {
+                float v = x[i + 16 * k + l] * inv;
+                int8_t q = (int8_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
+                xq[i + 16 * k + l] = q;
+                sum += q;
+            }
+            xs[i / 16 + k] = (int16_t)sum;
+        }
+    }
+}
+
+// row (n,) Q3_K . K-format activations -> float. Per 256-weight block, in integers: for each
+// 16-weight sub-block k (group g = k / 2, qs/hmask bytes 16 * (k % 2).. of its half),
+// sc[k] * (sum u xq - 4 * xs[k]) with u = low2 + (hbit ? 4 : 0) = q + 4; then d * xd * that, once
+static float dot_q3_k_q8k_ref(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i += 256, b += 110) {
+        const uint8_t *hm = b, *qs = b + 32;
+        int8_t sc[16];
+        q3_k_scales(b + 96, sc);
+        int32_t isum = 0;
+        for (int k = 0; k < 16; k++) {
+            int g = k / 2, shift = 2 * (g % 4);
+            const uint8_t *q = qs + 32 * (g / 4);
+            uint8_t m = (uint8_t)(1u << g);
+            const int8_t *x = xq + i + 16 * k;
+            int32_t dot = 0;
+            for (int l = 0; l < 16; l++) {
+                int j = 16 * (k % 2) + l;
+                dot += (((q[j] >> shift) & 3) + ((hm[j] & m) ? 4 : 0)) * x[l];
+            }
+            isum += sc[k] * (dot - 4 * xs[i / 16 + k]);
+        }
+        s += f16(b + 108) * xd[i / 256] * (float)isum;
+    }
+    return s;
+}
+
+// row (n,) Q4_K . K-format activations -> float: per block, in integers, sum_g sc[g] * sum q xq
+// and sum_g mn[g] * (sum of the group's codes); then d * xd * the first - dmin * xd * the second
+static float dot_q4_k_q8k_ref(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i += 256, b += 144) {
+        uint8_t sc[8], mn[8];
+        q4_k_scales(b + 4, sc, mn);
+        const uint8_t *qs = b + 16;
+        int32_t isum = 0, imin = 0;
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *q = qs + 32 * (g / 2);
+            int shift = 4 * (g % 2);
+            const int8_t *x = xq + i + 32 * g;
+            int32_t dot = 0;
+            for (int l = 0; l < 32; l++) dot += ((q[l] >> shift) & 0x0F) * x[l];
+            isum += sc[g] * dot;
+            imin += mn[g] * (xs[i / 16 + 2 * g] + xs[i / 16 + 2 * g + 1]);
+        }
+        s += f16(b) * xd[i / 256] * (float)isum - f16(b + 2) * xd[i / 256] * (float)imin;
+    }
+    return s;
+}
+
 static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
                                     {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref, [PG_TYPE_Q3_K] = dot_q3_k_q8_ref,
                                      [PG_TYPE_Q4_K] = dot_q4_k_q8_ref},
@@ -394,6 +469,10 @@ static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
                                     NULL,
                                     {0},
                                     NULL,
+                                    NULL,
+                                    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_ref, [PG_TYPE_Q4_K] = dot_q4_k_q8k_ref},
+                                    {0},
+                                    {0},
                                     NULL};
 
 static void axpy_f32_ref(float *y, float a, const void *row, int n) {
@@ -444,6 +523,7 @@ void pg_quantize_q8_0(const float *x, void *out, int n) {
 
 // The integer-activation definitions, for fast sets to reuse where they have no kernel of their own.
 pg_dot_q8_fn pg_dot_q8_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.dot_q8[type] : NULL; }
+pg_dot_q8k_fn pg_dot_q8k_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.dot_q8k[type] : NULL; }
 
 const pg_kernels *pg_kernels_ref(void) { return &s_ref; }
 

@@ -154,6 +154,41 @@ PG_AVX2 static void quantize_act_avx2(const float *x, int8_t *xq, float *xd, flo
     }
 }
 
+// x (n,) -> the K activation format exactly as pg_quantize_act_k (the max over 256 values is
+// order-free; each value gets quantize_act_avx2's operations)
+PG_AVX2 static void quantize_act_k_avx2(const float *x, int8_t *xq, float *xd, int16_t *xs, int n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256 signmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 half = _mm256_set1_ps(0.5f);
+    for (int i = 0; i < n; i += 256) {
+        __m256 mx = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(x + i + 8 * k), absmask));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        xd[i / 256] = d;
+        __m256 iv = _mm256_set1_ps(inv);
+        for (int c = i; c < i + 256; c += 32) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++) {
+                __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + c + 8 * k), iv);
+                t = _mm256_add_ps(t, _mm256_or_ps(half, _mm256_and_ps(t, signmask)));
+                q[k] = _mm256_cvttps_epi32(t);
+            }
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(xq + c), p);
+            __m256i h = _mm256_hadd_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            h = _mm256_hadd_epi32(h, h);
+            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            xs[c / 16] = (int16_t)_mm_extract_epi32(t, 0);
+            xs[c / 16 + 1] = (int16_t)_mm_extract_epi32(t, 1);
+        }
+    }
+}
+
 PG_AVX2 static float f16c(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
@@ -383,6 +418,10 @@ static const pg_kernels s_avx2 = {
     {0},
     attn_scores_q8_0_64_avx2,
     attn_values_q8_0_64_avx2,
+    {0},
+    {0},
+    {0},
+    NULL,
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -450,6 +489,10 @@ static const pg_kernels s_avx512 = {
     {0},
     attn_scores_q8_0_64_avx2,
     attn_values_q8_0_64_avx2,
+    {0},
+    {0},
+    {0},
+    NULL,
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -568,6 +611,126 @@ PG_Q4K_ROWS(q4_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2)
 PG_Q3K_ROWS(q3_k_rows1_avx2, 1, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 
+// ---- K-format activations (one scale per 256 values): a block accumulates in integers ----------
+// The byte products go through maddubs (u <= 15, |x| <= 127: the pair sums fit int16), then the
+// sub-block scales as int16 multiply-adds into int32 (vpdpwssd with VNNI, madd + add without);
+// one float conversion and multiply-add per block and activation row. Integer sums are exact, so
+// every R gives the same bits; against pg_dot_q8k_ref only the float summation order differs.
+#define PG_MADD_VNNI(acc, p, s) _mm256_dpwssd_epi32(acc, p, s)
+#define PG_MADD_AVX2(acc, p, s) _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+
+// Q3_K row (n,) . R K-format activation rows -> out[r] (same sums as dot_q3_k_q8k_ref)
+#define PG_Q3K_K_ROWS(NAME, R, TARGET, MADD, ADD4)                                                           \
+    TARGET static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n,   \
+                            float *out) {                                                                  \
+        const uint8_t *b = (const uint8_t *)row;                                                           \
+        const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                             \
+        /* per group g % 4 = j: int16 scale 2j in the low 128-bit lane, 2j + 1 in the high one */          \
+        const __m256i pick[4] = {                                                                          \
+            _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, \
+                             3, 2, 3),                                                                     \
+            _mm256_setr_epi8(4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, \
+                             7, 6, 7),                                                                     \
+            _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10,  \
+                             11, 10, 11, 10, 11, 10, 11),                                                  \
+            _mm256_setr_epi8(12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, \
+                             15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15)};                                 \
+        __m256 acc[R];                                                                                     \
+        PG_UNROLL for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();                                \
+        for (int i = 0; i < n; i += 256, b += 110) {                                                       \
+            __m256i sc16 = _mm256_cvtepi8_epi16(q3_k_scales_avx2(b + 96));                                 \
+            __m256i m4sc = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 2));           \
+            __m256i s_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);                                    \
+            __m256i s_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);                                    \
+            float dw = f16c(b + 108);                                                                      \
+            __m256i is[R], is2[R]; /* two chains for 1 row (even and odd groups) */                 \
+            PG_UNROLL for (int r = 0; r < R; r++) { /* the -4 offsets: -4 sc[k] xs[k] */                   \
+                is[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), m4sc); \
+                is2[r] = _mm256_setzero_si256();                                                           \
+            }                                                                                              \
+            __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                           \
+            PG_UNROLL for (int g = 0; g < 8; g++) {                                                        \
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                 \
+                __m256i low2 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                \
+                __m256i u = ADD4(low2, hm, _mm256_set1_epi8((char)(1 << g)), four);                        \
+                __m256i sv = _mm256_shuffle_epi8(g < 4 ? s_lo : s_hi, pick[g % 4]);                        \
+                PG_UNROLL for (int r = 0; r < R; r++) {                                                    \
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)r * (size_t)n + i + 32 * g)); \
+                    if (R < 4 && (g & 1)) is2[r] = MADD(is2[r], _mm256_maddubs_epi16(u, x), sv);            \
+                    else is[r] = MADD(is[r], _mm256_maddubs_epi16(u, x), sv);                              \
+                }                                                                                          \
+            }                                                                                              \
+            PG_UNROLL for (int r = 0; r < R; r++)                                                          \
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(is[r], is2[r])),              \
+                                         _mm256_set1_ps(dw * xd[(size_t)r * (size_t)(n / 256) + i / 256]), acc[r]); \
+        }                                                                                                  \
+        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
+    }
+
+// Q4_K row (n,) . R K-format activation rows -> out[r] (same sums as dot_q4_k_q8k_ref)
+#define PG_Q4K_K_ROWS(NAME, R, TARGET, MADD)                                                                 \
+    TARGET static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n,   \
+                            float *out) {                                                                  \
+        const uint8_t *b = (const uint8_t *)row;                                                           \
+        const __m256i m4 = _mm256_set1_epi8(0x0F);                                                         \
+        /* mins 0..7 (bytes 8..15 of the unpacked scales) each twice, zero-extended to int16 */             \
+        const __m128i mdup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);     \
+        __m256 acc[R];                                                                                     \
+        PG_UNROLL for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();                                \
+        for (int i = 0; i < n; i += 256, b += 144) {                                                       \
+            uint32_t sm[4];                                                                                \
+            q4_k_unpack(b + 4, sm);                                                                        \
+            __m128i smv = _mm_loadu_si128((const __m128i *)sm);                                            \
+            __m256i mn16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, mdup));                              \
+            float d = f16c(b), dmin = f16c(b + 2);                                                         \
+            __m256i is[R], is2[R]; /* two chains for 1 row (low and high nibbles) */                \
+            PG_UNROLL for (int r = 0; r < R; r++) is[r] = is2[r] = _mm256_setzero_si256();                 \
+            const uint8_t *qs = b + 16;                                                                    \
+            PG_UNROLL for (int p = 0; p < 4; p++) {                                                        \
+                __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));                            \
+                __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);  \
+                __m256i sl = _mm256_set1_epi16((short)((const uint8_t *)sm)[2 * p]);                       \
+                __m256i sh = _mm256_set1_epi16((short)((const uint8_t *)sm)[2 * p + 1]);                   \
+                PG_UNROLL for (int r = 0; r < R; r++) {                                                    \
+                    const int8_t *x = xq + (size_t)r * (size_t)n + i + 64 * p;                             \
+                    is[r] = MADD(is[r], _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x)), sl); \
+                    __m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 32)));  \
+                    if (R < 4) is2[r] = MADD(is2[r], ph, sh);                                              \
+                    else is[r] = MADD(is[r], ph, sh);                                                      \
+                }                                                                                          \
+            }                                                                                              \
+            PG_UNROLL for (int r = 0; r < R; r++) {                                                        \
+                float dx = xd[(size_t)r * (size_t)(n / 256) + i / 256];                                    \
+                __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), mn16); \
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(is[r], is2[r])), _mm256_set1_ps(d * dx), acc[r]); \
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * dx), acc[r]);      \
+            }                                                                                              \
+        }                                                                                                  \
+        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
+    }
+
+PG_Q3K_K_ROWS(q3_k_krows1_vnni256, 1, PG_VNNI256, PG_MADD_VNNI, PG_ADD4_VNNI)
+PG_Q3K_K_ROWS(q3_k_krows4_vnni256, 4, PG_VNNI256, PG_MADD_VNNI, PG_ADD4_VNNI)
+PG_Q3K_K_ROWS(q3_k_krows8_vnni256, 8, PG_VNNI256, PG_MADD_VNNI, PG_ADD4_VNNI)
+PG_Q4K_K_ROWS(q4_k_krows1_vnni256, 1, PG_VNNI256, PG_MADD_VNNI)
+PG_Q4K_K_ROWS(q4_k_krows4_vnni256, 4, PG_VNNI256, PG_MADD_VNNI)
+PG_Q4K_K_ROWS(q4_k_krows8_vnni256, 8, PG_VNNI256, PG_MADD_VNNI)
+PG_Q3K_K_ROWS(q3_k_krows1_avx2, 1, PG_AVX2, PG_MADD_AVX2, PG_ADD4_AVX2)
+PG_Q3K_K_ROWS(q3_k_krows4_avx2, 4, PG_AVX2, PG_MADD_AVX2, PG_ADD4_AVX2)
+PG_Q4K_K_ROWS(q4_k_krows1_avx2, 1, PG_AVX2, PG_MADD_AVX2)
+PG_Q4K_K_ROWS(q4_k_krows4_avx2, 4, PG_AVX2, PG_MADD_AVX2)
+
+#define PG_DOTK_FROM_ROWS1(name, rows1, attr)                                                                 \
+    attr static float name(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n) { \
+        float o;                                                                                           \
+        rows1(row, xq, xd, xs, n, &o);                                                                     \
+        return o;                                                                                          \
+    }
+PG_DOTK_FROM_ROWS1(dot_q3_k_q8k_vnni256, q3_k_krows1_vnni256, PG_VNNI256)
+PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_vnni256, q4_k_krows1_vnni256, PG_VNNI256)
+PG_DOTK_FROM_ROWS1(dot_q3_k_q8k_avx2, q3_k_krows1_avx2, PG_AVX2)
+PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_avx2, q4_k_krows1_avx2, PG_AVX2)
+
 // The dot-product table's one-row signature over a rows-kernel called for one activation row.
 #define PG_DOT_FROM_ROWS1(name, rows1, attr)                                                              \
     attr static float name(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) { \
@@ -592,6 +755,10 @@ static const pg_kernels s_avx2_int = {
     {0},
     attn_scores_q8_0_64_avx2,
     attn_values_q8_0_64_avx2,
+    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8k_avx2},
+    {[PG_TYPE_Q3_K] = q3_k_krows4_avx2, [PG_TYPE_Q4_K] = q4_k_krows4_avx2},
+    {0},
+    quantize_act_k_avx2,
 };
 static const pg_kernels s_vnni256_int = {
     "x86-vnni256-int8",
@@ -605,6 +772,10 @@ static const pg_kernels s_vnni256_int = {
     {[PG_TYPE_Q3_K] = q3_k_rows8_vnni256, [PG_TYPE_Q4_K] = q4_k_rows8_vnni256},
     attn_scores_q8_0_64_avx2,
     attn_values_q8_0_64_avx2,
+    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_vnni256, [PG_TYPE_Q4_K] = dot_q4_k_q8k_vnni256},
+    {[PG_TYPE_Q3_K] = q3_k_krows4_vnni256, [PG_TYPE_Q4_K] = q4_k_krows4_vnni256},
+    {[PG_TYPE_Q3_K] = q3_k_krows8_vnni256, [PG_TYPE_Q4_K] = q4_k_krows8_vnni256},
+    quantize_act_k_avx2,
 };
 
 

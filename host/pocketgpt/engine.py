@@ -50,7 +50,8 @@ class Engine:
     `path` is a .gguf file or a model spec (`builtin:host`). `n_ctx` caps each session's context
     (default: the model's). `threads` sizes the worker pool (default: every core). `force_ref`
     runs the portable reference kernels (also forced by PG_FORCE_REF=1 in the environment);
-    `kernels="ref-q8"` runs the portable reference of the chip's integer-activation path,
+    `kernels="ref-q8"` runs the portable reference of the integer-activation paths (int8
+    activations with one scale per 32 values, as the chip; per 256 for Q3_K/Q4_K, as x86),
     `kernels="no-avx512"` the fastest set without AVX-512 (AVX2), `kernels="float"` the fastest set
     with float activations only (no int8 activation kernels; closest to the float reference).
     `kv` is how each session stores its KV cache: "f16" (default: half of "f32"'s memory, logits

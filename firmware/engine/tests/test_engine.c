@@ -234,6 +234,74 @@ static void test_quantize_act(void) {
     }
 }
 
+// the K activation format (one scale per 256 values): every set's quantizer equals
+// pg_quantize_act_k bit for bit; each set's Q3_K/Q4_K dot equals the portable definition up to
+// float order, and its 4- and 8-row kernels give each row the one-row kernel's bits
+static void test_k_format(void) {
+    enum { N = 512, ROWS = 8 };
+    static float x[ROWS * N], xd1[ROWS * N / 256], xd2[ROWS * N / 256];
+    static int8_t q1[ROWS * N], q2[ROWS * N];
+    static int16_t s1[ROWS * N / 16], s2[ROWS * N / 16];
+    static uint8_t w[N / 256 * 144];
+    uint32_t r = 777;
+    for (int i = 0; i < ROWS * N; i++) {
+        r = r * 1664525u + 1013904223u;
+        int v = (int)(r >> 8) % 2001 - 1000;
+        x[i] = i % 3 == 0 ? (float)v * 0.5f : (float)v / 7.0f;  // exact halves: rounding ties
+    }
+    for (int i = 0; i < 256; i++) x[i] = i == 7 ? -0.0f : 0.0f;  // an all-zero super-block
+    for (int b = 0; b < ROWS; b++) pg_quantize_act_k(x + b * N, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
+    CHECK(xd1[0] == 0.0f && q1[3] == 0 && s1[0] == 0);
+    const uint32_t types[2] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K};
+    for (int mode = 0; mode < 5; mode++) {
+        const pg_kernels *k = pg_kernels_select(mode);
+        if (k->quantize_k) {
+            for (int b = 0; b < ROWS; b++) k->quantize_k(x + b * N, q2 + b * N, xd2 + b * N / 256, s2 + b * N / 16, N);
+            CHECK(memcmp(q1, q2, sizeof q1) == 0 && memcmp(xd1, xd2, sizeof xd1) == 0 && memcmp(s1, s2, sizeof s1) == 0);
+        }
+        for (int t = 0; t < 2; t++) {
+            if (!k->dot_q8k[types[t]]) continue;
+            size_t bb = pg_type_block_bytes(types[t]);
+            for (int trial = 0; trial < 20; trial++) {
+                for (size_t i = 0; i < N / 256 * bb; i++) {
+                    r = r * 1664525u + 1013904223u;
+                    w[i] = (uint8_t)(r >> 24);
+                }
+                for (int b = 0; b < N / 256; b++) {  // modest half scales (d, dmin) where the type keeps them
+                    uint8_t *blk = w + (size_t)b * bb;
+                    size_t at = types[t] == PG_TYPE_Q3_K ? 108 : 0;
+                    uint16_t h = pg_f32_to_f16(0.01f * (float)(trial + 1));
+                    memcpy(blk + at, &h, 2);
+                    if (types[t] == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
+                }
+                float one[ROWS], o4[ROWS], o8[ROWS], deq[N];
+                pg_dequant_row(types[t], w, deq, N);
+                for (int b = 0; b < ROWS; b++) {
+                    one[b] = k->dot_q8k[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
+                    float want = pg_dot_q8k_ref(types[t])(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
+                    double exact = 0.0, mag = 0.0;  // the definition is the dot of the dequantized values
+                    for (int i = 0; i < N; i++) {
+                        double p = (double)deq[i] * (double)q1[b * N + i] * (double)xd1[b * N / 256 + i / 256];
+                        exact += p;
+                        mag += fabs(p);
+                    }
+                    CHECK(fabs((double)want - exact) <= 1e-5 * (1.0 + mag));
+                    CHECK(fabs((double)one[b] - (double)want) <= 1e-5 * (1.0 + mag));
+                }
+                if (k->dot_q8kx4[types[t]]) {
+                    k->dot_q8kx4[types[t]](w, q1, xd1, s1, N, o4);
+                    k->dot_q8kx4[types[t]](w, q1 + 4 * N, xd1 + 4 * N / 256, s1 + 4 * N / 16, N, o4 + 4);
+                    CHECK(memcmp(o4, one, sizeof one) == 0);
+                }
+                if (k->dot_q8kx8[types[t]]) {
+                    k->dot_q8kx8[types[t]](w, q1, xd1, s1, N, o8);
+                    CHECK(memcmp(o8, one, sizeof one) == 0);
+                }
+            }
+        }
+    }
+}
+
 // KV cache stored as F16 (and Q8_0 where the head size allows): close to the F32 cache
 static void test_kv_types(const pg_model *m) {
     pg_status st;
@@ -443,6 +511,7 @@ static void fuzz_tokenizer(const pg_model *m, int rounds) {
 int main(int argc, char **argv) {
     test_f16();
     test_quantize_act();
+    test_k_format();
     test_arena();
     test_textout();
     test_sampler();
