@@ -61,18 +61,34 @@ def rss_mb() -> float:
 
 # ---- workers (each runs in a fresh process and prints one JSON line) --------------------------
 
+# The memory workers run in a lean process (`python -c`, not this script, whose own imports cost
+# ~4 MiB): a user's process that imports pocketgpt.engine, or the relay's modules ("relay"), then
+# fills one 1,024-token session. VmRSS counts the mapped file's pages once.
+MEMORY_WORKER = """
+import json, re, sys
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024.0
+bare = rss()
+model, threads, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if mode == "memory-relay":
+    import pocketgpt.relay.backends, pocketgpt.relay.server  # what `pocketgpt serve` imports
+from pocketgpt.engine import Engine
+base = rss()
+kv = "f16" if mode == "memory-f16" else "q8_0"
+eng = Engine(model, threads=threads, n_ctx=%d, kv=kv)
+s = eng.session()
+rng = __import__("random").Random(3)
+s._s.eval([rng.randrange(256, 50000) for _ in range(%d)])
+print(json.dumps({"rss_mb": rss(), "rss_before_engine_mb": base, "rss_bare_mb": bare, "kernels": eng.kernels,
+                  "kv": kv, "session_bytes": s._s.mem_bytes}))
+""" % (MEM_CTX, MEM_CTX)
+
+
 def work_ours(model: str, threads: int, mode: str) -> dict:
     from pocketgpt.engine import Engine
 
-    base = rss_mb()
-    kv = "f16" if mode == "memory-f16" else "q8_0"
-    eng = Engine(model, threads=threads, n_ctx=MEM_CTX, kv=kv)
+    eng = Engine(model, threads=threads, n_ctx=MEM_CTX, kv="q8_0")
     prompt, feed = token_ids(PROMPT_LEN, 1), token_ids(DECODE_LEN, 2)
-    if mode.startswith("memory"):
-        s = eng.session()
-        s._s.eval(token_ids(MEM_CTX, 3))
-        return {"rss_mb": rss_mb(), "rss_before_engine_mb": base, "kernels": eng.kernels, "kv": kv,
-                "session_bytes": s._s.mem_bytes}
     if mode == "batch":
         out = {}
         for n in STREAMS:
@@ -158,10 +174,33 @@ WORKERS = {"ours": work_ours, "llama": work_llama, "hf": work_hf}
 
 def run_worker(name: str, model: str, threads: int, mode: str = "speed") -> dict:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT / "host"))
-    proc = subprocess.run([sys.executable, __file__, "--worker", name, "--model", model, "--threads", str(threads),
-                           "--mode", mode], capture_output=True, text=True, env=env, timeout=1800)
+    if name == "ours" and mode.startswith("memory"):
+        cmd = [sys.executable, "-c", MEMORY_WORKER, model, str(threads), mode]
+    else:
+        cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--threads", str(threads), "--mode", mode]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} {mode} worker failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def c_memory(model: str, tmp: Path) -> dict | None:
+    """The engine's resident memory without Python: firmware/engine/tests/bench_memory.c built with
+    the system C compiler (None when there is none), the same file and a Q8_0 KV cache for 1,024
+    positions, filled by one evaluation."""
+    import shutil
+
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        return None
+    eng = ROOT / "firmware" / "engine"
+    exe = tmp / "bench_memory"
+    srcs = [str(eng / "tests" / "bench_memory.c")] + [str(eng / f"{n}.c") for n in
+                                                        ("pg_common", "gguf", "kernels_ref", "kernels_x86", "tokenizer",
+                                                         "sampler", "gpt2")]
+    subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", f"-I{eng}", "-o", str(exe), *srcs, "-lm"], check=True,
+                   capture_output=True)
+    proc = subprocess.run([str(exe), model, str(MEM_CTX)], capture_output=True, text=True, check=True, timeout=600)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -253,12 +292,24 @@ def render(res: dict) -> str:
         lines.append(f"- prefill of 64 tokens: {rt['prefill_vs_llama']:.2f}× llama.cpp (goal 1×)")
     if "ours_memory" in r:
         mem = r["ours_memory"]
-        lines.append(f"- memory: RSS {mem['rss_mb']:.0f} MiB against a goal of file + 32 MiB = "
-                     f"{res['files']['ours_bytes'] / 2**20 + 32:.0f} MiB; the bare Python process with the package "
-                     f"imported was {mem['rss_before_engine_mb']:.0f} MiB of it, so the engine's own share (mapped weights, "
-                     f"Q8_0 KV cache, tokenizer tables, activations) is "
-                     f"{mem['rss_mb'] - mem['rss_before_engine_mb']:.0f} MiB; with the default F16 KV cache the RSS is "
-                     f"{r['ours_memory_f16']['rss_mb']:.0f} MiB")
+        goal = res["files"]["ours_bytes"] / 2**20 + 32
+        if "ours_memory_c" in r:
+            c = r["ours_memory_c"]
+            lines.append(f"- memory, engine without Python (firmware/engine/tests/bench_memory.c: mapped file, Q8_0 KV "
+                         f"cache, 1,024 tokens evaluated): RSS {c['rss_mib']:.1f} MiB against a goal of file + 32 MiB = "
+                         f"{goal:.1f} MiB ({'met' if c['rss_mib'] <= goal else 'missed'}); the engine's allocations are "
+                         f"{c['state_bytes'] / 2**20:.1f} MiB of session state and {c['model_mem_bytes'] / 2**20:.1f} MiB "
+                         f"of model tables, the rest is the file's pages")
+        lines.append(f"- memory, Python process: RSS {mem['rss_mb']:.1f} MiB ({'met' if mem['rss_mb'] <= goal else 'missed'}); "
+                     + (f"the interpreter was {mem['rss_bare_mb']:.1f} MiB bare and " if "rss_bare_mb" in mem else "the process was ")
+                     + f"{mem['rss_before_engine_mb']:.1f} MiB with pocketgpt.engine imported, so the engine's own share is "
+                     f"{mem['rss_mb'] - mem['rss_before_engine_mb']:.1f} MiB; with the default F16 KV cache the RSS is "
+                     f"{r['ours_memory_f16']['rss_mb']:.1f} MiB")
+        if "ours_memory_relay" in r:
+            rl = r["ours_memory_relay"]
+            lines.append(f"- memory, a process with the relay's modules imported (`pocketgpt serve`'s imports, one "
+                         f"1,024-token session, Q8_0 cache): RSS {rl['rss_mb']:.1f} MiB, of which "
+                         f"{rl['rss_before_engine_mb']:.1f} MiB before the model was loaded")
     b = r["ours_batch"]
     lines += ["", "Batched decode (Engine.step: one forward pass per token for all streams, greedy sampling "
               "included, streams at different positions):", "", "| streams | aggregate tok/s | per stream |", "|---|---|---|"]
@@ -317,6 +368,10 @@ def main() -> int:
         results["ours_batch"] = {str(n): max(b["batch_tok_s"][str(n)] for b in batch) for n in STREAMS}
         results["ours_memory"] = run_worker("ours", files["ours"], args.threads, "memory")
         results["ours_memory_f16"] = run_worker("ours", files["ours"], args.threads, "memory-f16")
+        results["ours_memory_relay"] = run_worker("ours", files["ours"], args.threads, "memory-relay")
+        mem_c = c_memory(files["ours"], Path(tmp))
+        if mem_c:
+            results["ours_memory_c"] = mem_c
         if have_llama:
             results["llama_memory"] = run_worker("llama", files["llama"], args.threads, "memory")
         files = {k: v for k, v in files.items() if k.endswith("_bytes")}  # no machine paths in results
