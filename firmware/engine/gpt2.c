@@ -281,6 +281,29 @@ static void run_tasks(const pg_parallel *par, pg_task_fn fn, void *arg, int n_ta
     }
 }
 
+// A per-row operation (layer norm, activation quantization, GELU, KV store) over B independent
+// rows, spread over the threads: in a prefill chunk or a batch these were serial work between
+// the parallel matrix products (~7 % of a one-thread prefill). Each row is computed by the same
+// function whichever thread runs it, so the results do not depend on the thread count.
+typedef void (*pg_row_fn)(const void *ctx, int32_t b);
+typedef struct {
+    pg_row_fn fn;
+    const void *ctx;
+    int32_t B;
+} pg_rows_job;
+
+static void rows_task(void *arg, int task, int n_tasks) {
+    const pg_rows_job *j = (const pg_rows_job *)arg;
+    for (int32_t b = task; b < j->B; b += n_tasks) j->fn(j->ctx, b);
+}
+
+static void run_rows(const pg_parallel *par, int32_t B, pg_row_fn fn, const void *ctx) {
+    int n = par->n_threads > 1 ? par->n_threads : 1;
+    if (n > B) n = B;
+    pg_rows_job j = {fn, ctx, B};
+    run_tasks(par, rows_task, &j, n);
+}
+
 typedef struct {
     const pg_kernels *k;
     const pg_matrix *w;
@@ -383,6 +406,31 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
 }
 
+// activation rows x (B, cols) -> xq (B, cols) and per 32 values xd (B, cols / 32) and float sums
+// xs (B, cols / 16), or in the K format (xk set: xd (B, cols / 256), int16 sums xk (B, cols / 16))
+typedef struct {
+    const pg_kernels *k;
+    const float *x;
+    int8_t *xq;
+    float *xd, *xs;
+    int16_t *xk;
+    size_t cols;
+} pg_quant_rows;
+
+static void quant_row(const void *ctx, int32_t b) {
+    const pg_quant_rows *q = (const pg_quant_rows *)ctx;
+    size_t c = q->cols;
+    const float *x = q->x + (size_t)b * c;
+    int8_t *xq = q->xq + (size_t)b * c;
+    if (q->xk) {
+        pg_quantize_k_fn f = q->k->quantize_k ? q->k->quantize_k : pg_quantize_act_k;
+        f(x, xq, q->xd + (size_t)b * (c / 256), q->xk + (size_t)b * (c / 16), (int)c);
+    } else {
+        pg_quantize_fn f = q->k->quantize ? q->k->quantize : pg_quantize_act;
+        f(x, xq, q->xd + (size_t)b * (c / 32), q->xs + (size_t)b * (c / 16), (int)c);
+    }
+}
+
 // W (rows, cols) @ x (B, cols) + bias -> out (B, out_stride)
 static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, const float *bias, const float *x,
                    float *out, int32_t B, size_t out_stride) {
@@ -391,7 +439,7 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
     // descheduled (a shared machine) does not leave the others waiting on its half. 128-row tasks
     // measured slower (the shared task counter moves between cores more often).
     int threads = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
-    size_t cols = (size_t)w->cols, groups = cols / 32;
+    size_t cols = (size_t)w->cols;
     int integer = m->kern->dot_q8[w->type] && cols % 32 == 0;
     int cap = PG_MAX_TASKS;
     if (threads > cap) threads = cap;
@@ -410,13 +458,11 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
     }
     if (kfmt) {  // one activation scale per 256 values; the int16 sums live in rowbuf (unused here)
         int32_t chunk = 16 * PG_MAX_TASKS;
-        pg_quantize_k_fn quantize = m->kern->quantize_k ? m->kern->quantize_k : pg_quantize_act_k;
         int16_t *sums = (int16_t *)ws->rowbuf;
         for (int32_t b0 = 0; b0 < B; b0 += chunk) {
             int32_t nb = B - b0 < chunk ? B - b0 : chunk;
-            for (int32_t b = 0; b < nb; b++)
-                quantize(x + (size_t)(b0 + b) * cols, ws->xq + (size_t)b * cols, ws->xd + (size_t)b * (cols / 256),
-                         sums + (size_t)b * (cols / 16), (int)cols);
+            pg_quant_rows q = {m->kern, x + (size_t)b0 * cols, ws->xq, ws->xd, NULL, sums, cols};
+            run_rows(ws->par, nb, quant_row, &q);
             pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, NULL, NULL, out + (size_t)b0 * out_stride, nb,
                                out_stride, ws->row_exact, sums};
             run_tasks(ws->par, matmul_task, &j, n);
@@ -428,10 +474,8 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
     int32_t chunk = 16 * PG_MAX_TASKS;
     for (int32_t b0 = 0; b0 < B; b0 += chunk) {
         int32_t nb = B - b0 < chunk ? B - b0 : chunk;
-        pg_quantize_fn quantize = m->kern->quantize ? m->kern->quantize : pg_quantize_act;
-        for (int32_t b = 0; b < nb; b++)
-            quantize(x + (size_t)(b0 + b) * cols, ws->xq + (size_t)b * cols, ws->xd + (size_t)b * groups,
-                            ws->rowbuf + (size_t)b * (cols / 16), (int)cols);
+        pg_quant_rows q = {m->kern, x + (size_t)b0 * cols, ws->xq, ws->xd, ws->rowbuf, NULL, cols};
+        run_rows(ws->par, nb, quant_row, &q);
         pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, ws->rowbuf, NULL, out + (size_t)b0 * out_stride, nb,
                            out_stride, ws->row_exact, NULL};
         run_tasks(ws->par, matmul_task, &j, n);
@@ -541,6 +585,58 @@ static void gelu(float *x, size_t n) {
 
 // ---- forward -------------------------------------------------------------------------------
 
+// per-row pieces of a forward pass, for run_rows
+typedef struct {
+    float *out;
+    const float *x, *w, *b;
+    int32_t n;
+    float eps;
+} pg_norm_rows;
+
+static void norm_row(const void *ctx, int32_t b) {
+    const pg_norm_rows *c = (const pg_norm_rows *)ctx;
+    layernorm(c->out + (size_t)b * (size_t)c->n, c->x + (size_t)b * (size_t)c->n, c->w, c->b, c->n, c->eps);
+}
+
+static void norm_rows(const pg_work *w, float *out, const float *x, const float *wt, const float *bias, int32_t B,
+                      int32_t n, float eps) {
+    pg_norm_rows c = {out, x, wt, bias, n, eps};
+    run_rows(w->par, B, norm_row, &c);
+}
+
+typedef struct {
+    const pg_kernels *k;
+    float *x;
+    size_t n;
+} pg_gelu_rows;
+
+static void gelu_row(const void *ctx, int32_t b) {
+    const pg_gelu_rows *c = (const pg_gelu_rows *)ctx;
+    if (c->k->gelu) c->k->gelu(c->x + (size_t)b * c->n, c->n);
+    else gelu(c->x + (size_t)b * c->n, c->n);
+}
+
+// row b's k and v (from qkv) -> its state's cache at its position, one head at a time
+typedef struct {
+    const pg_model *m;
+    const pg_work *w;
+    const pg_rows *rows;
+    uint32_t layer;
+} pg_kv_rows;
+
+static void kv_row(const void *ctx, int32_t b) {
+    const pg_kv_rows *c = (const pg_kv_rows *)ctx;
+    int32_t E = (int32_t)c->m->cfg.n_embd, H = (int32_t)c->m->cfg.n_head, D = E / H;
+    pg_state *s = row_state(c->rows, b);
+    const float *row = c->w->qkv + (size_t)b * 3 * (size_t)E;
+    size_t hb = s->kv_row_bytes / (size_t)H;
+    for (int32_t h = 0; h < H; h++) {
+        size_t at = (((size_t)c->layer * (size_t)H + (size_t)h) * (size_t)s->n_ctx + (size_t)row_pos(c->rows, b)) * hb;
+        kv_store(c->m->kern, s->kv_type, row + E + h * D, (uint8_t *)s->k_cache + at, D);
+        kv_store(c->m->kern, s->kv_type, row + 2 * E + h * D, (uint8_t *)s->v_cache + at, D);
+    }
+}
+
 // tokens (B,) of `rows` -> their states' KV caches and w->x (B, E) through all blocks; then the
 // logits of every row into logits (B, V) when `all`, else of the last row only into logits (V,);
 // logits NULL skips the output head
@@ -556,38 +652,26 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
     }
     for (uint32_t li = 0; li < c->n_layer; li++) {
         const pg_layer *l = &m->layers[li];
-        for (int32_t b = 0; b < B; b++)
-            layernorm(w->xn + (size_t)b * E, w->x + (size_t)b * E, l->ln1_w, l->ln1_b, E, c->eps);
+        norm_rows(w, w->xn, w->x, l->ln1_w, l->ln1_b, B, E, c->eps);
         matmul(m, w, &l->qkv, l->qkv_b, w->xn, w->qkv, B, 3 * (size_t)E);
-        for (int32_t b = 0; b < B; b++) {
-            pg_state *s = row_state(rows, b);
-            const float *row = w->qkv + (size_t)b * 3 * (size_t)E;
-            int32_t H = (int32_t)c->n_head, D = E / H;
-            size_t hb = s->kv_row_bytes / (size_t)H;
-            for (int32_t h = 0; h < H; h++) {
-                size_t at = (((size_t)li * (size_t)H + (size_t)h) * (size_t)s->n_ctx + (size_t)row_pos(rows, b)) * hb;
-                kv_store(m->kern, s->kv_type, row + E + h * D, (uint8_t *)s->k_cache + at, D);
-                kv_store(m->kern, s->kv_type, row + 2 * E + h * D, (uint8_t *)s->v_cache + at, D);
-            }
-        }
+        pg_kv_rows kv = {m, w, rows, li};
+        run_rows(w->par, B, kv_row, &kv);
         pg_attn_job aj = {m, w, rows, (int32_t)li, B};
         int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1;
         if (n_att > B * (int32_t)c->n_head) n_att = B * (int32_t)c->n_head;
         run_tasks(w->par, attn_task, &aj, n_att);
         matmul(m, w, &l->proj, l->proj_b, w->att, w->xn, B, (size_t)E);
         for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
-        for (int32_t b = 0; b < B; b++)
-            layernorm(w->xn + (size_t)b * E, w->x + (size_t)b * E, l->ln2_w, l->ln2_b, E, c->eps);
+        norm_rows(w, w->xn, w->x, l->ln2_w, l->ln2_b, B, E, c->eps);
         matmul(m, w, &l->up, l->up_b, w->xn, w->ff, B, (size_t)F);
-        if (m->kern->gelu) m->kern->gelu(w->ff, (size_t)B * F);
-        else gelu(w->ff, (size_t)B * F);
+        pg_gelu_rows gr = {m->kern, w->ff, (size_t)F};
+        run_rows(w->par, B, gelu_row, &gr);
         matmul(m, w, &l->down, l->down_b, w->ff, w->xn, B, (size_t)E);
         for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
     }
     if (!logits) return;  // a prompt chunk that is not the last: only the KV cache matters
     if (all) {
-        for (int32_t b = 0; b < B; b++)
-            layernorm(w->xn + (size_t)b * E, w->x + (size_t)b * E, m->lnf_w, m->lnf_b, E, c->eps);
+        norm_rows(w, w->xn, w->x, m->lnf_w, m->lnf_b, B, E, c->eps);
         matmul(m, w, &m->head, NULL, w->xn, logits, B, c->n_vocab);
     } else {
         layernorm(w->xn, w->x + (size_t)(B - 1) * E, m->lnf_w, m->lnf_b, E, c->eps);
