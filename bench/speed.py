@@ -116,7 +116,7 @@ def work_ours(model: str, threads: int, mode: str) -> dict:
     for tok in feed:
         s._s.eval([tok])
     tg = DECODE_LEN / (time.perf_counter() - t)
-    return {"pp64_tok_s": pp, "tg128_tok_s": tg, "kernels": eng.kernels, "kv": kv}
+    return {"pp64_tok_s": pp, "tg128_tok_s": tg, "kernels": eng.kernels, "kv": "q8_0"}
 
 
 def work_llama(model: str, threads: int, mode: str) -> dict:

@@ -47,17 +47,23 @@ typedef struct {
     pthread_mutex_t submit;  // one parallel-for at a time (sessions on several threads share the pool)
     pg_task_fn fn;           // published before `next` is reset (release) and read after taking a task
     void *arg;
-    atomic_int n_tasks, next, done;
+    atomic_int n_tasks, done;
+    // (job number << 32) | next task index: a task is taken by compare-and-swap on the whole word,
+    // so a worker still leaving the previous job cannot take an index of the next one (which ran
+    // a task twice and let the caller return while it still ran: a crash under load)
+    atomic_uint_fast64_t next;
     atomic_uint_fast64_t gen;
     atomic_int quit, sleepers;
 } pg_pool;
 
 static void pool_take_tasks(pg_pool *p) {
     for (;;) {
-        int t = atomic_fetch_add(&p->next, 1);
-        int n = atomic_load(&p->n_tasks);
+        uint_fast64_t v = atomic_load(&p->next);
+        int n = atomic_load(&p->n_tasks);  // this job's count whenever the swap below succeeds
+        int t = (int)(uint32_t)v;
         if (t >= n) return;
-        p->fn(p->arg, t, n);
+        if (!atomic_compare_exchange_weak(&p->next, &v, v + 1)) continue;
+        p->fn(p->arg, t, n);  // the job cannot end (nor fn/arg change) before `done` counts this task
         atomic_fetch_add(&p->done, 1);
     }
 }
@@ -87,7 +93,7 @@ static void pool_run(void *pool, pg_task_fn fn, void *arg, int n_tasks) {
     p->arg = arg;
     atomic_store(&p->n_tasks, n_tasks);
     atomic_store(&p->done, 0);
-    atomic_store(&p->next, 0);
+    atomic_store(&p->next, ((atomic_load(&p->next) >> 32) + 1) << 32);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
