@@ -75,8 +75,8 @@ typedef struct {
     float *ff;                     // (n_batch, F)
     float *scores;                 // (n_batch * n_head, n_ctx)
     float *rowbuf;                 // (PG_MAX_TASKS, max(E, F)) a weight row dequantized once per batch
-    int8_t *xq;                    // (n_batch, max(E, F)) activations as int8 (kernels with dot_q8)
-    float *xd;                     // (n_batch, max(E, F) / 32) their scales
+    int8_t *xq;                    // (n_batch, max(E, F)) activations as int8 (kernels with dot_q8 / dot_q8k)
+    float *xd;                     // (n_batch, max(E, F) / 32) their scales (per 32 values; per 256 in the K format)
     float *logits;                 // (V,) logits of the last evaluated position
     float *probs;                  // (V,) sampler scratch
     int32_t *cand;                 // (V,) sampler scratch
@@ -108,8 +108,8 @@ typedef struct {
     float *ff;                     // (n_max, F)
     float *scores;                 // (n_max * n_head, model n_ctx)
     float *rowbuf;                 // (PG_MAX_TASKS, max(E, F))
-    int8_t *xq;                    // (n_max, max(E, F))
-    float *xd;                     // (n_max, max(E, F) / 32)
+    int8_t *xq;                    // (n_max, max(E, F)) int8 activations
+    float *xd;                     // (n_max, max(E, F) / 32) their scales (per 32 or per 256 values)
     float *logits;                 // (n_max, V)
     pg_parallel par;               // the caller's parallel-for (serial when run is NULL)
 } pg_batch;
