@@ -709,12 +709,110 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
         PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
     }
 
-PG_Q3K_K_ROWS(q3_k_krows1_vnni256, 1, PG_VNNI256, PG_MADD_VNNI, PG_ADD4_VNNI)
-PG_Q3K_K_ROWS(q3_k_krows4_vnni256, 4, PG_VNNI256, PG_MADD_VNNI, PG_ADD4_VNNI)
-PG_Q3K_K_ROWS(q3_k_krows8_vnni256, 8, PG_VNNI256, PG_MADD_VNNI, PG_ADD4_VNNI)
-PG_Q4K_K_ROWS(q4_k_krows1_vnni256, 1, PG_VNNI256, PG_MADD_VNNI)
-PG_Q4K_K_ROWS(q4_k_krows4_vnni256, 4, PG_VNNI256, PG_MADD_VNNI)
-PG_Q4K_K_ROWS(q4_k_krows8_vnni256, 8, PG_VNNI256, PG_MADD_VNNI)
+// With VNNI the byte products of a group take one vpdpbusd into int32 lanes of 4 products each
+// (|lane| <= 4 * 15 * 127, so two groups' lanes pack into int16 without saturation), and one
+// vpdpwssd applies both groups' sub-block scales: 3 multiply instructions per 64 weights and row
+// instead of 4 (maddubs + vpdpwssd per group). After packs_epi32(d0, d1) the 128-bit lane k holds
+// d0's lanes 4k..4k+3 then d1's: for Q3_K the sub-blocks 2g + k and 2g + 2 + k, for Q4_K groups
+// 2p and 2p + 1 in both halves.
+#define PG_Q3K_P_ROWS(NAME, R)                                                                               \
+    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n, \
+                                float *out) {                                                              \
+        const uint8_t *b = (const uint8_t *)row;                                                           \
+        const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                             \
+        /* int16 scales j, j + 2 (low lane) and j + 1, j + 3 (high lane), j = 0 or 4 within 8 */            \
+        const __m256i pick[2] = {                                                                          \
+            _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5, 2, 3, 2, 3, 2, 3, 2, 3, 6, 7, 6, 7, 6, \
+                             7, 6, 7),                                                                     \
+            _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13, 10, 11, 10, 11, 10, 11, 10,  \
+                             11, 14, 15, 14, 15, 14, 15, 14, 15)};                                         \
+        __m256 acc[R];                                                                                     \
+        PG_UNROLL for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();                                \
+        for (int i = 0; i < n; i += 256, b += 110) {                                                       \
+            __m256i sc16 = _mm256_cvtepi8_epi16(q3_k_scales_avx2(b + 96));                                 \
+            __m256i m4sc = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 2));           \
+            __m256i s_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);                                    \
+            __m256i s_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);                                    \
+            float dw = f16c(b + 108);                                                                      \
+            __m256i is[R], is2[R]; /* two chains for 1 row */                                              \
+            PG_UNROLL for (int r = 0; r < R; r++) { /* the -4 offsets: -4 sc[k] xs[k] */                   \
+                is[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), m4sc); \
+                is2[r] = _mm256_setzero_si256();                                                           \
+            }                                                                                              \
+            __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                           \
+            PG_UNROLL for (int g = 0; g < 8; g += 2) {                                                     \
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                 \
+                __m256i l0 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                  \
+                __m256i l1 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4) + 2), three);              \
+                __m256i u0 = PG_ADD4_VNNI(l0, hm, _mm256_set1_epi8((char)(1 << g)), four);                 \
+                __m256i u1 = PG_ADD4_VNNI(l1, hm, _mm256_set1_epi8((char)(2 << g)), four);                 \
+                __m256i sv = _mm256_shuffle_epi8(g < 4 ? s_lo : s_hi, pick[(g % 4) / 2]);                  \
+                PG_UNROLL for (int r = 0; r < R; r++) {                                                    \
+                    const int8_t *x = xq + (size_t)r * (size_t)n + i + 32 * g;                             \
+                    __m256i d0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u0, _mm256_loadu_si256((const __m256i *)x)); \
+                    __m256i d1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u1, _mm256_loadu_si256((const __m256i *)(x + 32))); \
+                    __m256i pk = _mm256_packs_epi32(d0, d1);                                               \
+                    if (R < 4 && (g & 2)) is2[r] = _mm256_dpwssd_epi32(is2[r], pk, sv);                    \
+                    else is[r] = _mm256_dpwssd_epi32(is[r], pk, sv);                                       \
+                }                                                                                          \
+            }                                                                                              \
+            PG_UNROLL for (int r = 0; r < R; r++)                                                          \
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(is[r], is2[r])),              \
+                                         _mm256_set1_ps(dw * xd[(size_t)r * (size_t)(n / 256) + i / 256]), acc[r]); \
+        }                                                                                                  \
+        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
+    }
+
+#define PG_Q4K_P_ROWS(NAME, R)                                                                               \
+    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n, \
+                                float *out) {                                                              \
+        const uint8_t *b = (const uint8_t *)row;                                                           \
+        const __m256i m4 = _mm256_set1_epi8(0x0F);                                                         \
+        const __m128i mdup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);     \
+        __m256 acc[R];                                                                                     \
+        PG_UNROLL for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();                                \
+        for (int i = 0; i < n; i += 256, b += 144) {                                                       \
+            uint32_t sm[4];                                                                                \
+            q4_k_unpack(b + 4, sm);                                                                        \
+            __m128i smv = _mm_loadu_si128((const __m128i *)sm);                                            \
+            __m256i mn16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, mdup));                              \
+            /* int16 scales 2p (x4) then 2p + 1 (x4) in both 128-bit lanes */                              \
+            __m256i sc4 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3))); \
+            __m256i sc4b = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7))); \
+            float d = f16c(b), dmin = f16c(b + 2);                                                         \
+            __m256i is[R], is2[R];                                                                         \
+            PG_UNROLL for (int r = 0; r < R; r++) is[r] = is2[r] = _mm256_setzero_si256();                 \
+            const uint8_t *qs = b + 16;                                                                    \
+            PG_UNROLL for (int p = 0; p < 4; p++) {                                                        \
+                __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));                            \
+                __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);  \
+                __m256i src = p < 2 ? sc4 : sc4b;                                                          \
+                __m256i sv = p % 2 ? _mm256_permute2x128_si256(src, src, 0x11) : _mm256_permute2x128_si256(src, src, 0x00); \
+                PG_UNROLL for (int r = 0; r < R; r++) {                                                    \
+                    const int8_t *x = xq + (size_t)r * (size_t)n + i + 64 * p;                             \
+                    __m256i d0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)x)); \
+                    __m256i d1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, _mm256_loadu_si256((const __m256i *)(x + 32))); \
+                    __m256i pk = _mm256_packs_epi32(d0, d1);                                               \
+                    if (R < 4 && (p & 1)) is2[r] = _mm256_dpwssd_epi32(is2[r], pk, sv);                    \
+                    else is[r] = _mm256_dpwssd_epi32(is[r], pk, sv);                                       \
+                }                                                                                          \
+            }                                                                                              \
+            PG_UNROLL for (int r = 0; r < R; r++) {                                                        \
+                float dx = xd[(size_t)r * (size_t)(n / 256) + i / 256];                                    \
+                __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), mn16); \
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(is[r], is2[r])), _mm256_set1_ps(d * dx), acc[r]); \
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * dx), acc[r]);      \
+            }                                                                                              \
+        }                                                                                                  \
+        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
+    }
+
+PG_Q3K_P_ROWS(q3_k_krows1_vnni256, 1)
+PG_Q3K_P_ROWS(q3_k_krows4_vnni256, 4)
+PG_Q3K_P_ROWS(q3_k_krows8_vnni256, 8)
+PG_Q4K_P_ROWS(q4_k_krows1_vnni256, 1)
+PG_Q4K_P_ROWS(q4_k_krows4_vnni256, 4)
+PG_Q4K_P_ROWS(q4_k_krows8_vnni256, 8)
 PG_Q3K_K_ROWS(q3_k_krows1_avx2, 1, PG_AVX2, PG_MADD_AVX2, PG_ADD4_AVX2)
 PG_Q3K_K_ROWS(q3_k_krows4_avx2, 4, PG_AVX2, PG_MADD_AVX2, PG_ADD4_AVX2)
 PG_Q4K_K_ROWS(q4_k_krows1_avx2, 1, PG_AVX2, PG_MADD_AVX2)
