@@ -235,6 +235,11 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         raise_status(&st, path);
         return -1;
     }
+    // The header (vocabulary and merges, ~1.7 MB for GPT-2) now lives in the tokenizer tables: give
+    // its pages back. The mapping is private and never written, so a later read just maps the
+    // file's page again.
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), head = page ? self->model.gguf.data_off / page * page : 0;
+    if (head) madvise(map, head, MADV_DONTNEED);
     if (pool_init(&self->pool, threads) != 0) {
         pool_free(&self->pool);
         PyErr_SetString(s_error, "cannot start the engine's worker threads");

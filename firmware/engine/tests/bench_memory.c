@@ -61,6 +61,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", argv[1], model_mem ? st.msg : "out of memory");
         return 1;
     }
+    // as the Python extension does: the header's pages (vocabulary, merges) are in the tokenizer
+    // tables now; give them back (a private, never-written mapping re-reads the file if touched)
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), head = page ? m.gguf.data_off / page * page : 0;
+    if (head) madvise((void *)blob, head, MADV_DONTNEED);
     if ((uint32_t)n_ctx > m.cfg.n_ctx) n_ctx = (int32_t)m.cfg.n_ctx;
     pg_state s;
     if (pg_state_mem_size_kv(&m, n_ctx, 32, PG_TYPE_Q8_0, &state_bytes, &st) != PG_OK) {
