@@ -13,6 +13,16 @@ Each result is written as a float GGUF, quantized like the device model (`pocket
 
     python bench/distill_vs_scratch.py runs/host --corpus /usr/share/games/fortunes --minutes 20 \\
         --teacher-cache runs_shrink/targets.npz --out-dir runs_shrink [--budget esp32s3 | --layers 3 ...]
+
+--variants JSON (a list of students, each {"name", "init": "teacher"|"scratch", "steps", "alpha",
+"kl_anneal", "teacher_fraction", "lr"}) trains any number of students of one shape by steps instead,
+their steps alternating as above, scores each one's float weights on the held-out quotes at the
+--curve steps (bits per byte, the windows `pocketgpt eval` uses) and writes a Q8_0 GGUF of each.
+A teacher fraction below 1 keeps the cached full pass's targets on a seeded random sample of that
+fraction of 256-token chunks of the stream (what a pass over that fraction of the corpus yields)
+and is charged that fraction of the full pass's time. --teacher-probe N times one 16-window
+teacher batch every N alternation rounds, so the teacher's cost is measured under the same load
+as the steps and the equal-time sums can be made with the teacher counted.
 """
 
 from __future__ import annotations
@@ -45,7 +55,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("teacher")
     ap.add_argument("--corpus", nargs="+", required=True)
-    ap.add_argument("--minutes", type=float, required=True, help="each student's own training time")
+    ap.add_argument("--minutes", type=float, default=None, help="each student's own training time")
+    ap.add_argument("--variants", default=None, help="JSON list of students trained by steps (see above)")
+    ap.add_argument("--curve", default="1000,2000,3000,4000", help="steps at which --variants are scored")
+    ap.add_argument("--teacher-probe", type=int, default=0, metavar="N",
+                    help="time a teacher batch every N rounds (--variants)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--teacher-cache", default=None)
     ap.add_argument("--teacher-minutes", type=float, default=None)
@@ -61,6 +75,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json-out", default=str(ROOT / "bench" / "results" / "distill_vs_scratch.json"))
     a = ap.parse_args()
+    if a.variants:
+        return variants_main(a)
+    if a.minutes is None:
+        ap.error("give --minutes (or --variants)")
 
     from pocketgpt.shrink.distill import Trainer
     from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, prepare
@@ -107,6 +125,161 @@ def main() -> int:
                                 "shape": {k: d[k] for k in ("n_layer", "n_embd", "n_head", "n_ff", "n_ctx", "n_vocab")},
                                 "n_params": d["n_params"]}
         print(mode, json.dumps(result["runs"][mode]), flush=True)
+    Path(a.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _heldout_bpb(model, ids, n_bytes: int, spans) -> float:
+    """Bits per byte of a transformers model over `pocketgpt eval`'s windows (float weights)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    model.eval()
+    nll = 0.0
+    n_ctx = model.config.n_positions
+    whole = [sp for sp in spans if sp[1] - sp[0] == n_ctx]
+    groups = [whole[i:i + 16] for i in range(0, len(whole), 16)] + [[sp] for sp in spans if sp[1] - sp[0] != n_ctx]
+    with torch.no_grad():
+        for g in groups:
+            x = torch.from_numpy(np.stack([ids[s:e] for s, e, _ in g]))
+            lp = torch.log_softmax(model(input_ids=x).logits.double(), -1)
+            for j, (s, e, first) in enumerate(g):
+                rows = torch.arange(first - s, e - 1 - s)
+                nll -= float(lp[j, rows, x[j, rows + 1]].sum())
+    model.train()
+    return nll / math.log(2) / n_bytes
+
+
+def _chunk_sample(tg, fraction: float, seed: int = 7):
+    """The targets on a seeded random `fraction` of 256-token chunks of the stream only."""
+    import numpy as np
+
+    from pocketgpt.shrink.targets import TeacherTargets
+
+    if fraction >= 1:
+        return tg
+    starts = np.arange(0, len(tg.has), 256)
+    np.random.default_rng(seed).shuffle(starts)
+    keep = np.zeros(len(tg.has), bool)
+    for s0 in starts[: int(round(fraction * len(starts)))]:
+        keep[s0:s0 + 256] = True
+    return TeacherTargets(tg.ids, tg.probs, tg.has & keep, tg.seconds * fraction, tg.teacher_tokens)
+
+
+def variants_main(a: argparse.Namespace) -> int:
+    import copy
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from pocketgpt.corpus import read_text, split_documents
+    from pocketgpt.evaluate import windows
+    from pocketgpt.shrink.distill import Trainer
+    from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, prepare, training_documents
+
+    ints = (lambda v: [int(x) for x in v.split(",")] if v else None)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    out_dir = Path(a.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    heldout = Path(a.heldout) if a.heldout else Path(a.teacher) / "heldout.txt"
+    base = dict(input=a.teacher, output=str(out_dir / "x.gguf"), corpus=a.corpus, budget=a.budget,
+                merges=ints(a.vocab), layers=ints(a.layers), widths=ints(a.width), ffs=ints(a.ff), qtype="f32",
+                steps=1, batch=a.batch, threads=a.threads, teacher_cache=a.teacher_cache,
+                teacher_minutes=a.teacher_minutes)
+    pd = prepare(ShrinkOptions(**base))
+    ps = prepare(ShrinkOptions(**{**base, "from_scratch": True}))
+    init = {"teacher": copy.deepcopy(pd.student.state_dict()), "scratch": copy.deepcopy(ps.student.state_dict())}
+
+    tok = pd.vocab.hf_tokenizer()
+    ids, n_bytes = [pd.vocab.eos_id], 0
+    for i, doc in enumerate(split_documents(read_text(str(heldout)))):
+        if i:
+            ids.append(pd.vocab.eos_id)
+            n_bytes += 1
+        ids += tok.encode(doc)
+        n_bytes += len(doc.encode("utf-8"))
+    ids = np.asarray(ids, dtype=np.int64)
+    spans = windows(len(ids), pd.cfg.n_ctx, pd.cfg.n_ctx // 2)
+
+    probe = None
+    if a.teacher_probe:
+        from pocketgpt.hf import torch_model
+        from pocketgpt.shrink.vocab import teacher_to_student_map, trim_vocab
+        from pocketgpt.train import encode_documents
+
+        teacher = torch_model(pd.tmf).eval()
+        tv = pd.tmf.vocab
+        t2s = teacher_to_student_map(tv, trim_vocab(tv, pd.shape.n_merges))
+        docs, _, _ = training_documents(a.corpus, str(heldout))
+        t_ids = encode_documents(tv.hf_tokenizer(), docs, tv.eos_id)
+        used = np.unique(t_ids)
+        head = teacher.lm_head.weight.detach()[torch.from_numpy(used)].contiguous()
+        t2s_used = torch.from_numpy(t2s[used])
+        probe = {"seconds": 0.0, "tokens": 0, "rng": np.random.default_rng(3)}
+
+        def teacher_batch() -> None:
+            n = teacher.config.n_positions
+            starts = probe["rng"].integers(0, len(t_ids) - n - 1, size=16)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                x = torch.from_numpy(np.stack([t_ids[s0:s0 + n] for s0 in starts]))
+                h = teacher.transformer(input_ids=x).last_hidden_state.reshape(-1, head.shape[1])
+                p = torch.softmax(h @ head.T, dim=-1)
+                torch.zeros(p.shape[0], pd.cfg.n_vocab).index_add_(1, t2s_used, p).topk(32, dim=-1)
+            probe["seconds"] += time.perf_counter() - t0
+            probe["tokens"] += x.numel()
+
+    runs = []
+    for v in json.loads(a.variants):
+        student = copy.deepcopy(pd.student)
+        student.load_state_dict(init[v.get("init", "teacher")])
+        alpha = v.get("alpha", 0.0)
+        tg = _chunk_sample(pd.targets, v.get("teacher_fraction", 1.0)) if alpha > 0 else None
+        o = ShrinkOptions(**{**base, "steps": v["steps"], "lr": v.get("lr", a.lr), "alpha": alpha,
+                             "kl_anneal": v.get("kl_anneal")})
+        runs.append({"v": v, "o": o, "tg": tg, "tr": Trainer(student, pd.train_ids, distill_config(o), tg), "curve": []})
+    curve = {int(x) for x in a.curve.split(",") if x}
+    load, rounds, last = [os.getloadavg()[0]], 0, time.time()
+    while not all(r["tr"].done() for r in runs):
+        for r in runs:
+            tr = r["tr"]
+            if tr.done():
+                continue
+            tr.step()
+            if tr.steps in curve or tr.done():
+                r["curve"].append({"step": tr.steps, "seconds": round(tr.seconds, 1),
+                                   "bpb_float": round(_heldout_bpb(tr.student, ids, n_bytes, spans), 4)})
+                print(r["v"]["name"], r["curve"][-1], flush=True)
+        rounds += 1
+        if probe and rounds % a.teacher_probe == 0:
+            teacher_batch()
+        if time.time() - last > 60:
+            last = time.time()
+            load.append(os.getloadavg()[0])
+            print(" | ".join(f"{r['v']['name']}: step {r['tr'].steps}, {r['tr'].seconds:.0f} s, ce {r['tr'].ema:.3f}"
+                             for r in runs), flush=True)
+    result: dict = {"load_average_1min": {"min": min(load), "max": max(load), "mean": round(sum(load) / len(load), 2)},
+                    "cpu_count": os.cpu_count(), "threads": a.threads,
+                    "teacher_full_pass_seconds_cached": pd.targets.seconds, "runs": []}
+    if probe:
+        result["teacher_probe"] = {"seconds": round(probe["seconds"], 2), "tokens": probe["tokens"],
+                                   "full_pass_estimate_seconds": round(probe["seconds"] / probe["tokens"]
+                                                                       * pd.targets.teacher_tokens, 1)}
+    for r in runs:
+        tr, v = r["tr"], r["v"]
+        o = dataclasses.replace(r["o"], output=str(out_dir / f"{v['name']}.q8.gguf"), qtype="q8",
+                                from_scratch=v.get("init") == "scratch")
+        d, _ = finish(o, dataclasses.replace(pd, student=tr.student, targets=r["tg"]), tr.result(pd.val_ids))
+        ev = _eval(Path(o.output), heldout)
+        result["runs"].append({**v, "seconds": round(tr.seconds, 1), "seconds_per_step": round(tr.seconds / tr.steps, 4),
+                               "curve": r["curve"], "val_loss_nats": d["distill"]["val_loss"],
+                               "heldout_bpb_q8": round(ev["bpb"], 4), "file_bytes": d["file_bytes"]})
+        print(v["name"], json.dumps(result["runs"][-1]), flush=True)
     Path(a.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

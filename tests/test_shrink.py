@@ -203,6 +203,51 @@ def test_teacher_targets_are_its_distribution_carried_onto_the_student_vocabular
     assert TeacherTargets.load(tmp_path / "t.npz", {"merges": 401}) is None
 
 
+def test_teacher_pass_over_a_fraction_scores_a_sample_of_windows_exactly(trimmed):
+    """--teacher-fraction: the teacher scores about that share of the corpus, and every position it
+    does score gets the same target the full pass gives it."""
+    from pocketgpt.shrink.targets import build_targets
+    from pocketgpt.tokenizer import gpt2_vocab
+    from pocketgpt.train import encode_documents
+
+    full = gpt2_vocab()
+    teacher, _ = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=8, seed=2)
+    s_ids = encode_documents(trimmed.vocab.hf_tokenizer(), DOCS, trimmed.vocab.eos_id)
+    whole = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3)
+    half = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3, fraction=0.5)
+    assert not (half.has & ~whole.has).any()
+    assert 0.3 * whole.has.sum() < half.has.sum() < 0.7 * whole.has.sum()
+    np.testing.assert_array_equal(half.ids[half.has], whole.ids[half.has])
+    np.testing.assert_array_equal(half.probs[half.has], whole.probs[half.has])
+
+
+def test_annealed_kl_weight_reaches_zero_and_then_steps_skip_the_teacher(monkeypatch):
+    """--kl-anneal F: the KL weight falls linearly from --alpha to 0 over the first F of training;
+    after that a step is a plain cross-entropy step (no KL computed: it costs a scratch step)."""
+    import torch
+
+    from pocketgpt.shrink import distill
+    from pocketgpt.shrink.targets import TeacherTargets
+
+    cfg = distill.DistillConfig(steps=8, batch_size=2, alpha=0.6, kl_anneal=0.5, warmup=1)
+    assert [round(distill.kl_weight(cfg, p), 3) for p in (0.0, 0.25, 0.5, 0.9)] == [0.6, 0.3, 0.0, 0.0]
+    assert distill.kl_weight(distill.DistillConfig(alpha=0.6), 0.9) == 0.6  # no anneal: constant
+    model, _ = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=8, seed=3)
+    V = model.config.vocab_size
+    ids = np.random.default_rng(0).integers(0, V, 200)
+    rng = np.random.default_rng(1)
+    tg = TeacherTargets(rng.integers(0, V, (200, 4)).astype(np.int32), np.full((200, 4), 0.2, np.float16),
+                        np.ones(200, bool), 0.0, 200)
+    calls = []
+    real = distill._soft_loss
+    monkeypatch.setattr(distill, "_soft_loss", lambda *a: calls.append(1) or real(*a))
+    tr = distill.Trainer(model, ids, cfg, tg)
+    while not tr.done():
+        tr.step()
+    assert tr.steps == 8 and len(calls) == 4  # progress 0, 1/8, 2/8, 3/8; from 4/8 on no KL
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_distillation_loss_is_zero_when_the_student_is_the_teacher():
     """The k + 1-bin KL: zero for a student equal to the teacher's top-k, positive otherwise."""
     import torch

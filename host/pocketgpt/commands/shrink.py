@@ -58,6 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term (default 0.5)")
+    p.add_argument("--kl-anneal", type=float, default=None, metavar="F",
+                   help="the KL weight falls linearly from --alpha to 0 over this fraction of training "
+                        "(then plain cross-entropy; default: constant)")
+    p.add_argument("--teacher-fraction", type=float, default=1.0, metavar="F",
+                   help="the teacher scores a uniform sample of this fraction of the corpus (costs that "
+                        "fraction of its full pass; default 1)")
     p.add_argument("--topk", type=int, default=32, metavar="K",
                    help="teacher probabilities kept per position, on the student vocabulary (default 32)")
     p.add_argument("--teacher-cache", metavar="FILE", default=None,
@@ -95,13 +101,18 @@ def run(args: argparse.Namespace) -> int:
         raise PocketError(f"--teacher-minutes {args.teacher_minutes}: give a positive number")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise PocketError(f"--max-minutes {args.max_minutes}: give a positive number")
+    if args.kl_anneal is not None and not 0.0 < args.kl_anneal <= 1.0:
+        raise PocketError(f"--kl-anneal {args.kl_anneal}: give a fraction of training within (0, 1]")
+    if not 0.0 < args.teacher_fraction <= 1.0:
+        raise PocketError(f"--teacher-fraction {args.teacher_fraction}: give a fraction of the corpus within (0, 1]")
     if not 0.0 <= args.alpha <= 1.0:
         raise PocketError(f"--alpha {args.alpha}: give a weight within 0..1")
     opts = ShrinkOptions(
         input=args.input, output=str(out), corpus=args.corpus or [], budget=args.budget, merges=args.vocab,
         layers=args.layers, widths=args.width, ffs=args.ff, n_ctx=args.ctx, qtype=args.type,
         steps=args.distill_steps, max_minutes=args.max_minutes, batch=args.batch, lr=args.lr, alpha=args.alpha,
-        from_scratch=args.from_scratch, exclude=args.exclude, threads=args.threads,
+        kl_anneal=args.kl_anneal, teacher_fraction=args.teacher_fraction, from_scratch=args.from_scratch,
+        exclude=args.exclude, threads=args.threads,
         seed=args.seed, topk=args.topk, teacher_cache=args.teacher_cache,
         teacher_minutes=args.teacher_minutes, progress=sys.stderr.isatty() and not args.json,
     )

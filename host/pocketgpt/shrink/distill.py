@@ -7,7 +7,9 @@ The loss is
 
     alpha * KL(teacher || student) + (1 - alpha) * cross-entropy(next token)
 
-with the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
+where alpha can fall linearly to 0 over the first `kl_anneal` of training (soft targets early,
+while the student knows little; data alone late, so the student is not held to a teacher it is
+about to match); from then on a step skips the KL and costs exactly a from-scratch step. With the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
 probability the top-k leaves out, so the student is not taught that the rest has none), averaged
 over the positions that have a target. Without targets (`targets=None`) this
 is plain training from the given initialisation: the from-scratch baseline uses the same loop,
@@ -37,6 +39,7 @@ class DistillConfig:
     warmup: int = 20
     weight_decay: float = 0.01
     alpha: float = 0.5
+    kl_anneal: float | None = None   # fraction of training over which alpha falls to 0 (None: constant)
     grad_clip: float = 1.0
     seed: int = 1337
 
@@ -54,6 +57,13 @@ def _lr(cfg: DistillConfig, progress: float, step: int) -> float:
     from pocketgpt.train import warmup_cosine_lr
 
     return warmup_cosine_lr(step, progress, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+
+
+def kl_weight(cfg: DistillConfig, progress: float) -> float:
+    """The KL term's weight at `progress` (0..1) through training."""
+    if not cfg.kl_anneal:
+        return cfg.alpha
+    return cfg.alpha * max(0.0, 1.0 - progress / cfg.kl_anneal)
 
 
 def _soft_loss(logp: Any, targets: Any, pos: np.ndarray) -> Any:
@@ -145,8 +155,9 @@ class Trainer:
         logp = Fn.log_softmax(self.student(input_ids=x).logits.reshape(-1, V), dim=-1)
         ce = Fn.nll_loss(logp, y.reshape(-1))
         pos = (starts[:, None] + np.arange(n_ctx)).reshape(-1)  # stream positions of x
-        if self.targets is not None and self.targets.has[pos].any():
-            loss = cfg.alpha * _soft_loss(logp, self.targets, pos) + (1 - cfg.alpha) * ce
+        w = kl_weight(cfg, prog)
+        if w > 0 and self.targets is not None and self.targets.has[pos].any():
+            loss = w * _soft_loss(logp, self.targets, pos) + (1 - w) * ce
         else:
             loss = ce
         self.opt.zero_grad(set_to_none=True)

@@ -32,6 +32,8 @@ class ShrinkOptions:
     batch: int = 8
     lr: float = 1e-3
     alpha: float = 0.5
+    kl_anneal: float | None = None
+    teacher_fraction: float = 1.0
     from_scratch: bool = False
     exclude: str | None = None
     threads: int | None = None
@@ -109,7 +111,7 @@ def distill_config(o: ShrinkOptions) -> Any:
     from pocketgpt.shrink.distill import DistillConfig
 
     return DistillConfig(steps=o.steps, max_minutes=o.max_minutes, batch_size=o.batch, lr=o.lr, alpha=o.alpha,
-                         seed=o.seed)
+                         kl_anneal=o.kl_anneal, seed=o.seed)
 
 
 def prepare(o: ShrinkOptions) -> Prepared:
@@ -255,12 +257,15 @@ def _targets(o: ShrinkOptions, tmf: Any, trimmed: Any, docs: list[str], train_id
     key = {"teacher": str(Path(o.input)), "merges": len(trimmed.vocab.merges), "k": o.topk,
            "stream": hashlib.sha256(train_ids.tobytes()).hexdigest()[:16],
            "teacher_minutes": o.teacher_minutes, "seed": o.seed}
+    if o.teacher_fraction < 1.0:  # (a full pass keeps the key it always had: old caches stay valid)
+        key["fraction"] = o.teacher_fraction
     if o.teacher_cache:
         cached = TeacherTargets.load(o.teacher_cache, key)
         if cached is not None:
             return cached
     tg = build_targets(torch_model(tmf), tmf.vocab, trimmed, docs, train_ids, k=o.topk,
-                       max_minutes=o.teacher_minutes, seed=o.seed, progress=o.progress)
+                       max_minutes=o.teacher_minutes, seed=o.seed, progress=o.progress,
+                       fraction=o.teacher_fraction)
     if o.teacher_cache:
         tg.save(o.teacher_cache, key)
     return tg

@@ -16,7 +16,9 @@ token (the student is mid-way through a word the teacher sees whole) get no teac
 train on cross-entropy alone.
 
 The teacher scores windows of its context length, non-overlapping, in a seeded random order, so a
-`max_minutes` bound leaves a uniform sample of the corpus covered rather than its beginning.
+`max_minutes` bound leaves a uniform sample of the corpus covered rather than its beginning, and
+`fraction` < 1 scores just the first part of that order: a uniform sample of the corpus, for that
+fraction of the full pass's time (enough when the KL is annealed away early, see distill.py).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def align(student_ids: np.ndarray, student_len: np.ndarray, teacher_ids: np.ndar
 
 def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str], student_ids: np.ndarray,
                   k: int = 32, batch_windows: int = 16, max_minutes: float | None = None, seed: int = 1337,
-                  progress: bool = False) -> TeacherTargets:
+                  progress: bool = False, fraction: float = 1.0) -> TeacherTargets:
     """Run `teacher` (a transformers GPT2LMHeadModel) once over `docs`. See the module docstring.
 
     student_ids: the student's training stream (train.encode_documents of `docs` with the trimmed
@@ -128,9 +130,11 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
     n = teacher.config.n_positions
     starts = np.arange(0, M, n)
     np.random.default_rng(seed).shuffle(starts)
+    if fraction < 1.0:
+        starts = starts[: max(1, int(round(fraction * len(starts))))]
     teacher.eval()
     t0 = time.time()
-    bar = tqdm(total=M, disable=not progress, unit="tok", unit_scale=True, desc="teacher", dynamic_ncols=True)
+    bar = tqdm(total=min(M, len(starts) * n), disable=not progress, unit="tok", unit_scale=True, desc="teacher", dynamic_ncols=True)
     with torch.no_grad():
         for b in range(0, len(starts), batch_windows):
             if max_minutes is not None and time.time() - t0 >= max_minutes * 60:
