@@ -57,7 +57,7 @@ def test_quantize_q4_rtn_writes_a_file_gguf_reads(work, capsys):
     code, stdout, _ = _run(capsys, "quantize", str(work / "float.gguf"), str(out), "--type", "q4", "--json")
     assert code == 0
     res = json.loads(stdout)
-    assert res["file_bytes"] == out.stat().st_size and res["bpw"] <= 3.85
+    assert res["file_bytes"] == out.stat().st_size and res["bpw"] <= 3.875
     assert res["method"] == "rtn" and res["fallbacks"] == []
     mf = read_gguf(out)
     src = read_gguf(work / "float.gguf")
@@ -87,7 +87,8 @@ def test_weighted_and_gptq_run_from_calibration_text(work, capsys):
     results = {}
     for method in ("rtn", "weighted", "gptq"):
         out = work / f"q4_0_{method}.gguf"
-        argv = ["quantize", str(work / "float.gguf"), str(out), "--type", "Q4_0", "--method", method, "--json"]
+        argv = ["quantize", str(work / "float.gguf"), str(out), "--type", "Q4_0", "--method", method, "--json",
+                "--tune", "off"]   # this test is about the methods; tuning: test_quant_tune.py
         if method != "rtn":
             argv += ["--calib", str(work / "calib.txt")]
         code, stdout, _ = _run(capsys, *argv)

@@ -12,7 +12,7 @@ Quantize a model's weight matrices to ggml block types (llama.cpp reads the resu
 
 TYPE is a preset or a single block type:
   q8   Q8_0 everywhere                      q6   Q6_K everywhere
-  q5   Q4_K..Q6_K mix at 5.3 bits/weight    q4   Q3_K..Q6_K mix at 3.85 bits/weight (GPT-2 124M < 63 MB)
+  q5   Q4_K..Q6_K mix at 5.3 bits/weight    q4   Q3_K..Q6_K mix at 3.875 bits/weight (GPT-2 124M < 63 MB)
   q3   Q2_K..Q5_K mix at 3.1 bits/weight    q2   Q2_K..Q4_K mix at 2.75 bits/weight
   Q8_0 Q5_1 Q5_0 Q4_1 Q4_0 Q6_K Q5_K Q4_K Q3_K Q2_K  that type for every matrix
 Presets spend their bit budget where it costs the least KL: with --calib, each matrix is quantized
@@ -24,7 +24,9 @@ the command says so.
 
 METHOD: rtn (ggml's reference rounding, no calibration), weighted (scales fitted to the input
 activations' importance), gptq (Hessian error feedback; slowest, best at 2-3 bits). weighted and
-gptq read --calib FILE (plain text or a fortune file, at least 512 tokens; nothing downloads).
+gptq read --calib FILE (plain text or a fortune file, at least 512 tokens; nothing downloads),
+and then also tune (--tune): layer norms, biases and one gain per matrix row (stored in the block
+scales, so the size does not change) are fitted to the float model's outputs on that text.
 --eval FILE scores the result against the float input: perplexity, bits/byte, mean KL, top-1.
 """
 
@@ -44,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how a preset spends its budget: measured (each matrix quantized alone at each "
                         "type, KL on the calibration text; needs --calib) or model (fixed sensitivities); "
                         "auto = measured when --calib is given")
+    p.add_argument("--tune", choices=["auto", "on", "off"], default="auto",
+                   help="after quantizing, tune norms, biases and per-row gains (folded into the block "
+                        "scales) to the float model's outputs on the calibration text; auto = on for "
+                        "weighted and gptq")
     p.add_argument("--eval", metavar="FILE", default=None, help="held-out text: score against the float input")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise PocketError(f"--bpw {args.bpw}: give a budget between 1 and 16 bits per weight")
     if args.method != "rtn" and not args.calib:
         raise PocketError(f"--method {args.method} needs calibration text: pass --calib FILE")
+    if args.tune == "on" and not args.calib:
+        raise PocketError("--tune on needs calibration text: pass --calib FILE")
     if args.calib_tokens is not None and args.calib_tokens < quantizer.MIN_CALIB_TOKENS:
         raise PocketError(f"--calib-tokens {args.calib_tokens}: at least {quantizer.MIN_CALIB_TOKENS} are needed")
     in_path = models.resolve(args.input)
@@ -105,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         choices = presets.plan(shapes, mf.cfg.n_layer, mf.tied, args.type, args.bpw)
     stored, report = quantizer.quantize_tensors(mf, choices, args.method, calib, progress=progress, done=sens)
+    tune = None
+    if args.tune == "on" or (args.tune == "auto" and args.method != "rtn"):
+        stored, tune = quantizer.tune_float(mf, stored, calib_text, progress=progress)
     name = str(mf.metadata.get("general.name") or Path(args.input).stem)
     size = write_gguf(out, mf.cfg, mf.vocab, stored, name=name,
                       extra={"pocketgpt.quantize.type": args.type, "pocketgpt.quantize.method": args.method})
@@ -124,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         "types": counts, "fallbacks": fallbacks,
         "calib_tokens": calib.tokens if calib else 0,
         "allocation": "measured" if sens is not None else "model",
+        "tune": None if tune is None else {"kl_before": tune.kl_before, "kl_after": tune.kl_after,
+                                           "tokens": tune.train_tokens, "check_tokens": tune.check_tokens,
+                                           "steps": tune.steps, "parameters": tune.parameters},
         "tensors": [{"name": r.name, "type": F.type_name(r.qtype), "bytes": r.n_bytes,
                      "rel_rmse": round(r.rel_rmse, 6)} for r in report],
     }
@@ -131,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
              f"{8.0 * size / n_params:.3f} bits/parameter overall; method {args.method}",
              "  types: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))]
     lines += [f"  fallback: {f['tensor']}: {f['why']}" for f in fallbacks]
+    if tune is not None:
+        lines.append(f"  tuned {tune.parameters:,} float values on {tune.train_tokens:,} calibration tokens: "
+                     f"KL on {tune.check_tokens:,} unseen calibration tokens {tune.kl_before:.5f} -> {tune.kl_after:.5f}")
     if eval_text is not None:
         from pocketgpt.evaluate import evaluate, make_scorer
 

@@ -57,6 +57,33 @@ FALLBACK = {Q2_K: Q4_0, Q3_K: Q4_0, Q4_K: Q5_0, Q5_K: Q5_1, Q6_K: Q8_0,
             Q4_0: F16, Q4_1: F16, Q5_0: F16, Q5_1: F16, Q8_0: F16}
 
 
+# Byte offsets, inside one block, of the IEEE half fields that multiply every value of the block
+# (d, and the min's scale where there is one: value = d*sc*q - dmin*m, d*q + m, d*(q - 8), ...).
+# Multiplying all of them by s multiplies every weight of the block by s, up to half rounding.
+SCALE_FIELDS = {
+    Q8_0: (0,), Q4_0: (0,), Q5_0: (0,), Q4_1: (0, 2), Q5_1: (0, 2),
+    Q2_K: (80, 82), Q3_K: (108,), Q4_K: (0, 2), Q5_K: (0, 2), Q6_K: (208,),
+}
+
+
+def scale_rows(raw: np.ndarray, qtype: int, shape: tuple[int, ...], s: np.ndarray) -> np.ndarray:
+    """Stored tensor (rows, cols) with row r multiplied by s[r]: each block's half scale fields
+    are rescaled (and rounded to half again), the quantized levels are untouched."""
+    rows = int(shape[0])
+    s = np.asarray(s, dtype=np.float32).reshape(rows)
+    if qtype in (F32, F16):
+        return (np.asarray(raw, dtype=np.float32).reshape(shape) * s[:, None]).astype(raw.dtype)
+    if qtype not in SCALE_FIELDS:
+        raise PocketError(f"tensor type {type_name(qtype)} has no known block scale fields")
+    per, nbytes = BLOCK[qtype]
+    blocks = np.array(raw, dtype=np.uint8, copy=True).reshape(rows, -1, nbytes)
+    for off in SCALE_FIELDS[qtype]:
+        field = np.ascontiguousarray(blocks[:, :, off:off + 2]).view(np.float16)[..., 0].astype(np.float32)
+        field = (field * s[:, None]).astype(np.float16)
+        blocks[:, :, off:off + 2] = field[..., None].view(np.uint8)
+    return blocks.reshape(np.asarray(raw).shape)
+
+
 def type_name(qtype: int) -> str:
     return NAMES.get(qtype, f"type{qtype}")
 

@@ -8,6 +8,11 @@ error + price * bytes; the price is bisected until the plan fits, and what is le
 goes, best gain per byte first, to further single-rung upgrades. Unlike a plain greedy fill, this
 does not starve a big, sensitive tensor (the tied head) in favour of many small ones.
 
+The q4 budget is the promise "GPT-2 124M in 63 MB" restated per weight: 3.875 bits over the
+weight matrices is the most that keeps the 124M file (1.77 MB of tokenizer, 1.3 MB of Q8_0
+position embedding and F32 vectors, 123.5M matrix weights) at or under 63,000,000 bytes whatever
+the allocation (3.879 is the exact limit), so every model's q4 spends the same bits per weight.
+
 Sensitivities encode what is known about GPT-2 (and what llama.cpp's Q4_K_M mix encodes too):
 the tied token embedding is also the output head, whose errors land directly on the logits;
 attn_qkv feeds every attention score; the first and last blocks matter most; ffn_up tolerates
@@ -37,8 +42,8 @@ PRESETS = {
     "q8": Preset("q8", (F.Q8_0,), None, "Q8_0 everywhere: indistinguishable from float"),
     "q6": Preset("q6", (F.Q6_K,), None, "Q6_K everywhere"),
     "q5": Preset("q5", (F.Q4_K, F.Q5_K, F.Q6_K), 5.3, "Q4_K..Q6_K mix at 5.3 bits/weight"),
-    "q4": Preset("q4", (F.Q3_K, F.Q4_K, F.Q5_K, F.Q6_K), 3.85,
-                 "Q3_K..Q6_K mix at 3.85 bits/weight: GPT-2 124M in under 63 MB"),
+    "q4": Preset("q4", (F.Q3_K, F.Q4_K, F.Q5_K, F.Q6_K), 3.875,
+                 "Q3_K..Q6_K mix at 3.875 bits/weight: GPT-2 124M in under 63 MB"),
     "q3": Preset("q3", (F.Q2_K, F.Q3_K, F.Q4_K, F.Q5_K), 3.1, "Q2_K..Q5_K mix at 3.1 bits/weight"),
     "q2": Preset("q2", (F.Q2_K, F.Q3_K, F.Q4_K), 2.75, "Q2_K..Q4_K mix at 2.75 bits/weight"),
 }
