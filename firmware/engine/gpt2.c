@@ -292,9 +292,12 @@ typedef struct {
     int32_t B;
 } pg_rows_job;
 
+// contiguous rows per task: interleaved rows had two cores writing neighbouring scales and sums
+// (a few floats per row) into the same cache lines
 static void rows_task(void *arg, int task, int n_tasks) {
     const pg_rows_job *j = (const pg_rows_job *)arg;
-    for (int32_t b = task; b < j->B; b += n_tasks) j->fn(j->ctx, b);
+    int32_t per = (j->B + n_tasks - 1) / n_tasks, b1 = (task + 1) * per < j->B ? (task + 1) * per : j->B;
+    for (int32_t b = task * per; b < b1; b++) j->fn(j->ctx, b);
 }
 
 static void run_rows(const pg_parallel *par, int32_t B, pg_row_fn fn, const void *ctx) {
