@@ -612,11 +612,12 @@ PG_Q3K_ROWS(q3_k_rows1_avx2, 1, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 
 // ---- K-format activations (one scale per 256 values): a block accumulates in integers ----------
-// The byte products go through maddubs (u <= 15, |x| <= 127: the pair sums fit int16), then the
-// sub-block scales as int16 multiply-adds into int32 (vpdpwssd with VNNI, madd + add without);
-// one float conversion and multiply-add per block and activation row. Integer sums are exact, so
-// every R gives the same bits; against pg_dot_q8k_ref only the float summation order differs.
-#define PG_MADD_VNNI(acc, p, s) _mm256_dpwssd_epi32(acc, p, s)
+// Without VNNI (the _K_ROWS macros) the byte products go through maddubs (u <= 15, |x| <= 127:
+// the pair sums fit int16), then the sub-block scales as int16 multiply-adds into int32 (madd +
+// add); with VNNI (the _P_ROWS macros below) through vpdpbusd and vpdpwssd. One float conversion
+// and multiply-add per block and activation row. Integer sums are exact, so every R of a set gives
+// the same bits; against pg_dot_q8k_ref (and between the two sets) only the float summation order
+// differs.
 #define PG_MADD_AVX2(acc, p, s) _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
 
 // Q3_K row (n,) . R K-format activation rows -> out[r] (same sums as dot_q3_k_q8k_ref)
