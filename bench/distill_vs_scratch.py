@@ -72,6 +72,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--kl-anneal", type=float, default=0.5)
+    ap.add_argument("--teacher-fraction", type=float, default=0.25)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json-out", default=str(ROOT / "bench" / "results" / "distill_vs_scratch.json"))
     a = ap.parse_args()
@@ -92,7 +94,8 @@ def main() -> int:
         o = ShrinkOptions(input=a.teacher, output=str(out_dir / f"{mode}.f32.gguf"), corpus=a.corpus,
                           budget=a.budget, merges=ints(a.vocab), layers=ints(a.layers), widths=ints(a.width),
                           ffs=ints(a.ff), qtype="f32", steps=10**9, max_minutes=a.minutes, batch=a.batch, lr=a.lr,
-                          alpha=a.alpha, from_scratch=mode == "scratch", threads=a.threads,
+                          alpha=a.alpha, kl_anneal=a.kl_anneal, teacher_fraction=a.teacher_fraction,
+                          from_scratch=mode == "scratch", threads=a.threads,
                           teacher_cache=a.teacher_cache, teacher_minutes=a.teacher_minutes)
         p = prepare(o)
         runs[mode] = (o, p, Trainer(p.student, p.train_ids, distill_config(o), p.targets))
@@ -190,7 +193,7 @@ def variants_main(a: argparse.Namespace) -> int:
     base = dict(input=a.teacher, output=str(out_dir / "x.gguf"), corpus=a.corpus, budget=a.budget,
                 merges=ints(a.vocab), layers=ints(a.layers), widths=ints(a.width), ffs=ints(a.ff), qtype="f32",
                 steps=1, batch=a.batch, threads=a.threads, teacher_cache=a.teacher_cache,
-                teacher_minutes=a.teacher_minutes)
+                teacher_minutes=a.teacher_minutes, teacher_fraction=1.0)  # fractions: sampled from the full pass
     pd = prepare(ShrinkOptions(**base))
     ps = prepare(ShrinkOptions(**{**base, "from_scratch": True}))
     init = {"teacher": copy.deepcopy(pd.student.state_dict()), "scratch": copy.deepcopy(ps.student.state_dict())}

@@ -101,6 +101,18 @@ def scores(pos: list[bool], neg: list[bool]) -> dict:
             "escalated_in_domain": round(fp / max(1, len(neg)), 3)}
 
 
+def firmware_defaults() -> dict:
+    """The router's shipped defaults, read from firmware/app/settings.c (the one place they live)."""
+    src = (ROOT / "firmware" / "app" / "settings.c").read_text(encoding="utf-8")
+    out = {}
+    for key in ("max_bytefrac", "max_surprisal", "min_reply"):
+        m = re.search(rf"s->route_{key}\s*=\s*([0-9.]+)f?;", src)
+        if m is None:
+            raise SystemExit(f"firmware/app/settings.c: no default for route_{key}")
+        out[key] = float(m.group(1)) if key != "min_reply" else int(m.group(1))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="builtin:device", help="device model (.gguf or builtin:device)")
@@ -138,8 +150,9 @@ def main() -> int:
     from pocketgpt.gguf_io import read_gguf
 
     n_ctx = min(args.ctx, read_gguf(model).cfg.n_ctx)
-    defaults = {"max_bytefrac": 0.35, "max_surprisal": 6.0, "min_reply": 16}
-    mine = [decide(r, n_ctx, 16, 0.35, 6.0) for r in m_in + m_ood]
+    defaults = firmware_defaults()
+    mine = [decide(r, n_ctx, defaults["min_reply"], defaults["max_bytefrac"], defaults["max_surprisal"])
+            for r in m_in + m_ood]
     theirs = [r["route"] != "local" for r in d_in + d_ood]
     if mine != theirs:
         raise SystemExit("bench/routing.py's rule disagrees with firmware/app/router.c: fix one of them")
@@ -160,7 +173,7 @@ def main() -> int:
         "mean_surprisal_ood": round(mean([r["surprisal"] for r in m_ood]), 3),
         "bytefallback_frac_in": round(mean([r["bytefallback"] / max(1, r["tokens"]) for r in m_in]), 3),
         "bytefallback_frac_ood": round(mean([r["bytefallback"] / max(1, r["tokens"]) for r in m_ood]), 3),
-        "defaults": {**defaults, **at(0.35, 6.0)}, "best": best, "sweep": rows,
+        "defaults": {**defaults, **at(defaults["max_bytefrac"], defaults["max_surprisal"])}, "best": best, "sweep": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +187,7 @@ def main() -> int:
         print(f"{r['max_surprisal']:>13} {r['max_bytefrac']:>12} {r['precision']:>9} {r['recall']:>6} {r['f1']:>5} "
               f"{r['escalated_in_domain']:>16}")
     d = result["defaults"]
-    print(f"shipped defaults (surprisal > 6.0, byte fallbacks > 35 %): precision {d['precision']}, recall {d['recall']}")
+    print(f"shipped defaults (surprisal > {d['max_surprisal']}, byte fallbacks > {100 * d['max_bytefrac']:.0f} %): precision {d['precision']}, recall {d['recall']}")
     print(f"best F1 in the sweep: surprisal > {best['max_surprisal']}, bytefrac > {best['max_bytefrac']}: "
           f"precision {best['precision']}, recall {best['recall']}")
     print(f"wrote {out}")

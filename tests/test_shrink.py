@@ -297,7 +297,9 @@ def test_shrink_command_writes_a_model_the_engine_runs(teacher_path, tmp_path):
     assert (d["n_vocab"], d["n_layer"], d["n_embd"], d["n_head"], d["n_ff"], d["n_ctx"]) == (557, 1, 32, 2, 64, 96)
     assert d["file_bytes"] == out.stat().st_size and d["n_params"] < 40_000
     assert d["distill"]["steps"] == 4 and d["distill"]["mode"] == "distill"
-    assert d["distill"]["teacher"]["topk"] == 8 and 0.2 < d["distill"]["teacher"]["coverage"] <= 1.0
+    # the default recipe: the teacher reads a quarter of the corpus, the KL fades out over half the steps
+    t = d["distill"]["teacher"]
+    assert t["topk"] == 8 and t["fraction"] == 0.25 and 0.05 < t["coverage"] <= 0.5 and d["distill"]["kl_anneal"] == 0.5
     assert (tmp_path / "targets.npz").exists()
     assert d["budget"]["fits"] and "not measured" in d["budget"]["note"]
     eng = Engine(out, threads=1)
@@ -334,6 +336,8 @@ def _in_process(capsys, *args: str):
     (["--vocab", "60000"], "--vocab 60000"),
     (["--layers", "9"], "--layers 9"),
     (["--vocab", "100,200"], "needs --budget"),
+    (["--kl-anneal", "2"], "--kl-anneal 2"),
+    (["--teacher-fraction", "0"], "--teacher-fraction 0"),
 ])
 def test_bad_shapes_are_one_line_errors(teacher_path, tmp_path, capsys, args, needle):
     res = _in_process(capsys, "shrink", str(teacher_path), str(tmp_path / "x.gguf"), "--distill-steps", "0", *args)
