@@ -310,6 +310,16 @@ def test_shrink_command_writes_a_model_the_engine_runs(teacher_path, tmp_path):
     assert res["bpb"] > 0 and res["bytes"] > 0
 
 
+def test_alpha_zero_trains_from_the_teachers_weights_without_a_teacher_pass(teacher_path, tmp_path):
+    """--alpha 0: no KL, so the teacher never reads the corpus (nothing to pay for, nothing cached)."""
+    corpus = _corpus(tmp_path / "quotes")
+    d = pocketgpt_json("shrink", str(teacher_path), str(tmp_path / "s.gguf"), "--vocab", "300", "--layers", "1",
+                       "--width", "32", "--ff", "64", "--ctx", "96", "--distill-steps", "2", "--batch", "2",
+                       "--corpus", str(corpus), "--alpha", "0", "--teacher-cache", str(tmp_path / "t.npz"))
+    assert d["distill"]["steps"] == 2 and "teacher" not in d["distill"]
+    assert not (tmp_path / "t.npz").exists()
+
+
 def test_budget_flag_picks_a_fitting_shape_and_says_so(teacher_path, tmp_path):
     out = tmp_path / "dev.gguf"
     res = pocketgpt("shrink", str(teacher_path), str(out), "--budget", "esp32s3", "--vocab", "300,500",

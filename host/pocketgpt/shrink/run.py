@@ -180,7 +180,8 @@ def prepare(o: ShrinkOptions) -> Prepared:
         p.train_ids = encode_documents(tok, train_docs, vocab.eos_id)
         p.val_ids = encode_documents(tok, val_docs, vocab.eos_id)
         p.n_train_docs = len(train_docs)
-        p.targets = None if o.from_scratch else _targets(o, tmf, trimmed, train_docs, p.train_ids)
+        # no KL (from scratch, or --alpha 0: the teacher's weights only): no teacher pass to pay for
+        p.targets = None if o.from_scratch or o.alpha == 0 else _targets(o, tmf, trimmed, train_docs, p.train_ids)
     return p
 
 
