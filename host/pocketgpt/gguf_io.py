@@ -116,20 +116,27 @@ def hf_state_to_tensors(state: dict[str, np.ndarray], tied: bool) -> dict[str, n
     return out
 
 
+def hf_name(name: str) -> tuple[str, bool]:
+    """GGUF tensor name -> (Hugging Face GPT2LMHeadModel parameter name, stored transposed?)."""
+    inv_top = {v: k for k, v in _HF_TOP.items()}
+    if name in inv_top:
+        return "transformer." + inv_top[name], False
+    if name == "output.weight":
+        return "lm_head.weight", False
+    parts = name.split(".", 2)
+    inv_layer = {v[0]: (k, v[1]) for k, v in _HF_LAYER.items()}
+    if len(parts) != 3 or parts[0] != "blk" or parts[2] not in inv_layer:
+        raise PocketError(f"unexpected GPT-2 tensor {name!r}: is this a GPT-2-family model?")
+    hname, transpose = inv_layer[parts[2]]
+    return f"transformer.h.{parts[1]}.{hname}", transpose
+
+
 def tensors_to_hf_state(tensors: dict[str, np.ndarray], cfg: GPT2Config) -> dict[str, np.ndarray]:
     """The inverse of `hf_state_to_tensors` (float32 numpy, Hugging Face names and orientation)."""
-    inv_top = {v: k for k, v in _HF_TOP.items()}
-    inv_layer = {v[0]: (k, v[1]) for k, v in _HF_LAYER.items()}
     state: dict[str, np.ndarray] = {}
     for name, arr in tensors.items():
-        if name in inv_top:
-            state["transformer." + inv_top[name]] = arr
-        elif name == "output.weight":
-            state["lm_head.weight"] = arr
-        else:
-            _, idx, rest = name.split(".", 2)
-            hname, transpose = inv_layer[rest]
-            state[f"transformer.h.{idx}.{hname}"] = np.ascontiguousarray(arr.T) if transpose else arr
+        hname, transpose = hf_name(name)
+        state[hname] = np.ascontiguousarray(arr.T) if transpose else arr
     if "lm_head.weight" not in state:
         state["lm_head.weight"] = state["transformer.wte.weight"]
     return state

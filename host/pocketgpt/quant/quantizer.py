@@ -444,7 +444,7 @@ def tune_float(mf, stored: dict, text: str, tokens: int = TUNE_TOKENS, steps: in
     from torch.func import functional_call
     from tqdm import tqdm
 
-    from pocketgpt.gguf_io import StoredTensor, _HF_LAYER, _HF_TOP
+    from pocketgpt.gguf_io import StoredTensor, hf_name
     from pocketgpt.hf import torch_model
 
     ids = calibration_ids(mf, text)
@@ -459,18 +459,6 @@ def tune_float(mf, stored: dict, text: str, tokens: int = TUNE_TOKENS, steps: in
     qmodel = torch_model(dataclasses.replace(mf, tensors=stored))
     for p in list(ref_model.parameters()) + list(qmodel.parameters()):
         p.requires_grad_(False)
-
-    def hf_name(name: str) -> tuple[str, bool]:
-        top = {g: h for h, g in _HF_TOP.items()}
-        if name in top:
-            return "transformer." + top[name], False
-        if name == "output.weight":
-            return "lm_head.weight", False
-        _, i, rest = name.split(".", 2)
-        for h, (g, transpose) in _HF_LAYER.items():
-            if g == rest:
-                return f"transformer.h.{i}.{h}", transpose
-        raise PocketError(f"unexpected tensor {name!r}")
 
     base = dict(qmodel.named_parameters())
     vecs: dict[str, torch.Tensor] = {}
