@@ -1,12 +1,18 @@
-"""Errors a person can act on, and writes that never leave half a file behind."""
+"""Errors a person can act on, and writes that never leave half a file behind.
+
+Every module imports this one for PocketError, so it imports only what that needs: tempfile and
+pathlib (with shutil, random and re behind them, ~2 MiB of a process that only generates text) are
+imported by the atomic writes that use them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class PocketError(Exception):
@@ -20,6 +26,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary file lives in the destination folder so the final ``os.replace`` is atomic and
     a crash, a full disk or an exception leaves the old file (or nothing) in place, never a torn one.
     """
+    import tempfile
+    from pathlib import Path
+
     dest = Path(dest)
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
