@@ -121,6 +121,96 @@ static void test_sampler(void) {
     }
 }
 
+// greedy = the first index of the largest value (NaN never wins; a NaN at 0 returns 0), and top-k
+// sampling on distinct values = the k largest sorted, softmax with temperature, nucleus, one draw;
+// on vocabulary-sized arrays (the sampler scans blocks of 8: sizes that are not multiples of 8)
+static int32_t ref_argmax(const float *l, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+static const float *s_ref_l;
+static int ref_desc(const void *a, const void *b) {
+    float x = s_ref_l[*(const int32_t *)a], y = s_ref_l[*(const int32_t *)b];
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static int32_t ref_topk(const float *l, int32_t n, const pg_sampler_params *p, pg_rng *rng, int32_t *idx, float *pr) {
+    for (int32_t i = 0; i < n; i++) idx[i] = i;
+    s_ref_l = l;
+    qsort(idx, (size_t)n, sizeof *idx, ref_desc);
+    int32_t k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
+    float inv_t = 1.0f / p->temperature, sum = 0.0f;
+    for (int32_t i = 0; i < k; i++) sum += pr[i] = expf((l[idx[i]] - l[idx[0]]) * inv_t);
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        float cum = 0.0f;
+        int32_t keep = k;
+        for (int32_t i = 0; i < k; i++)
+            if ((cum += pr[i]) >= p->top_p * sum) {
+                keep = i + 1;
+                break;
+            }
+        k = keep;
+        sum = cum;
+    }
+    float r = pg_rng_f32(rng) * sum, acc = 0.0f;
+    for (int32_t i = 0; i < k; i++)
+        if (r < (acc += pr[i])) return idx[i];
+    return idx[k - 1];
+}
+
+static void test_sampler_vocab(void) {
+    enum { N = 50257 };
+    float *l = malloc(N * sizeof *l), *work = malloc(N * sizeof *work), *probs = malloc(N * sizeof *probs);
+    int32_t *cand = malloc(N * sizeof *cand), *idx = malloc(N * sizeof *idx);
+    if (!l || !work || !probs || !cand || !idx) {
+        CHECK(0);
+        return;
+    }
+    pg_rng g;
+    pg_rng_seed(&g, 7);
+    const int32_t sizes[] = {1, 7, 8, 9, 41, 1000, N};
+    for (int t = 0; t < 42; t++) {
+        int32_t n = sizes[t % 7];
+        int mode = t % 6;
+        for (int32_t i = 0; i < n; i++) {
+            uint32_t u = pg_rng_u32(&g);
+            l[i] = mode == 0   ? (float)(u % 5)                       // ties
+                   : mode == 1 ? (u % 40 == 0 ? NAN : (float)(u % 999))  // NaNs
+                   : mode == 2 ? ((u & 1) ? 0.0f : -0.0f)                 // signed zeros
+                   : mode == 3 ? (float)i * 1e-3f                         // rising
+                   : mode == 4 ? (float)(((int64_t)i * 7919) % n) * 0.01f  // a permutation
+                               : (float)(((int64_t)i * 7919) % n) * -0.003f;
+        }
+        if (t % 11 == 5) l[0] = NAN;
+        pg_sampler_params p;
+        pg_sampler_defaults(&p);
+        p.greedy = 1;
+        p.repeat_penalty = 1.0f;
+        memcpy(work, l, (size_t)n * sizeof *l);
+        CHECK(pg_sample(work, n, &p, NULL, 0, NULL, probs, cand) == ref_argmax(l, n));
+        if (mode < 3 || isnan(l[0])) continue;  // top-k on distinct numbers (tie order is the heap's)
+        p.greedy = 0;
+        p.top_k = 1 + t % 50;
+        p.top_p = t % 2 ? 0.95f : 1.0f;
+        p.temperature = 0.8f;
+        for (int d = 0; d < 5; d++) {
+            pg_rng r1, r2;
+            pg_rng_seed(&r1, (uint64_t)(t * 10 + d));
+            pg_rng_seed(&r2, (uint64_t)(t * 10 + d));
+            memcpy(work, l, (size_t)n * sizeof *l);
+            CHECK(pg_sample(work, n, &p, NULL, 0, &r1, probs, cand) == ref_topk(l, n, &p, &r2, idx, work));
+        }
+    }
+    free(l);
+    free(work);
+    free(probs);
+    free(cand);
+    free(idx);
+}
+
 typedef struct {
     pg_model model;
     void *mem;
@@ -515,6 +605,7 @@ int main(int argc, char **argv) {
     test_arena();
     test_textout();
     test_sampler();
+    test_sampler_vocab();
     if (argc < 2) {
         fprintf(stderr, "usage: %s MODEL.gguf [MUTATIONS]\n", argv[0]);
         return 2;
