@@ -48,22 +48,26 @@ typedef struct {
     pg_task_fn fn;           // published before `next` is reset (release) and read after taking a task
     void *arg;
     atomic_int n_tasks, done;
-    // (job number << 32) | next task index: a task is taken by compare-and-swap on the whole word,
-    // so a worker still leaving the previous job cannot take an index of the next one (which ran
-    // a task twice and let the caller return while it still ran: a crash under load)
+    // (job number << 32) | next task index: a task is taken by compare-and-swap on the whole word
+    // (pool_run closes the word before it publishes a job: see there)
     atomic_uint_fast64_t next;
     atomic_uint_fast64_t gen;
     atomic_int quit, sleepers;
 } pg_pool;
 
+// the low word of `next` while pool_run is publishing a job: no index is below it
+#define PG_POOL_CLOSED 0xFFFFFFFFu
+
 static void pool_take_tasks(pg_pool *p) {
     for (;;) {
         uint_fast64_t v = atomic_load(&p->next);
-        int n = atomic_load(&p->n_tasks);  // this job's count whenever the swap below succeeds
-        int t = (int)(uint32_t)v;
+        // n_tasks is stored while `next` is closed, so if the swap below succeeds on an open word,
+        // n is that job's count (a newer job's count comes with a newer word, and the swap fails)
+        uint32_t n = (uint32_t)atomic_load(&p->n_tasks);
+        uint32_t t = (uint32_t)v;
         if (t >= n) return;
         if (!atomic_compare_exchange_weak(&p->next, &v, v + 1)) continue;
-        p->fn(p->arg, t, n);  // the job cannot end (nor fn/arg change) before `done` counts this task
+        p->fn(p->arg, (int)t, (int)n);  // the job cannot end (nor fn/arg change) before `done` counts this task
         atomic_fetch_add(&p->done, 1);
     }
 }
@@ -89,11 +93,17 @@ static void *pool_worker(void *arg) {
 static void pool_run(void *pool, pg_task_fn fn, void *arg, int n_tasks) {
     pg_pool *p = (pg_pool *)pool;
     pthread_mutex_lock(&p->submit);
+    // close the word first, under the new job number: a worker still leaving the last job holds
+    // that job's word and its swap fails from here on, so it cannot run a task of this job with
+    // the last job's index or count a task into this job's `done` (which let the caller return
+    // while a task still ran); then publish the job and open index 0
+    uint_fast64_t job = (atomic_load(&p->next) >> 32) + 1;
+    atomic_store(&p->next, (job << 32) | PG_POOL_CLOSED);
     p->fn = fn;
     p->arg = arg;
     atomic_store(&p->n_tasks, n_tasks);
     atomic_store(&p->done, 0);
-    atomic_store(&p->next, ((atomic_load(&p->next) >> 32) + 1) << 32);
+    atomic_store(&p->next, job << 32);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
