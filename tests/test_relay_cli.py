@@ -84,7 +84,11 @@ def test_sigterm_drains_then_exits(tiny_gguf: Path, tmp_path: Path) -> None:
             with pytest.raises(OSError):   # no new sessions: the listener is gone
                 async with RelayClient(url, token=token, device_id="dev-sigterm"):
                     pass
-        run(go())
+        try:
+            run(go())
+        except Exception as e:  # say how the relay ended, not only what the client saw
+            code, err = srv.stop()
+            raise AssertionError(f"{type(e).__name__}: {e}; relay exit status {code}, stderr: {err[-3000:]}") from e
         code, err = srv.stop()
         assert code == 0, err
         assert "draining" in err and token not in err and "Long" not in err   # no tokens, no prompts in logs
