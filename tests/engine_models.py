@@ -72,3 +72,18 @@ def small_vocab(n_merges: int = 300) -> Any:
         keep.add(a + b)
     tokens = [t for t in full.tokens if t in keep] + ["<|endoftext|>"]
     return BPEVocab(tokens=tokens, merges=merges, eos_id=len(tokens) - 1, bos_id=len(tokens) - 1)
+
+
+def quant_subject(d: Path) -> str:
+    """The quantizer tests' subject: d/float.gguf (1 layer, n_embd 256 so K-quant blocks divide the
+    rows, a 300-merge vocabulary) and text to calibrate and score on: Debian's fortunes when
+    installed, else a repeated pangram (at least 20,000 characters either way)."""
+    from pocketgpt.quant import formats as F
+
+    model, vocab = make_hf_model(n_embd=256, n_layer=1, n_ctx=128, vocab=small_vocab(300))
+    write_model(d / "float.gguf", model, vocab, lambda n, a: F.F32)
+    fortunes = Path("/usr/share/games/fortunes/fortunes")
+    text = fortunes.read_text(encoding="utf-8", errors="replace") if fortunes.exists() else ""
+    if len(text) < 20000:
+        text = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen jugs. " * 400
+    return text

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine_models import make_hf_model, small_vocab, write_model
+from engine_models import quant_subject
 from pocketgpt.cli import main
 from pocketgpt.gguf_io import read_gguf
 from pocketgpt.quant import formats as F
 from pocketgpt.quant import presets as P
 from pocketgpt.quant import quantizer as Q
 
-FORTUNES = Path("/usr/share/games/fortunes/fortunes")
-
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("measured")
-    model, vocab = make_hf_model(n_embd=256, n_layer=1, n_ctx=128, vocab=small_vocab(300))
-    write_model(d / "float.gguf", model, vocab, lambda n, a: F.F32)
-    text = FORTUNES.read_text(encoding="utf-8", errors="replace") if FORTUNES.exists() else ""
-    if len(text) < 20000:
-        text = "The quick brown fox jumps over the lazy dog. " * 800
+    text = quant_subject(d)
     (d / "calib.txt").write_text(text[:8000], encoding="utf-8")
     return d
 
