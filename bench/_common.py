@@ -59,6 +59,16 @@ def run_voice_relay(model: str, port: int, max_tokens: int, voice: Any = True) -
     return 0
 
 
+def stop_process(proc: subprocess.Popen, seconds: float = 30.0) -> None:
+    """SIGTERM (the relay drains on it), then kill if it has not exited within `seconds`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def relay_child_process(script: str | Path, child_flag: str, model: str, max_tokens: int,
                         extra: tuple[str, ...] = ()) -> Iterator[str]:
@@ -74,8 +84,4 @@ def relay_child_process(script: str | Path, child_flag: str, model: str, max_tok
             raise RuntimeError(f"the relay did not start (exit {child.poll()})")
         yield f"ws://127.0.0.1:{port}/xiaozhi/v1/"
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        stop_process(child)

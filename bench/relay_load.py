@@ -16,14 +16,13 @@ import argparse
 import asyncio
 import json
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import percentile
+from _common import percentile, stop_process
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -112,11 +111,7 @@ def main() -> int:
             row["rss_mib"], row["peak_rss_mib"] = (round(v / 1024, 1) for v in rss_kib(proc.pid))
             rows.append(row)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     anchor = anchor_tok_s(args.model, args.tokens, args.threads)
     for r in rows:
         r["x_engine"] = r["tok_s"] / anchor
