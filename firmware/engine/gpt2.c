@@ -459,28 +459,18 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
         run_tasks(ws->par, matmul_task, &j, n);
         return;
     }
-    if (kfmt) {  // one activation scale per 256 values; the int16 sums live in rowbuf (unused here)
-        int32_t chunk = 16 * PG_MAX_TASKS;
-        int16_t *sums = (int16_t *)ws->rowbuf;
-        for (int32_t b0 = 0; b0 < B; b0 += chunk) {
-            int32_t nb = B - b0 < chunk ? B - b0 : chunk;
-            pg_quant_rows q = {m->kern, x + (size_t)b0 * cols, ws->xq, ws->xd, NULL, sums, cols};
-            run_rows(ws->par, nb, quant_row, &q);
-            pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, NULL, NULL, out + (size_t)b0 * out_stride, nb,
-                               out_stride, ws->row_exact, sums};
-            run_tasks(ws->par, matmul_task, &j, n);
-        }
-        return;
-    }
-    // integer path: quantize x once; the code sums live in rowbuf (unused by this path), which
-    // holds PG_MAX_TASKS * cols floats, i.e. the sums of up to 16 * PG_MAX_TASKS rows at a time
+    // integer paths: quantize x once (per 32 values, or per 256 in the K format); the code sums
+    // (float per 32, int16 in the K format) live in rowbuf (unused by these paths), which holds
+    // PG_MAX_TASKS * cols floats, i.e. the sums of up to 16 * PG_MAX_TASKS rows at a time
+    float *xs = kfmt ? NULL : ws->rowbuf;
+    int16_t *xk = kfmt ? (int16_t *)ws->rowbuf : NULL;
     int32_t chunk = 16 * PG_MAX_TASKS;
     for (int32_t b0 = 0; b0 < B; b0 += chunk) {
         int32_t nb = B - b0 < chunk ? B - b0 : chunk;
-        pg_quant_rows q = {m->kern, x + (size_t)b0 * cols, ws->xq, ws->xd, ws->rowbuf, NULL, cols};
+        pg_quant_rows q = {m->kern, x + (size_t)b0 * cols, ws->xq, ws->xd, xs, xk, cols};
         run_rows(ws->par, nb, quant_row, &q);
-        pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, ws->rowbuf, NULL, out + (size_t)b0 * out_stride, nb,
-                           out_stride, ws->row_exact, NULL};
+        pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, xs, NULL, out + (size_t)b0 * out_stride, nb,
+                           out_stride, ws->row_exact, xk};
         run_tasks(ws->par, matmul_task, &j, n);
     }
 }
@@ -491,6 +481,13 @@ typedef struct {
     const pg_rows *rows;
     int32_t layer, B;
 } pg_attn_job;
+
+// byte offset of (layer, head, position) in a state's head-major KV cache: (layer, head, position,
+// head size), so one head's positions are contiguous
+static size_t kv_offset(const pg_state *s, uint32_t layer, int32_t h, int32_t H, int32_t pos) {
+    size_t hb = s->kv_row_bytes / (size_t)H;
+    return (((size_t)layer * (size_t)H + (size_t)h) * (size_t)s->n_ctx + (size_t)pos) * hb;
+}
 
 // causal self-attention for (row b, head h) pairs: qkv (B, 3E) -> att (B, E), each row against
 // its own state's KV cache (stored as its kv_type) up to its own position
@@ -509,7 +506,7 @@ static void attn_task(void *arg, int task, int n_tasks) {
         pg_axpy_fn axpy = k->axpy[kt] ? k->axpy[kt] : pg_axpy_ref(kt);
         // head-major cache: this head's positions are contiguous, rb bytes apart
         size_t rb = s->kv_row_bytes / (size_t)H;
-        size_t at = ((size_t)j->layer * (size_t)H + (size_t)h) * (size_t)s->n_ctx * rb;
+        size_t at = kv_offset(s, (uint32_t)j->layer, h, H, 0);
         const uint8_t *kc = (const uint8_t *)s->k_cache + at;
         const uint8_t *vc = (const uint8_t *)s->v_cache + at;
         const float *q = w->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
@@ -632,9 +629,8 @@ static void kv_row(const void *ctx, int32_t b) {
     int32_t E = (int32_t)c->m->cfg.n_embd, H = (int32_t)c->m->cfg.n_head, D = E / H;
     pg_state *s = row_state(c->rows, b);
     const float *row = c->w->qkv + (size_t)b * 3 * (size_t)E;
-    size_t hb = s->kv_row_bytes / (size_t)H;
     for (int32_t h = 0; h < H; h++) {
-        size_t at = (((size_t)c->layer * (size_t)H + (size_t)h) * (size_t)s->n_ctx + (size_t)row_pos(c->rows, b)) * hb;
+        size_t at = kv_offset(s, c->layer, h, H, row_pos(c->rows, b));
         kv_store(c->m->kern, s->kv_type, row + E + h * D, (uint8_t *)s->k_cache + at, D);
         kv_store(c->m->kern, s->kv_type, row + 2 * E + h * D, (uint8_t *)s->v_cache + at, D);
     }
