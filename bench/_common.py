@@ -35,8 +35,6 @@ def run_voice_relay(model: str, port: int, max_tokens: int, voice: Any = True) -
     """
     import asyncio
     import logging
-    import signal
-    import sys
 
     from pocketgpt import models
     from pocketgpt.relay.backends import EngineBackend, load_engine

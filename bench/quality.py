@@ -140,8 +140,7 @@ def run(args: argparse.Namespace) -> None:
                "tokens": r.tokens, "quantize_s": round(qtime, 1), "note": note,
                "token_embd": F_name(stored["token_embd.weight"].qtype), "types": types}
         if tune is not None:
-            row["tune"] = {"kl_before": tune.kl_before, "kl_after": tune.kl_after, "tokens": tune.train_tokens,
-                           "check_tokens": tune.check_tokens, "steps": tune.steps, "parameters": tune.parameters}
+            row["tune"] = tune.as_dict()
         rows[label] = row
         _print_row(row)
         save()

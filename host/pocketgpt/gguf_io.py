@@ -116,18 +116,20 @@ def hf_state_to_tensors(state: dict[str, np.ndarray], tied: bool) -> dict[str, n
     return out
 
 
+_GGUF_TOP = {v: k for k, v in _HF_TOP.items()}
+_GGUF_LAYER = {v[0]: (k, v[1]) for k, v in _HF_LAYER.items()}
+
+
 def hf_name(name: str) -> tuple[str, bool]:
     """GGUF tensor name -> (Hugging Face GPT2LMHeadModel parameter name, stored transposed?)."""
-    inv_top = {v: k for k, v in _HF_TOP.items()}
-    if name in inv_top:
-        return "transformer." + inv_top[name], False
+    if name in _GGUF_TOP:
+        return "transformer." + _GGUF_TOP[name], False
     if name == "output.weight":
         return "lm_head.weight", False
     parts = name.split(".", 2)
-    inv_layer = {v[0]: (k, v[1]) for k, v in _HF_LAYER.items()}
-    if len(parts) != 3 or parts[0] != "blk" or parts[2] not in inv_layer:
+    if len(parts) != 3 or parts[0] != "blk" or parts[2] not in _GGUF_LAYER:
         raise PocketError(f"unexpected GPT-2 tensor {name!r}: is this a GPT-2-family model?")
-    hname, transpose = inv_layer[parts[2]]
+    hname, transpose = _GGUF_LAYER[parts[2]]
     return f"transformer.h.{parts[1]}.{hname}", transpose
 
 

@@ -135,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "types": counts, "fallbacks": fallbacks,
         "calib_tokens": calib.tokens if calib else 0,
         "allocation": "measured" if sens is not None else "model",
-        "tune": None if tune is None else {"kl_before": tune.kl_before, "kl_after": tune.kl_after,
-                                           "tokens": tune.train_tokens, "check_tokens": tune.check_tokens,
-                                           "steps": tune.steps, "parameters": tune.parameters},
+        "tune": None if tune is None else tune.as_dict(),
         "tensors": [{"name": r.name, "type": F.type_name(r.qtype), "bytes": r.n_bytes,
                      "rel_rmse": round(r.rel_rmse, 6)} for r in report],
     }

@@ -420,13 +420,18 @@ class TuneReport:
     steps: int
     parameters: int
 
+    def as_dict(self) -> dict:
+        """The JSON form `quantize --json` and bench/quality.py report."""
+        return {"kl_before": self.kl_before, "kl_after": self.kl_after, "tokens": self.train_tokens,
+                "check_tokens": self.check_tokens, "steps": self.steps, "parameters": self.parameters}
+
 
 def tune_float(mf, stored: dict, text: str, tokens: int = TUNE_TOKENS, steps: int = TUNE_STEPS,
-               lr: float = 1e-3, batch: int = 4, rows: bool = True, seed: int = 0,
+               lr: float = 1e-3, batch: int = 4, seed: int = 0,
                progress: bool = False) -> tuple[dict, TuneReport]:
     """Tune what stays float after quantization so the quantized model's next-token distribution
     matches the float model's on calibration text: minimise mean KL(float || quantized) with Adam,
-    every quantized level frozen. Tuned: layer-norm gains and biases, linear biases, and (rows)
+    every quantized level frozen. Tuned: layer-norm gains and biases, linear biases, and
     one gain per row of every quantized matrix, which is folded into that row's block scales
     (formats.scale_rows: the half d/dmin fields), so the file keeps its types and its size.
 
@@ -462,18 +467,20 @@ def tune_float(mf, stored: dict, text: str, tokens: int = TUNE_TOKENS, steps: in
 
     base = dict(qmodel.named_parameters())
     vecs: dict[str, torch.Tensor] = {}
+    vec_hf: dict[str, str] = {}  # GGUF name -> Hugging Face name, for the forward pass
     gains: dict[str, tuple[str, bool, torch.Tensor]] = {}
     for name, t in stored.items():
         h, transpose = hf_name(name)
         if len(t.shape) == 1:
             vecs[name] = base[h].detach().clone().requires_grad_(True)
-        elif rows and t.qtype in F.SCALE_FIELDS:
+            vec_hf[name] = h
+        elif t.qtype in F.SCALE_FIELDS:
             gains[name] = (h, transpose, torch.ones(t.shape[0], requires_grad=True))
     params = list(vecs.values()) + [g for _, _, g in gains.values()]
     n_par = sum(p.numel() for p in params)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        over = {hf_name(n)[0]: v for n, v in vecs.items()}
+        over = {vec_hf[n]: v for n, v in vecs.items()}
         for h, transpose, g in gains.values():
             over[h] = base[h] * (g[None, :] if transpose else g[:, None])
         return torch.log_softmax(functional_call(qmodel, over, (), {"input_ids": x}).logits.float(), -1)
