@@ -175,12 +175,14 @@ def _chunk_sample(tg, fraction: float, seed: int = 7):
 def variants_main(a: argparse.Namespace) -> int:
     import copy
     import dataclasses
+    from types import SimpleNamespace
 
     import numpy as np
     import torch
+    from transformers import GPT2LMHeadModel
 
-    from pocketgpt.corpus import read_text, split_documents
-    from pocketgpt.evaluate import windows
+    from pocketgpt.corpus import read_text
+    from pocketgpt.evaluate import token_stream, windows
     from pocketgpt.shrink.distill import Trainer
     from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, prepare, training_documents
 
@@ -194,19 +196,14 @@ def variants_main(a: argparse.Namespace) -> int:
                 merges=ints(a.vocab), layers=ints(a.layers), widths=ints(a.width), ffs=ints(a.ff), qtype="f32",
                 steps=1, batch=a.batch, threads=a.threads, teacher_cache=a.teacher_cache,
                 teacher_minutes=a.teacher_minutes, teacher_fraction=1.0)  # fractions: sampled from the full pass
-    pd = prepare(ShrinkOptions(**base))
-    ps = prepare(ShrinkOptions(**{**base, "from_scratch": True}))
-    init = {"teacher": copy.deepcopy(pd.student.state_dict()), "scratch": copy.deepcopy(ps.student.state_dict())}
+    opts = ShrinkOptions(**base)
+    pd = prepare(opts)
+    torch.manual_seed(opts.seed)  # the random start `prepare(from_scratch=True)` makes
+    scratch = GPT2LMHeadModel(pd.student.config)
+    init = {"teacher": copy.deepcopy(pd.student.state_dict()), "scratch": scratch.state_dict()}
 
     tok = pd.vocab.hf_tokenizer()
-    ids, n_bytes = [pd.vocab.eos_id], 0
-    for i, doc in enumerate(split_documents(read_text(str(heldout)))):
-        if i:
-            ids.append(pd.vocab.eos_id)
-            n_bytes += 1
-        ids += tok.encode(doc)
-        n_bytes += len(doc.encode("utf-8"))
-    ids = np.asarray(ids, dtype=np.int64)
+    ids, n_bytes = token_stream(SimpleNamespace(eos_id=pd.vocab.eos_id, encode=tok.encode), read_text(str(heldout)))
     spans = windows(len(ids), pd.cfg.n_ctx, pd.cfg.n_ctx // 2)
 
     probe = None
