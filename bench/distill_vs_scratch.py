@@ -209,6 +209,7 @@ def variants_main(a: argparse.Namespace) -> int:
     probe = None
     if a.teacher_probe:
         from pocketgpt.hf import torch_model
+        from pocketgpt.shrink.targets import teacher_topk, used_head
         from pocketgpt.shrink.vocab import teacher_to_student_map, trim_vocab
         from pocketgpt.train import encode_documents
 
@@ -217,9 +218,7 @@ def variants_main(a: argparse.Namespace) -> int:
         t2s = teacher_to_student_map(tv, trim_vocab(tv, pd.shape.n_merges))
         docs, _, _ = training_documents(a.corpus, str(heldout))
         t_ids = encode_documents(tv.hf_tokenizer(), docs, tv.eos_id)
-        used = np.unique(t_ids)
-        head = teacher.lm_head.weight.detach()[torch.from_numpy(used)].contiguous()
-        t2s_used = torch.from_numpy(t2s[used])
+        head, t2s_used = used_head(teacher, t_ids, t2s)
         probe = {"seconds": 0.0, "tokens": 0, "rng": np.random.default_rng(3)}
 
         def teacher_batch() -> None:
@@ -228,9 +227,7 @@ def variants_main(a: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             with torch.no_grad():
                 x = torch.from_numpy(np.stack([t_ids[s0:s0 + n] for s0 in starts]))
-                h = teacher.transformer(input_ids=x).last_hidden_state.reshape(-1, head.shape[1])
-                p = torch.softmax(h @ head.T, dim=-1)
-                torch.zeros(p.shape[0], pd.cfg.n_vocab).index_add_(1, t2s_used, p).topk(32, dim=-1)
+                teacher_topk(teacher, head, t2s_used, pd.cfg.n_vocab, 32, x)
             probe["seconds"] += time.perf_counter() - t0
             probe["tokens"] += x.numel()
 

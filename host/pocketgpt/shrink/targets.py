@@ -97,6 +97,27 @@ def align(student_ids: np.ndarray, student_len: np.ndarray, teacher_ids: np.ndar
     return np.where(hit, j, -1)
 
 
+def used_head(teacher: Any, teacher_ids: np.ndarray, t2s: np.ndarray) -> tuple[Any, Any]:
+    """The teacher's head rows over the teacher tokens the corpus uses, and their student ids: the
+    rest are tokens it never saw in training, whose probabilities the tied head has pushed to
+    nothing."""
+    import torch
+
+    used = np.unique(teacher_ids)
+    head = teacher.lm_head.weight.detach()[torch.from_numpy(used)].contiguous()
+    return head, torch.from_numpy(t2s[used])
+
+
+def teacher_topk(teacher: Any, head: Any, t2s_used: Any, n_student: int, k: int, x: Any) -> tuple[Any, Any]:
+    """Teacher token windows x (B, T) -> the top k of each position's next-token distribution
+    carried onto the student's vocabulary: (probabilities, student ids), each (B * T, k)."""
+    import torch
+
+    hidden = teacher.transformer(input_ids=x).last_hidden_state.reshape(-1, head.shape[1])
+    p = torch.softmax(hidden @ head.T, dim=-1)
+    return torch.zeros(p.shape[0], n_student).index_add_(1, t2s_used, p).topk(k, dim=-1)
+
+
 def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str], student_ids: np.ndarray,
                   k: int = 32, batch_windows: int = 16, max_minutes: float | None = None, seed: int = 1337,
                   progress: bool = False, fraction: float = 1.0) -> TeacherTargets:
@@ -116,11 +137,7 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
     where = align(student_ids, token_bytes(tv.tokens, tv.eos_id), teacher_ids,
                   token_bytes(teacher_vocab.tokens, teacher_vocab.eos_id))
     t2s = teacher_to_student_map(teacher_vocab, trimmed)
-    # the head over the teacher tokens the corpus uses: the rest are tokens it never saw in
-    # training, whose probabilities the tied head has pushed to nothing
-    used = np.unique(teacher_ids)
-    head = teacher.lm_head.weight.detach()[torch.from_numpy(used)].contiguous()
-    t2s_used = torch.from_numpy(t2s[used])
+    head, t2s_used = used_head(teacher, teacher_ids, t2s)
     V = tv.n_vocab
     k = min(k, V)
     M = len(teacher_ids)
@@ -144,10 +161,7 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
             rows = [(torch.from_numpy(np.stack([teacher_ids[s:s + n] for s in full])), full)] if full else []
             rows += [(torch.from_numpy(teacher_ids[s:M])[None], [s]) for s in group if s + n > M]
             for x, where_from in rows:
-                hidden = teacher.transformer(input_ids=x).last_hidden_state.reshape(-1, head.shape[1])
-                p = torch.softmax(hidden @ head.T, dim=-1)
-                s = torch.zeros(p.shape[0], V).index_add_(1, t2s_used, p)
-                top_p, top_i = s.topk(k, dim=-1)
+                top_p, top_i = teacher_topk(teacher, head, t2s_used, V, k, x)
                 idx = np.concatenate([np.arange(s0, s0 + x.shape[1]) for s0 in where_from])
                 t_ids[idx] = top_i.numpy()
                 t_probs[idx] = top_p.numpy().astype(np.float16)
