@@ -147,14 +147,18 @@ static uint32_t lookup_token(const pg_tokenizer *t, const uint8_t *s, size_t n) 
     }
 }
 
-static const pg_merge *lookup_merge(const pg_tokenizer *t, uint32_t a, uint32_t b) {
-    if (t->n_merges == 0) return NULL;
-    uint32_t i = hash_pair(a, b) & t->merge_mask;
-    for (;;) {
-        const pg_merge *m = &t->merge_hash[i];
-        if (m->a == PG_NONE) return NULL;
-        if (m->a == a && m->b == b) return m;
-        i = (i + 1) & t->merge_mask;
+#define MERGE_EMPTY UINT64_MAX
+
+static uint64_t merge_key(uint32_t a, uint32_t b) { return (uint64_t)a | (uint64_t)b << 21; }
+
+// Index of the merge of (a, b) among the usable merges (rank order), or PG_NONE.
+static uint32_t lookup_merge(const pg_tokenizer *t, uint32_t a, uint32_t b) {
+    if (t->n_merges == 0) return PG_NONE;
+    const uint64_t key = merge_key(a, b), mask = ((uint64_t)1 << 42) - 1;
+    for (uint32_t i = hash_pair(a, b) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        uint64_t e = t->merge_hash[i];
+        if (e == MERGE_EMPTY) return PG_NONE;
+        if ((e & mask) == key) return (uint32_t)(e >> 42);
     }
 }
 
@@ -163,6 +167,9 @@ static uint32_t pow2_at_least(uint64_t n) {
     while (c < n && c < 0x80000000u) c <<= 1;
     return c;
 }
+
+// Linear-probing tables at most 80 % full: a power of two at least n * 5 / 4.
+static uint32_t table_cap(uint64_t n) { return pow2_at_least(n + n / 4 + 1); }
 
 // ---- init ----------------------------------------------------------------------------------
 
@@ -179,7 +186,12 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
     } else if (merges.type != PG_GGUF_ARRAY || merges.elem_type != PG_GGUF_STRING) {
         return pg_fail(st, PG_ERR_FORMAT, "tokenizer.ggml.merges is not an array of strings");
     }
-    if (merges.count > 0x3FFFFFFFu) return pg_fail(st, PG_ERR_FORMAT, "tokenizer.ggml.merges is too long");
+    if (n_vocab_expected > PG_TOKENIZER_MAX_VOCAB)
+        return pg_fail(st, PG_ERR_FORMAT, "vocabulary of %u tokens; the tokenizer takes at most %u",
+                       (unsigned)n_vocab_expected, (unsigned)PG_TOKENIZER_MAX_VOCAB);
+    if (merges.count > PG_TOKENIZER_MAX_MERGES)
+        return pg_fail(st, PG_ERR_FORMAT, "tokenizer.ggml.merges has %llu entries; the tokenizer takes at most %u",
+                       (unsigned long long)merges.count, (unsigned)PG_TOKENIZER_MAX_MERGES);
     uint32_t eos;
     if ((rc = pg_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos, st))) return rc;
     if (eos >= n_vocab_expected)
@@ -204,12 +216,13 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
         total += len;
     }
     if (total > 0x7FFFFFFFu) return pg_fail(st, PG_ERR_FORMAT, "tokenizer strings are too large");
-    uint32_t tok_cap = pow2_at_least((uint64_t)t->n_vocab * 2);
-    uint32_t merge_cap = pow2_at_least((uint64_t)merges.count * 2 + 1);
+    uint32_t tok_cap = table_cap(t->n_vocab);
+    uint32_t merge_cap = table_cap(merges.count);
     uint8_t *bytes = pg_arena_take(a, (size_t)total + 1, 1);
     uint32_t *offs = pg_arena_take(a, pg_size_mul((size_t)t->n_vocab + 1, sizeof(uint32_t)), 4);
     uint32_t *tok_hash = pg_arena_take(a, pg_size_mul(tok_cap, sizeof(uint32_t)), 4);
-    pg_merge *merge_hash = pg_arena_take(a, pg_size_mul(merge_cap, sizeof(pg_merge)), 4);
+    uint64_t *merge_hash = pg_arena_take(a, pg_size_mul(merge_cap, sizeof(uint64_t)), 8);
+    uint32_t *merge_out = pg_arena_take(a, pg_size_mul((size_t)merges.count, sizeof(uint32_t)), 4);
     if (pg_arena_overflow(a)) return PG_OK;  // counting (or the caller's buffer is short: it checks)
 
     // raw bytes per token, and the token table (first spelling wins on duplicates)
@@ -242,9 +255,10 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
     }
 
     // merges: "left right" in spelling; skip the ones whose parts or result are not tokens
-    memset(merge_hash, 0xFF, (size_t)merge_cap * sizeof(pg_merge));
+    memset(merge_hash, 0xFF, (size_t)merge_cap * sizeof(uint64_t));
     t->merge_hash = merge_hash;
     t->merge_mask = merge_cap - 1;
+    t->merge_out = merge_out;
     off = merges.val_off;
     uint8_t buf[1024];
     uint32_t used = 0;
@@ -260,21 +274,12 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
         uint32_t ida = lookup_token(t, buf, na), idb = lookup_token(t, buf + na, nb);
         uint32_t ido = lookup_token(t, buf, (size_t)na + nb);
         if (ida == PG_NONE || idb == PG_NONE || ido == PG_NONE || na == 0 || nb == 0) continue;
+        t->n_merges = used;  // lookups see the merges placed so far
+        if (lookup_merge(t, ida, idb) != PG_NONE) continue;  // a later duplicate: the first rank wins
         uint32_t h = hash_pair(ida, idb) & t->merge_mask;
-        int dup = 0;
-        while (merge_hash[h].a != PG_NONE) {
-            if (merge_hash[h].a == ida && merge_hash[h].b == idb) {
-                dup = 1;
-                break;
-            }
-            h = (h + 1) & t->merge_mask;
-        }
-        if (dup) continue;
-        merge_hash[h].a = ida;
-        merge_hash[h].b = idb;
-        merge_hash[h].rank = (uint32_t)r;
-        merge_hash[h].out = ido;
-        used++;
+        while (merge_hash[h] != MERGE_EMPTY) h = (h + 1) & t->merge_mask;
+        merge_hash[h] = merge_key(ida, idb) | (uint64_t)used << 42;
+        merge_out[used++] = ido;
     }
     t->n_merges = used;
     return PG_OK;
@@ -335,26 +340,26 @@ static pg_code bpe_chunk(const pg_tokenizer *t, const uint8_t *s, size_t m, int3
         next[i] = i + 1 < m ? (uint32_t)(i + 1) : PG_END;
     }
     for (size_t i = 0; i + 1 < m; i++) {
-        const pg_merge *mg = lookup_merge(t, sym[i], sym[i + 1]);
-        if (mg) heap_push(heap, &hn, (pg_heap_item){mg->rank, (uint32_t)i});
+        uint32_t mg = lookup_merge(t, sym[i], sym[i + 1]);
+        if (mg != PG_NONE) heap_push(heap, &hn, (pg_heap_item){mg, (uint32_t)i});
     }
     while (hn) {
         pg_heap_item it = heap_pop(heap, &hn);
         uint32_t a = it.pos, b = next[a];
         if (sym[a] == PG_END || b == PG_END) continue;  // merged away
-        const pg_merge *mg = lookup_merge(t, sym[a], sym[b]);
-        if (!mg || mg->rank != it.rank) continue;  // this pair changed since it was pushed
-        sym[a] = mg->out;
+        uint32_t mg = lookup_merge(t, sym[a], sym[b]);
+        if (mg != it.rank) continue;  // this pair changed since it was pushed (or merges no more)
+        sym[a] = t->merge_out[mg];
         sym[b] = PG_END;
         next[a] = next[b];
         if (next[b] != PG_END) prev[next[b]] = a;
         if (prev[a] != PG_END) {
-            const pg_merge *l = lookup_merge(t, sym[prev[a]], sym[a]);
-            if (l) heap_push(heap, &hn, (pg_heap_item){l->rank, prev[a]});
+            uint32_t l = lookup_merge(t, sym[prev[a]], sym[a]);
+            if (l != PG_NONE) heap_push(heap, &hn, (pg_heap_item){l, prev[a]});
         }
         if (next[a] != PG_END) {
-            const pg_merge *r = lookup_merge(t, sym[a], sym[next[a]]);
-            if (r) heap_push(heap, &hn, (pg_heap_item){r->rank, a});
+            uint32_t r = lookup_merge(t, sym[a], sym[next[a]]);
+            if (r != PG_NONE) heap_push(heap, &hn, (pg_heap_item){r, a});
         }
     }
     for (uint32_t i = 0; i != PG_END; i = next[i]) {

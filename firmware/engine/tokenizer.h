@@ -11,11 +11,11 @@
 
 #include "gguf.h"
 
-typedef struct {
-    uint32_t a, b;   // left and right token ids (a == UINT32_MAX: empty slot)
-    uint32_t rank;   // merge priority (lower first)
-    uint32_t out;    // merged token id
-} pg_merge;
+// A merge's hash entry packs its left id (bits 0-20), right id (21-41) and its index among the
+// usable merges in rank order (42-63; the index orders merges as the rank does), 8 bytes where
+// four 32-bit fields took 16; empty slots are all ones. Tables are filled to at most 80 %.
+#define PG_TOKENIZER_MAX_VOCAB 0x1FFFFFu   // ids fit 21 bits
+#define PG_TOKENIZER_MAX_MERGES 0x3FFFFFu  // indices fit 22 bits
 
 typedef struct {
     uint32_t n_vocab;
@@ -25,8 +25,9 @@ typedef struct {
     const uint32_t *offs;      // (n_vocab + 1,) token i is bytes[offs[i] .. offs[i+1])
     const uint32_t *tok_hash;  // (tok_mask + 1,) token ids by raw bytes, UINT32_MAX empty
     uint32_t tok_mask;
-    const pg_merge *merge_hash;  // (merge_mask + 1,) merges by (a, b)
+    const uint64_t *merge_hash;  // (merge_mask + 1,) packed (a, b, index) entries by (a, b)
     uint32_t merge_mask;
+    const uint32_t *merge_out;   // (n_merges,) merged token id by index
     uint32_t byte_token[256];  // token of each single byte
 } pg_tokenizer;
 

@@ -31,10 +31,9 @@ KIB = 1024
 MIB = 1024 * 1024
 
 # sizeof() of the engine's structs on a 32-bit target (gcc -m32; the ESP32-S3 is ILP32 too)
-SIZEOF_PG_MODEL = 1216
+SIZEOF_PG_MODEL = 1220
 SIZEOF_PG_STATE = 92
 SIZEOF_PG_LAYER = 112
-SIZEOF_PG_MERGE = 16
 PG_MAX_TASKS = 16          # gpt2.h: row buffers per matmul task
 
 # GGML type ids the speed model distinguishes (quant/formats.py has them all)
@@ -150,15 +149,22 @@ def _token_raw_len(spelling: str) -> int:
     return len(spelling.encode("utf-8"))
 
 
+def _table_cap(n: int) -> int:
+    """tokenizer.c table_cap: linear-probing tables at most 80 % full."""
+    return _pow2_at_least(n + n // 4 + 1)
+
+
 def model_arena_bytes(n_layer: int, n_vocab: int, n_merges: int, token_bytes: int,
-                      sizeof_layer: int = SIZEOF_PG_LAYER, sizeof_merge: int = SIZEOF_PG_MERGE) -> int:
-    """pg_model_mem_size: the layer table, then the tokenizer's byte table, offsets and hashes."""
+                      sizeof_layer: int = SIZEOF_PG_LAYER) -> int:
+    """pg_model_mem_size: the layer table, then the tokenizer's byte table, offsets, token hash,
+    merge hash (8-byte packed entries) and merged ids."""
     a = _Arena()
     a.take(n_layer * sizeof_layer, 8)
     a.take(token_bytes + 1, 1)
     a.take((n_vocab + 1) * 4, 4)
-    a.take(_pow2_at_least(n_vocab * 2) * 4, 4)
-    a.take(_pow2_at_least(n_merges * 2 + 1) * sizeof_merge, 4)
+    a.take(_table_cap(n_vocab) * 4, 4)
+    a.take(_table_cap(n_merges) * 8, 8)
+    a.take(n_merges * 4, 4)
     return a.used
 
 
