@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
+import os
+from typing import TYPE_CHECKING
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# pathlib (with urllib.parse and ipaddress behind it) and importlib.resources (tempfile, shutil,
+# random, bz2, lzma) cost ~1.1 MiB of a process that only wants `pocketgpt.engine` on a model
+# path: they are imported where a function needs them. The package is always unpacked on disk
+# (the engine mmaps its models), so the shipped files sit beside this module.
+_MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "models")
 
 BUILTINS = {
     "host": "host.gguf",      # the relay's default: the quotes GPT-2 (see docs/models.md)
@@ -17,7 +26,9 @@ def builtin_path(name: str) -> Path:
     if name not in BUILTINS:
         raise PocketError(f"unknown built-in model builtin:{name}; built-ins: "
                           + ", ".join(f"builtin:{n}" for n in BUILTINS))
-    path = Path(str(resources.files("pocketgpt").joinpath("data", "models", BUILTINS[name])))
+    from pathlib import Path
+
+    path = Path(_MODELS_DIR, BUILTINS[name])
     if not path.exists():
         raise PocketError(f"built-in model builtin:{name} is not shipped in this build ({path}); "
                           "pass a .gguf path instead")
@@ -26,6 +37,8 @@ def builtin_path(name: str) -> Path:
 
 def resolve(spec: str) -> Path:
     """`builtin:NAME` -> the shipped file; anything else -> the path as given."""
+    from pathlib import Path
+
     if spec.startswith("builtin:"):
         return builtin_path(spec.split(":", 1)[1])
     return Path(spec).expanduser()
@@ -43,6 +56,8 @@ def load(spec: str):
 
 def from_hf_folder(src: str):
     """A Hugging Face checkpoint as an in-memory F32 ModelFile (same tensors `convert` writes)."""
+    from pathlib import Path
+
     from pocketgpt import hf
     from pocketgpt.gguf_io import ModelFile, store_tensors
     from pocketgpt.quant.formats import F32
