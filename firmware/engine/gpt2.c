@@ -334,7 +334,13 @@ static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
         const void *row = base + (size_t)r * j->w->row_bytes;
         float bias = j->bias ? j->bias[r] : 0.0f;
         int32_t b = 0;
-        float o[8];
+        float o[16];
+        if (k->dot_q8kx16[t])  // sixteen activation rows per weight unpacking (same bits as one by one)
+            for (; b + 16 <= j->B; b += 16) {
+                k->dot_q8kx16[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks,
+                                 j->xk + (size_t)b * sums, cols, o);
+                for (int q = 0; q < 16; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+            }
         if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
             for (; b + 8 <= j->B; b += 8) {
                 k->dot_q8kx8[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,

@@ -68,6 +68,7 @@ typedef struct {
     pg_dot_q8k_rows_fn dot_q8kx4[PG_TYPE_COUNT];  // optional: 4 activation rows at once
     pg_dot_q8k_rows_fn dot_q8kx8[PG_TYPE_COUNT];  // optional: 8 activation rows at once
     pg_quantize_k_fn quantize_k;
+    pg_dot_q8k_rows_fn dot_q8kx16[PG_TYPE_COUNT];  // optional: 16 activation rows at once
 } pg_kernels;
 
 // the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others

@@ -274,7 +274,7 @@ PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
         [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,                                                              \
     }
 
-static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL, {0}, {0}, {0}, NULL};
+static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL, {0}, {0}, {0}, NULL, {0}};
 
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n) {
     for (int i = 0; i < n; i += 32) {
@@ -473,7 +473,8 @@ static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
                                     {[PG_TYPE_Q3_K] = dot_q3_k_q8k_ref, [PG_TYPE_Q4_K] = dot_q4_k_q8k_ref},
                                     {0},
                                     {0},
-                                    NULL};
+                                    NULL,
+                                    {0}};
 
 static void axpy_f32_ref(float *y, float a, const void *row, int n) {
     const float *x = (const float *)row;

@@ -422,6 +422,7 @@ static const pg_kernels s_avx2 = {
     {0},
     {0},
     NULL,
+    {0},
 };
 
 // ---- AVX-512F: the same kernels 16 lanes wide (picked when the CPU has AVX-512F) -------------
@@ -493,6 +494,7 @@ static const pg_kernels s_avx512 = {
     {0},
     {0},
     NULL,
+    {0},
 };
 
 // ---- VNNI integer kernels (vpdpbusd, AVX512-VNNI + VL) on 256-bit vectors: 512-bit versions
@@ -595,6 +597,11 @@ static const pg_kernels s_avx512 = {
 // the two primitives: 32 u8 x 32 s8 -> 8 int32 sums of 4, and low2 + 4 where the hmask bit is set
 #define PG_DOT_VNNI(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
 #define PG_ADD4_VNNI(low2, hm, bit, four) _mm256_mask_add_epi8(low2, _mm256_test_epi8_mask(hm, bit), low2, four)
+// the same for the K-format kernels, group G's high bit (bit G of each hmask byte) moved to bit 2 by
+// a 16-bit shift (bit 2 of a byte comes from bit G of the same byte for shifts of at most 2 left or
+// 5 right) and or-ed in under the mask `four` by one ternary-logic op: no mask register, no copy
+#define PG_ADD4_SH(low2, hm, G, four)                                                                          \
+    _mm256_ternarylogic_epi32(low2, (G) <= 2 ? _mm256_slli_epi16(hm, 2 - (G)) : _mm256_srli_epi16(hm, (G) - 2), four, 0xF8)
 #define PG_DOT_AVX2(u, x) _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
 #define PG_ADD4_AVX2(low2, hm, bit, four) \
     _mm256_add_epi8(low2, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four))
@@ -710,6 +717,116 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
         PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
     }
 
+// The VNNI Q3_K kernels' float steps (every R, so a row gives the same bits alone or in a batch):
+// per 256-weight block the exact integer sum T = sum q * sc * xq (from the kernel's int32 lanes,
+// summed in integers), then acc = fma((float)T, d * xd, acc) over the blocks in order, from 0. One
+// float conversion per block and row; with 4+ rows the lane sums, conversions and multiply-adds
+// take one vector per 4 or 8 rows (lane = activation row).
+#define PG_UNROLL16 _Pragma("GCC unroll 16")
+#define PG_VNNI_INLINE __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline)) static inline
+
+// v[0..7] (8 int32 lanes each) -> their 8 lane sums, in order
+PG_VNNI_INLINE __m256i hsum_8x8_epi32(const __m256i *v) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    // a: v0..v3's sums of lanes 0-3 | of lanes 4-7; c the same for v4..v7
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20), _mm256_permute2x128_si256(a, c, 0x31));
+}
+
+// v[0..3] -> their 4 lane sums, in order
+PG_VNNI_INLINE __m128i hsum_4x8_epi32(const __m256i *v) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+}
+
+// v -> the sum of its 8 lanes in lane 0
+PG_VNNI_INLINE __m128i hsum_1x8_epi32(__m256i v) {
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0x4E));
+    return _mm_add_epi32(a, _mm_shuffle_epi32(a, 0xB1));
+}
+
+// rows r0..r0+7's scales of block blk: xd[r * nb + blk]
+PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
+    const float *p = xd + (size_t)r0 * (size_t)nb + blk;
+    return _mm256_setr_ps(p[0], p[nb], p[2 * nb], p[3 * nb], p[4 * nb], p[5 * nb], p[6 * nb], p[7 * nb]);
+}
+
+#define PG_Q3K_ACC_DECL(R)                                                                                 \
+    __m256 acc8[(R) / 8 > 0 ? (R) / 8 : 1];                                                                \
+    __m128 acc4 = _mm_setzero_ps();                                                                        \
+    PG_UNROLL16 for (int a8 = 0; a8 < (R) / 8; a8++) acc8[a8] = _mm256_setzero_ps();
+
+// is[0..R-1]: int32 lanes whose sum is T (NEG: -T) of block i / 256 for each row
+#define PG_Q3K_ACC_BLOCK(R, is, dw, NEG)                                                                   \
+    if ((R) >= 8) {                                                                                        \
+        PG_UNROLL16 for (int a8 = 0; a8 < (R) / 8; a8++) {                                                   \
+            __m256 t = _mm256_cvtepi32_ps(hsum_8x8_epi32(is + 8 * a8));                                    \
+            __m256 sc = _mm256_mul_ps(_mm256_set1_ps(dw), xd_rows8(xd, n / 256, i / 256, 8 * a8));        \
+            acc8[a8] = NEG ? _mm256_fnmadd_ps(t, sc, acc8[a8]) : _mm256_fmadd_ps(t, sc, acc8[a8]);        \
+        }                                                                                                  \
+    } else if ((R) == 4) {                                                                                 \
+        const float *p = xd + i / 256;                                                                     \
+        size_t nb = (size_t)(n / 256);                                                                     \
+        __m128 t = _mm_cvtepi32_ps(hsum_4x8_epi32(is));                                                    \
+        __m128 sc = _mm_mul_ps(_mm_set1_ps(dw), _mm_setr_ps(p[0], p[nb], p[2 * nb], p[3 * nb]));           \
+        acc4 = NEG ? _mm_fnmadd_ps(t, sc, acc4) : _mm_fmadd_ps(t, sc, acc4);                              \
+    } else {                                                                                               \
+        __m128 t = _mm_cvtepi32_ps(hsum_1x8_epi32(is[0]));                                                 \
+        __m128 sc = _mm_set_ss(dw * xd[i / 256]);                                                          \
+        acc4 = NEG ? _mm_fnmadd_ss(t, sc, acc4) : _mm_fmadd_ss(t, sc, acc4);                              \
+    }
+
+#define PG_Q3K_ACC_OUT(R, NEG)                                                                             \
+    if ((R) >= 8) {                                                                                        \
+        PG_UNROLL16 for (int a8 = 0; a8 < (R) / 8; a8++) _mm256_storeu_ps(out + 8 * a8, acc8[a8]);           \
+    } else if ((R) == 4) {                                                                                 \
+        _mm_storeu_ps(out, acc4);                                                                          \
+    } else {                                                                                               \
+        out[0] = _mm_cvtss_f32(acc4);                                                                      \
+    }
+
+// Q3_K against R = 8 or 16 activation rows with the sub-block scales folded into the weights:
+// per 16-weight sub-block a byte table u[k] = 128 - (k - 4) * sc (k = q + 4, the 3-bit code;
+// 0..252, so unsigned bytes: -(q * sc) never overflows where q * sc = 128 would), one pshufb per
+// 32 weights, then ONE vpdpbusd per 32 weights and row (the P kernels take 1.5 multiplies and a
+// pack). sum u * xq = 128 * sum xq - T, so each row's int32 lanes start at -128 * its code sums
+// (madd of the per-16 sums) and hold -T at the end. The weights' unpacking and tables are shared
+// by the R rows (16 accumulators fit AVX-512VL's 32 vector registers).
+#define PG_Q3K_F_ROWS(NAME, R)                                                                               \
+    PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n, \
+                                float *out) {                                                              \
+        const uint8_t *b = (const uint8_t *)row;                                                           \
+        const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                             \
+        const __m256i kk = _mm256_setr_epi16(4, 3, 2, 1, 0, -1, -2, -3, 4, 3, 2, 1, 0, -1, -2, -3);        \
+        const __m256i c128 = _mm256_set1_epi16(128), m128 = _mm256_set1_epi16(-128);                       \
+        const __m128i pick01 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);             \
+        PG_Q3K_ACC_DECL(R)                                                                                 \
+        for (int i = 0; i < n; i += 256, b += 110) {                                                       \
+            __m128i sc8 = q3_k_scales_avx2(b + 96);                                                        \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110, _MM_HINT_T0); /* the next row's block */ \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 64, _MM_HINT_T0);                      \
+            float dw = f16c(b + 108);                                                                      \
+            __m256i is[R];                                                                                 \
+            PG_UNROLL16 for (int r = 0; r < R; r++)                                                          \
+                is[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), m128); \
+            __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                           \
+            PG_UNROLL16 for (int g = 0; g < 8; g++) {                                                        \
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                 \
+                __m256i l = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                   \
+                __m256i k = PG_ADD4_SH(l, hm, g, four);                   \
+                /* sub-block 2g's scale in the low lane, 2g + 1's in the high lane, as int16 */            \
+                __m256i sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_add_epi8(pick01, _mm_set1_epi8((char)(2 * g))))); \
+                __m256i t16 = _mm256_add_epi16(_mm256_mullo_epi16(kk, sv), c128);                         \
+                __m256i u = _mm256_shuffle_epi8(_mm256_packus_epi16(t16, t16), k);                         \
+                PG_UNROLL16 for (int r = 0; r < R; r++)                                                      \
+                    is[r] = _mm256_dpbusd_epi32(is[r], u, _mm256_loadu_si256((const __m256i *)(xq + (size_t)r * (size_t)n + i + 32 * g))); \
+            }                                                                                              \
+            PG_Q3K_ACC_BLOCK(R, is, dw, 1)                                                                 \
+        }                                                                                                  \
+        PG_Q3K_ACC_OUT(R, 1)                                                                               \
+    }
+
 // With VNNI the byte products of a group take one vpdpbusd into int32 lanes of 4 products each
 // (|lane| <= 4 * 15 * 127, so two groups' lanes pack into int16 without saturation), and one
 // vpdpwssd applies both groups' sub-block scales: 3 multiply instructions per 64 weights and row
@@ -727,8 +844,7 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
                              7, 6, 7),                                                                     \
             _mm256_setr_epi8(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13, 10, 11, 10, 11, 10, 11, 10,  \
                              11, 14, 15, 14, 15, 14, 15, 14, 15)};                                         \
-        __m256 acc[R];                                                                                     \
-        PG_UNROLL for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();                                \
+        PG_Q3K_ACC_DECL(R)                                                                                 \
         for (int i = 0; i < n; i += 256, b += 110) {                                                       \
             __m256i sc16 = _mm256_cvtepi8_epi16(q3_k_scales_avx2(b + 96));                                 \
             __m256i m4sc = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 2));           \
@@ -745,8 +861,8 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
                 __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                 \
                 __m256i l0 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                  \
                 __m256i l1 = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4) + 2), three);              \
-                __m256i u0 = PG_ADD4_VNNI(l0, hm, _mm256_set1_epi8((char)(1 << g)), four);                 \
-                __m256i u1 = PG_ADD4_VNNI(l1, hm, _mm256_set1_epi8((char)(2 << g)), four);                 \
+                __m256i u0 = PG_ADD4_SH(l0, hm, g, four);                 \
+                __m256i u1 = PG_ADD4_SH(l1, hm, g + 1, four);                 \
                 __m256i sv = _mm256_shuffle_epi8(g < 4 ? s_lo : s_hi, pick[(g % 4) / 2]);                  \
                 PG_UNROLL for (int r = 0; r < R; r++) {                                                    \
                     const int8_t *x = xq + (size_t)r * (size_t)n + i + 32 * g;                             \
@@ -757,11 +873,10 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
                     else is[r] = _mm256_dpwssd_epi32(is[r], pk, sv);                                       \
                 }                                                                                          \
             }                                                                                              \
-            PG_UNROLL for (int r = 0; r < R; r++)                                                          \
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(is[r], is2[r])),              \
-                                         _mm256_set1_ps(dw * xd[(size_t)r * (size_t)(n / 256) + i / 256]), acc[r]); \
+            PG_UNROLL for (int r = 0; r < R; r++) is[r] = _mm256_add_epi32(is[r], is2[r]);                 \
+            PG_Q3K_ACC_BLOCK(R, is, dw, 0)                                                                 \
         }                                                                                                  \
-        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
+        PG_Q3K_ACC_OUT(R, 0)                                                                               \
     }
 
 #define PG_Q4K_P_ROWS(NAME, R)                                                                               \
@@ -810,7 +925,8 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 
 PG_Q3K_P_ROWS(q3_k_krows1_vnni256, 1)
 PG_Q3K_P_ROWS(q3_k_krows4_vnni256, 4)
-PG_Q3K_P_ROWS(q3_k_krows8_vnni256, 8)
+PG_Q3K_F_ROWS(q3_k_krows8_vnni256, 8)
+PG_Q3K_F_ROWS(q3_k_krows16_vnni256, 16)
 PG_Q4K_P_ROWS(q4_k_krows1_vnni256, 1)
 PG_Q4K_P_ROWS(q4_k_krows4_vnni256, 4)
 PG_Q4K_P_ROWS(q4_k_krows8_vnni256, 8)
@@ -858,6 +974,7 @@ static const pg_kernels s_avx2_int = {
     {[PG_TYPE_Q3_K] = q3_k_krows4_avx2, [PG_TYPE_Q4_K] = q4_k_krows4_avx2},
     {0},
     quantize_act_k_avx2,
+    {0},
 };
 static const pg_kernels s_vnni256_int = {
     "x86-vnni256-int8",
@@ -875,6 +992,7 @@ static const pg_kernels s_vnni256_int = {
     {[PG_TYPE_Q3_K] = q3_k_krows4_vnni256, [PG_TYPE_Q4_K] = q4_k_krows4_vnni256},
     {[PG_TYPE_Q3_K] = q3_k_krows8_vnni256, [PG_TYPE_Q4_K] = q4_k_krows8_vnni256},
     quantize_act_k_avx2,
+    {[PG_TYPE_Q3_K] = q3_k_krows16_vnni256},
 };
 
 

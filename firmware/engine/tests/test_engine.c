@@ -328,7 +328,7 @@ static void test_quantize_act(void) {
 // pg_quantize_act_k bit for bit; each set's Q3_K/Q4_K dot equals the portable definition up to
 // float order, and its 4- and 8-row kernels give each row the one-row kernel's bits
 static void test_k_format(void) {
-    enum { N = 512, ROWS = 8 };
+    enum { N = 512, ROWS = 16 };
     static float x[ROWS * N], xd1[ROWS * N / 256], xd2[ROWS * N / 256];
     static int8_t q1[ROWS * N], q2[ROWS * N];
     static int16_t s1[ROWS * N / 16], s2[ROWS * N / 16];
@@ -364,7 +364,7 @@ static void test_k_format(void) {
                     memcpy(blk + at, &h, 2);
                     if (types[t] == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
                 }
-                float one[ROWS], o4[ROWS], o8[ROWS], deq[N];
+                float one[ROWS], o4[ROWS], o8[ROWS], o16[ROWS], deq[N];
                 pg_dequant_row(types[t], w, deq, N);
                 for (int b = 0; b < ROWS; b++) {
                     one[b] = k->dot_q8k[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
@@ -378,14 +378,20 @@ static void test_k_format(void) {
                     CHECK(fabs((double)want - exact) <= 1e-5 * (1.0 + mag));
                     CHECK(fabs((double)one[b] - (double)want) <= 1e-5 * (1.0 + mag));
                 }
+                // the 4-, 8- and 16-row kernels give each row the one-row kernel's bits
                 if (k->dot_q8kx4[types[t]]) {
-                    k->dot_q8kx4[types[t]](w, q1, xd1, s1, N, o4);
-                    k->dot_q8kx4[types[t]](w, q1 + 4 * N, xd1 + 4 * N / 256, s1 + 4 * N / 16, N, o4 + 4);
+                    for (int b = 0; b < ROWS; b += 4)
+                        k->dot_q8kx4[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o4 + b);
                     CHECK(memcmp(o4, one, sizeof one) == 0);
                 }
                 if (k->dot_q8kx8[types[t]]) {
-                    k->dot_q8kx8[types[t]](w, q1, xd1, s1, N, o8);
+                    for (int b = 0; b < ROWS; b += 8)
+                        k->dot_q8kx8[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o8 + b);
                     CHECK(memcmp(o8, one, sizeof one) == 0);
+                }
+                if (k->dot_q8kx16[types[t]]) {
+                    k->dot_q8kx16[types[t]](w, q1, xd1, s1, N, o16);
+                    CHECK(memcmp(o16, one, sizeof one) == 0);
                 }
             }
         }
