@@ -172,6 +172,19 @@ def _chunk_sample(tg, fraction: float, seed: int = 7):
     return TeacherTargets(tg.ids, tg.probs, tg.has & keep, tg.seconds * fraction, tg.teacher_tokens)
 
 
+def _boundary_positions(pd, corpus, heldout):
+    """(N,) bool: student positions that end where a teacher token ends."""
+    from pocketgpt.shrink.run import training_documents
+    from pocketgpt.shrink.targets import align, token_bytes
+    from pocketgpt.train import encode_documents
+
+    tv = pd.tmf.vocab
+    docs, _, _ = training_documents(corpus, str(heldout))
+    t_ids = encode_documents(tv.hf_tokenizer(), docs, tv.eos_id)
+    return align(pd.train_ids, token_bytes(pd.vocab.tokens, pd.vocab.eos_id), t_ids,
+                 token_bytes(tv.tokens, tv.eos_id)) >= 0
+
+
 def variants_main(a: argparse.Namespace) -> int:
     import copy
     import dataclasses
@@ -231,14 +244,24 @@ def variants_main(a: argparse.Namespace) -> int:
             probe["seconds"] += time.perf_counter() - t0
             probe["tokens"] += x.numel()
 
+    boundary = None
     runs = []
     for v in json.loads(a.variants):
         student = copy.deepcopy(pd.student)
-        student.load_state_dict(init[v.get("init", "teacher")])
+        seed = v.get("seed", opts.seed)
+        if v.get("init", "teacher") == "scratch" and seed != opts.seed:
+            torch.manual_seed(seed)
+            student.load_state_dict(GPT2LMHeadModel(pd.student.config).state_dict())
+        else:
+            student.load_state_dict(init[v.get("init", "teacher")])
         alpha = v.get("alpha", 0.0)
         tg = _chunk_sample(pd.targets, v.get("teacher_fraction", 1.0)) if alpha > 0 else None
+        if tg is not None and v.get("boundary_only"):  # the targets before session 4: teacher token ends only
+            if boundary is None:
+                boundary = _boundary_positions(pd, a.corpus, heldout)
+            tg = dataclasses.replace(tg, has=tg.has & boundary)
         o = ShrinkOptions(**{**base, "steps": v["steps"], "lr": v.get("lr", a.lr), "alpha": alpha,
-                             "kl_anneal": v.get("kl_anneal")})
+                             "kl_anneal": v.get("kl_anneal"), "seed": seed})
         runs.append({"v": v, "o": o, "tg": tg, "tr": Trainer(student, pd.train_ids, distill_config(o), tg), "curve": []})
     curve = {int(x) for x in a.curve.split(",") if x}
     load, rounds, last = [os.getloadavg()[0]], 0, time.time()
@@ -273,6 +296,8 @@ def variants_main(a: argparse.Namespace) -> int:
                                 from_scratch=v.get("init") == "scratch")
         d, _ = finish(o, dataclasses.replace(pd, student=tr.student, targets=r["tg"]), tr.result(pd.val_ids))
         ev = _eval(Path(o.output), heldout)
+        if r["tg"] is not None:
+            v = {**v, "target_coverage": round(r["tg"].coverage, 4), "target_mass": round(r["tg"].mass(), 4)}
         result["runs"].append({**v, "seconds": round(tr.seconds, 1), "seconds_per_step": round(tr.seconds / tr.steps, 4),
                                "curve": r["curve"], "val_loss_nats": d["distill"]["val_loss"],
                                "heldout_bpb_q8": round(ev["bpb"], 4), "file_bytes": d["file_bytes"]})

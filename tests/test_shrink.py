@@ -81,6 +81,22 @@ def test_teacher_tokens_map_to_their_first_trimmed_piece(trimmed):
         assert t2s[tid] == hf_small(word, add_special_tokens=False)["input_ids"][0], word
 
 
+def test_teacher_tokens_split_into_the_pieces_the_trimmed_tokenizer_gives_them(trimmed):
+    """vocab.student_pieces: what the student emits for each teacher token, in order."""
+    from pocketgpt.shrink.vocab import student_pieces
+    from pocketgpt.tokenizer import gpt2_vocab
+
+    full = gpt2_vocab()
+    pieces = student_pieces(full, trimmed)
+    small = trimmed.vocab.tokens
+    for t in range(full.n_vocab - 1):  # every token: its pieces spell it
+        assert "".join(small[s] for s in pieces[t]) == full.tokens[t]
+    hf_small = trimmed.vocab.hf_tokenizer()
+    for word in [" interesting", " extraordinary", " 1999", " Jerusalem"]:
+        (tid,) = full.hf_tokenizer()(word, add_special_tokens=False)["input_ids"]
+        assert list(pieces[tid]) == hf_small(word, add_special_tokens=False)["input_ids"], word
+
+
 def _teacher_with_dead_parts(n_layer=3, n_ff=96, dead_neurons=10):
     """A teacher whose middle layer is an identity and whose last `dead_neurons` MLP neurons write
     nothing: pruning exactly those must leave its function unchanged."""
@@ -173,7 +189,7 @@ def test_teacher_targets_are_its_distribution_carried_onto_the_student_vocabular
     full = gpt2_vocab()
     teacher, _ = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=8, seed=2)
     s_ids = encode_documents(trimmed.vocab.hf_tokenizer(), DOCS, trimmed.vocab.eos_id)
-    tg = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3)
+    tg = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3, inside=False)
     assert tg.ids.shape == (len(s_ids), 5) and tg.coverage == tg.teacher_tokens / len(s_ids)
     # by hand: the teacher over its own tokens in windows of its context, softmax over the tokens
     # the corpus uses, each probability summed onto the student token its spelling starts with
@@ -201,6 +217,58 @@ def test_teacher_targets_are_its_distribution_carried_onto_the_student_vocabular
     back = TeacherTargets.load(tmp_path / "t.npz", {"merges": 400})
     assert back is not None and (back.ids == tg.ids).all() and back.coverage == tg.coverage
     assert TeacherTargets.load(tmp_path / "t.npz", {"merges": 401}) is None
+
+
+def test_inside_a_teacher_token_the_target_is_its_distribution_given_the_pieces_so_far(trimmed):
+    """A student position part-way through a teacher token: the teacher's distribution before that
+    token, kept to the tokens whose pieces start with the pieces emitted so far, each token's
+    probability on the piece it would emit next, over the mass of all such tokens (those that end
+    right there count in the mass but name no next piece)."""
+    import torch
+
+    from pocketgpt.shrink.targets import build_targets
+    from pocketgpt.shrink.vocab import student_pieces
+    from pocketgpt.tokenizer import gpt2_vocab
+    from pocketgpt.train import encode_documents
+
+    full = gpt2_vocab()
+    teacher, _ = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=8, seed=2)
+    s_ids = encode_documents(trimmed.vocab.hf_tokenizer(), DOCS, trimmed.vocab.eos_id)
+    t_ids = encode_documents(full.hf_tokenizer(), DOCS, full.eos_id)
+    edge = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3, inside=False)
+    tg = build_targets(teacher, full, trimmed, DOCS, s_ids, k=5, batch_windows=3)
+    # the boundary targets are unchanged; every position after the first teacher token has one
+    np.testing.assert_array_equal(tg.probs[edge.has], edge.probs[edge.has])
+    first = len(student_pieces(full, trimmed)[t_ids[0]])
+    assert tg.has[first - 1:-1].all() and not tg.has[:first - 1].any() and edge.coverage < 0.8
+    pieces = student_pieces(full, trimmed)
+    used = np.unique(t_ids).tolist()
+    with torch.no_grad():
+        logits = torch.cat([teacher(input_ids=torch.from_numpy(t_ids[i:i + 8])[None]).logits[0]
+                            for i in range(0, len(t_ids), 8)])
+    P = torch.softmax(logits[:, used], -1).numpy()
+    s_len = [len(trimmed.vocab.tokens[i]) if i != trimmed.vocab.eos_id else 1 for i in s_ids]
+    t_len = [len(full.tokens[i]) if i != full.eos_id else 1 for i in t_ids]
+    s_end, t_end = np.cumsum(s_len), np.cumsum(t_len)
+    checked = 0
+    for i in range(len(s_ids) - 1):
+        m = int(np.searchsorted(t_end, s_end[i], side="right"))
+        start = t_end[m - 1] if m else 0
+        if m == 0 or s_end[i] == start:
+            continue
+        done = tuple(s_ids[int(np.searchsorted(s_end, start)) + 1:i + 1].tolist())
+        assert pieces[t_ids[m]][:len(done)] == done   # the student is part-way through the token
+        want, mass = np.zeros(trimmed.vocab.n_vocab), 0.0
+        for j, u in enumerate(used):
+            if pieces[u][:len(done)] == done:
+                mass += P[m - 1, j]
+                if len(pieces[u]) > len(done):
+                    want[pieces[u][len(done)]] += P[m - 1, j]
+        top = np.sort(want / mass)[::-1][:5]
+        np.testing.assert_allclose(tg.probs[i].astype(np.float32), top, rtol=2e-3, atol=1e-4)
+        assert s_ids[i + 1] in tg.ids[i] or want[s_ids[i + 1]] / mass <= top[-1] + 1e-4
+        checked += 1
+    assert checked > 10
 
 
 def test_teacher_pass_over_a_fraction_scores_a_sample_of_windows_exactly(trimmed):

@@ -17,8 +17,8 @@ Make a small GPT-2 from a bigger teacher, for the ESP32-S3:
    teacher's size), MLP neurons (--ff), each kept weight a slice of the teacher's.
 3. distillation on --corpus: the teacher reads a --teacher-fraction sample of the corpus once
    (default a quarter), in its own tokens, and keeps the top --topk of its next-token distribution
-   carried onto the trimmed vocabulary at every position where a teacher token ends
-   (--teacher-cache FILE keeps them for the next run); then --alpha x KL to those plus the rest
+   carried onto the trimmed vocabulary at every position (part-way through a teacher token:
+   given the pieces already emitted) (--teacher-cache FILE keeps them for the next run); then --alpha x KL to those plus the rest
    cross-entropy, the KL weight falling to 0 over the first --kl-anneal of training (default
    half), for --distill-steps steps or --max-minutes, with a progress bar. --alpha 0: no KL and
    no teacher pass, the pruned student trains on the data alone. (Measured on the device model at

@@ -2,7 +2,8 @@
 
 The teacher's targets are computed once, before training (targets.py): for each position of the
 student's token stream, the top-k of the teacher's next-token distribution carried onto the
-student's vocabulary, where a teacher distribution exists (positions that end a teacher token).
+student's vocabulary (at a teacher token's end; part-way through one, conditioned on the pieces
+already emitted: see targets.py), where the teacher read that part of the corpus.
 The loss is
 
     alpha * KL(teacher || student) + (1 - alpha) * cross-entropy(next token)

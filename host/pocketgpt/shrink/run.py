@@ -260,7 +260,8 @@ def _targets(o: ShrinkOptions, tmf: Any, trimmed: Any, docs: list[str], train_id
     key = {"teacher": str(Path(o.input)), "merges": len(trimmed.vocab.merges), "k": o.topk,
            "stream": hashlib.sha256(train_ids.tobytes()).hexdigest()[:16],
            "teacher_minutes": o.teacher_minutes, "seed": o.seed}
-    if o.teacher_fraction < 1.0:  # (a full pass keeps the key it always had: old caches stay valid)
+    key["targets"] = "every position"  # session 4: positions inside a teacher token get a target too
+    if o.teacher_fraction < 1.0:
         key["fraction"] = o.teacher_fraction
     if o.teacher_cache:
         cached = TeacherTargets.load(o.teacher_cache, key)

@@ -72,22 +72,34 @@ def teacher_to_student_map(teacher: BPEVocab, trimmed: TrimmedVocab) -> np.ndarr
     first piece of it (" inter", say). This is how the teacher's next-token distribution is
     carried onto the smaller vocabulary for the distillation loss.
     """
+    return np.asarray([p[0] for p in student_pieces(teacher, trimmed)], dtype=np.int64)
+
+
+def student_pieces(teacher: BPEVocab, trimmed: TrimmedVocab) -> list[tuple[int, ...]]:
+    """For every teacher token, the student tokens the trimmed tokenizer splits its spelling into
+    (one for a kept token; <|endoftext|> and other specials: the student's <|endoftext|>).
+
+    Why the spelling alone is enough: the trimmed BPE is the full one stopped early, and no merge
+    ever joins pieces across a teacher token's edges (the merged piece could not be undone), so
+    inside a word the student's pieces of a teacher token are the trimmed BPE of that token's
+    spelling.
+    """
     student_of = {int(t): s for s, t in enumerate(trimmed.teacher_ids)}
     index = {t: s for s, t in enumerate(trimmed.vocab.tokens)}
     ranks = {tuple(m.split(" ")): r for r, m in enumerate(trimmed.vocab.merges)}
-    out = np.empty(teacher.n_vocab, dtype=np.int64)
+    out: list[tuple[int, ...]] = []
     for i, spelling in enumerate(teacher.tokens):
         if i in student_of:
-            out[i] = student_of[i]
+            out.append((student_of[i],))
         elif spelling.startswith("<|"):
-            out[i] = trimmed.vocab.eos_id
+            out.append((trimmed.vocab.eos_id,))
         else:
-            out[i] = index[_bpe_first_piece(spelling, ranks)]
+            out.append(tuple(index[p] for p in _bpe_pieces(spelling, ranks)))
     return out
 
 
-def _bpe_first_piece(spelling: str, ranks: dict[tuple[str, str], int]) -> str:
-    """The first token of BPE over `spelling` (one pre-token) with the given merge ranks."""
+def _bpe_pieces(spelling: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """BPE over `spelling` (one pre-token) with the given merge ranks."""
     parts = list(spelling)
     while len(parts) > 1:
         best, at = None, -1
@@ -98,4 +110,4 @@ def _bpe_first_piece(spelling: str, ranks: dict[tuple[str, str], int]) -> str:
         if best is None:
             break
         parts[at:at + 2] = [parts[at] + parts[at + 1]]
-    return parts[0]
+    return parts
