@@ -330,17 +330,31 @@ static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
     int32_t cols = j->w->cols;
     size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
     const uint8_t *base = (const uint8_t *)j->w->data;
+    // sixteen activation rows per weight unpacking (the same bits as one by one), their per-block
+    // scales and code sums transposed once per task for up to 64 rows at a time (rows of up to 16
+    // blocks, 4,096 columns; 8 KiB of stack); each weight row then serves all of them from L1
+    int32_t b16 = k->dot_q8kx16[t] && blocks <= 16 ? j->B / 16 * 16 : 0;
+    for (int32_t c0 = 0; c0 < b16; c0 += 64) {
+        int32_t c1 = b16 - c0 < 64 ? b16 : c0 + 64;
+        float xdt[4][16 * 16];
+        int32_t xat[4][16 * 16];
+        for (int32_t b = c0; b < c1; b += 16)
+            pg_k_rows16_prepare(j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums, cols, xdt[(b - c0) / 16],
+                                xat[(b - c0) / 16]);
+        for (int32_t r = r0; r < r1; r++) {
+            const void *row = base + (size_t)r * j->w->row_bytes;
+            float o[16], bias = j->bias ? j->bias[r] : 0.0f;
+            for (int32_t b = c0; b < c1; b += 16) {
+                k->dot_q8kx16[t](row, j->xq + (size_t)b * (size_t)cols, xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o);
+                for (int q = 0; q < 16; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+            }
+        }
+    }
     for (int32_t r = r0; r < r1; r++) {
         const void *row = base + (size_t)r * j->w->row_bytes;
         float bias = j->bias ? j->bias[r] : 0.0f;
-        int32_t b = 0;
-        float o[16];
-        if (k->dot_q8kx16[t])  // sixteen activation rows per weight unpacking (same bits as one by one)
-            for (; b + 16 <= j->B; b += 16) {
-                k->dot_q8kx16[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks,
-                                 j->xk + (size_t)b * sums, cols, o);
-                for (int q = 0; q < 16; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
-            }
+        int32_t b = b16;
+        float o[8];
         if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
             for (; b + 8 <= j->B; b += 8) {
                 k->dot_q8kx8[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,

@@ -47,6 +47,16 @@ typedef float (*pg_dot_q8k_fn)(const void *row, const int8_t *xq, const float *x
 typedef void (*pg_dot_q8k_rows_fn)(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n,
                                    float *out);
 
+// dot_q8k of one weight row against 16 activation rows -> out[0..15], each the same bits as dot_q8k
+// of that row alone: codes xq (row r at xq + r * n) and, transposed, the per-256 values the caller
+// prepares once per matmul (not once per weight row): xdt (n / 256, 16) the rows' scales and xat
+// (n / 256, 16) the plain sums of each block's 256 codes (pg_k_rows16_prepare)
+typedef void (*pg_dot_q8k_x16_fn)(const void *row, const int8_t *xq, const float *xdt, const int32_t *xat, int n,
+                                  float *out);
+
+// 16 K-format activation rows (xd (16, n / 256), xs (16, n / 16)) -> xdt, xat as pg_dot_q8k_x16_fn takes
+void pg_k_rows16_prepare(const float *xd, const int16_t *xs, int n, float *xdt, int32_t *xat);
+
 typedef struct {
     const char *name;
     pg_dot_fn dot[PG_TYPE_COUNT];        // NULL: type not supported
@@ -68,7 +78,7 @@ typedef struct {
     pg_dot_q8k_rows_fn dot_q8kx4[PG_TYPE_COUNT];  // optional: 4 activation rows at once
     pg_dot_q8k_rows_fn dot_q8kx8[PG_TYPE_COUNT];  // optional: 8 activation rows at once
     pg_quantize_k_fn quantize_k;
-    pg_dot_q8k_rows_fn dot_q8kx16[PG_TYPE_COUNT];  // optional: 16 activation rows at once
+    pg_dot_q8k_x16_fn dot_q8kx16[PG_TYPE_COUNT];  // optional: 16 activation rows at once (see the type)
 } pg_kernels;
 
 // the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others

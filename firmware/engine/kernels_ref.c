@@ -384,6 +384,17 @@ static float dot_q4_k_q8_ref(const void *row, const int8_t *xq, const float *xd,
     return s;
 }
 
+void pg_k_rows16_prepare(const float *xd, const int16_t *xs, int n, float *xdt, int32_t *xat) {
+    int nb = n / 256;
+    for (int blk = 0; blk < nb; blk++)
+        for (int r = 0; r < 16; r++) {
+            int32_t sum = 0;
+            for (int k = 0; k < 16; k++) sum += xs[r * (n / 16) + 16 * blk + k];
+            xdt[blk * 16 + r] = xd[r * nb + blk];
+            xat[blk * 16 + r] = sum;
+        }
+}
+
 // x (n,) -> the K activation format (kernels.h): one scale per 256 values, int16 sums per 16
 void pg_quantize_act_k(const float *x, int8_t *xq, float *xd, int16_t *xs, int n) {
     for (int i = 0; i < n; i += 256) {

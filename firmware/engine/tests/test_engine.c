@@ -390,7 +390,10 @@ static void test_k_format(void) {
                     CHECK(memcmp(o8, one, sizeof one) == 0);
                 }
                 if (k->dot_q8kx16[types[t]]) {
-                    k->dot_q8kx16[types[t]](w, q1, xd1, s1, N, o16);
+                    float xdt[N / 256 * 16];
+                    int32_t xat[N / 256 * 16];
+                    pg_k_rows16_prepare(xd1, s1, N, xdt, xat);
+                    k->dot_q8kx16[types[t]](w, q1, xdt, xat, N, o16);
                     CHECK(memcmp(o16, one, sizeof one) == 0);
                 }
             }
