@@ -897,6 +897,9 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
             __m256i s_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);                                    \
             __m256i s_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);                                    \
             float dw = f16c(b + 108);                                                                      \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110, _MM_HINT_T0); /* the next row's block */ \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 64, _MM_HINT_T0);                      \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 109, _MM_HINT_T0);                     \
             __m256i is[R], is2[R]; /* two chains for 1 row */                                              \
             PG_UNROLL for (int r = 0; r < R; r++) { /* the -4 offsets: -4 sc[k] xs[k] */                   \
                 is[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), m4sc); \
@@ -942,6 +945,9 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
             __m256i sc4 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3))); \
             __m256i sc4b = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7))); \
             float d = f16c(b), dmin = f16c(b + 2);                                                         \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 144, _MM_HINT_T0); /* the next row's block */ \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 144 + 64, _MM_HINT_T0);                      \
+            _mm_prefetch((const char *)b + (size_t)(n / 256) * 144 + 128, _MM_HINT_T0);                     \
             __m256i is[R], is2[R];                                                                         \
             PG_UNROLL for (int r = 0; r < R; r++) is[r] = is2[r] = _mm256_setzero_si256();                 \
             const uint8_t *qs = b + 16;                                                                    \
