@@ -341,36 +341,63 @@ static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
         for (int32_t b = c0; b < c1; b += 16)
             pg_k_rows16_prepare(j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums, cols, xdt[(b - c0) / 16],
                                 xat[(b - c0) / 16]);
-        for (int32_t r = r0; r < r1; r++) {
-            const void *row = base + (size_t)r * j->w->row_bytes;
-            float o[16], bias = j->bias ? j->bias[r] : 0.0f;
-            for (int32_t b = c0; b < c1; b += 16) {
-                k->dot_q8kx16[t](row, j->xq + (size_t)b * (size_t)cols, xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o);
-                for (int q = 0; q < 16; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+        // tiles of 8 weight rows: each activation row's 8 results are stored together (one float per
+        // activation row and weight row went to 16 places 9-200 KiB apart)
+        for (int32_t r = r0; r < r1; r += 8) {
+            int32_t nr = r1 - r < 8 ? r1 - r : 8;
+            float o[4][8][16];
+            for (int32_t q = 0; q < nr; q++)
+                for (int32_t b = c0; b < c1; b += 16)
+                    k->dot_q8kx16[t](base + (size_t)(r + q) * j->w->row_bytes, j->xq + (size_t)b * (size_t)cols,
+                                     xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o[(b - c0) / 16][q]);
+            for (int32_t b = c0; b < c1; b++) {
+                float *dst = j->out + (size_t)b * j->out_stride + (size_t)r;
+                const float(*ob)[16] = o[(b - c0) / 16];
+                for (int32_t q = 0; q < nr; q++) dst[q] = ob[q][(b - c0) % 16] + (j->bias ? j->bias[r + q] : 0.0f);
             }
         }
     }
-    for (int32_t r = r0; r < r1; r++) {
-        const void *row = base + (size_t)r * j->w->row_bytes;
-        float bias = j->bias ? j->bias[r] : 0.0f;
-        int32_t b = b16;
-        float o[8];
-        if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
-            for (; b + 8 <= j->B; b += 8) {
-                k->dot_q8kx8[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,
-                                cols, o);
-                for (int q = 0; q < 8; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+    if (j->B - b16 < 4) {  // one to three rows (decode): straight, which measured faster there
+        for (int32_t r = r0; r < r1; r++) {
+            const void *row = base + (size_t)r * j->w->row_bytes;
+            float bias = j->bias ? j->bias[r] : 0.0f;
+            for (int32_t b = b16; b < j->B; b++)
+                j->out[(size_t)b * j->out_stride + (size_t)r] =
+                    k->dot_q8k[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks,
+                                  j->xk + (size_t)b * sums, cols) + bias;
+        }
+        return;
+    }
+    // the rest (rows past the multiples of 16, or types without a 16-row kernel) in tiles of 8
+    // weight rows x up to 64 activation rows, stored 8 results at a time as above
+    for (int32_t c0 = b16; c0 < j->B; c0 += 64) {
+        int32_t nb = j->B - c0 < 64 ? j->B - c0 : 64;
+        const int8_t *xq = j->xq + (size_t)c0 * (size_t)cols;
+        const float *xd = j->xd + (size_t)c0 * blocks;
+        const int16_t *xk = j->xk + (size_t)c0 * sums;
+        for (int32_t r = r0; r < r1; r += 8) {
+            int32_t nr = r1 - r < 8 ? r1 - r : 8;
+            float o[8][64];
+            for (int32_t q = 0; q < nr; q++) {
+                const void *row = base + (size_t)(r + q) * j->w->row_bytes;
+                int32_t b = 0;
+                if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
+                    for (; b + 8 <= nb; b += 8)
+                        k->dot_q8kx8[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
+                                        cols, o[q] + b);
+                if (k->dot_q8kx4[t])
+                    for (; b + 4 <= nb; b += 4)
+                        k->dot_q8kx4[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
+                                        cols, o[q] + b);
+                for (; b < nb; b++)
+                    o[q][b] = k->dot_q8k[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
+                                            cols);
             }
-        if (k->dot_q8kx4[t])
-            for (; b + 4 <= j->B; b += 4) {
-                k->dot_q8kx4[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,
-                                cols, o);
-                for (int q = 0; q < 4; q++) j->out[(size_t)(b + q) * j->out_stride + (size_t)r] = o[q] + bias;
+            for (int32_t b = 0; b < nb; b++) {
+                float *dst = j->out + (size_t)(c0 + b) * j->out_stride + (size_t)r;
+                for (int32_t q = 0; q < nr; q++) dst[q] = o[q][b] + (j->bias ? j->bias[r + q] : 0.0f);
             }
-        for (; b < j->B; b++)
-            j->out[(size_t)b * j->out_stride + (size_t)r] =
-                k->dot_q8k[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums,
-                              cols) + bias;
+        }
     }
 }
 
