@@ -49,7 +49,7 @@ typedef void (*pg_dot_q8k_rows_fn)(const void *row, const int8_t *xq, const floa
 
 // dot_q8k of one weight row against 16 activation rows -> out[0..15], each the same bits as dot_q8k
 // of that row alone: codes xq (row r at xq + r * n) and, transposed, the per-256 values the caller
-// prepares once per matmul (not once per weight row): xdt (n / 256, 16) the rows' scales and xat
+// prepares once per matmul task (not once per weight row): xdt (n / 256, 16) the rows' scales and xat
 // (n / 256, 16) the plain sums of each block's 256 codes (pg_k_rows16_prepare)
 typedef void (*pg_dot_q8k_x16_fn)(const void *row, const int8_t *xq, const float *xdt, const int32_t *xat, int n,
                                   float *out);

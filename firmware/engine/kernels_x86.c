@@ -786,13 +786,13 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
         out[0] = _mm_cvtss_f32(acc4);                                                                      \
     }
 
-// Q3_K against R = 8 or 16 activation rows with the sub-block scales folded into the weights:
+// Q3_K against R = 8 activation rows with the sub-block scales folded into the weights:
 // per 16-weight sub-block a byte table u[k] = 128 - (k - 4) * sc (k = q + 4, the 3-bit code;
 // 0..252, so unsigned bytes: -(q * sc) never overflows where q * sc = 128 would), one pshufb per
 // 32 weights, then ONE vpdpbusd per 32 weights and row (the P kernels take 1.5 multiplies and a
 // pack). sum u * xq = 128 * sum xq - T, so each row's int32 lanes start at -128 * its code sums
 // (madd of the per-16 sums) and hold -T at the end. The weights' unpacking and tables are shared
-// by the R rows (16 accumulators fit AVX-512VL's 32 vector registers).
+// by the R rows. The 16-row version the engine's batches use is PG_Q3K_FA_ROWS below.
 #define PG_Q3K_F_ROWS(NAME, R)                                                                               \
     PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n, \
                                 float *out) {                                                              \
@@ -828,11 +828,14 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
         PG_Q3K_ACC_OUT(R, 1)                                                                               \
     }
 
-// The 16-row kernel of the engine's batches: as PG_Q3K_F_ROWS, but the activation rows' per-block
-// values come transposed from the caller, once per matmul instead of once per weight row: xdt
+// Q3_K row (n,) . 16 activation rows -> out[0..15] (pg_dot_q8k_x16_fn), the kernel of the engine's
+// batches: as PG_Q3K_F_ROWS, but the activation rows' per-block
+// values come transposed from the caller, once per matmul task instead of once per weight row: xdt
 // (n / 256, 16) the scales and xat (n / 256, 16) the sums of each block's 256 codes, so the
 // accumulators start at zero and T = 128 * sum xq - sum u * xq takes one shift and one subtract
-// per 8 rows (the 16 per-row multiply-adds of the code sums were a fifth of the kernel's time)
+// per 8 rows (the 16 per-row multiply-adds of the code sums were a fifth of the kernel's time);
+// 16 int32 accumulators fit AVX-512VL's 32 vector registers; the next weight row's block is
+// prefetched (the weights stream from memory in a batch)
 #define PG_Q3K_FA_ROWS(NAME, R)                                                                              \
     PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xdt, const int32_t *xat, int n, \
                                 float *out) {                                                              \
