@@ -63,11 +63,17 @@ def rss_mb() -> float:
 
 # The memory workers run in a lean process (`python -c`, not this script, whose own imports cost
 # ~4 MiB): a user's process that imports pocketgpt.engine, or the relay's modules ("relay"), then
-# fills one 1,024-token session. VmRSS counts the mapped file's pages once.
+# fills one 1,024-token session. The worker itself imports nothing before its last reading (json
+# and re alone would add ~1 MiB that is the harness's, not the engine's); its token ids come from
+# a small linear congruential generator instead of `random`. VmRSS counts the mapped file's pages
+# once.
 MEMORY_WORKER = """
-import json, re, sys
+import sys
 def rss():
-    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
 bare = rss()
 model, threads, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if mode == "memory-relay":
@@ -77,9 +83,14 @@ base = rss()
 kv = "f16" if mode == "memory-f16" else "q8_0"
 eng = Engine(model, threads=threads, n_ctx=%d, kv=kv)
 s = eng.session()
-rng = __import__("random").Random(3)
-s._s.eval([rng.randrange(256, 50000) for _ in range(%d)])
-print(json.dumps({"rss_mb": rss(), "rss_before_engine_mb": base, "rss_bare_mb": bare, "kernels": eng.kernels,
+ids, x = [], 3
+for _ in range(%d):
+    x = (x * 1103515245 + 12345) %% 2147483648
+    ids.append(256 + x %% 49744)
+s._s.eval(ids)
+final = rss()
+import json
+print(json.dumps({"rss_mb": final, "rss_before_engine_mb": base, "rss_bare_mb": bare, "kernels": eng.kernels,
                   "kv": kv, "session_bytes": s._s.mem_bytes}))
 """ % (MEM_CTX, MEM_CTX)
 

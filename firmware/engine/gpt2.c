@@ -164,6 +164,13 @@ static size_t kv_row_bytes(const pg_model *m, uint32_t kv_type) {
     return (size_t)m->cfg.n_embd / pg_type_block(kv_type) * pg_type_block_bytes(kv_type);
 }
 
+// Attention keeps one row of scores per task, not per (row, head) pair: a task's scores live only
+// while it works on one pair. At most PG_MAX_TASKS tasks (fewer when there are fewer pairs).
+static size_t score_rows(size_t n_rows, uint32_t n_head) {
+    size_t pairs = pg_size_mul(n_rows, n_head);
+    return pairs < PG_MAX_TASKS ? pairs : PG_MAX_TASKS;
+}
+
 static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type,
                          pg_arena *a) {
     const pg_config *c = &m->cfg;
@@ -179,7 +186,7 @@ static void state_layout(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t 
     s->qkv = pg_arena_take(a, pg_size_mul(pg_size_mul(B, 3 * E), f), 64);
     s->att = pg_arena_take(a, pg_size_mul(B * E, f), 64);
     s->ff = pg_arena_take(a, pg_size_mul(pg_size_mul(B, F), f), 64);
-    s->scores = pg_arena_take(a, pg_size_mul(pg_size_mul(pg_size_mul(B, c->n_head), T), f), 64);
+    s->scores = pg_arena_take(a, pg_size_mul(pg_size_mul(score_rows(B, c->n_head), T), f), 64);
     s->rowbuf = pg_arena_take(a, pg_size_mul((size_t)PG_MAX_TASKS * widest, f), 64);
     s->xq = pg_arena_take(a, pg_size_mul(B, widest), 64);
     s->xd = pg_arena_take(a, pg_size_mul(pg_size_mul(B, widest / 32 + 1), f), 64);
@@ -262,7 +269,7 @@ typedef struct {
     float *qkv;           // (B, 3E)
     float *att;           // (B, E)
     float *ff;            // (B, F)
-    float *scores;        // (B * n_head, scores_stride)
+    float *scores;        // (score_rows(B, n_head), scores_stride): one row per attention task
     size_t scores_stride;
     int row_exact;        // every row computed as if alone (batched decode: same bits as pg_state_eval)
     float *rowbuf;        // (PG_MAX_TASKS, max(E, F))
@@ -557,7 +564,7 @@ static void attn_task(void *arg, int task, int n_tasks) {
         const uint8_t *kc = (const uint8_t *)s->k_cache + at;
         const uint8_t *vc = (const uint8_t *)s->v_cache + at;
         const float *q = w->qkv + (size_t)b * 3 * (size_t)E + (size_t)h * (size_t)D;
-        float *sc = w->scores + (size_t)p * w->scores_stride;
+        float *sc = w->scores + (size_t)task * w->scores_stride;  // this task's row (score_rows)
         int fused = kt == PG_TYPE_Q8_0 && D == 64 && k->attn_scores_q8_0_64 && k->attn_values_q8_0_64;
         float mx = -INFINITY;
         if (fused) k->attn_scores_q8_0_64(q, kc, rb, pos + 1, scale, sc);
@@ -704,7 +711,7 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
         run_rows(w->par, B, kv_row, &kv);
         pg_attn_job aj = {m, w, rows, (int32_t)li, B};
         int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1;
-        if (n_att > B * (int32_t)c->n_head) n_att = B * (int32_t)c->n_head;
+        if (n_att > (int)score_rows((size_t)B, c->n_head)) n_att = (int)score_rows((size_t)B, c->n_head);
         run_tasks(w->par, attn_task, &aj, n_att);
         matmul(m, w, &l->proj, l->proj_b, w->att, w->xn, B, (size_t)E);
         for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
@@ -771,7 +778,7 @@ static void batch_layout(pg_batch *b, const pg_model *m, int32_t n_max, pg_arena
     b->qkv = pg_arena_take(a, pg_size_mul(pg_size_mul(N, 3 * E), f), 64);
     b->att = pg_arena_take(a, pg_size_mul(N * E, f), 64);
     b->ff = pg_arena_take(a, pg_size_mul(pg_size_mul(N, F), f), 64);
-    b->scores = pg_arena_take(a, pg_size_mul(pg_size_mul(pg_size_mul(N, c->n_head), c->n_ctx), f), 64);
+    b->scores = pg_arena_take(a, pg_size_mul(pg_size_mul(score_rows(N, c->n_head), c->n_ctx), f), 64);
     b->rowbuf = pg_arena_take(a, pg_size_mul((size_t)PG_MAX_TASKS * widest, f), 64);
     b->xq = pg_arena_take(a, pg_size_mul(N, widest), 64);
     b->xd = pg_arena_take(a, pg_size_mul(pg_size_mul(N, widest / 32 + 1), f), 64);

@@ -73,7 +73,7 @@ typedef struct {
     float *qkv;                    // (n_batch, 3E)
     float *att;                    // (n_batch, E)
     float *ff;                     // (n_batch, F)
-    float *scores;                 // (n_batch * n_head, n_ctx)
+    float *scores;                 // (min(n_batch * n_head, PG_MAX_TASKS), n_ctx) one row per attention task
     float *rowbuf;                 // (PG_MAX_TASKS, max(E, F)) a weight row dequantized once per batch
     int8_t *xq;                    // (n_batch, max(E, F)) activations as int8 (kernels with dot_q8 / dot_q8k)
     float *xd;                     // (n_batch, max(E, F) / 32) their scales (per 32 values; per 256 in the K format)
@@ -106,7 +106,7 @@ typedef struct {
     float *qkv;                    // (n_max, 3E)
     float *att;                    // (n_max, E)
     float *ff;                     // (n_max, F)
-    float *scores;                 // (n_max * n_head, model n_ctx)
+    float *scores;                 // (min(n_max * n_head, PG_MAX_TASKS), model n_ctx) one row per task
     float *rowbuf;                 // (PG_MAX_TASKS, max(E, F))
     int8_t *xq;                    // (n_max, max(E, F)) int8 activations
     float *xd;                     // (n_max, max(E, F) / 32) their scales (per 32 or per 256 values)

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
+from collections import namedtuple
 
 from pocketgpt.errors import PocketError
 
-if TYPE_CHECKING:  # numpy is imported where logits are returned: generation alone does not need it
+# typing (with re and enum behind it, ~1 MiB of RSS) is for type checkers only; numpy is imported
+# where logits are returned: generation alone does not need it
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable, Iterator, Sequence
+
     import numpy as np
 
 
@@ -35,12 +40,10 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Piece(NamedTuple):
-    """One generated token and the complete UTF-8 text it released (may be ""). A NamedTuple, not
-    a dataclass: importing dataclasses (inspect, ast, dis...) costs the process ~1 MiB of RSS."""
-
-    token: int
-    text: str
+Piece = namedtuple("Piece", "token text")
+Piece.__doc__ = """One generated token (int) and the complete UTF-8 text (str) it released (may be "").
+A collections.namedtuple: a dataclass (inspect, ast, dis...) or typing.NamedTuple would cost the
+process ~1 MiB of RSS."""
 
 
 class Engine:
