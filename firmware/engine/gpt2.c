@@ -331,6 +331,11 @@ typedef struct {
 } pg_matmul_job;
 
 // the K-format integer path of matmul_task: rows r0..r1 of W against all B activation rows
+// never inlined: its scratch (~10 KiB of stack) serves the K-format path (x86 kernels, or ref-q8),
+// and must stay out of matmul_task's frame, which the chip's 4 KiB worker stacks also run
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
     const pg_kernels *k = j->k;
     uint32_t t = j->w->type;
