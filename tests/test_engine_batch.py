@@ -41,7 +41,9 @@ def _prompts(eng, n):
     return [[int(t) for t in rng.integers(0, eng.n_vocab, size=1 + (7 * i) % 23)] for i in range(n)]
 
 
-@pytest.mark.parametrize("n", [1, 3, 16])
+# 37 = two 16-row groups, then the 4- and 1-row kernels; 70 crosses the 64-row tiles of the
+# K-format path
+@pytest.mark.parametrize("n", [1, 3, 16, 37, 70])
 def test_batch_equals_each_session_alone(eng, n):
     prompts = _prompts(eng, n)
     solo, batch = [eng.session() for _ in range(n)], [eng.session() for _ in range(n)]

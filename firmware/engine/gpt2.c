@@ -330,22 +330,32 @@ typedef struct {
     const int16_t *xk;  // (B, cols / 16) K-format code sums when x is in the K format (xd: (B, cols / 256)), else NULL
 } pg_matmul_job;
 
-// the K-format integer path of matmul_task: rows r0..r1 of W against all B activation rows
-// never inlined: its scratch (~10 KiB of stack) serves the K-format path (x86 kernels, or ref-q8),
-// and must stay out of matmul_task's frame, which the chip's 4 KiB worker stacks also run
 #if defined(__GNUC__)
-__attribute__((noinline))
+#define PG_NOINLINE __attribute__((noinline))
+#else
+#define PG_NOINLINE
 #endif
-static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
+
+// Activation rows per tile of the K-format path below: its result tile takes 8 x PG_K_TILE floats
+// of stack, 2 KiB on the host; the chip's worker tasks have 4 KiB stacks (its own kernels never
+// come here, but "ref-q8", the check the port's README suggests, does), so 512 bytes there.
+#if defined(PG_TARGET_ESP32S3)
+#define PG_K_TILE 16
+#else
+#define PG_K_TILE 64
+#endif
+
+// rows r0..r1 of W against the first b16 activation rows, sixteen at a time through the 16-row
+// kernel (the same bits as one by one), their per-block scales and code sums transposed once per
+// task for up to 64 rows at a time (rows of up to 16 blocks, 4,096 columns). Its own function,
+// never inlined: its ~10 KiB of stack scratch exists only on kernel sets with a 16-row kernel
+// (x86), never in the frames the chip's 4 KiB worker stacks run
+static PG_NOINLINE void matmul_rows_k16(const pg_matmul_job *j, int32_t r0, int32_t r1, int32_t b16) {
     const pg_kernels *k = j->k;
     uint32_t t = j->w->type;
     int32_t cols = j->w->cols;
     size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
     const uint8_t *base = (const uint8_t *)j->w->data;
-    // sixteen activation rows per weight unpacking (the same bits as one by one), their per-block
-    // scales and code sums transposed once per task for up to 64 rows at a time (rows of up to 16
-    // blocks, 4,096 columns; 8 KiB of stack); each weight row then serves all of them from L1
-    int32_t b16 = k->dot_q8kx16[t] && blocks <= 16 ? j->B / 16 * 16 : 0;
     for (int32_t c0 = 0; c0 < b16; c0 += 64) {
         int32_t c1 = b16 - c0 < 64 ? b16 : c0 + 64;
         float xdt[4][16 * 16];
@@ -369,6 +379,18 @@ static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
             }
         }
     }
+}
+
+// the K-format integer path of matmul_task: rows r0..r1 of W against all B activation rows
+// (never inlined, so its result tile stays out of matmul_task's frame)
+static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
+    const pg_kernels *k = j->k;
+    uint32_t t = j->w->type;
+    int32_t cols = j->w->cols;
+    size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
+    const uint8_t *base = (const uint8_t *)j->w->data;
+    int32_t b16 = k->dot_q8kx16[t] && blocks <= 16 ? j->B / 16 * 16 : 0;
+    if (b16) matmul_rows_k16(j, r0, r1, b16);
     if (j->B - b16 < 4) {  // one to three rows (decode): straight, which measured faster there
         for (int32_t r = r0; r < r1; r++) {
             const void *row = base + (size_t)r * j->w->row_bytes;
@@ -381,15 +403,16 @@ static void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
         return;
     }
     // the rest (rows past the multiples of 16, or types without a 16-row kernel) in tiles of 8
-    // weight rows x up to 64 activation rows, stored 8 results at a time as above
-    for (int32_t c0 = b16; c0 < j->B; c0 += 64) {
-        int32_t nb = j->B - c0 < 64 ? j->B - c0 : 64;
+    // weight rows x up to PG_K_TILE activation rows, each activation row's 8 results stored
+    // together (one float per activation row and weight row went to places 9-200 KiB apart)
+    for (int32_t c0 = b16; c0 < j->B; c0 += PG_K_TILE) {
+        int32_t nb = j->B - c0 < PG_K_TILE ? j->B - c0 : PG_K_TILE;
         const int8_t *xq = j->xq + (size_t)c0 * (size_t)cols;
         const float *xd = j->xd + (size_t)c0 * blocks;
         const int16_t *xk = j->xk + (size_t)c0 * sums;
         for (int32_t r = r0; r < r1; r += 8) {
             int32_t nr = r1 - r < 8 ? r1 - r : 8;
-            float o[8][64];
+            float o[8][PG_K_TILE];
             for (int32_t q = 0; q < nr; q++) {
                 const void *row = base + (size_t)(r + q) * j->w->row_bytes;
                 int32_t b = 0;

@@ -327,12 +327,14 @@ static void test_quantize_act(void) {
 // the K activation format (one scale per 256 values): every set's quantizer equals
 // pg_quantize_act_k bit for bit; each set's Q3_K/Q4_K dot equals the portable definition up to
 // float order, and its 4- and 8-row kernels give each row the one-row kernel's bits
-static void test_k_format(void) {
-    enum { N = 512, ROWS = 16 };
-    static float x[ROWS * N], xd1[ROWS * N / 256], xd2[ROWS * N / 256];
-    static int8_t q1[ROWS * N], q2[ROWS * N];
-    static int16_t s1[ROWS * N / 16], s2[ROWS * N / 16];
-    static uint8_t w[N / 256 * 144];
+// N columns: 1, 2 and 16 super-blocks (the widest row the 16-row kernel's callers give it)
+static void test_k_format_n(int N) {
+    enum { NMAX = 4096, ROWS = 16 };
+    static float x[ROWS * NMAX], xd1[ROWS * NMAX / 256], xd2[ROWS * NMAX / 256];
+    static int8_t q1[ROWS * NMAX], q2[ROWS * NMAX];
+    static int16_t s1[ROWS * NMAX / 16], s2[ROWS * NMAX / 16];
+    static uint8_t w[NMAX / 256 * 144];
+    static float deq[NMAX];
     uint32_t r = 777;
     for (int i = 0; i < ROWS * N; i++) {
         r = r * 1664525u + 1013904223u;
@@ -347,7 +349,8 @@ static void test_k_format(void) {
         const pg_kernels *k = pg_kernels_select(mode);
         if (k->quantize_k) {
             for (int b = 0; b < ROWS; b++) k->quantize_k(x + b * N, q2 + b * N, xd2 + b * N / 256, s2 + b * N / 16, N);
-            CHECK(memcmp(q1, q2, sizeof q1) == 0 && memcmp(xd1, xd2, sizeof xd1) == 0 && memcmp(s1, s2, sizeof s1) == 0);
+            CHECK(memcmp(q1, q2, (size_t)(ROWS * N)) == 0 && memcmp(xd1, xd2, sizeof(float) * (size_t)(ROWS * N / 256)) == 0 &&
+                  memcmp(s1, s2, sizeof(int16_t) * (size_t)(ROWS * N / 16)) == 0);
         }
         for (int t = 0; t < 2; t++) {
             if (!k->dot_q8k[types[t]]) continue;
@@ -364,7 +367,7 @@ static void test_k_format(void) {
                     memcpy(blk + at, &h, 2);
                     if (types[t] == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
                 }
-                float one[ROWS], o4[ROWS], o8[ROWS], o16[ROWS], deq[N];
+                float one[ROWS], o4[ROWS], o8[ROWS], o16[ROWS];
                 pg_dequant_row(types[t], w, deq, N);
                 for (int b = 0; b < ROWS; b++) {
                     one[b] = k->dot_q8k[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
@@ -390,8 +393,8 @@ static void test_k_format(void) {
                     CHECK(memcmp(o8, one, sizeof one) == 0);
                 }
                 if (k->dot_q8kx16[types[t]]) {
-                    float xdt[N / 256 * 16];
-                    int32_t xat[N / 256 * 16];
+                    float xdt[NMAX / 256 * 16];
+                    int32_t xat[NMAX / 256 * 16];
                     pg_k_rows16_prepare(xd1, s1, N, xdt, xat);
                     k->dot_q8kx16[types[t]](w, q1, xdt, xat, N, o16);
                     CHECK(memcmp(o16, one, sizeof one) == 0);
@@ -399,6 +402,12 @@ static void test_k_format(void) {
             }
         }
     }
+}
+
+static void test_k_format(void) {
+    test_k_format_n(256);
+    test_k_format_n(512);
+    test_k_format_n(4096);
 }
 
 // KV cache stored as F16 (and Q8_0 where the head size allows): close to the F32 cache
