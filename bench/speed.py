@@ -14,7 +14,8 @@ What it does:
      best of 3 in each process) and decode of 128 tokens after that prompt (tg128), fed one
      token per call from Python;
   4. times our batched decode (Engine.step: one forward pass per token for all streams, sampling
-     included) with 1, 4 and 16 streams at different positions: aggregate tokens/s;
+     included) with 1, 4 and 16 streams at different positions: aggregate tokens/s; and
+     llama.cpp's own batched decode (one llama_decode of all sequences per step) the same way;
   5. measures resident memory (VmRSS) after filling a 1,024-token context, for ours and llama.cpp;
   6. prints the table and the ratios, writes the JSON and the results section of docs/speed.md.
 
@@ -130,9 +131,60 @@ def work_ours(model: str, threads: int, mode: str) -> dict:
     return {"pp64_tok_s": pp, "tg128_tok_s": tg, "kernels": eng.kernels, "kv": "q8_0"}
 
 
+def llama_batch(model: str, threads: int) -> dict:
+    """llama.cpp's own batched decode, as ours is timed: n sequences in one context (unified KV
+    cache), prompts of 8 + 5 i tokens, then one llama_decode per step for all of them with logits
+    for each and llama.cpp's greedy sampler choosing each sequence's next token (in C, as ours)."""
+    import llama_cpp as L
+
+    L.llama_backend_init()
+    mdl = L.llama_model_load_from_file(model.encode(), L.llama_model_default_params())
+    out = {}
+    for n in STREAMS:
+        cp = L.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max, cp.kv_unified = 4096, 512, 512, n, True
+        cp.n_threads = cp.n_threads_batch = threads
+        ctx = L.llama_init_from_model(mdl, cp)
+        smpl = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        L.llama_sampler_chain_add(smpl, L.llama_sampler_init_greedy())
+        batch = L.llama_batch_init(512, 0, n)
+
+        def put(k: int, tok: int, pos: int, seq: int, logits: bool) -> None:
+            batch.token[k], batch.pos[k], batch.n_seq_id[k], batch.logits[k] = tok, pos, 1, logits
+            batch.seq_id[k][0] = seq
+
+        pos, nxt = [], []
+        for i in range(n):  # prefill each sequence, then its first token, as Engine.step does
+            ids = token_ids(8 + 5 * i, 10 + i)
+            for k, tok in enumerate(ids):
+                put(k, tok, k, i, k == len(ids) - 1)
+            batch.n_tokens = len(ids)
+            if L.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed on a prompt")
+            nxt.append(L.llama_sampler_sample(smpl, ctx, len(ids) - 1))
+            pos.append(len(ids))
+        t = time.perf_counter()
+        for _ in range(47):  # Engine.step's 48 tokens: the first came with the prompt
+            for i in range(n):
+                put(i, nxt[i], pos[i], i, True)
+                pos[i] += 1
+            batch.n_tokens = n
+            if L.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed on a batch")
+            nxt = [L.llama_sampler_sample(smpl, ctx, i) for i in range(n)]
+        out[str(n)] = n * 47 / (time.perf_counter() - t)
+        L.llama_batch_free(batch)
+        L.llama_sampler_free(smpl)
+        L.llama_free(ctx)
+    L.llama_model_free(mdl)
+    return {"batch_tok_s": out, "version": L.__version__}
+
+
 def work_llama(model: str, threads: int, mode: str) -> dict:
     import llama_cpp
 
+    if mode == "batch":
+        return llama_batch(model, threads)
     base = rss_mb()
     llm = llama_cpp.Llama(model_path=model, n_ctx=MEM_CTX, n_batch=PROMPT_LEN if mode != "memory" else 512,
                           n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -296,7 +348,9 @@ def render(res: dict) -> str:
     lines.append(row(f"HF transformers {h['version']} fp32", h, None, None))
     lines += ["", "Ratios (same run, best rounds):", ""]
     rt = res["ratios"]
-    lines.append(f"- batched decode: 16 streams {rt['batch16_vs_1']:.2f}× the aggregate of 1 stream")
+    lines.append(f"- batched decode: 16 streams {rt['batch16_vs_1']:.2f}× the aggregate of 1 stream"
+                 + (f" (llama.cpp's own batched decode: {rt['llama_batch16_vs_1']:.2f}×); ours with 16 streams "
+                    f"{rt['batch16_vs_llama']:.2f}× llama.cpp's with 16" if "llama_batch16_vs_1" in rt else ""))
     lines.append(f"- decode: {rt['decode_vs_hf']:.2f}× HF fp32 (goal 6.5×)"
                  + (f", {rt['decode_vs_llama']:.2f}× llama.cpp Q4_0 (goal 1.5×)" if "decode_vs_llama" in rt else ""))
     if "prefill_vs_llama" in rt:
@@ -321,12 +375,22 @@ def render(res: dict) -> str:
             lines.append(f"- memory, a process with the relay's modules imported (`pocketgpt serve`'s imports, one "
                          f"1,024-token session, Q8_0 cache): RSS {rl['rss_mb']:.1f} MiB, of which "
                          f"{rl['rss_before_engine_mb']:.1f} MiB before the model was loaded")
-    b = r["ours_batch"]
-    lines += ["", "Batched decode (Engine.step: one forward pass per token for all streams, greedy sampling "
-              "included, streams at different positions):", "", "| streams | aggregate tok/s | per stream |", "|---|---|---|"]
-    for n in STREAMS:
-        v = b[str(n)]
-        lines.append(f"| {n} | {v:.1f} | {v / n:.1f} |")
+    b, lb = r["ours_batch"], r.get("llama_batch")
+    lines += ["", "Batched decode (ours: Engine.step, one forward pass per token for all streams, greedy sampling "
+              "included, streams at different positions" + ("; llama.cpp: one `llama_decode` of all sequences per "
+                                                            "step, unified KV cache, its greedy sampler" if lb else "")
+              + "):", ""]
+    if lb:
+        lines += ["| streams | ours, aggregate tok/s | per stream | llama.cpp Q4_0, aggregate tok/s | per stream |",
+                  "|---|---|---|---|---|"]
+        for n in STREAMS:
+            v, w = b[str(n)], lb[str(n)]
+            lines.append(f"| {n} | {v:.1f} | {v / n:.1f} | {w:.1f} | {w / n:.1f} |")
+    else:
+        lines += ["| streams | aggregate tok/s | per stream |", "|---|---|---|"]
+        for n in STREAMS:
+            v = b[str(n)]
+            lines.append(f"| {n} | {v:.1f} | {v / n:.1f} |")
     return "\n".join(lines)
 
 
@@ -377,6 +441,9 @@ def main() -> int:
                           "rounds": rows, **{k: v for k, v in rows[0].items() if k in ("kernels", "version")}}
         batch = [run_worker("ours", files["ours"], args.threads, "batch") for _ in range(max(1, args.rounds - 1))]
         results["ours_batch"] = {str(n): max(b["batch_tok_s"][str(n)] for b in batch) for n in STREAMS}
+        if have_llama:
+            lb = [run_worker("llama", files["llama"], args.threads, "batch") for _ in range(max(1, args.rounds - 1))]
+            results["llama_batch"] = {str(n): max(b["batch_tok_s"][str(n)] for b in lb) for n in STREAMS}
         results["ours_memory"] = run_worker("ours", files["ours"], args.threads, "memory")
         results["ours_memory_f16"] = run_worker("ours", files["ours"], args.threads, "memory-f16")
         results["ours_memory_relay"] = run_worker("ours", files["ours"], args.threads, "memory-relay")
@@ -391,6 +458,9 @@ def main() -> int:
         ratios["decode_vs_llama"] = results["ours"]["tg128_best"] / results["llama"]["tg128_best"]
         ratios["prefill_vs_llama"] = results["ours"]["pp64_best"] / results["llama"]["pp64_best"]
     ratios["batch16_vs_1"] = results["ours_batch"]["16"] / results["ours_batch"]["1"]
+    if "llama_batch" in results:
+        ratios["llama_batch16_vs_1"] = results["llama_batch"]["16"] / results["llama_batch"]["1"]
+        ratios["batch16_vs_llama"] = results["ours_batch"]["16"] / results["llama_batch"]["16"]
     res = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads, "rounds": args.rounds,
            "machine": machine(), "load_before": list(load_before), "load_after": list(os.getloadavg()),
            "files": files, "results": results, "ratios": ratios}
