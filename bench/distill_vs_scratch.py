@@ -294,7 +294,7 @@ def variants_main(a: argparse.Namespace) -> int:
         tr, v = r["tr"], r["v"]
         o = dataclasses.replace(r["o"], output=str(out_dir / f"{v['name']}.q8.gguf"), qtype="q8",
                                 from_scratch=v.get("init") == "scratch")
-        d, _ = finish(o, dataclasses.replace(pd, student=tr.student, targets=r["tg"]), tr.result(pd.val_ids))
+        d, _ = finish(o, dataclasses.replace(pd, student=tr.student, targets=r["tg"], qspec="q8"), tr.result(pd.val_ids))
         ev = _eval(Path(o.output), heldout)
         if r["tg"] is not None:
             v = {**v, "target_coverage": round(r["tg"].coverage, 4), "target_mass": round(r["tg"].mass(), 4)}
