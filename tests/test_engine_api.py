@@ -153,3 +153,22 @@ def test_a_new_generation_on_a_session_ends_the_previous_iterator(eng):
     next(first)
     second = list(s.generate("Second prompt", max_tokens=5, seed=1, stop_at_eos=False))
     assert list(first) == [] and len(second) == 5
+
+
+def test_generating_text_imports_no_heavy_modules(model_and_path):
+    """A process that only loads a model file and generates (a device, the relay's engine side)
+    stays lean: the memory goal of issue 5 (file + 32 MiB at 1,024 positions in a Python process)
+    is met with ~0.5 MiB to spare, and typing/re/enum (~1 MiB), pathlib and tempfile (~1 MiB) or
+    numpy (~10 MiB) would each undo it."""
+    import subprocess
+    import sys
+
+    path = model_and_path[2]
+    code = ("import sys\nfrom pocketgpt.engine import Engine\n"
+            f"e = Engine({str(path)!r}, threads=1)\n"
+            "''.join(p.text for p in e.generate('Hello', max_tokens=4, seed=1))\n"
+            "print(' '.join(m for m in ('typing', 're', 'enum', 'pathlib', 'tempfile', 'numpy', 'torch')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported: {out.stdout.strip()}"
