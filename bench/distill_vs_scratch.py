@@ -96,7 +96,8 @@ def main() -> int:
                           ffs=ints(a.ff), qtype="f32", steps=10**9, max_minutes=a.minutes, batch=a.batch, lr=a.lr,
                           alpha=a.alpha, kl_anneal=a.kl_anneal, teacher_fraction=a.teacher_fraction,
                           from_scratch=mode == "scratch", threads=a.threads,
-                          teacher_cache=a.teacher_cache, teacher_minutes=a.teacher_minutes)
+                          teacher_cache=a.teacher_cache, teacher_minutes=a.teacher_minutes,
+                          exclude=str(heldout))  # never train on the quotes it is scored on
         p = prepare(o)
         runs[mode] = (o, p, Trainer(p.student, p.train_ids, distill_config(o), p.targets))
     load = [os.getloadavg()[0]]
@@ -208,7 +209,8 @@ def variants_main(a: argparse.Namespace) -> int:
     base = dict(input=a.teacher, output=str(out_dir / "x.gguf"), corpus=a.corpus, budget=a.budget,
                 merges=ints(a.vocab), layers=ints(a.layers), widths=ints(a.width), ffs=ints(a.ff), qtype="f32",
                 steps=1, batch=a.batch, threads=a.threads, teacher_cache=a.teacher_cache,
-                teacher_minutes=a.teacher_minutes, teacher_fraction=1.0)  # fractions: sampled from the full pass
+                teacher_minutes=a.teacher_minutes, teacher_fraction=1.0,  # fractions: sampled from the full pass
+                exclude=str(heldout))  # the same documents as the bench's own rebuilds of the teacher stream
     opts = ShrinkOptions(**base)
     pd = prepare(opts)
     torch.manual_seed(opts.seed)  # the random start `prepare(from_scratch=True)` makes
