@@ -738,8 +738,8 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
         pg_kv_rows kv = {m, w, rows, li};
         run_rows(w->par, B, kv_row, &kv);
         pg_attn_job aj = {m, w, rows, (int32_t)li, B};
-        int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1;
-        if (n_att > (int)score_rows((size_t)B, c->n_head)) n_att = (int)score_rows((size_t)B, c->n_head);
+        int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1, rows_att = (int)score_rows((size_t)B, c->n_head);
+        if (n_att > rows_att) n_att = rows_att;
         run_tasks(w->par, attn_task, &aj, n_att);
         matmul(m, w, &l->proj, l->proj_b, w->att, w->xn, B, (size_t)E);
         for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];

@@ -148,18 +148,23 @@ static uint32_t lookup_token(const pg_tokenizer *t, const uint8_t *s, size_t n) 
 }
 
 #define MERGE_EMPTY UINT64_MAX
+#define MERGE_KEY_MASK (((uint64_t)1 << 42) - 1)
 
 static uint64_t merge_key(uint32_t a, uint32_t b) { return (uint64_t)a | (uint64_t)b << 21; }
+
+// The slot of (a, b) in the merge table: its entry, or the empty slot where it would go.
+static uint32_t merge_slot(const pg_tokenizer *t, uint32_t a, uint32_t b) {
+    const uint64_t key = merge_key(a, b);
+    uint32_t i = hash_pair(a, b) & t->merge_mask;
+    while (t->merge_hash[i] != MERGE_EMPTY && (t->merge_hash[i] & MERGE_KEY_MASK) != key) i = (i + 1) & t->merge_mask;
+    return i;
+}
 
 // Index of the merge of (a, b) among the usable merges (rank order), or PG_NONE.
 static uint32_t lookup_merge(const pg_tokenizer *t, uint32_t a, uint32_t b) {
     if (t->n_merges == 0) return PG_NONE;
-    const uint64_t key = merge_key(a, b), mask = ((uint64_t)1 << 42) - 1;
-    for (uint32_t i = hash_pair(a, b) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
-        uint64_t e = t->merge_hash[i];
-        if (e == MERGE_EMPTY) return PG_NONE;
-        if ((e & mask) == key) return (uint32_t)(e >> 42);
-    }
+    uint64_t e = t->merge_hash[merge_slot(t, a, b)];
+    return e == MERGE_EMPTY ? PG_NONE : (uint32_t)(e >> 42);
 }
 
 static uint32_t pow2_at_least(uint64_t n) {
@@ -274,10 +279,8 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
         uint32_t ida = lookup_token(t, buf, na), idb = lookup_token(t, buf + na, nb);
         uint32_t ido = lookup_token(t, buf, (size_t)na + nb);
         if (ida == PG_NONE || idb == PG_NONE || ido == PG_NONE || na == 0 || nb == 0) continue;
-        t->n_merges = used;  // lookups see the merges placed so far
-        if (lookup_merge(t, ida, idb) != PG_NONE) continue;  // a later duplicate: the first rank wins
-        uint32_t h = hash_pair(ida, idb) & t->merge_mask;
-        while (merge_hash[h] != MERGE_EMPTY) h = (h + 1) & t->merge_mask;
+        uint32_t h = merge_slot(t, ida, idb);
+        if (merge_hash[h] != MERGE_EMPTY) continue;  // a later duplicate: the first rank wins
         merge_hash[h] = merge_key(ida, idb) | (uint64_t)used << 42;
         merge_out[used++] = ido;
     }
