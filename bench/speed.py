@@ -380,17 +380,11 @@ def render(res: dict) -> str:
               "included, streams at different positions" + ("; llama.cpp: one `llama_decode` of all sequences per "
                                                             "step, unified KV cache, its greedy sampler" if lb else "")
               + "):", ""]
-    if lb:
-        lines += ["| streams | ours, aggregate tok/s | per stream | llama.cpp Q4_0, aggregate tok/s | per stream |",
-                  "|---|---|---|---|---|"]
-        for n in STREAMS:
-            v, w = b[str(n)], lb[str(n)]
-            lines.append(f"| {n} | {v:.1f} | {v / n:.1f} | {w:.1f} | {w / n:.1f} |")
-    else:
-        lines += ["| streams | aggregate tok/s | per stream |", "|---|---|---|"]
-        for n in STREAMS:
-            v = b[str(n)]
-            lines.append(f"| {n} | {v:.1f} | {v / n:.1f} |")
+    runs = [("ours, aggregate tok/s" if lb else "aggregate tok/s", b)] + ([("llama.cpp Q4_0, aggregate tok/s", lb)] if lb else [])
+    lines += ["| streams | " + " | ".join(f"{name} | per stream" for name, _ in runs) + " |",
+              "|---|" + "---|---|" * len(runs)]
+    for n in STREAMS:
+        lines.append(f"| {n} | " + " | ".join(f"{d[str(n)]:.1f} | {d[str(n)] / n:.1f}" for _, d in runs) + " |")
     return "\n".join(lines)
 
 
