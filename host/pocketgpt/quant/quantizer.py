@@ -467,20 +467,19 @@ def tune_float(mf, stored: dict, text: str, tokens: int = TUNE_TOKENS, steps: in
 
     base = dict(qmodel.named_parameters())
     vecs: dict[str, torch.Tensor] = {}
-    vec_hf: dict[str, str] = {}  # GGUF name -> Hugging Face name, for the forward pass
+    vec_over: dict[str, torch.Tensor] = {}  # the same tensors by Hugging Face name, for the forward pass
     gains: dict[str, tuple[str, bool, torch.Tensor]] = {}
     for name, t in stored.items():
         h, transpose = hf_name(name)
         if len(t.shape) == 1:
-            vecs[name] = base[h].detach().clone().requires_grad_(True)
-            vec_hf[name] = h
+            vecs[name] = vec_over[h] = base[h].detach().clone().requires_grad_(True)
         elif t.qtype in F.SCALE_FIELDS:
             gains[name] = (h, transpose, torch.ones(t.shape[0], requires_grad=True))
     params = list(vecs.values()) + [g for _, _, g in gains.values()]
     n_par = sum(p.numel() for p in params)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        over = {vec_hf[n]: v for n, v in vecs.items()}
+        over = dict(vec_over)
         for h, transpose, g in gains.values():
             over[h] = base[h] * (g[None, :] if transpose else g[:, None])
         return torch.log_softmax(functional_call(qmodel, over, (), {"input_ids": x}).logits.float(), -1)
