@@ -107,9 +107,9 @@ def align(student_ids: np.ndarray, student_len: np.ndarray, teacher_ids: np.ndar
 
 
 def used_head(teacher: Any, teacher_ids: np.ndarray, t2s: np.ndarray) -> tuple[Any, Any]:
-    """The teacher's head rows over the teacher tokens the corpus uses, and their student ids: the
-    rest are tokens it never saw in training, whose probabilities the tied head has pushed to
-    nothing."""
+    """The teacher's head rows over the teacher tokens the corpus uses (teacher_ids: the corpus's
+    stream, or its unique ids), and their student ids: the rest are tokens it never saw in
+    training, whose probabilities the tied head has pushed to nothing."""
     import torch
 
     used = np.unique(teacher_ids)
@@ -238,7 +238,7 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
     import torch
     from tqdm import tqdm
 
-    from pocketgpt.shrink.vocab import student_pieces
+    from pocketgpt.shrink.vocab import student_pieces, teacher_to_student_map
     from pocketgpt.train import encode_documents
 
     tv = trimmed.vocab
@@ -246,8 +246,8 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
     s_len, t_len = token_bytes(tv.tokens, tv.eos_id), token_bytes(teacher_vocab.tokens, teacher_vocab.eos_id)
     where = align(student_ids, s_len, teacher_ids, t_len)
     pieces = student_pieces(teacher_vocab, trimmed)
-    t2s = np.asarray([pc[0] for pc in pieces], dtype=np.int64)
-    head, t2s_used = used_head(teacher, teacher_ids, t2s)
+    used = np.unique(teacher_ids)  # the teacher tokens the corpus uses: the head's rows and the prefix table's
+    head, t2s_used = used_head(teacher, used, teacher_to_student_map(teacher_vocab, trimmed, pieces))
     V = tv.n_vocab
     k = min(k, V)
     ids = np.zeros((len(student_ids), k), dtype=np.int32)
@@ -258,7 +258,7 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
     q_pos, q_t, q_node = b_pos, where[b_pos], np.full(len(b_pos), -1, dtype=np.int64)
     table = None
     if inside:
-        table = PrefixTable.build(pieces, np.unique(teacher_ids))
+        table = PrefixTable.build(pieces, used)
         i_pos, i_t, i_node = inside_queries(student_ids, s_len, teacher_ids, t_len, pieces, table)
         q_pos, q_t, q_node = (np.concatenate([q_pos, i_pos]), np.concatenate([q_t, i_t]),
                               np.concatenate([q_node, i_node]))
@@ -283,10 +283,10 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
             rows += [(torch.from_numpy(teacher_ids[s:M])[None], [s]) for s in group if s + n > M]
             for x, where_from in rows:
                 p = _teacher_probs(teacher, head, x)
-                for s0 in where_from:   # the queries of each window: a contiguous run of q_t
+                for w, s0 in enumerate(where_from):   # the queries of each window: a contiguous run of q_t
                     lo, hi = np.searchsorted(q_t, [s0, s0 + x.shape[1]])
                     qp, qt, qn = q_pos[lo:hi], q_t[lo:hi], q_node[lo:hi]
-                    r = qt - s0 + where_from.index(s0) * x.shape[1]
+                    r = qt - s0 + w * x.shape[1]
                     at = qn < 0
                     if at.any():
                         tp, ti = _carry_topk(p[torch.from_numpy(r[at])], t2s_used, V, k)

@@ -64,15 +64,18 @@ def trim_vocab(teacher: BPEVocab, n_merges: int) -> TrimmedVocab:
     return TrimmedVocab(vocab, np.asarray(ids, dtype=np.int64))
 
 
-def teacher_to_student_map(teacher: BPEVocab, trimmed: TrimmedVocab) -> np.ndarray:
+def teacher_to_student_map(teacher: BPEVocab, trimmed: TrimmedVocab,
+                           pieces: list[tuple[int, ...]] | None = None) -> np.ndarray:
     """(teacher n_vocab,) -> the student token each teacher token's probability mass goes to.
 
     A kept token maps to itself. A dropped one maps to the first token the trimmed tokenizer
     splits it into: if the teacher predicts " interesting", the student's next token is the
     first piece of it (" inter", say). This is how the teacher's next-token distribution is
-    carried onto the smaller vocabulary for the distillation loss.
+    carried onto the smaller vocabulary for the distillation loss. `pieces`: student_pieces(teacher,
+    trimmed) when the caller has it already.
     """
-    return np.asarray([p[0] for p in student_pieces(teacher, trimmed)], dtype=np.int64)
+    pieces = student_pieces(teacher, trimmed) if pieces is None else pieces
+    return np.asarray([p[0] for p in pieces], dtype=np.int64)
 
 
 def student_pieces(teacher: BPEVocab, trimmed: TrimmedVocab) -> list[tuple[int, ...]]:
