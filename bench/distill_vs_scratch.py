@@ -173,15 +173,11 @@ def _chunk_sample(tg, fraction: float, seed: int = 7):
     return TeacherTargets(tg.ids, tg.probs, tg.has & keep, tg.seconds * fraction, tg.teacher_tokens)
 
 
-def _boundary_positions(pd, corpus, heldout):
-    """(N,) bool: student positions that end where a teacher token ends."""
-    from pocketgpt.shrink.run import training_documents
+def _boundary_positions(pd, t_ids):
+    """(N,) bool: student positions that end where a teacher token ends (t_ids: the teacher's stream)."""
     from pocketgpt.shrink.targets import align, token_bytes
-    from pocketgpt.train import encode_documents
 
     tv = pd.tmf.vocab
-    docs, _, _ = training_documents(corpus, str(heldout))
-    t_ids = encode_documents(tv.hf_tokenizer(), docs, tv.eos_id)
     return align(pd.train_ids, token_bytes(pd.vocab.tokens, pd.vocab.eos_id), t_ids,
                  token_bytes(tv.tokens, tv.eos_id)) >= 0
 
@@ -193,12 +189,11 @@ def variants_main(a: argparse.Namespace) -> int:
 
     import numpy as np
     import torch
-    from transformers import GPT2LMHeadModel
 
     from pocketgpt.corpus import read_text
     from pocketgpt.evaluate import token_stream, windows
     from pocketgpt.shrink.distill import Trainer
-    from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, prepare, training_documents
+    from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, fresh_student, prepare, training_documents
 
     ints = (lambda v: [int(x) for x in v.split(",")] if v else None)
     if a.threads:
@@ -213,26 +208,34 @@ def variants_main(a: argparse.Namespace) -> int:
                 exclude=str(heldout))  # the same documents as the bench's own rebuilds of the teacher stream
     opts = ShrinkOptions(**base)
     pd = prepare(opts)
-    torch.manual_seed(opts.seed)  # the random start `prepare(from_scratch=True)` makes
-    scratch = GPT2LMHeadModel(pd.student.config)
-    init = {"teacher": copy.deepcopy(pd.student.state_dict()), "scratch": scratch.state_dict()}
+    teacher_start = copy.deepcopy(pd.student.state_dict())
 
     tok = pd.vocab.hf_tokenizer()
     ids, n_bytes = token_stream(SimpleNamespace(eos_id=pd.vocab.eos_id, encode=tok.encode), read_text(str(heldout)))
     spans = windows(len(ids), pd.cfg.n_ctx, pd.cfg.n_ctx // 2)
+
+    stream: list = []
+
+    def teacher_stream():
+        """The training documents in the teacher's tokens, encoded once, on first use."""
+        if not stream:
+            from pocketgpt.train import encode_documents
+
+            tv = pd.tmf.vocab
+            docs, _, _ = training_documents(a.corpus, str(heldout))
+            stream.append(encode_documents(tv.hf_tokenizer(), docs, tv.eos_id))
+        return stream[0]
 
     probe = None
     if a.teacher_probe:
         from pocketgpt.hf import torch_model
         from pocketgpt.shrink.targets import teacher_topk, used_head
         from pocketgpt.shrink.vocab import teacher_to_student_map, trim_vocab
-        from pocketgpt.train import encode_documents
 
         teacher = torch_model(pd.tmf).eval()
         tv = pd.tmf.vocab
         t2s = teacher_to_student_map(tv, trim_vocab(tv, pd.shape.n_merges))
-        docs, _, _ = training_documents(a.corpus, str(heldout))
-        t_ids = encode_documents(tv.hf_tokenizer(), docs, tv.eos_id)
+        t_ids = teacher_stream()
         head, t2s_used = used_head(teacher, t_ids, t2s)
         probe = {"seconds": 0.0, "tokens": 0, "rng": np.random.default_rng(3)}
 
@@ -251,16 +254,15 @@ def variants_main(a: argparse.Namespace) -> int:
     for v in json.loads(a.variants):
         student = copy.deepcopy(pd.student)
         seed = v.get("seed", opts.seed)
-        if v.get("init", "teacher") == "scratch" and seed != opts.seed:
-            torch.manual_seed(seed)
-            student.load_state_dict(GPT2LMHeadModel(pd.student.config).state_dict())
+        if v.get("init", "teacher") == "scratch":  # the random start `prepare(from_scratch=True)` makes
+            student.load_state_dict(fresh_student(pd.cfg, pd.vocab, seed).state_dict())
         else:
-            student.load_state_dict(init[v.get("init", "teacher")])
+            student.load_state_dict(teacher_start)
         alpha = v.get("alpha", 0.0)
         tg = _chunk_sample(pd.targets, v.get("teacher_fraction", 1.0)) if alpha > 0 else None
         if tg is not None and v.get("boundary_only"):  # the targets before session 4: teacher token ends only
             if boundary is None:
-                boundary = _boundary_positions(pd, a.corpus, heldout)
+                boundary = _boundary_positions(pd, teacher_stream())
             tg = dataclasses.replace(tg, has=tg.has & boundary)
         o = ShrinkOptions(**{**base, "steps": v["steps"], "lr": v.get("lr", a.lr), "alpha": alpha,
                              "kl_anneal": v.get("kl_anneal"), "seed": seed})

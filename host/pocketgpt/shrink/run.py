@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +96,18 @@ class Prepared:
     dropped: int = 0
 
 
+def fresh_student(cfg: Any, vocab: Any, seed: int) -> Any:
+    """The student's random start (transformers' initialisation under `seed`): what training from
+    scratch begins with, and what pruning then overwrites."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from pocketgpt.hf import hf_config
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(hf_config(cfg, vocab, tied=True))
+
+
 def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
     """Run the pipeline; returns (JSON result, human text)."""
     from pocketgpt.shrink.distill import distill
@@ -119,7 +130,7 @@ def prepare(o: ShrinkOptions) -> Prepared:
     the teacher's targets (unless from scratch)."""
     from pocketgpt import models
     from pocketgpt.gguf_io import tensors_to_hf_state
-    from pocketgpt.hf import hf_config, require_toolchain
+    from pocketgpt.hf import require_toolchain
     from pocketgpt.shrink import plan as planner
     from pocketgpt.shrink.prune import Shape, check_shape, prune
     from pocketgpt.shrink.vocab import trim_vocab
@@ -127,7 +138,6 @@ def prepare(o: ShrinkOptions) -> Prepared:
 
     require_toolchain()
     import torch
-    from transformers import GPT2LMHeadModel
 
     qspec = _dtype_spec(o.qtype)
     out = Path(o.output)
@@ -165,8 +175,7 @@ def prepare(o: ShrinkOptions) -> Prepared:
     vocab = trimmed.vocab
 
     # ---- the student's initial weights ---------------------------------------------------------
-    torch.manual_seed(o.seed)
-    student = GPT2LMHeadModel(hf_config(cfg, vocab, tied=True))
+    student = fresh_student(cfg, vocab, o.seed)
     if not o.from_scratch:
         tensors = prune(tmf.f32_tensors(), tc, shape, trimmed.teacher_ids)
         state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in tensors_to_hf_state(tensors, cfg).items()}
