@@ -723,7 +723,7 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 // float conversion per block and row; with 4+ rows the lane sums, conversions and multiply-adds
 // take one vector per 4 or 8 rows (lane = activation row).
 #define PG_UNROLL16 _Pragma("GCC unroll 16")
-#define PG_VNNI_INLINE __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline)) static inline
+#define PG_VNNI_INLINE PG_VNNI256 __attribute__((always_inline)) static inline
 
 // v[0..7] (8 int32 lanes each) -> their 8 lane sums, in order
 PG_VNNI_INLINE __m256i hsum_8x8_epi32(const __m256i *v) {
@@ -786,6 +786,35 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
         out[0] = _mm_cvtss_f32(acc4);                                                                      \
     }
 
+// the next weight row's block (BB bytes: offsets 0, 64 and LAST), prefetched while this one is
+// worked on: a batch streams its weights from memory
+#define PG_PREFETCH_NEXT_ROW(b, n, BB, LAST)                                                               \
+    _mm_prefetch((const char *)(b) + (size_t)((n) / 256) * (BB), _MM_HINT_T0);                             \
+    _mm_prefetch((const char *)(b) + (size_t)((n) / 256) * (BB) + 64, _MM_HINT_T0);                        \
+    _mm_prefetch((const char *)(b) + (size_t)((n) / 256) * (BB) + (LAST), _MM_HINT_T0);
+
+// The folded Q3_K kernels' constants and their per-block work: for each of the 8 groups of 32
+// weights, the byte table u = 128 - q * sc of its two sub-blocks (sub-block 2g's scale in the low
+// lane, 2g + 1's in the high lane, as int16) looked up by the 3-bit codes, then one vpdpbusd per
+// activation row into is[r]
+#define PG_Q3K_F_CONSTS                                                                                    \
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                                 \
+    const __m256i kk = _mm256_setr_epi16(4, 3, 2, 1, 0, -1, -2, -3, 4, 3, 2, 1, 0, -1, -2, -3);            \
+    const __m256i c128 = _mm256_set1_epi16(128);                                                           \
+    const __m128i pick01 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+#define PG_Q3K_F_GROUPS(R)                                                                                 \
+    __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                                   \
+    PG_UNROLL16 for (int g = 0; g < 8; g++) {                                                              \
+        __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                         \
+        __m256i l = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                           \
+        __m256i k = PG_ADD4_SH(l, hm, g, four);                                                            \
+        __m256i sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_add_epi8(pick01, _mm_set1_epi8((char)(2 * g))))); \
+        __m256i t16 = _mm256_add_epi16(_mm256_mullo_epi16(kk, sv), c128);                                 \
+        __m256i u = _mm256_shuffle_epi8(_mm256_packus_epi16(t16, t16), k);                                 \
+        PG_UNROLL16 for (int r = 0; r < (R); r++)                                                          \
+            is[r] = _mm256_dpbusd_epi32(is[r], u, _mm256_loadu_si256((const __m256i *)(xq + (size_t)r * (size_t)n + i + 32 * g))); \
+    }
+
 // Q3_K against R = 8 activation rows with the sub-block scales folded into the weights:
 // per 16-weight sub-block a byte table u[k] = 128 - (k - 4) * sc (k = q + 4, the 3-bit code;
 // 0..252, so unsigned bytes: -(q * sc) never overflows where q * sc = 128 would), one pshufb per
@@ -797,32 +826,17 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
     PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n, \
                                 float *out) {                                                              \
         const uint8_t *b = (const uint8_t *)row;                                                           \
-        const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                             \
-        const __m256i kk = _mm256_setr_epi16(4, 3, 2, 1, 0, -1, -2, -3, 4, 3, 2, 1, 0, -1, -2, -3);        \
-        const __m256i c128 = _mm256_set1_epi16(128), m128 = _mm256_set1_epi16(-128);                       \
-        const __m128i pick01 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);             \
+        PG_Q3K_F_CONSTS                                                                                    \
+        const __m256i m128 = _mm256_set1_epi16(-128);                                                      \
         PG_Q3K_ACC_DECL(R)                                                                                 \
         for (int i = 0; i < n; i += 256, b += 110) {                                                       \
             __m128i sc8 = q3_k_scales_avx2(b + 96);                                                        \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110, _MM_HINT_T0); /* the next row's block */ \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 64, _MM_HINT_T0);                      \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 109, _MM_HINT_T0);                     \
+            PG_PREFETCH_NEXT_ROW(b, n, 110, 109)                                                              \
             float dw = f16c(b + 108);                                                                      \
             __m256i is[R];                                                                                 \
             PG_UNROLL16 for (int r = 0; r < R; r++)                                                          \
                 is[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), m128); \
-            __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                           \
-            PG_UNROLL16 for (int g = 0; g < 8; g++) {                                                        \
-                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                 \
-                __m256i l = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                   \
-                __m256i k = PG_ADD4_SH(l, hm, g, four);                   \
-                /* sub-block 2g's scale in the low lane, 2g + 1's in the high lane, as int16 */            \
-                __m256i sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_add_epi8(pick01, _mm_set1_epi8((char)(2 * g))))); \
-                __m256i t16 = _mm256_add_epi16(_mm256_mullo_epi16(kk, sv), c128);                         \
-                __m256i u = _mm256_shuffle_epi8(_mm256_packus_epi16(t16, t16), k);                         \
-                PG_UNROLL16 for (int r = 0; r < R; r++)                                                      \
-                    is[r] = _mm256_dpbusd_epi32(is[r], u, _mm256_loadu_si256((const __m256i *)(xq + (size_t)r * (size_t)n + i + 32 * g))); \
-            }                                                                                              \
+            PG_Q3K_F_GROUPS(R)                                                                             \
             PG_Q3K_ACC_BLOCK(R, is, dw, 1)                                                                 \
         }                                                                                                  \
         PG_Q3K_ACC_OUT(R, 1)                                                                               \
@@ -840,31 +854,15 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
     PG_VNNI256 static void NAME(const void *row, const int8_t *xq, const float *xdt, const int32_t *xat, int n, \
                                 float *out) {                                                              \
         const uint8_t *b = (const uint8_t *)row;                                                           \
-        const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);                             \
-        const __m256i kk = _mm256_setr_epi16(4, 3, 2, 1, 0, -1, -2, -3, 4, 3, 2, 1, 0, -1, -2, -3);        \
-        const __m256i c128 = _mm256_set1_epi16(128);                                                       \
-        const __m128i pick01 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);             \
-        __m256 acc8[R / 8];                                                                                \
-        PG_UNROLL16 for (int a8 = 0; a8 < R / 8; a8++) acc8[a8] = _mm256_setzero_ps();                     \
+        PG_Q3K_F_CONSTS                                                                                    \
+        PG_Q3K_ACC_DECL(R)                                                                                 \
         for (int i = 0; i < n; i += 256, b += 110) {                                                       \
             __m128i sc8 = q3_k_scales_avx2(b + 96);                                                        \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110, _MM_HINT_T0); /* the next row's block */ \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 64, _MM_HINT_T0);                      \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 109, _MM_HINT_T0);                     \
+            PG_PREFETCH_NEXT_ROW(b, n, 110, 109)                                                              \
             float dw = f16c(b + 108);                                                                      \
             __m256i is[R];                                                                                 \
             PG_UNROLL16 for (int r = 0; r < R; r++) is[r] = _mm256_setzero_si256();                       \
-            __m256i hm = _mm256_loadu_si256((const __m256i *)b);                                           \
-            PG_UNROLL16 for (int g = 0; g < 8; g++) {                                                      \
-                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));                 \
-                __m256i l = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three);                   \
-                __m256i k = PG_ADD4_SH(l, hm, g, four);                                                    \
-                __m256i sv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_add_epi8(pick01, _mm_set1_epi8((char)(2 * g))))); \
-                __m256i t16 = _mm256_add_epi16(_mm256_mullo_epi16(kk, sv), c128);                         \
-                __m256i u = _mm256_shuffle_epi8(_mm256_packus_epi16(t16, t16), k);                         \
-                PG_UNROLL16 for (int r = 0; r < R; r++)                                                    \
-                    is[r] = _mm256_dpbusd_epi32(is[r], u, _mm256_loadu_si256((const __m256i *)(xq + (size_t)r * (size_t)n + i + 32 * g))); \
-            }                                                                                              \
+            PG_Q3K_F_GROUPS(R)                                                                             \
             const size_t at = (size_t)(i / 256) * R;                                                       \
             PG_UNROLL16 for (int a8 = 0; a8 < R / 8; a8++) {                                               \
                 __m256i tot = _mm256_sub_epi32(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xat + at + 8 * a8)), 7), \
@@ -873,7 +871,7 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
                 acc8[a8] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), sc, acc8[a8]);                          \
             }                                                                                              \
         }                                                                                                  \
-        PG_UNROLL16 for (int a8 = 0; a8 < R / 8; a8++) _mm256_storeu_ps(out + 8 * a8, acc8[a8]);           \
+        PG_Q3K_ACC_OUT(R, 0)                                                                               \
     }
 
 // With VNNI the byte products of a group take one vpdpbusd into int32 lanes of 4 products each
@@ -900,9 +898,7 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
             __m256i s_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);                                    \
             __m256i s_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);                                    \
             float dw = f16c(b + 108);                                                                      \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110, _MM_HINT_T0); /* the next row's block */ \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 64, _MM_HINT_T0);                      \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 110 + 109, _MM_HINT_T0);                     \
+            PG_PREFETCH_NEXT_ROW(b, n, 110, 109)                                                              \
             __m256i is[R], is2[R]; /* two chains for 1 row */                                              \
             PG_UNROLL for (int r = 0; r < R; r++) { /* the -4 offsets: -4 sc[k] xs[k] */                   \
                 is[r] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (size_t)(n / 16) + i / 16)), m4sc); \
@@ -948,9 +944,7 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
             __m256i sc4 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3))); \
             __m256i sc4b = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7))); \
             float d = f16c(b), dmin = f16c(b + 2);                                                         \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 144, _MM_HINT_T0); /* the next row's block */ \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 144 + 64, _MM_HINT_T0);                      \
-            _mm_prefetch((const char *)b + (size_t)(n / 256) * 144 + 128, _MM_HINT_T0);                     \
+            PG_PREFETCH_NEXT_ROW(b, n, 144, 128)                                                              \
             __m256i is[R], is2[R];                                                                         \
             PG_UNROLL for (int r = 0; r < R; r++) is[r] = is2[r] = _mm256_setzero_si256();                 \
             const uint8_t *qs = b + 16;                                                                    \
