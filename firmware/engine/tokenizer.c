@@ -148,9 +148,10 @@ static uint32_t lookup_token(const pg_tokenizer *t, const uint8_t *s, size_t n) 
 }
 
 #define MERGE_EMPTY UINT64_MAX
-#define MERGE_KEY_MASK (((uint64_t)1 << 42) - 1)
+#define MERGE_INDEX_SHIFT (2 * PG_TOKENIZER_ID_BITS)
+#define MERGE_KEY_MASK (((uint64_t)1 << MERGE_INDEX_SHIFT) - 1)
 
-static uint64_t merge_key(uint32_t a, uint32_t b) { return (uint64_t)a | (uint64_t)b << 21; }
+static uint64_t merge_key(uint32_t a, uint32_t b) { return (uint64_t)a | (uint64_t)b << PG_TOKENIZER_ID_BITS; }
 
 // The slot of (a, b) in the merge table: its entry, or the empty slot where it would go.
 static uint32_t merge_slot(const pg_tokenizer *t, uint32_t a, uint32_t b) {
@@ -164,7 +165,7 @@ static uint32_t merge_slot(const pg_tokenizer *t, uint32_t a, uint32_t b) {
 static uint32_t lookup_merge(const pg_tokenizer *t, uint32_t a, uint32_t b) {
     if (t->n_merges == 0) return PG_NONE;
     uint64_t e = t->merge_hash[merge_slot(t, a, b)];
-    return e == MERGE_EMPTY ? PG_NONE : (uint32_t)(e >> 42);
+    return e == MERGE_EMPTY ? PG_NONE : (uint32_t)(e >> MERGE_INDEX_SHIFT);
 }
 
 static uint32_t pow2_at_least(uint64_t n) {
@@ -281,7 +282,7 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
         if (ida == PG_NONE || idb == PG_NONE || ido == PG_NONE || na == 0 || nb == 0) continue;
         uint32_t h = merge_slot(t, ida, idb);
         if (merge_hash[h] != MERGE_EMPTY) continue;  // a later duplicate: the first rank wins
-        merge_hash[h] = merge_key(ida, idb) | (uint64_t)used << 42;
+        merge_hash[h] = merge_key(ida, idb) | (uint64_t)used << MERGE_INDEX_SHIFT;
         merge_out[used++] = ido;
     }
     t->n_merges = used;

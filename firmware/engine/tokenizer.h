@@ -14,8 +14,9 @@
 // A merge's hash entry packs its left id (bits 0-20), right id (21-41) and its index among the
 // usable merges in rank order (42-63; the index orders merges as the rank does), 8 bytes where
 // four 32-bit fields took 16; empty slots are all ones. Tables are filled to at most 80 %.
-#define PG_TOKENIZER_MAX_VOCAB 0x1FFFFFu   // ids fit 21 bits
-#define PG_TOKENIZER_MAX_MERGES 0x3FFFFFu  // indices fit 22 bits
+#define PG_TOKENIZER_ID_BITS 21
+#define PG_TOKENIZER_MAX_VOCAB ((1u << PG_TOKENIZER_ID_BITS) - 1u)             // ids fit 21 bits
+#define PG_TOKENIZER_MAX_MERGES ((1u << (64 - 2 * PG_TOKENIZER_ID_BITS)) - 1u)  // indices the other 22
 
 typedef struct {
     uint32_t n_vocab;
