@@ -345,6 +345,20 @@ typedef struct {
 #define PG_K_TILE 64
 #endif
 
+// a tile of results o (nr weight rows from r, each a row of activation rows b0..b0 + nb - 1 at
+// o + q * stride) plus the bias, stored so each activation row's nr results go out together (one
+// float per activation row and weight row went to places 9-200 KiB apart)
+static void store_tile(const pg_matmul_job *j, int32_t r, int32_t nr, int32_t b0, int32_t nb, const float *o,
+                       size_t stride) {
+    float bias[8] = {0};
+    if (j->bias)
+        for (int32_t q = 0; q < nr; q++) bias[q] = j->bias[r + q];
+    for (int32_t b = 0; b < nb; b++) {
+        float *dst = j->out + (size_t)(b0 + b) * j->out_stride + (size_t)r;
+        for (int32_t q = 0; q < nr; q++) dst[q] = o[(size_t)q * stride + (size_t)b] + bias[q];
+    }
+}
+
 // rows r0..r1 of W against the first b16 activation rows, sixteen at a time through the 16-row
 // kernel (the same bits as one by one), their per-block scales and code sums transposed once per
 // task for up to 64 rows at a time (rows of up to 16 blocks, 4,096 columns). Its own function,
@@ -363,20 +377,15 @@ static PG_NOINLINE void matmul_rows_k16(const pg_matmul_job *j, int32_t r0, int3
         for (int32_t b = c0; b < c1; b += 16)
             pg_k_rows16_prepare(j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums, cols, xdt[(b - c0) / 16],
                                 xat[(b - c0) / 16]);
-        // tiles of 8 weight rows: each activation row's 8 results are stored together (one float per
-        // activation row and weight row went to 16 places 9-200 KiB apart)
+        // tiles of 8 weight rows x these up to 64 activation rows
         for (int32_t r = r0; r < r1; r += 8) {
             int32_t nr = r1 - r < 8 ? r1 - r : 8;
-            float o[4][8][16];
+            float o[8][64];
             for (int32_t q = 0; q < nr; q++)
                 for (int32_t b = c0; b < c1; b += 16)
                     k->dot_q8kx16[t](base + (size_t)(r + q) * j->w->row_bytes, j->xq + (size_t)b * (size_t)cols,
-                                     xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o[(b - c0) / 16][q]);
-            for (int32_t b = c0; b < c1; b++) {
-                float *dst = j->out + (size_t)b * j->out_stride + (size_t)r;
-                const float(*ob)[16] = o[(b - c0) / 16];
-                for (int32_t q = 0; q < nr; q++) dst[q] = ob[q][(b - c0) % 16] + (j->bias ? j->bias[r + q] : 0.0f);
-            }
+                                     xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o[q] + (b - c0));
+            store_tile(j, r, nr, c0, c1 - c0, &o[0][0], 64);
         }
     }
 }
@@ -403,8 +412,7 @@ static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_
         return;
     }
     // the rest (rows past the multiples of 16, or types without a 16-row kernel) in tiles of 8
-    // weight rows x up to PG_K_TILE activation rows, each activation row's 8 results stored
-    // together (one float per activation row and weight row went to places 9-200 KiB apart)
+    // weight rows x up to PG_K_TILE activation rows
     for (int32_t c0 = b16; c0 < j->B; c0 += PG_K_TILE) {
         int32_t nb = j->B - c0 < PG_K_TILE ? j->B - c0 : PG_K_TILE;
         const int8_t *xq = j->xq + (size_t)c0 * (size_t)cols;
@@ -428,10 +436,7 @@ static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_
                     o[q][b] = k->dot_q8k[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
                                             cols);
             }
-            for (int32_t b = 0; b < nb; b++) {
-                float *dst = j->out + (size_t)(c0 + b) * j->out_stride + (size_t)r;
-                for (int32_t q = 0; q < nr; q++) dst[q] = o[q][b] + (j->bias ? j->bias[r + q] : 0.0f);
-            }
+            store_tile(j, r, nr, c0, nb, &o[0][0], PG_K_TILE);
         }
     }
 }
