@@ -12,12 +12,15 @@ from-scratch training run this 2-core machine cannot afford. Usage:
 from __future__ import annotations
 
 import argparse
-import shutil
+import copy
 import sys
 from pathlib import Path
 
 import torch
 from transformers import GPT2LMHeadModel
+
+from pocketgpt.errors import PocketError
+from pocketgpt.hf import load_hf, save_vocab
 
 
 def main() -> int:
@@ -27,12 +30,16 @@ def main() -> int:
     ap.add_argument("copies", type=int, help="blocks per source block (2: twice as deep)")
     a = ap.parse_args()
     src, out, k = a.src, a.out, a.copies
-    if k < 1 or not (src / "config.json").exists():
-        print(f"grow_model: {src} is not a Hugging Face GPT-2 folder or copies {k} < 1", file=sys.stderr)
+    if k < 1:
+        print(f"grow_model: copies {k} < 1", file=sys.stderr)
+        return 2
+    try:
+        small, vocab = load_hf(str(src))
+    except PocketError as exc:
+        print(f"grow_model: {exc}", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    small = GPT2LMHeadModel.from_pretrained(src, local_files_only=True, dtype="float32").eval()
-    cfg = small.config.__class__.from_dict(small.config.to_dict())
+    cfg = copy.deepcopy(small.config)
     cfg.n_layer = small.config.n_layer * k
     big = GPT2LMHeadModel(cfg).eval()
     sd_small = small.state_dict()
@@ -61,9 +68,7 @@ def main() -> int:
         return 1
     out.mkdir(parents=True, exist_ok=True)
     big.save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
-        if (src / f).exists():
-            shutil.copy(src / f, out / f)
+    save_vocab(vocab, out)
     return 0
 
 
