@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Build the ESP32-S3 instruction-set toolchain into a cache outside the repository, from Debian
+# packages and from source trees given by path. Never downloads a prebuilt toolchain.
+#
+#   tools/esp32s3-toolchain.sh --dynconfig DIR --overlays DIR --esp-idf DIR [--cache DIR] [--no-qemu]
+#
+# DIR is a git repository (a bare mirror is fine; the pinned commit is exported with git archive)
+# or a plain tree at that commit:
+#   --dynconfig  github.com/espressif/xtensa-dynconfig   905b913aa65638be53ac22029c379fa16dab31db
+#   --overlays   github.com/espressif/xtensa-overlays    dd1cf19f6eb327a9db51043439974a6de13f5c7f
+#   --esp-idf    github.com/espressif/esp-idf            tag v5.5 (only core-matmap.h of the S3 is read)
+# The same can be given as POCKETGPT_XTENSA_DYNCONFIG / _OVERLAYS / _ESP_IDF.
+#
+# What it makes under the cache (default ~/.cache/pocketgpt-xtensa, or $POCKETGPT_XTENSA_CACHE):
+#   lib/esp32s3.so          the S3 core plugin (XTENSA_GNU_CONFIG) for binutils and GCC
+#   bin/xtensa-esp32s3-elf-{gcc,as,ld,objdump,nm,objcopy,readelf,size,ar}
+#                           Debian bookworm's binutils-xtensa-lx106 2.40 and Debian trixie's
+#                           gcc-xtensa-lx106 13.3 (its cc1 runs on trixie's glibc, unpacked here)
+#                           with the plugin set: ESP32-S3 windowed code, FPU, MAC16, PIE mnemonics
+#   bin/qemu-system-xtensa  Debian's QEMU 7.2 source with an "esp32s3" core imported (TCG plugins on)
+#   manifest.txt            what was used: package versions, commits, build times
+#
+# Debian packages come through a private apt configuration under the cache (its own sources list,
+# state and archives): the system's apt never sees trixie and nothing is installed system-wide.
+# Needs: apt-get, dpkg-deb, git, cc, make; for QEMU also ninja, meson's Python, libglib2.0-dev,
+# libpixman-1-dev, libfdt-dev (bookworm packages). Idempotent: finished steps are skipped.
+set -euo pipefail
+
+DYNCONFIG_COMMIT=905b913aa65638be53ac22029c379fa16dab31db
+OVERLAYS_COMMIT=dd1cf19f6eb327a9db51043439974a6de13f5c7f
+IDF_TAG=v5.5
+IDF_COMMIT=8c750b088c7cd857d079c0eeb495da199b359461
+GCC_DEB=gcc-xtensa-lx106=13.3.0-16+14+b4
+BINUTILS_DEB=binutils-xtensa-lx106=2.40-2+5+b1
+QEMU_SRC=qemu=1:7.2+dfsg-7+deb12u18
+TRIXIE_LIBS="libc6 libstdc++6 libgcc-s1 libgmp10 libmpfr6 libmpc3 libisl23 libzstd1 zlib1g"
+TRIXIE_KEY=/usr/share/keyrings/debian-archive-trixie-stable.gpg
+BOOKWORM_KEY=/usr/share/keyrings/debian-archive-bookworm-stable.gpg
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+
+CACHE=${POCKETGPT_XTENSA_CACHE:-$HOME/.cache/pocketgpt-xtensa}
+DYNCONFIG=${POCKETGPT_XTENSA_DYNCONFIG:-}
+OVERLAYS=${POCKETGPT_XTENSA_OVERLAYS:-}
+ESP_IDF=${POCKETGPT_XTENSA_ESP_IDF:-}
+QEMU=1
+USAGE="usage: tools/esp32s3-toolchain.sh --dynconfig DIR --overlays DIR --esp-idf DIR [--cache DIR] [--no-qemu]"
+
+die() { echo "esp32s3-toolchain: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dynconfig) DYNCONFIG=${2:-}; shift 2 ;;
+    --overlays) OVERLAYS=${2:-}; shift 2 ;;
+    --esp-idf) ESP_IDF=${2:-}; shift 2 ;;
+    --cache) CACHE=${2:-}; shift 2 ;;
+    --no-qemu) QEMU=0; shift ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1'; $USAGE" ;;
+  esac
+done
+[ -n "$DYNCONFIG" ] || die "no --dynconfig: give a clone of github.com/espressif/xtensa-dynconfig at $DYNCONFIG_COMMIT; $USAGE"
+[ -n "$OVERLAYS" ] || die "no --overlays: give a clone of github.com/espressif/xtensa-overlays at $OVERLAYS_COMMIT; $USAGE"
+[ -n "$ESP_IDF" ] || die "no --esp-idf: give a clone of github.com/espressif/esp-idf with tag $IDF_TAG; $USAGE"
+for t in apt-get dpkg-deb git cc make tar; do command -v $t >/dev/null || die "'$t' not found; install it (apt-get install $t)"; done
+
+mkdir -p "$CACHE"/{debs,src,build,lib,bin,stamps}
+CACHE=$(cd "$CACHE" && pwd)
+LOG=$CACHE/build/last.log
+step_done() { [ -f "$CACHE/stamps/$1" ]; }
+mark() { date -u +%FT%TZ > "$CACHE/stamps/$1"; }
+timed() { local t0; t0=$(date +%s); "$@"; echo $(( $(date +%s) - t0 )); }
+
+# export a tree at a pinned commit: git repository -> git archive; plain tree -> copied as is
+# (its commit cannot be checked: said in the manifest)
+export_tree() {  # src commit dest [paths...]
+  local src=$1 want=$2 dest=$3; shift 3
+  [ -d "$src" ] || die "$src: no such folder"
+  rm -rf "$dest"; mkdir -p "$dest"
+  if git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+    git -C "$src" cat-file -e "$want^{commit}" 2>/dev/null \
+      || die "$src lacks commit $want; run: git -C $src fetch origin && git -C $src checkout $want"
+    git -C "$src" archive "$want" "$@" | tar -x -C "$dest"
+    echo "$want"
+  else
+    cp -a "$src"/. "$dest"/
+    echo "plain-tree(unchecked)"
+  fi
+}
+
+# -- 1. Debian packages, through a private apt configuration ---------------------------------
+APT=$CACHE/apt
+aptp() {
+  apt-get -q -o Dir::Etc="$APT/etc" -o Dir::Etc::SourceList="$APT/etc/sources.list" \
+    -o Dir::Etc::SourceParts="$APT/etc/sources.list.d" -o Dir::Etc::Parts="$APT/etc/apt.conf.d" \
+    -o Dir::Etc::PreferencesParts="$APT/etc/preferences.d" -o Dir::Etc::Preferences="$APT/etc/preferences" \
+    -o Dir::State="$APT/state" -o Dir::State::status="$APT/state/status" -o Dir::Cache="$APT/cache" \
+    -o APT::Architecture=amd64 -o APT::Architectures::=amd64 -o APT::Sandbox::User=root "$@"
+}
+if ! step_done debs; then
+  for k in "$TRIXIE_KEY" "$BOOKWORM_KEY"; do
+    [ -f "$k" ] || die "$k missing; install Debian's archive keyring: apt-get install debian-archive-keyring"
+  done
+  mkdir -p "$APT"/etc/{apt.conf.d,preferences.d,sources.list.d} "$APT"/state/lists/partial "$APT"/cache/archives/partial
+  : > "$APT/state/status"
+  cat > "$APT/etc/sources.list" <<EOF
+deb [signed-by=$TRIXIE_KEY] http://deb.debian.org/debian trixie main
+deb [signed-by=$BOOKWORM_KEY] http://deb.debian.org/debian bookworm main
+deb-src [signed-by=$BOOKWORM_KEY] http://deb.debian.org/debian bookworm main
+EOF
+  aptp update >"$LOG" 2>&1 || { tail -5 "$LOG"; die "apt update (private trixie/bookworm lists) failed; see $LOG"; }
+  rm -f "$CACHE"/debs/*.deb
+  # bookworm's binutils (runs on this glibc); trixie's GCC and the runtime its cc1 needs
+  (cd "$CACHE/debs" && aptp download "$BINUTILS_DEB" >>"$LOG" 2>&1 \
+      -o APT::Default-Release=bookworm) || die "apt-get download $BINUTILS_DEB failed; see $LOG"
+  (cd "$CACHE/debs" && aptp download "$GCC_DEB" >>"$LOG" 2>&1) || die "apt-get download $GCC_DEB failed; see $LOG"
+  for p in $TRIXIE_LIBS; do
+    (cd "$CACHE/debs" && aptp download "$p/trixie" >>"$LOG" 2>&1) || die "apt-get download $p/trixie failed; see $LOG"
+  done
+  mark debs
+fi
+
+if ! step_done unpack; then
+  rm -rf "$CACHE/root"; mkdir -p "$CACHE/root"
+  for d in "$CACHE"/debs/*.deb; do dpkg-deb -x "$d" "$CACHE/root"; done
+  mark unpack
+fi
+ROOT=$CACHE/root
+LIBDIR=$ROOT/usr/lib/x86_64-linux-gnu
+LOADER=$LIBDIR/ld-linux-x86-64.so.2
+GCCDIR=$(ls -d "$ROOT"/usr/lib/gcc/xtensa-lx106-elf/* | head -1)
+[ -x "$GCCDIR/cc1" ] || die "$GCCDIR/cc1 missing after unpacking; remove $CACHE/stamps/debs and rerun"
+
+# -- 2. the core plugin (xtensa-dynconfig + the overlay's xtensa_esp32s3) ----------------------
+if ! step_done plugin; then
+  B=$CACHE/build/dynconfig
+  got_dyn=$(export_tree "$DYNCONFIG" "$DYNCONFIG_COMMIT" "$B")
+  got_ovl=$(export_tree "$OVERLAYS" "$OVERLAYS_COMMIT" "$CACHE/build/overlays" xtensa_esp32s3)
+  [ -d "$CACHE/build/overlays/xtensa_esp32s3" ] || die "$OVERLAYS has no xtensa_esp32s3 folder (wrong repository?)"
+  mkdir -p "$B/config" && cp -a "$CACHE/build/overlays/xtensa_esp32s3" "$B/config/esp32s3"
+  (cd "$B/config" && sh ../scripts/fix-known-overlay-issues.sh) >"$LOG" 2>&1
+  (cd "$B" && make esp32s3.so) >>"$LOG" 2>&1 || { tail -5 "$LOG"; die "plugin build failed; see $LOG"; }
+  cp "$B/esp32s3.so" "$CACHE/lib/esp32s3.so"
+  printf 'xtensa-dynconfig %s\nxtensa-overlays %s\n' "$got_dyn" "$got_ovl" > "$CACHE/build/plugin.sources"
+  mark plugin
+fi
+
+# -- 3. wrappers: xtensa-esp32s3-elf-* --------------------------------------------------------
+if ! step_done wrappers; then
+  for t in as ld objdump nm objcopy readelf size ar strip addr2line; do
+    cat > "$CACHE/bin/xtensa-esp32s3-elf-$t" <<EOF
+#!/bin/sh
+XTENSA_GNU_CONFIG="$CACHE/lib/esp32s3.so" exec "$ROOT/usr/bin/xtensa-lx106-elf-$t" "\$@"
+EOF
+  done
+  # the driver and cc1 are trixie binaries: start them through trixie's loader; -B makes the
+  # driver find the cc1 and as wrappers first
+  mkdir -p "$CACHE/libexec"
+  cat > "$CACHE/libexec/cc1" <<EOF
+#!/bin/sh
+exec "$LOADER" --library-path "$LIBDIR" "$GCCDIR/cc1" "\$@"
+EOF
+  cp "$CACHE/bin/xtensa-esp32s3-elf-as" "$CACHE/libexec/as"
+  cat > "$CACHE/bin/xtensa-esp32s3-elf-gcc" <<EOF
+#!/bin/sh
+XTENSA_GNU_CONFIG="$CACHE/lib/esp32s3.so" exec "$LOADER" --library-path "$LIBDIR" \\
+  "$ROOT/usr/bin/xtensa-lx106-elf-gcc" -B"$CACHE/libexec/" "\$@"
+EOF
+  chmod +x "$CACHE"/bin/* "$CACHE"/libexec/*
+  mark wrappers
+fi
+
+# -- 4. QEMU 7.2 (Debian's source) with the S3 core ----------------------------------------------
+if [ "$QEMU" = 1 ] && ! step_done qemu; then
+  for t in ninja python3 pkg-config; do command -v $t >/dev/null || die "'$t' not found; apt-get install ninja-build python3 pkg-config"; done
+  for p in glib-2.0 pixman-1; do
+    pkg-config --exists $p || die "$p development files missing; apt-get install libglib2.0-dev libpixman-1-dev libfdt-dev"
+  done
+  [ -f /usr/include/libfdt.h ] || die "libfdt development files missing; apt-get install libfdt-dev"
+  if ! ls "$CACHE"/src/qemu_7.2+dfsg.orig.tar.xz >/dev/null 2>&1; then
+    (cd "$CACHE/src" && aptp source --download-only "$QEMU_SRC" >"$LOG" 2>&1) \
+      || die "apt-get source $QEMU_SRC failed; see $LOG"
+  fi
+  Q=$CACHE/src/qemu-7.2.0
+  QB=$CACHE/build/qemu
+  # resumable: an interrupted build continues where it stopped (ninja); a fresh one starts from
+  # the tarball
+  if [ ! -f "$Q/target/xtensa/core-esp32s3.c" ]; then
+    rm -rf "$Q" "$QB" && tar -xf "$CACHE/src/qemu_7.2+dfsg.orig.tar.xz" -C "$CACHE/src"
+    # the overlay archive import_core.sh reads: the overlay's core-isa.h, gdb and binutils tables,
+    # and ESP-IDF's core-matmap.h (the overlay has no matmap)
+    O=$CACHE/build/overlay-tar
+    rm -rf "$O" && mkdir -p "$O"/xtensa/config "$O"/gdb "$O"/binutils
+    S3=$CACHE/build/dynconfig/config/esp32s3
+    cp "$S3/newlib/newlib/libc/sys/xtensa/include/xtensa/config/core-isa.h" "$O/xtensa/config/"
+    cp "$S3/gdb/gdb/xtensa-config.c" "$O/gdb/"
+    cp "$S3/binutils/bfd/xtensa-modules.c" "$O/binutils/"
+    MATMAP=components/xtensa/esp32s3/include/xtensa/config/core-matmap.h
+    if git -C "$ESP_IDF" rev-parse --git-dir >/dev/null 2>&1; then
+      got=$(git -C "$ESP_IDF" rev-parse "$IDF_TAG^{commit}" 2>/dev/null) \
+        || die "$ESP_IDF has no tag $IDF_TAG; run: git -C $ESP_IDF fetch origin tag $IDF_TAG"
+      [ "$got" = "$IDF_COMMIT" ] || die "$ESP_IDF: $IDF_TAG is $got, expected $IDF_COMMIT; fetch the real tag"
+      git -C "$ESP_IDF" show "$IDF_TAG:$MATMAP" > "$O/xtensa/config/core-matmap.h"
+      echo "esp-idf $IDF_TAG $got ($MATMAP)" > "$CACHE/build/idf.sources"
+    else
+      [ -f "$ESP_IDF/$MATMAP" ] || die "$ESP_IDF/$MATMAP missing; give an esp-idf $IDF_TAG tree"
+      cp "$ESP_IDF/$MATMAP" "$O/xtensa/config/"
+      echo "esp-idf plain-tree(unchecked) ($MATMAP)" > "$CACHE/build/idf.sources"
+    fi
+    tar -czf "$CACHE/build/esp32s3-overlay.tar.gz" -C "$O" xtensa gdb binutils
+    (cd "$Q" && target/xtensa/import_core.sh "$CACHE/build/esp32s3-overlay.tar.gz" esp32s3 240000) >"$LOG" 2>&1
+  fi
+  # import_core.sh registers only the core opcodes: give the S3 core the FPU's translators too
+  # (its core-isa.h says DFPU, single precision only: QEMU's xtensa_fpu_opcodes), as QEMU's own
+  # de233_fpu core does; otherwise every float instruction traps as illegal
+  grep -q opcode_translators "$Q/target/xtensa/core-esp32s3.c" || sed -i \
+    's|^    DEFAULT_SECTIONS$|    .opcode_translators = (const XtensaOpcodeTranslators *[]){\n        \&xtensa_core_opcodes, \&xtensa_fpu_opcodes, NULL,\n    },\n    DEFAULT_SECTIONS|' \
+    "$Q/target/xtensa/core-esp32s3.c"
+  t0=$(date +%s)
+  if [ ! -f "$QB/build.ninja" ]; then
+    rm -rf "$QB" "$CACHE/build/qemu.time" && mkdir -p "$QB"
+    (cd "$QB" && nice -n 10 "$Q/configure" --target-list=xtensa-softmmu --without-default-features \
+        --enable-tcg --enable-plugins --enable-fdt=system --disable-docs --disable-werror \
+        --disable-install-blobs) >>"$LOG" 2>&1 || { tail -5 "$LOG"; die "QEMU configure failed; see $LOG"; }
+  fi
+  (cd "$QB" && nice -n 10 ninja -j"$(nproc)" qemu-system-xtensa) >>"$LOG" 2>&1 \
+    || { tail -5 "$LOG"; die "QEMU build failed; see $LOG"; }
+  [ -f "$CACHE/build/qemu.time" ] || echo "qemu-build-seconds $(( $(date +%s) - t0 )) (configure + ninja, nice 10, $(nproc) jobs)" > "$CACHE/build/qemu.time"
+  cmp -s "$QB/qemu-system-xtensa" "$CACHE/bin/qemu-system-xtensa" || cp "$QB/qemu-system-xtensa" "$CACHE/bin/qemu-system-xtensa"
+  mkdir -p "$CACHE/include" && cp "$Q/include/qemu/qemu-plugin.h" "$CACHE/include/"
+  mark qemu
+fi
+
+# -- 5. check and say what was used ----------------------------------------------------------
+echo 'int f(float *a, float *b) { return (int)(a[0] * b[0] + a[1]); }' > "$CACHE/build/probe.c"
+"$CACHE/bin/xtensa-esp32s3-elf-gcc" -O2 -mlongcalls -ffreestanding -c "$CACHE/build/probe.c" -o "$CACHE/build/probe.o" \
+  || die "the compiler does not run; remove $CACHE/stamps/wrappers and rerun"
+"$CACHE/bin/xtensa-esp32s3-elf-objdump" -d "$CACHE/build/probe.o" | grep -q 'entry' \
+  || die "compiled code is not windowed S3 code (plugin not used?); remove $CACHE/stamps and rerun"
+{
+  echo "pocketgpt xtensa toolchain in $CACHE (made $(cat "$CACHE/stamps/wrappers"))"
+  for d in "$CACHE"/debs/*.deb; do dpkg-deb -W --showformat='deb ${Package} ${Version}\n' "$d"; done
+  cat "$CACHE/build/plugin.sources"
+  [ -f "$CACHE/build/idf.sources" ] && cat "$CACHE/build/idf.sources"
+  "$CACHE/bin/xtensa-esp32s3-elf-gcc" --version | head -1
+  "$CACHE/bin/xtensa-esp32s3-elf-as" --version | head -1
+  [ -x "$CACHE/bin/qemu-system-xtensa" ] && "$CACHE/bin/qemu-system-xtensa" --version | head -1 \
+    && echo "qemu cpu esp32s3: $("$CACHE/bin/qemu-system-xtensa" -cpu help | grep -c esp32s3) core(s)"
+  [ -f "$CACHE/build/qemu.time" ] && cat "$CACHE/build/qemu.time"
+  true
+} > "$CACHE/manifest.txt"
+cat "$CACHE/manifest.txt"
