@@ -146,6 +146,14 @@ def host_tokens(model: Path, prompt: list[int], n_gen: int) -> list[int]:
     return gen
 
 
+def host_shape(model: Path) -> dict[str, int]:
+    sys.path.insert(0, str(ROOT / "host"))
+    from pocketgpt.engine import Engine
+
+    e = Engine(str(model), threads=1)
+    return {"n_layer": e.n_layer, "n_embd": e.n_embd, "n_ff": e.n_ff, "n_head": e.n_head, "n_vocab": e.n_vocab}
+
+
 def symbol_ranges(cache: Path, elf: Path, path: Path) -> None:
     nm = run([str(cache / "bin" / "xtensa-esp32s3-elf-nm"), "-S", "--defined-only", str(elf)]).stdout
     rows = []
@@ -234,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         for fn, v in per_fn.items():
             per_cat[category(fn)] = per_cat.get(category(fn), 0.0) + v
         total = sum(per_fn.values())
+        shape = host_shape(a.model)
         res = {"model": str(a.model.relative_to(ROOT) if a.model.is_relative_to(ROOT) else a.model),
+               "shape": shape, "tokens_measured": [short, long_],
                "prompt_tokens": len(prompt), "decode_steps_measured": steps,
                "positions": [len(prompt) + short, len(prompt) + long_],
                "kernels": kern, "instructions_per_token": round(total),

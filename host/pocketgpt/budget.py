@@ -21,8 +21,10 @@ one per session):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from pocketgpt.errors import PocketError
@@ -67,6 +69,66 @@ class DeviceSpec:
 
 ESP32S3 = DeviceSpec()
 
+# Instructions counted on the ESP32-S3 instruction set (tools/xtensa_check.py --count: the engine
+# run in QEMU's S3 core with a per-symbol counting plugin, plus the PIE kernel's disassembly).
+COUNTS_FILE = Path(__file__).parent / "data" / "xtensa_counts.json"
+# per 32-weight Q8_0 block, kernels_esp32s3.c's dot_q8_0_q8_esp32s3 as GCC 13 compiles it for the S3
+# (normal-exponent path of the software f16 conversion; build/xtensa/kernels_esp32s3_pie.dis):
+PIE_BLOCK_OUTSIDE_LOOP = 44    # f16 -> f32, scale multiply, read-out, accumulate, block bookkeeping
+PIE_BLOCK_MEMCPY = 30          # ASSUMED: the 32-byte copy to the aligned buffer (a memcpy call
+                               # with an unaligned source in newlib's Xtensa memcpy)
+
+
+@dataclass(frozen=True)
+class CountedRates:
+    """Instructions per unit of work, derived from counted instructions (not from published cycle
+    figures). Times = instructions x cpi / clock, plus the same memory streaming as the model."""
+
+    instr_per_q8_mac: float         # PIE kernel (static count of the disassembly)
+    instr_per_scalar_mac: float     # portable _ref kernels (counted: ref-q8's Q8_0 dot)
+    matmul_glue_per_mac: float      # counted: task split, activation quantization, bias, tiles
+    instr_per_attn_mac: float       # counted: scores, softmax (expf), weighted sum, per MAC
+    instr_per_gelu: float           # counted: tanhf (incl. its division) per element
+    instr_per_norm_elem: float      # counted: layernorm per element
+    instr_per_vocab_entry: float    # counted: greedy sampler with repetition penalty
+    other_per_token: float          # counted: forward-pass glue
+    pie_loop_instructions: int      # per 16 weights
+    counted_instructions_per_token: int  # what was measured (ref kernels, the measured model)
+    cpi: float = 1.2                # ASSUMED cycles per instruction (single-issue LX7: taken-branch
+                                    # and load-use bubbles; cache misses are the memory term)
+    source: str = ""
+
+
+def counted_rates(path: Path = COUNTS_FILE) -> CountedRates | None:
+    """The rates of the last `tools/xtensa_check.py --count` run copied into the package, or None."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    sh, fn, part = d["shape"], d["by_function"], d["by_part"]
+    L, E, F, V = sh["n_layer"], sh["n_embd"], sh["n_ff"], sh["n_vocab"]
+    macs = L * (3 * E * E + E * E + F * E + E * F) + V * E
+    # the harness's decode steps evaluate tokens i = short-1 .. long-2 after a P-token prompt, each
+    # attending over P + i + 1 positions
+    short, long_ = d["tokens_measured"]
+    t_mean = d["prompt_tokens"] + (short - 1 + long_ - 2) / 2 + 1
+    ref = sum(fn.get(k, 0) for k in ("dot_q8_0_q8_ref", "f16", "dq_q8_0"))
+    gelu = part.get("gelu", 0) + part.get("runtime (rt.c)", 0)  # rt.c's time is tanhf's division
+    pie_block = PIE_BLOCK_OUTSIDE_LOOP + 2 * d["pie_q8_loop"]["loop_instructions"] + PIE_BLOCK_MEMCPY
+    return CountedRates(
+        instr_per_q8_mac=pie_block / 32,
+        instr_per_scalar_mac=ref / macs,
+        matmul_glue_per_mac=(part["matmul"] - ref) / macs,
+        instr_per_attn_mac=part["attention"] / (2 * L * t_mean * E),
+        instr_per_gelu=gelu / (L * F),
+        instr_per_norm_elem=part["norm"] / ((2 * L + 1) * E),
+        instr_per_vocab_entry=part["sampler"] / V,
+        other_per_token=part.get("other (forward pass glue, harness)", 0),
+        pie_loop_instructions=d["pie_q8_loop"]["loop_instructions"],
+        counted_instructions_per_token=d["instructions_per_token"],
+        source=f"{d['model']} in QEMU's ESP32-S3 core, {d['decode_steps_measured']} decode steps",
+    )
+
 
 @dataclass
 class BudgetReport:
@@ -82,6 +144,8 @@ class BudgetReport:
     sram_bytes: int
     modeled_tok_s: float          # mean over a full n_ctx generation
     modeled_tok_s_full: float     # at the last position (longest attention)
+    counted_tok_s: float | None       # the same memory model, compute from counted instructions
+    counted_tok_s_full: float | None
     bytes_per_token: int          # mean over the context
     macs_per_token: int
     fits: bool
@@ -94,6 +158,9 @@ class BudgetReport:
         d = asdict(self)
         d["modeled_tok_s"] = round(self.modeled_tok_s, 2)
         d["modeled_tok_s_full"] = round(self.modeled_tok_s_full, 2)
+        if self.counted_tok_s is not None:
+            d["counted_tok_s"] = round(self.counted_tok_s, 2)
+            d["counted_tok_s_full"] = round(self.counted_tok_s_full or 0.0, 2)
         d["note"] = "modeled from published ESP32-S3 figures, not measured on a board"
         return d
 
@@ -109,6 +176,11 @@ class BudgetReport:
             f"  modeled {self.modeled_tok_s:.1f} tok/s mean over {self.n_ctx} tokens "
             f"({self.modeled_tok_s_full:.1f} at the last position; goal >= {lim['tok_s']:.0f}); "
             f"{self.bytes_per_token / 1e6:.2f} MB and {self.macs_per_token / 1e6:.2f} M MACs per token",
+            (f"  from counted instructions: {self.counted_tok_s:.1f} tok/s mean ({self.counted_tok_s_full:.1f} at the "
+             f"last position): {self.breakdown['counted_instructions_per_token_mid'] / 1e6:.2f} M instructions per token "
+             f"with the PIE kernel (ESP32-S3 instruction set in QEMU; CPI and memory stalls assumed)"
+             if self.counted_tok_s is not None else
+             "  from counted instructions: no counts (run tools/xtensa_check.py --count)"),
             f"  streamed per token: {self.breakdown['weight_bytes_per_token'] / 1e6:.2f} MB of weights (the output "
             f"head {self.breakdown['head_bytes_per_token'] / 1e6:.2f} MB of it) + the KV cache, up to "
             f"{self.breakdown['kv_bytes_last'] / 1e6:.2f} MB at the last position",
@@ -285,6 +357,22 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
     weight_read += row_bytes("position_embd.weight", cfg.n_ctx)
     weight_read += sum(b for n, (_, b) in types.items() if n.endswith((".bias", "norm.weight")))
 
+    rates = counted_rates()
+
+    def counted_instructions(pos: int) -> float:
+        t = pos + 1
+        r = rates
+        assert r is not None
+        return (macs_q8 * r.instr_per_q8_mac + macs_scalar * r.instr_per_scalar_mac
+                + (macs_q8 + macs_scalar) * r.matmul_glue_per_mac
+                + 2 * L * t * E * r.instr_per_attn_mac + L * F * r.instr_per_gelu
+                + (2 * L + 1) * E * r.instr_per_norm_elem + V * r.instr_per_vocab_entry + r.other_per_token)
+
+    def memory_seconds(pos: int) -> float:
+        kv_read = 2 * L * (pos + 1) * kv_row
+        w_bw = spec.psram_bw[cache_line] if weights_in == "psram" else spec.flash_bw
+        return weight_read / w_bw + kv_read / spec.psram_bw[cache_line]
+
     def per_token(pos: int) -> tuple[float, int, int]:
         """Seconds, bytes read and MACs for the token at position `pos` (0-based)."""
         t = pos + 1
@@ -309,6 +397,10 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
         total_s += s
         total_bytes += b
     mean_tok_s = n_ctx / total_s
+    counted_tok_s = counted_tok_s_full = None
+    if rates is not None:
+        counted_s = [memory_seconds(p) + counted_instructions(p) * rates.cpi / spec.cpu_hz for p in range(n_ctx)]
+        counted_tok_s, counted_tok_s_full = n_ctx / sum(counted_s), 1.0 / counted_s[-1]
     last_s, _, last_macs = per_token(n_ctx - 1)
     mid = per_token(n_ctx // 2)
 
@@ -338,12 +430,15 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
         "scalar_macs": macs_scalar,
         "attention_macs_last": last_macs - macs_q8 - macs_scalar,
         "seconds_per_token_mid": round(mid[0], 6),
+        "counted_instructions_per_token_mid": round(counted_instructions(n_ctx // 2)) if rates else None,
+        "counted_rates": asdict(rates) if rates else None,
     }
     assumptions = describe(spec, weights_in, cache_line, n_batch, kv)
     return BudgetReport(
         model=label, n_ctx=n_ctx, n_batch=n_batch, weights_in=weights_in, cache_line=cache_line,
         flash_bytes=flash, psram_bytes=psram, sram_bytes=sram,
         modeled_tok_s=mean_tok_s, modeled_tok_s_full=1.0 / last_s,
+        counted_tok_s=counted_tok_s, counted_tok_s_full=counted_tok_s_full,
         bytes_per_token=int(total_bytes / n_ctx), macs_per_token=int(mid[2]),
         fits=not problems, limits=limits, breakdown=breakdown, assumptions=assumptions, problems=problems,
     )
@@ -381,6 +476,12 @@ def describe(spec: DeviceSpec = ESP32S3, weights_in: str = "psram", cache_line: 
         f"cycles per vocabulary entry",
         f"one core at {spec.cpu_hz / 1e6:.0f} MHz (splitting a matvec over both cores costs ~34 us per hand-off "
         "and is not counted as a gain)",
+        "the counted figure replaces those cycle constants by instructions counted on the ESP32-S3 "
+        "instruction set (tools/xtensa_check.py --count: builtin:device run in QEMU's S3 core, instructions per "
+        "symbol) scaled to this model's shapes, the PIE kernel's instructions from its disassembly (5 per 16 "
+        f"weights in the loop, {PIE_BLOCK_OUTSIDE_LOOP} more per 32-weight block, an assumed "
+        f"{PIE_BLOCK_MEMCPY} for the block copy), times an assumed CPI of {CountedRates.cpi}; expf, tanhf and float "
+        "division are the harness's own runtime (soft division), not newlib/libgcc; the memory term is the same",
         "tokens/s is the mean over generating a full context from position 0; the goal must also hold at the "
         "last position (the longest attention), which is shown too",
         f"memory counts the engine's own arenas (pg_model_mem_size, pg_state_mem_size) with 32-bit struct sizes, "
