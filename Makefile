@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-relay flash test venv clean
+.PHONY: demo demo-relay flash test venv clean xtensa-check firmware
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ demo-relay: $(STAMP)
 # Build (when stale) and flash a connected ESP32-S3: `make flash ARGS="--model builtin:device"`.
 flash: $(STAMP)
 	$(PY) tools/flash.py $(ARGS)
+
+# The engine on the ESP32-S3 instruction set: builds firmware/xtensa's harness with the toolchain
+# cache (tools/esp32s3-toolchain.sh, docs/xtensa.md), runs builtin:device in QEMU's S3 core and
+# compares its greedy tokens with the host engine's; COUNT=1 also counts instructions per token.
+xtensa-check: $(STAMP)
+	$(PY) tools/xtensa_check.py --tokens 40 $(if $(COUNT),--count)
+
+# The real firmware image with ESP-IDF v5.5's CMake build (needs the full toolchain: docs/xtensa.md).
+firmware:
+	tools/firmware_build.sh
 
 test: $(STAMP)
 	$(PY) -m pytest

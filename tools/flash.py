@@ -70,7 +70,7 @@ USB_BOARDS: dict[tuple[int, int | None], str] = {
 
 PIO_INSTALL = ("install it with `python -m pip install platformio` (in this checkout: "
                "`.venv/bin/pip install platformio`), then the ESP32 platform with "
-               "`pio pkg install --global --platform espressif32` (both need internet access to "
+               "`pio pkg install --global --platform espressif32@6.12.0` (both need internet access to "
                "pypi.org and registry.platformio.org)")
 
 
@@ -327,7 +327,7 @@ def run_build(project: Path, env: str) -> None:
                           "then run this again (or flash a build made elsewhere: --no-build --build-dir DIR)")
     if not pio_has_espressif32():
         raise PocketError("the firmware needs building but PlatformIO's espressif32 platform is not installed: "
-                          "run `pio pkg install --global --platform espressif32` (needs access to "
+                          "run `pio pkg install --global --platform espressif32@6.12.0` (needs access to "
                           "registry.platformio.org), then run this again")
     print(f"{PROG}: building: {' '.join(pio)} run -e {env}", file=sys.stderr)
     res = subprocess.run([*pio, "run", "-e", env], cwd=project, stdout=sys.stderr)
