@@ -87,8 +87,8 @@ class CountedRates:
     instr_per_q8_mac: float         # PIE kernel (static count of the disassembly)
     instr_per_scalar_mac: float     # portable _ref kernels (counted: ref-q8's Q8_0 dot)
     matmul_glue_per_mac: float      # counted: task split, activation quantization, bias, tiles
-    instr_per_attn_mac: float       # counted: scores, softmax (expf), weighted sum, per MAC
-    instr_per_gelu: float           # counted: tanhf (incl. its division) per element
+    instr_per_attn_mac: float       # counted: scores, softmax (its expf calls), weighted sum, per MAC
+    instr_per_gelu: float           # counted: tanhf (its expm1f/expf and division calls) per element
     instr_per_norm_elem: float      # counted: layernorm per element
     instr_per_vocab_entry: float    # counted: greedy sampler with repetition penalty
     other_per_token: float          # counted: forward-pass glue
@@ -113,17 +113,16 @@ def counted_rates(path: Path = COUNTS_FILE) -> CountedRates | None:
     short, long_ = d["tokens_measured"]
     t_mean = d["prompt_tokens"] + (short - 1 + long_ - 2) / 2 + 1
     ref = sum(fn.get(k, 0) for k in ("dot_q8_0_q8_ref", "f16", "dq_q8_0"))
-    gelu = part.get("gelu", 0) + part.get("runtime (rt.c)", 0)  # rt.c's time is tanhf's division
     pie_block = PIE_BLOCK_OUTSIDE_LOOP + 2 * d["pie_q8_loop"]["loop_instructions"] + PIE_BLOCK_MEMCPY
     return CountedRates(
         instr_per_q8_mac=pie_block / 32,
         instr_per_scalar_mac=ref / macs,
         matmul_glue_per_mac=(part["matmul"] - ref) / macs,
         instr_per_attn_mac=part["attention"] / (2 * L * t_mean * E),
-        instr_per_gelu=gelu / (L * F),
+        instr_per_gelu=part["gelu"] / (L * F),
         instr_per_norm_elem=part["norm"] / ((2 * L + 1) * E),
         instr_per_vocab_entry=part["sampler"] / V,
-        other_per_token=part.get("other (forward pass glue, harness)", 0),
+        other_per_token=part.get("other (forward pass glue, harness)", 0) + part.get("runtime (rt.c)", 0),
         pie_loop_instructions=d["pie_q8_loop"]["loop_instructions"],
         counted_instructions_per_token=d["instructions_per_token"],
         source=f"{d['model']} in QEMU's ESP32-S3 core, {d['decode_steps_measured']} decode steps",
