@@ -90,3 +90,4 @@ def test_engine_on_the_emulated_s3_core_gives_the_host_engines_tokens():
                          text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "same 32 tokens as the host engine" in res.stdout
+    assert "logits of all 32 steps bit-identical" in res.stdout

@@ -99,6 +99,18 @@ def build(cache: Path) -> tuple[Path, Path]:
     return elf, plugin
 
 
+def build_host(out: Path) -> Path:
+    """The same harness and runtime library built for this machine: its logits must be the emulated
+    run's bit for bit (same float operations, same expf/tanhf/sqrtf/division code)."""
+    exe = out / "harness_host"
+    flags = ["-std=c11", "-O2", "-ffp-contract=off", f"-I{ENGINE}"]
+    run(["cc", *flags, "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
+         f"-I{HARNESS / 'include'}", "-c", str(HARNESS / "rt.c"), "-o", str(out / "rt_host.o")])
+    srcs = [str(ENGINE / f"{n}.c") for n in ENGINE_SRC if n != "kernels_esp32s3"] + [str(ENGINE / "kernels_x86.c")]
+    run(["cc", *flags, "-DPG_HARNESS_HOST", "-o", str(exe), str(HARNESS / "harness.c"), str(out / "rt_host.o"), *srcs])
+    return exe
+
+
 def qemu(cache: Path, elf: Path, model: Path, n_gen: int, plugin: str | None = None) -> str:
     cmd = [str(cache / "bin" / "qemu-system-xtensa"), "-M", "sim", "-cpu", "esp32s3", "-nographic",
            "-monitor", "none", "-semihosting",
@@ -116,11 +128,12 @@ def qemu(cache: Path, elf: Path, model: Path, n_gen: int, plugin: str | None = N
     return p.stdout
 
 
-def parse(out: str) -> tuple[list[int], list[int], str]:
+def parse(out: str) -> tuple[list[int], list[int], str, str]:
     lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
     if "tokens" not in lines:
         raise SystemExit(f"xtensa-check: the harness printed no tokens:\n{out}")
-    return [int(t) for t in lines["prompt"].split()], [int(t) for t in lines["tokens"].split()], lines.get("kernels", "?")
+    return ([int(t) for t in lines["prompt"].split()], [int(t) for t in lines["tokens"].split()],
+            lines.get("kernels", "?"), lines.get("logits-hash", "?"))
 
 
 def host_tokens(model: Path, prompt: list[int], n_gen: int) -> list[int]:
@@ -257,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         say("--tokens must be at least 1")
         return 2
     elf, plugin = build(cache)
-    prompt, dev, kern = parse(qemu(cache, elf, a.model, a.tokens))
+    prompt, dev, kern, dev_hash = parse(qemu(cache, elf, a.model, a.tokens))
     host = host_tokens(a.model, prompt, len(dev))
+    p = subprocess.run([str(build_host(OUT)), str(a.model), str(a.tokens)], capture_output=True, text=True)
+    _, native, _, native_hash = parse(p.stdout)
     say(f"{len(prompt)}-token prompt, {len(dev)} tokens generated on the emulated ESP32-S3 (kernels {kern})")
     say(f"device: {' '.join(map(str, dev))}")
     if dev != host:
@@ -267,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"MISMATCH at token {k}: device {dev[k]}, host {host[k]}")
         return 1
     say(f"same {len(dev)} tokens as the host engine (ref-q8, F32 KV cache)")
+    if native != dev or native_hash != dev_hash:
+        say(f"MISMATCH with the harness built for this machine: logits hash {native_hash} here, {dev_hash} emulated")
+        return 1
+    say(f"logits of all {len(dev)} steps bit-identical to the same harness built for this machine (hash {dev_hash})")
     if a.count:
         short, long_ = 8, a.tokens
         if long_ <= short:

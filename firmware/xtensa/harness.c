@@ -90,12 +90,17 @@ int pg_harness_run(const void *blob, size_t size, int32_t n_gen, int kernels) {
     pg_rng_seed(&rng, 1);
     int32_t n = (int32_t)n_ids;
     if (n_gen > n_ctx - n) n_gen = n_ctx - n;
+    uint32_t hash = 2166136261u;  // FNV-1a over the bits of every step's logits
     for (int32_t i = 0; i < n_gen; i++) {
+        const uint8_t *lb = (const uint8_t *)s.logits;
+        for (size_t k = 0; k < sizeof(float) * (size_t)m.cfg.n_vocab; k++) hash = (hash ^ lb[k]) * 16777619u;
         int32_t t = pg_sample(s.logits, m.cfg.n_vocab, &sp, ids, n, &rng, probs, cand);
         ids[n++] = t;
         if (i + 1 < n_gen && pg_state_eval(&s, &t, 1, NULL, &st) != PG_OK) return fail("decode", &st);
     }
     print_ids("tokens: ", ids + n_ids, n - (int32_t)n_ids);
+    snprintf((char *)scratch, 64, "logits-hash: %x\n", (unsigned)hash);
+    out((const char *)scratch);
     snprintf((char *)scratch, 64, "kernels: %s\n", m.kern->name);
     out((const char *)scratch);
     return 0;
