@@ -29,6 +29,7 @@ from pocketgpt.errors import PocketError
 from pocketgpt.relay import protocol as P
 from pocketgpt.relay.auth import TokenStore, bearer
 from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
+from pocketgpt.relay.limits import check_sampling
 
 log = logging.getLogger("pocketgpt.relay")
 
@@ -606,6 +607,9 @@ class Relay:
     async def start_generation(self, req: GenRequest) -> Generation:
         if self.draining:
             raise BackendError("shutting_down", "the relay is shutting down", 503)
+        problem = check_sampling(req.top_k, req.stop, req.seed, self.backend.n_vocab)
+        if problem:  # refused here, for this request alone, not inside a step shared with others
+            raise BackendError("bad_message", problem, 400)
         gen = await self.backend.start(req)
         self.active.add(gen)
         return _Tracked(self, gen)  # type: ignore[return-value]
