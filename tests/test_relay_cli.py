@@ -160,7 +160,10 @@ def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> 
 
     from websockets.asyncio.client import connect
 
-    pytest.importorskip("opuslib")
+    from optional_deps import opus_problem
+
+    if opus_problem():
+        pytest.skip(opus_problem())
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
     hello = {"type": "hello", "version": 1, "transport": "websocket",
