@@ -27,7 +27,7 @@ from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # no
 
 DEV = "aa:bb:cc:00:00:0a"      # the one sending bad requests
 VICTIM = "aa:bb:cc:00:00:0b"   # another device, generating at the same time
-LONG = dict(max_tokens=300, greedy=True)
+LONG = dict(max_tokens=900, greedy=True)
 
 pytestmark = pytest.mark.skipif(engine_kind() != "engine", reason="batched decode needs the C engine (pip install -e .)")
 
@@ -44,8 +44,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 
 
 class FaultyEngine:
-    """The real engine, with faults switched on by a test: `step` raising, or the prefill of a
-    prompt containing FAULT raising (the engine's own error type would do the same)."""
+    """The real engine, with faults switched on by a test: the next batched step of two or more
+    streams raising, or the prefill of a prompt containing FAULT raising."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
@@ -58,7 +58,7 @@ class FaultyEngine:
         for st in streams:
             if st.needs_prefill and getattr(st, "_fault", False):
                 raise RuntimeError("injected fault in prefill")
-        if self.fail_step.is_set() and not any(st.needs_prefill for st in streams):
+        if self.fail_step.is_set() and len(streams) >= 2 and not any(st.needs_prefill for st in streams):
             self.fail_step.clear()
             raise RuntimeError("injected fault in a batched step")
         return self._engine.step(streams)
@@ -82,7 +82,7 @@ def faulty(engine: Any) -> FaultyEngine:
 
 @pytest.fixture(scope="module")
 def relay(faulty: FaultyEngine, home: tuple[Path, dict[str, str]]) -> Any:
-    rt = RelayThread(EngineBackend(faulty, "tiny"), home=home[0], max_tokens_cap=400, rate_per_minute=60000,
+    rt = RelayThread(EngineBackend(faulty, "tiny"), home=home[0], max_tokens_cap=1000, rate_per_minute=60000,
                      rate_burst=10000)
     yield rt
     rt.stop()
@@ -175,9 +175,9 @@ def test_an_engine_failure_in_a_step_ends_each_of_its_requests_with_an_error(rel
                                                                               faulty: FaultyEngine) -> None:
     async def go() -> None:
         async with client(relay, home, VICTIM) as a, client(relay, home, DEV) as b:
+            faulty.fail_step.set()  # strikes the first step that decodes both together
             _, rest_a = await started(a, "Once upon a time", **LONG)
             _, rest_b = await started(b, "The weather today", **LONG)
-            faulty.fail_step.set()
             for items in (await rest_a, await rest_b):
                 assert items[-1][0] == "error" and items[-1][1]["code"] == "backend_error", items[-1]
             assert (await settled(relay))["generations"] == 0

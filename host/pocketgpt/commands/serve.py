@@ -14,8 +14,12 @@ Serve a model to devices and clients.
                                           and token), GET /healthz, GET /metrics (Prometheus),
                                           /v1/models, /v1/completions, /v1/chat/completions
 
-Every device needs a token ('pocketgpt token add DEVICE_ID'); connections without a valid one
-are refused with HTTP 401 before any work. --open turns that off for a trusted LAN.
+Every device needs a token; connections without a valid one are refused with HTTP 401 before
+any work. An unknown device's OTA call gets a six-digit pairing code (it shows and speaks it);
+'pocketgpt token pair CODE' registers it and its next OTA call gets its token, once.
+'pocketgpt token add DEVICE_ID' pre-registers a device instead (scripted set-ups); --no-pairing
+refuses unknown devices (HTTP 403). --open turns tokens off for a trusted LAN.
+A second SIGTERM or Ctrl-C stops at once, without waiting for the drain.
 SIGTERM drains: no new sessions, running generations get --drain-timeout seconds to finish.
 See docs/relay.md (set-up, TLS, load balancing) and docs/protocol.md (messages).
 """
@@ -48,7 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--open", action="store_true", help="accept every connection without a token (trusted LAN only)")
     p.add_argument("--cert", help="TLS certificate (PEM): serve wss:// and https://")
     p.add_argument("--key", help="TLS private key (PEM)")
-    p.add_argument("--public-url", help="websocket URL the OTA call hands out (default: derived from the request)")
+    p.add_argument("--public-url", help="websocket URL the OTA call hands out (default: the request's own host; set "
+                   "it whenever the relay listens beyond this machine)")
+    p.add_argument("--no-pairing", action="store_true",
+                   help="no pairing codes: an unregistered device's OTA call gets HTTP 403 (pre-registration only)")
+    p.add_argument("--ota-rate", type=float, default=60.0,
+                   help="OTA calls per minute per source address and per device id (default 60, bursts of 20)")
     p.add_argument("--max-sessions", type=int, default=64, help="concurrent websocket sessions (default 64)")
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024, help="largest frame or body (default 65536)")
     p.add_argument("--rate", type=float, default=60.0, help="generation requests per device per minute (default 60)")
@@ -121,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         rate_burst=args.burst, max_prompt_chars=args.max_prompt_chars, max_tokens_cap=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens), idle_timeout=args.idle_timeout,
         hello_timeout=args.hello_timeout, drain_timeout=args.drain_timeout, log_prompts=args.log_prompts,
-        voice=args.voice)
+        voice=args.voice, pairing=not args.no_pairing, ota_per_minute=args.ota_rate)
     backend = build_backend(args)
 
     async def main() -> None:

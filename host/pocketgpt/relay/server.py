@@ -27,9 +27,10 @@ from websockets.exceptions import ConnectionClosed
 
 from pocketgpt.errors import PocketError
 from pocketgpt.relay import protocol as P
-from pocketgpt.relay.auth import TokenStore, bearer
+from pocketgpt.relay.auth import DEVICE_ID_RE, TokenStore, bearer
 from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
 from pocketgpt.relay.limits import check_sampling
+from pocketgpt.relay.pairing import PairingBook, PairingFull
 
 log = logging.getLogger("pocketgpt.relay")
 
@@ -46,6 +47,9 @@ class RelayConfig:
     cert: str | None = None            # TLS certificate + key: wss:// and https://
     key: str | None = None
     public_url: str | None = None      # websocket URL the OTA call hands out (behind a load balancer)
+    pairing: bool = True               # unknown devices get an activation code (False: 403, pre-registration only)
+    ota_per_minute: float = 60.0       # OTA calls per source address and per device id
+    ota_burst: int = 20
     max_message_bytes: int = 64 * 1024
     max_sessions: int = 64
     rate_per_minute: float = 60.0      # generation requests per device (websocket + HTTP)
@@ -459,7 +463,9 @@ class Relay:
         self.cfg = cfg
         self.backend = backend
         self.store = TokenStore(cfg.home)
+        self.pairing = PairingBook(self.store)
         self.limiter = RateLimiter(cfg.rate_per_minute, cfg.rate_burst)
+        self.ota_limiter = RateLimiter(cfg.ota_per_minute, cfg.ota_burst)  # keys: source address, device id
         self.metrics = Metrics()
         self.sessions: set[WsSession] = set()
         self.active: set[Generation] = set()
@@ -516,6 +522,7 @@ class Relay:
         app = web.Application(client_max_size=c.max_message_bytes, middlewares=[self._http_middleware])
         app.router.add_post("/xiaozhi/ota/", self.http_ota)
         app.router.add_post("/xiaozhi/ota", self.http_ota)
+        app.router.add_post("/xiaozhi/ota/activate", self.http_ota_activate)
         app.router.add_get("/healthz", self.http_healthz)
         app.router.add_get("/metrics", self.http_metrics)
         app.router.add_get("/v1/models", self.http_models)
@@ -752,33 +759,87 @@ class Relay:
             host = f"[{host}]"
         return f"{self.scheme[0]}://{host}:{self.ws_port}{P.WS_PATH}"
 
+    def _ota_limited(self, key: str) -> Any:
+        """A 429 when this source address ("addr:...") or device id ("id:...") calls OTA too often."""
+        wait = self.ota_limiter.allow(key)
+        if not wait:
+            return None
+        self.metrics.inc("pocketgpt_refusals_total", code="rate_limited")
+        return _api_error(429, "rate_limited", f"too many configuration calls; retry in {wait:.1f} s",
+                          headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
     async def http_ota(self, request: Any) -> Any:
-        """XiaoZhi's configuration call: websocket URL + token, firmware version echoed back."""
+        """XiaoZhi's configuration call: the websocket URL, the firmware version echoed back, and
+        either an activation code (an unpaired device), or the device's token once after pairing."""
         from aiohttp import web
 
         if self.draining:
             return _api_error(503, "shutting_down", "the relay is shutting down")
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _api_error(400, "bad_json", "the OTA request body must be a JSON object")
+        limited = self._ota_limited(f"addr:{request.remote}")  # per address, before reading any body
+        if limited is not None:
+            return limited
+        body = await _json_body(request, "the OTA request body must be a JSON object")
         if not isinstance(body, dict):
-            return _api_error(400, "bad_json", "the OTA request body must be a JSON object")
+            return body
         app = body.get("application") if isinstance(body.get("application"), dict) else {}
         version = app.get("version") if isinstance(app.get("version"), str) else ""
+        version = version if len(version) <= 64 else ""
         device_id = request.headers.get("Device-Id") or (body.get("mac_address") if isinstance(body.get("mac_address"), str) else None)
+        if device_id is not None and not DEVICE_ID_RE.match(device_id):
+            self.metrics.inc("pocketgpt_refusals_total", code="bad_device_id")
+            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-' "
+                              "(a MAC address such as aa:bb:cc:dd:ee:ff)")
+        limited = self._ota_limited(f"id:{device_id}") if device_id else None
+        if limited is not None:
+            return limited
+        ws: dict[str, Any] = {"url": self.ws_url_for(request), "version": P.PROTOCOL_VERSION}
+        reply: dict[str, Any] = {"server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
+                                 "firmware": {"version": version, "url": ""}, "websocket": ws}
         if self.cfg.open:
-            token = ""
-        else:
-            token = self.store.token_for(device_id) if device_id else None
-            if token is None:
-                self.metrics.inc("pocketgpt_refusals_total", code="unknown_device")
-                log.info("OTA refused for unregistered device %s", device_id)
-                return _api_error(403, "unknown_device", "this device is not registered with the relay")
-        reply = {"server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
-                 "firmware": {"version": version, "url": ""},
-                 "websocket": {"url": self.ws_url_for(request), "token": token, "version": P.PROTOCOL_VERSION}}
+            ws["token"] = ""
+            return web.json_response(reply)
+        if not device_id:
+            return _api_error(400, "bad_device_id", "send the device's id as a Device-Id header")
+        client_id = request.headers.get("Client-Id") or "(none)"
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, self.store.entry, device_id) is not None:
+            token = await loop.run_in_executor(None, self.store.take_handout, device_id, client_id)
+            if token is not None:
+                ws["token"] = token  # once: later calls leave the device's saved token alone
+                log.info("OTA handed device %r its token", device_id)
+            return web.json_response(reply)
+        if not self.cfg.pairing:
+            self.metrics.inc("pocketgpt_refusals_total", code="unknown_device")
+            log.info("OTA refused for unregistered device %r", device_id)
+            return _api_error(403, "unknown_device", "this device is not registered with the relay "
+                              "('pocketgpt token add DEVICE_ID' registers it)")
+        try:
+            pending = await loop.run_in_executor(None, self.pairing.code_for, device_id, client_id)
+        except PairingFull as exc:
+            return _api_error(429, "rate_limited", str(exc), headers={"Retry-After": "60"})
+        log.info("OTA: device %r is not paired; it was given a pairing code", device_id)
+        reply["activation"] = pending.activation(time.time())
         return web.json_response(reply)
+
+    async def http_ota_activate(self, request: Any) -> Any:
+        """A stock XiaoZhi device polls this while it shows its code: 202 until paired, then 200."""
+        from aiohttp import web
+
+        device_id = request.headers.get("Device-Id")
+        if device_id is not None and not DEVICE_ID_RE.match(device_id):
+            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-'")
+        limited = self._ota_limited(f"addr:{request.remote}") or (self._ota_limited(f"id:{device_id}") if device_id else None)
+        if limited is not None:
+            return limited
+        if self.cfg.open:
+            return web.json_response({"status": "activated"})
+        loop = asyncio.get_running_loop()
+        if device_id and await loop.run_in_executor(None, self.store.entry, device_id) is not None:
+            return web.json_response({"status": "activated"})
+        if device_id and self.cfg.pairing and await loop.run_in_executor(None, self.pairing.waiting, device_id):
+            return web.json_response({"status": "waiting", "message": "waiting for 'pocketgpt token pair CODE'"},
+                                     status=202)
+        return _api_error(403, "unknown_device", "this device has no pairing code; call the OTA URL first")
 
     async def http_models(self, request: Any) -> Any:
         from aiohttp import web
@@ -795,12 +856,9 @@ class Relay:
         device = self._http_device(request)
         if not isinstance(device, str):
             return device
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _api_error(400, "bad_json", "the request body must be a JSON object")
+        body = await _json_body(request, "the request body must be a JSON object")
         if not isinstance(body, dict):
-            return _api_error(400, "bad_json", "the request body must be a JSON object")
+            return body
         return device, body
 
     def _gen_request(self, body: dict[str, Any], prompt: str, extra_stop: tuple[str, ...] = (),
@@ -1006,3 +1064,15 @@ def _api_error(status: int, code: str, message: str, headers: dict[str, str] | N
             404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
     return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}},
                              status=status, headers=headers)
+
+
+async def _json_body(request: Any, what: str) -> Any:
+    """The request's JSON body, or a 400 for anything that is not one: bad JSON, an unknown
+    charset, bytes that do not decode, nesting too deep for the parser."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError, LookupError, RecursionError):
+        return _api_error(400, "bad_json", what)
+    if not isinstance(body, dict):
+        return _api_error(400, "bad_json", what)
+    return body
