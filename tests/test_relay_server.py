@@ -50,7 +50,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 def relay(engine: Any, home: tuple[Path, dict[str, str]]) -> Any:
     rt = RelayThread(EngineBackend(engine, "tiny", workers=2), home=home[0], max_tokens_cap=900,
                      rate_per_minute=6000, rate_burst=1000, max_sessions=48, max_message_bytes=16 * 1024,
-                     max_prompt_chars=2000)
+                     max_prompt_chars=2000, max_sessions_per_device=48, max_requests_per_device=48)
     yield rt
     rt.stop()
 

@@ -58,3 +58,39 @@ def check_number(value: Any, name: str, lo: float, hi: float) -> str | None:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+class LiveCaps:
+    """How many generations run at once: in the whole relay (each holds a KV cache: 429/503 when
+    full, never an unbounded queue) and per device (one token cannot take every slot).
+
+    Used from the event loop only, so plain counters suffice.
+    """
+
+    def __init__(self, max_generations: int, per_device: int) -> None:
+        self.max_generations = max(1, max_generations)
+        self.per_device = max(1, per_device)
+        self.total = 0
+        self._by_device: dict[str, int] = {}
+
+    def acquire(self, device: str) -> tuple[str, str, int] | None:
+        """None when a slot was taken, else (error code, message, HTTP status)."""
+        if self.total >= self.max_generations:
+            return ("overloaded", f"the relay is running its limit of {self.max_generations} generations; "
+                    "retry in a few seconds", 503)
+        if self._by_device.get(device, 0) >= self.per_device:
+            return ("busy", f"this device already runs {self.per_device} generations at once; wait for one "
+                    "to finish", 429)
+        self.total += 1
+        self._by_device[device] = self._by_device.get(device, 0) + 1
+        return None
+
+    def release(self, device: str) -> None:
+        n = self._by_device.get(device, 0)
+        if n <= 0:
+            return
+        self.total -= 1
+        if n == 1:
+            del self._by_device[device]
+        else:
+            self._by_device[device] = n - 1
