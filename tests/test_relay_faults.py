@@ -259,3 +259,87 @@ def test_a_broken_openai_backend_ends_the_request_with_an_error(chunks: list[byt
             await asyncio.get_running_loop().run_in_executor(None, front.stop)
             await runner.cleanup()
     run(go())
+
+
+# ---- clients and disks that fail ---------------------------------------------------------------
+
+def test_a_client_vanishing_mid_reply_frees_its_generation(relay: RelayThread, home: Any) -> None:
+    from websockets.asyncio.client import connect
+
+    async def go() -> None:
+        headers = {"Authorization": f"Bearer {home[1][DEV]}", "Device-Id": DEV}
+        ws = await connect(relay.ws_url, additional_headers=headers)
+        await ws.send(json.dumps({"type": "hello", "version": 1, "features": {"pocketgpt": 1}}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "pg.generate", "id": "gone", "prompt": "Once upon a time", **LONG}))
+        assert json.loads(await ws.recv())["type"] == "pg.delta"
+        ws.transport.abort()  # no close frame: the device lost power
+        assert (await settled(relay))["generations"] == 0
+        async with client(relay, home, DEV) as c:
+            reply = await c.generate("Hello", max_tokens=4, greedy=True)
+            assert reply.error is None and reply.reason in ("length", "stop")
+    run(go())
+
+
+def test_a_full_disk_while_writing_devices_json_changes_nothing(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from pocketgpt.errors import PocketError
+
+    store = TokenStore(tmp_path)
+    old_token = store.add("ff:00:00:00:00:01")
+    before = (tmp_path / "devices.json").read_bytes()
+    real = Path.write_text
+
+    def full(self: Path, *a: Any, **kw: Any) -> int:
+        if self.name.startswith(".devices.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(PocketError) as err:
+        store.add("ff:00:00:00:00:02")
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+    assert (tmp_path / "devices.json").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert store.entry("ff:00:00:00:00:02") is None and store.verify(old_token) == "ff:00:00:00:00:01"
+    monkeypatch.setattr(Path, "write_text", real)
+    assert store.verify(store.add("ff:00:00:00:00:02")) == "ff:00:00:00:00:02"
+
+
+WRITER = """
+import sys
+from pocketgpt.relay.auth import TokenStore
+store = TokenStore(sys.argv[1])
+i = 0
+while True:
+    i += 1
+    dev = f"k{sys.argv[2]}-{i}"
+    store.add(dev)
+    store.revoke(dev) if i % 3 == 0 else None
+"""
+
+
+def test_kill_9_during_token_writes_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    TokenStore(tmp_path).add("ff:00:00:00:00:0a")
+    rng = random.Random(18)
+    most = 0
+    for round_ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(round_)])
+        time.sleep(0.3 + rng.random() * 0.7)  # somewhere in the middle of its writes (not a measurement)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        doc = json.loads((tmp_path / "devices.json").read_text(encoding="utf-8"))  # never torn
+        store = TokenStore(tmp_path)
+        assert "ff:00:00:00:00:0a" in doc["devices"]
+        most = max(most, len(doc["devices"]))
+        for entry in store.devices():
+            assert store.verify(store.token_for(entry.device_id)) == entry.device_id
+    assert most > 1  # the writers did write before they were killed

@@ -169,9 +169,14 @@ class TokenStore:
             if e.handout is not None:
                 devices[e.device_id]["handout"] = e.handout
         doc = {"version": STORE_VERSION, "devices": devices}
-        with atomic_path(self.devices_path, private=True) as tmp:
-            tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        self._mtime = None  # force a re-read (and a fresh mtime) next time
+        self._mtime = None  # re-read next time: the new file, or the old one if this write fails
+        try:
+            with atomic_path(self.devices_path, private=True) as tmp:
+                tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as exc:
+            self._load()  # forget the change that was not written
+            raise PocketError(f"cannot write {self.devices_path}: {exc.strerror or exc}; nothing was changed "
+                              "(free some space and retry)") from None
 
     def add(self, device_id: str, handout: str | None = "") -> str:
         """Register a device and return its token (the only time it is shown by this call).
