@@ -73,11 +73,15 @@ class LiveCaps:
         self.total = 0
         self._by_device: dict[str, int] = {}
 
-    def acquire(self, device: str) -> tuple[str, str, int] | None:
-        """None when a slot was taken, else (error code, message, HTTP status)."""
+    def acquire(self, device: str | None) -> tuple[str, str, int] | None:
+        """None when a slot was taken, else (error code, message, HTTP status). `device` None:
+        an unauthenticated caller (open mode), held to the global cap only."""
         if self.total >= self.max_generations:
             return ("overloaded", f"the relay is running its limit of {self.max_generations} generations; "
                     "retry in a few seconds", 503)
+        if device is None:
+            self.total += 1
+            return None
         if self._by_device.get(device, 0) >= self.per_device:
             return ("busy", f"this device already runs {self.per_device} generations at once; wait for one "
                     "to finish", 429)
@@ -85,7 +89,10 @@ class LiveCaps:
         self._by_device[device] = self._by_device.get(device, 0) + 1
         return None
 
-    def release(self, device: str) -> None:
+    def release(self, device: str | None) -> None:
+        if device is None:
+            self.total = max(0, self.total - 1)
+            return
         n = self._by_device.get(device, 0)
         if n <= 0:
             return

@@ -500,7 +500,7 @@ class Relay:
         self.sessions: set[WsSession] = set()
         self.active: set[Generation] = set()
         self.caps = LiveCaps(cfg.max_generations, cfg.max_requests_per_device)
-        self._owners: dict[Generation, str] = {}  # live generation -> the device whose slot it holds
+        self._owners: dict[Generation, str | None] = {}  # live generation -> the device whose slot it holds
         self.draining = False
         self.ws_port: int | None = None
         self.http_port: int | None = None
@@ -659,24 +659,24 @@ class Relay:
         problem = check_sampling(req.top_k, req.stop, req.seed, self.backend.n_vocab)
         if problem:  # refused here, for this request alone, not inside a step shared with others
             raise BackendError("bad_message", problem, 400)
-        full = self.caps.acquire(device)
+        owner = None if self.cfg.open else device  # open mode: ids are unverified, only the global cap counts
+        full = self.caps.acquire(owner)
         if full:
             self.metrics.inc("pocketgpt_refusals_total", code=full[0])
             raise BackendError(*full)
         try:
             gen = await self.backend.start(req)
         except BaseException:
-            self.caps.release(device)
+            self.caps.release(owner)
             raise
         self.active.add(gen)
-        self._owners[gen] = device
+        self._owners[gen] = owner
         return _Tracked(self, gen)  # type: ignore[return-value]
 
     def _forget(self, gen: Generation) -> None:
         self.active.discard(gen)
-        device = self._owners.pop(gen, None)
-        if device is not None:
-            self.caps.release(device)
+        if gen in self._owners:
+            self.caps.release(self._owners.pop(gen))
 
     def _ended(self, gen: Generation) -> None:
         self._forget(gen)
@@ -729,7 +729,7 @@ class Relay:
         if len(self.sessions) >= self.cfg.max_sessions:
             self.metrics.inc("pocketgpt_refusals_total", code="too_many_sessions")
             return connection.respond(503, f"relay is at its limit of {self.cfg.max_sessions} sessions; retry later\n")
-        mine = sum(1 for s in self.sessions if s.device_id == device_id)
+        mine = 0 if self.cfg.open else sum(1 for s in self.sessions if s.device_id == device_id)
         if mine >= self.cfg.max_sessions_per_device:
             self.metrics.inc("pocketgpt_refusals_total", code="too_many_sessions")
             return connection.respond(429, f"this device already has {mine} sessions open (the limit); close one\n")
