@@ -101,7 +101,7 @@ def test_generation_caps_global_and_per_device(engine: Any, home: Any) -> None:
                 stream_a = a.stream("Once upon a time", max_tokens=900, greedy=True)
                 assert (await stream_a.__anext__())[0] == "delta"
                 assert await api(DEVS[0]) == (429, "busy")          # one at a time for this device
-                stream_b = b.stream("Far away", max_tokens=900, greedy=True)
+                stream_b = b.stream("Once upon a time", max_tokens=900, greedy=True)
                 assert (await stream_b.__anext__())[0] == "delta"
                 assert await api(DEVS[2]) == (503, "overloaded")    # the relay is full
                 for c in (a, b):
