@@ -171,3 +171,17 @@ def test_a_replaced_secret_is_picked_up_without_a_restart(tmp_path: Path) -> Non
     assert relay_store.verify(fresh.stdout.strip()) == "dd:00:00:00:00:02"
     assert relay_store.take_handout("dd:00:00:00:00:02", "any") == fresh.stdout.strip()
     assert os.stat(tmp_path / "relay.secret").st_size == 32
+
+
+def test_devices_registered_before_pairing_get_their_token_once_more(tmp_path: Path) -> None:
+    """A devices.json from before pairing (no hand-out field): each device's next OTA call gets
+    its token once, as it always did, and never again."""
+    store = TokenStore(tmp_path)
+    token = store.add("ab:00:00:00:00:01")
+    doc = json.loads((tmp_path / "devices.json").read_text())
+    del doc["devices"]["ab:00:00:00:00:01"]["handout"]
+    (tmp_path / "devices.json").write_text(json.dumps(doc))
+    fresh = TokenStore(tmp_path)
+    assert fresh.take_handout("ab:00:00:00:00:01", "any") == token
+    assert fresh.take_handout("ab:00:00:00:00:01", "any") is None
+    assert TokenStore(tmp_path).verify(token) == "ab:00:00:00:00:01"

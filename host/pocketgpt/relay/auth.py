@@ -97,8 +97,7 @@ class TokenStore:
             return
         try:
             data = json.loads(self.devices_path.read_text(encoding="utf-8"))
-            entries = [DeviceEntry(d, e["key_id"], e["salt"], e["hash"], float(e.get("created", 0)),
-                                   e.get("handout") if isinstance(e.get("handout"), str) else None)
+            entries = [DeviceEntry(d, e["key_id"], e["salt"], e["hash"], float(e.get("created", 0)), _handout(e))
                        for d, e in data["devices"].items()]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PocketError(f"{self.devices_path} is damaged ({exc}); fix it or delete it and re-add devices") from None
@@ -165,9 +164,8 @@ class TokenStore:
         self._make_home()
         devices = {}
         for e in self._by_device.values():
-            devices[e.device_id] = {"key_id": e.key_id, "salt": e.salt, "hash": e.token_hash, "created": e.created}
-            if e.handout is not None:
-                devices[e.device_id]["handout"] = e.handout
+            devices[e.device_id] = {"key_id": e.key_id, "salt": e.salt, "hash": e.token_hash, "created": e.created,
+                                    "handout": e.handout}
         doc = {"version": STORE_VERSION, "devices": devices}
         self._mtime = None  # re-read next time: the new file, or the old one if this write fails
         try:
@@ -262,6 +260,14 @@ class TokenStore:
                 return None
             ok = hmac.compare_digest(_hash(bytes.fromhex(entry.salt), token), entry.token_hash)
             return entry.device_id if ok else None
+
+
+def _handout(entry: dict) -> str | None:
+    """An entry's pending hand-out. One written before pairing existed (no "handout" key) was
+    handed out at every OTA call: it gets one more, then none, like a fresh `token add`."""
+    if "handout" not in entry:
+        return ""
+    return entry["handout"] if isinstance(entry["handout"], str) else None
 
 
 def bearer(value: str | None) -> str | None:
