@@ -96,6 +96,32 @@ def test_ota_configuration_then_relay(relay: Any, home: tuple[Path, str], device
     assert answers(out.stdout)[0].startswith("[relay] "), out.stdout
 
 
+def test_an_unpaired_device_shows_its_code_then_pairs_and_keeps_its_token(relay: Any, device_gguf: Path,
+                                                                          tmp_path: Path) -> None:
+    """The firmware's side of pairing: it prints the relay's code, and after `token pair CODE` its
+    next configuration call gets the token (handed out once), which it saves for later boots."""
+    home = Path(relay.relay.store.home)
+    env = {**os.environ, "POCKETGPT_HOME": str(home)}
+    cmd = [sys.executable, "-m", "pocketgpt", "device", "--model", str(device_gguf), "--settings",
+           str(tmp_path / "dev.conf"), "--device-id", "02:00:00:00:00:2b", "--set", "route.max_surprisal=0",
+           "--set", "route.max_bytefrac=2", "--set", "gen.max_tokens=8", "--set", "relay.timeout_ms=20000",
+           "--ota", relay.http_url + "/xiaozhi/ota/"]
+
+    def boot() -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, input="/cloud Hello\n", capture_output=True, text=True, timeout=90, env=env)
+
+    first = boot()
+    m = re.search(r"pairing code (\d{6}): on the relay's machine run 'pocketgpt token pair \1'", first.stdout)
+    assert m, first.stdout
+    assert answers(first.stdout)[0].startswith("[local] (relay unreachable: this device is not paired"), first.stdout
+    paired = subprocess.run([sys.executable, "-m", "pocketgpt", "token", "pair", m.group(1)], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert paired.returncode == 0, paired.stderr
+    for _ in range(2):  # the second boot's configuration call hands no token: the saved one is used
+        again = boot()
+        assert answers(again.stdout)[0].startswith("[relay] "), again.stdout
+
+
 def test_long_prompt_is_escalated(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
     prompt = " ".join(["the cat sat on the mat"] * 25)  # ~150 tokens > the device's 128-token context
     out = sim(home[0], device_gguf, prompt + "\n", "--relay", relay.ws_url, "--token", home[1])

@@ -25,12 +25,13 @@ from typing import Any
 
 import pytest
 
+from optional_deps import need_opuslib
 from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = ROOT / "firmware" / "ports" / "posix"
 
-opuslib = pytest.importorskip("opuslib", reason="needs opuslib and libopus0 (pip install -e .[voice])")
+opuslib = need_opuslib()
 pytestmark = [
     pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt install espeak-ng)"),

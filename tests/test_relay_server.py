@@ -50,7 +50,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 def relay(engine: Any, home: tuple[Path, dict[str, str]]) -> Any:
     rt = RelayThread(EngineBackend(engine, "tiny", workers=2), home=home[0], max_tokens_cap=900,
                      rate_per_minute=6000, rate_burst=1000, max_sessions=48, max_message_bytes=16 * 1024,
-                     max_prompt_chars=2000)
+                     max_prompt_chars=2000, max_sessions_per_device=48, max_requests_per_device=48)
     yield rt
     rt.stop()
 
@@ -311,7 +311,7 @@ def test_revoking_a_device_closes_its_open_session_at_the_next_request(relay: Re
     run(go())
 
 
-def test_ota_hands_registered_devices_their_token_and_unknown_ones_nothing(relay: RelayThread, home: Any) -> None:
+def test_ota_hands_a_registered_device_its_token_once_and_unknown_ones_a_code(relay: RelayThread, home: Any) -> None:
     import aiohttp
 
     body = {"application": {"version": "1.6.2", "name": "xiaozhi"}, "mac_address": DEV, "chip_model_name": "esp32s3"}
@@ -325,11 +325,15 @@ def test_ota_hands_registered_devices_their_token_and_unknown_ones_nothing(relay
             assert got["firmware"]["version"] == "1.6.2"
             assert got["websocket"] == {"url": relay.ws_url, "token": home[1][DEV], "version": 1}
             assert isinstance(got["server_time"]["timestamp"], int)
+            async with s.post(relay.http_url + "/xiaozhi/ota/", json=body,
+                              headers={"Device-Id": DEV, "Client-Id": "c0ffee"}) as r:
+                assert r.status == 200 and "pgt_" not in await r.text()  # handed once, never again
             async with s.post(relay.http_url + "/xiaozhi/ota/", json={**body, "mac_address": "de:ad:00:00:00:00"},
                               headers={"Device-Id": "de:ad:00:00:00:00"}) as r:
-                assert r.status == 403
-                text = await r.text()
-                assert "pgt_" not in text and "websocket" not in text
+                assert r.status == 200
+                got = await r.json()
+                assert "pgt_" not in json.dumps(got) and "token" not in got["websocket"]
+                assert got["activation"]["code"].isdigit() and len(got["activation"]["code"]) == 6
             async with s.post(relay.http_url + "/xiaozhi/ota/", data=b"{not json",
                               headers={"Device-Id": DEV}) as r:
                 assert r.status == 400 and (await r.json())["error"]["code"] == "bad_json"

@@ -228,12 +228,30 @@ static int relay_configure(pg_app *app, char *url, size_t url_cap, char *token, 
         snprintf(err, err_cap, "the configuration URL refused device %s: HTTP %d %s", app->set.device_id, status, msg);
         return -1;
     }
+    pgj_val act;
+    if (pgj_get(&root, "activation", &act) && pgj_get(&act, "code", &v)) {  // not paired yet: show the code
+        char code[16] = "";
+        pgj_string(&v, code, sizeof code, NULL);
+        pg_app_printf(app, "pairing code %s: on the relay's machine run 'pocketgpt token pair %s'\n", code,
+                      code);
+        snprintf(err, err_cap, "this device is not paired with the relay yet (code %s)", code);
+        return -1;
+    }
     if (!pgj_get(&root, "websocket", &ws) || !pgj_get(&ws, "url", &v) || pgj_string(&v, url, url_cap, NULL)) {
         snprintf(err, err_cap, "the configuration reply has no websocket.url");
         return -1;
     }
     token[0] = 0;
     if (pgj_get(&ws, "token", &v)) pgj_string(&v, token, token_cap, NULL);
+    if (token[0] && strcmp(token, app->set.relay_token) != 0) {
+        // the relay hands a token out once: keep it (saved) for every later connection
+        char save_err[120];
+        snprintf(app->set.relay_token, sizeof app->set.relay_token, "%s", token);
+        if (app->port.save_settings && app->port.save_settings(app->port.ctx, &app->set, save_err, sizeof save_err))
+            pg_app_printf(app, "[relay] could not save the relay token: %s\n", save_err);
+    } else if (!token[0]) {
+        snprintf(token, token_cap, "%s", app->set.relay_token);
+    }
     return 0;
 }
 

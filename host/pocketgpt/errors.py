@@ -22,11 +22,13 @@ class PocketError(Exception):
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike[str], private: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it over ``dest`` only if the block succeeds.
 
     The temporary file lives in the destination folder so the final ``os.replace`` is atomic and
     a crash, a full disk or an exception leaves the old file (or nothing) in place, never a torn one.
+    ``private=True`` (secrets): the file is 0600 from its creation on, never readable by others,
+    not even for the moment before the secret is written.
     """
     import tempfile
     from pathlib import Path
@@ -37,9 +39,10 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         raise PocketError(f"cannot write {dest}: folder {parent} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any new file
+    if not private:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path

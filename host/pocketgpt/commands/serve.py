@@ -14,9 +14,13 @@ Serve a model to devices and clients.
                                           and token), GET /healthz, GET /metrics (Prometheus),
                                           /v1/models, /v1/completions, /v1/chat/completions
 
-Every device needs a token ('pocketgpt token add DEVICE_ID'); connections without a valid one
-are refused with HTTP 401 before any work. --open turns that off for a trusted LAN.
-SIGTERM drains: no new sessions, running generations get --drain-timeout seconds to finish.
+Every device needs a token; connections without a valid one are refused with HTTP 401 before
+any work. An unknown device's OTA call gets a six-digit pairing code (it shows and speaks it);
+'pocketgpt token pair CODE' registers it and its next OTA call gets its token, once.
+'pocketgpt token add DEVICE_ID' pre-registers a device instead (scripted set-ups); --no-pairing
+refuses unknown devices (HTTP 403). --open turns tokens off for a trusted LAN.
+SIGTERM drains: no new sessions, running generations get --drain-timeout seconds to finish;
+a second SIGTERM or Ctrl-C stops at once, without waiting for the drain.
 See docs/relay.md (set-up, TLS, load balancing) and docs/protocol.md (messages).
 """
 
@@ -48,8 +52,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--open", action="store_true", help="accept every connection without a token (trusted LAN only)")
     p.add_argument("--cert", help="TLS certificate (PEM): serve wss:// and https://")
     p.add_argument("--key", help="TLS private key (PEM)")
-    p.add_argument("--public-url", help="websocket URL the OTA call hands out (default: derived from the request)")
+    p.add_argument("--public-url", help="websocket URL the OTA call hands out (default: the request's own host; set "
+                   "it whenever the relay listens beyond this machine)")
+    p.add_argument("--no-pairing", action="store_true",
+                   help="no pairing codes: an unregistered device's OTA call gets HTTP 403 (pre-registration only)")
+    p.add_argument("--ota-rate", type=float, default=60.0,
+                   help="OTA calls per minute per source address and per device id (default 60, bursts of 20)")
     p.add_argument("--max-sessions", type=int, default=64, help="concurrent websocket sessions (default 64)")
+    p.add_argument("--max-sessions-per-device", type=int, default=4,
+                   help="websocket sessions one device may hold (default 4)")
+    p.add_argument("--max-generations", type=int, default=64,
+                   help="generations running at once in the relay, each with its KV cache; more are refused "
+                        "with 503 / error overloaded (default 64)")
+    p.add_argument("--max-requests-per-device", type=int, default=4,
+                   help="generations one device may run at once, websocket and HTTP together (default 4)")
+    p.add_argument("--http-max-connections", type=int, default=256,
+                   help="open connections on the HTTP port; more are closed at once (default 256)")
+    p.add_argument("--http-timeout", type=float, default=10.0,
+                   help="seconds an HTTP client has to send a request's head, and again its body (default 10)")
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024, help="largest frame or body (default 65536)")
     p.add_argument("--rate", type=float, default=60.0, help="generation requests per device per minute (default 60)")
     p.add_argument("--burst", type=int, default=10, help="requests a device may make at once (default 10)")
@@ -111,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if args.open and args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"pocketgpt serve: WARNING: --open on {args.host}: every machine on that network gets in.",
               file=sys.stderr, flush=True)
-    for flag in ("max_sessions", "max_message_bytes", "max_prompt_chars", "max_tokens", "default_max_tokens", "burst"):
+    for flag in ("max_sessions", "max_message_bytes", "max_prompt_chars", "max_tokens", "default_max_tokens", "burst",
+                 "max_sessions_per_device", "max_generations", "max_requests_per_device", "http_max_connections"):
         if getattr(args, flag) < 1:
             raise PocketError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     cfg = RelayConfig(
@@ -121,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         rate_burst=args.burst, max_prompt_chars=args.max_prompt_chars, max_tokens_cap=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens), idle_timeout=args.idle_timeout,
         hello_timeout=args.hello_timeout, drain_timeout=args.drain_timeout, log_prompts=args.log_prompts,
-        voice=args.voice)
+        voice=args.voice, pairing=not args.no_pairing, ota_per_minute=args.ota_rate,
+        max_sessions_per_device=args.max_sessions_per_device, max_generations=args.max_generations,
+        max_requests_per_device=args.max_requests_per_device, http_max_connections=args.http_max_connections,
+        http_header_timeout=args.http_timeout, http_body_timeout=args.http_timeout)
     backend = build_backend(args)
 
     async def main() -> None:

@@ -125,6 +125,7 @@ class Backend:
 
     name = "backend"
     model_id = "model"
+    n_vocab: int | None = None  # bounds top_k when known
 
     async def start(self, req: GenRequest) -> Generation:
         raise NotImplementedError
@@ -346,6 +347,7 @@ class BatchScheduler(_Scheduler):
         self._pending: collections.deque[_BatchJob] = collections.deque()
         self._running: collections.deque[_BatchJob] = collections.deque()
         self._free_sessions: list[Any] = []
+        self._inflight: list[_BatchJob] = []  # the jobs the step under way touches (ended on failure)
         self.steps = 0
         self.batched_tokens = 0
         self._thread = threading.Thread(target=self._work, name="pocketgpt-batch", daemon=True)
@@ -378,14 +380,14 @@ class BatchScheduler(_Scheduler):
                 if self._closed:
                     return
                 admitted = [self._pending.popleft() for _ in range(min(self.prefill_per_step, len(self._pending)))]
+            self._inflight = list(admitted)
             try:
                 self._step(admitted)
-            except Exception:  # a failure ends the generations of this step, never the scheduler
+            except Exception as exc:  # a failure ends the generations it touched, never the scheduler
                 log.exception("engine failed during a batched step")
-                for job in admitted + list(self._running):
-                    job.gen._put_threadsafe("error", BackendError("backend_error", "engine failed during a step"))
-                    job.gen.finished = True
-                self._running.clear()
+                for job in self._inflight:
+                    self._fail(job, BackendError("backend_error", f"engine failed during a step: {exc}"))
+            self._inflight = []
 
     def _step(self, admitted: list[_BatchJob]) -> None:
         # leave: aborted or finished jobs (an abort is honoured before any further token)
@@ -393,7 +395,13 @@ class BatchScheduler(_Scheduler):
             if job.gen.aborted or job.stream.done:
                 self._running.remove(job)
                 self._finish(job, "abort" if job.gen.aborted else None)
-        fresh: list[_BatchJob] = []
+        # this step's batch: the running jobs, oldest turn first (taken before the new jobs join
+        # the queue, so a new job's first token is its prefill's). If the batched step fails, each
+        # of its jobs ends with an error (the _work handler): none is left waiting for a token
+        batch = [self._running.popleft() for _ in range(min(len(self._running), self.max_batch))]
+        self._inflight = admitted + batch
+        # admit: each new job opens and prefills on its own, so a request the engine refuses or
+        # fails on ends with an error for that request alone, never for the others in the batch
         for job in admitted:
             if job.gen.aborted:
                 self._finish(job, "abort")
@@ -401,27 +409,46 @@ class BatchScheduler(_Scheduler):
             try:
                 job.session = self._free_sessions.pop() if self._free_sessions else self.engine.session()
                 job.stream, job.prompt_ids = _open_stream(self.engine, job.session, job.req, self.max_prompt_tokens)
+                piece = self.engine.step([job.stream])[0]  # the prefill and the first token
             except BackendError as exc:
-                self._release(job)
-                job.gen.finished = True
-                job.gen._put_threadsafe("error", exc)
+                self._fail(job, exc)
                 continue
-            fresh.append(job)
-        # this step's batch: the new jobs (prefill) and the running ones, oldest turn first
-        turn = [self._running.popleft() for _ in range(min(len(self._running), self.max_batch))]
-        batch = fresh + turn
+            except Exception as exc:
+                log.exception("engine failed on a new request's prompt")
+                self._fail(job, BackendError("backend_error", f"engine failed on this request: {exc}"))
+                continue
+            self._deliver(job, piece)
         if not batch:
             return
+        self._inflight = batch
         pieces = self.engine.step([job.stream for job in batch])
+        self._inflight = []
         self.steps += 1
         self.batched_tokens += len(batch)
         for job, piece in zip(batch, pieces):
-            if piece is not None:
-                job.gen._put_threadsafe("piece", piece.text)
-            if job.stream.done:
-                self._finish(job, None)
-            else:
-                self._running.append(job)
+            self._deliver(job, piece)
+
+    def _deliver(self, job: _BatchJob, piece: Any) -> None:
+        if piece is not None:
+            job.gen._put_threadsafe("piece", piece.text)
+        if job.stream.done:
+            self._finish(job, None)
+        else:
+            self._running.append(job)
+
+    def _fail(self, job: _BatchJob, exc: BackendError) -> None:
+        """End a job with an error: its stream closed, its session back in the pool, its client told."""
+        if job in self._running:
+            self._running.remove(job)
+        if job.stream is not None:
+            try:
+                job.stream.close()
+            except Exception:
+                log.exception("engine stream failed to close")
+        self._release(job)
+        if not job.gen.finished:
+            job.gen.finished = True
+            job.gen._put_threadsafe("error", exc)
 
     def _release(self, job: _BatchJob) -> None:
         if job.session is not None:
@@ -454,6 +481,7 @@ class EngineBackend(Backend):
                  max_batch: int = 32) -> None:
         self.engine = engine
         self.model_id = model_id
+        self.n_vocab = int(engine.n_vocab)
         self.batched = hasattr(engine, "step")
         self.scheduler: Any = (BatchScheduler(engine, max_batch, max_prompt_tokens) if self.batched
                                else TokenScheduler(engine, workers, max_prompt_tokens))
@@ -556,19 +584,14 @@ class OpenAIBackend(Backend):
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise BackendError("backend_error", f"OpenAI backend error: {chunk['error']}")
-                    usage = chunk.get("usage") or {}
+                    texts, finish, usage = _parse_chunk(data, self.base)
                     if usage:
-                        stats.prompt_tokens = int(usage.get("prompt_tokens", 0))
-                        stats.tokens = int(usage.get("completion_tokens", pieces))
-                    for choice in chunk.get("choices") or []:
-                        text = choice.get("text") or ""
+                        stats.prompt_tokens, stats.tokens = usage
+                    for text in texts:
                         pieces += 1
                         gen._queue.put_nowait(("piece", text))
-                        if choice.get("finish_reason"):
-                            stats.finish_reason = "length" if choice["finish_reason"] == "length" else "stop"
+                    if finish:
+                        stats.finish_reason = "length" if finish == "length" else "stop"
             if not stats.tokens:
                 stats.tokens = pieces
             gen.finished = True
@@ -586,7 +609,48 @@ class OpenAIBackend(Backend):
         except (aiohttp.ClientError, ValueError, asyncio.TimeoutError) as exc:
             gen._queue.put_nowait(("error", BackendError(
                 "backend_error", f"OpenAI backend {self.base} failed mid-stream ({exc.__class__.__name__}: {exc})")))
+        except Exception as exc:  # whatever else goes wrong ends this request, never leaves it hanging
+            log.exception("OpenAI backend stream failed")
+            gen._queue.put_nowait(("error", BackendError(
+                "backend_error", f"OpenAI backend {self.base} failed ({exc.__class__.__name__})")))
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _parse_chunk(data: str, base: str) -> tuple[list[str], str | None, tuple[int, int] | None]:
+    """One server-sent event of an OpenAI completions stream -> (texts, finish reason, usage as
+    (prompt_tokens, completion_tokens)). Anything not of that shape is a BackendError: a backend
+    sending garbage fails the request, it never hangs it."""
+    try:
+        chunk = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BackendError("backend_error", f"OpenAI backend {base} sent a chunk that is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise BackendError("backend_error", f"OpenAI backend {base} sent a chunk that is not a JSON object")
+    if "error" in chunk:
+        raise BackendError("backend_error", f"OpenAI backend error: {str(chunk['error'])[:200]}")
+    usage = chunk.get("usage")
+    counts = None
+    if usage:
+        prompt, completion = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)) \
+            if isinstance(usage, dict) else (None, None)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt, completion)):
+            raise BackendError("backend_error", f"OpenAI backend {base} sent a malformed usage object")
+        counts = (prompt, completion)
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise BackendError("backend_error", f"OpenAI backend {base} sent choices that are not a list")
+    texts: list[str] = []
+    finish = None
+    for choice in choices:
+        text = choice.get("text", "") if isinstance(choice, dict) else None
+        if text is None and isinstance(choice, dict):
+            text = ""
+        if not isinstance(text, str):
+            raise BackendError("backend_error", f"OpenAI backend {base} sent a malformed choice")
+        texts.append(text)
+        if choice.get("finish_reason"):
+            finish = str(choice["finish_reason"])
+    return texts, finish, counts

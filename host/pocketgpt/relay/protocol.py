@@ -44,6 +44,7 @@ ERROR_CODES = {
     "backend_error": "the model backend failed while generating",
     "backend_unavailable": "the model backend cannot be reached",
     "shutting_down": "the relay is draining for shutdown",
+    "overloaded": "the relay runs as many generations as it allows; retry in a few seconds",
     "unauthorized": "the device's token was revoked while connected; the connection closes",
     "internal": "the relay hit an unexpected error (the session stays usable)",
 }

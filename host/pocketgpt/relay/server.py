@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import ssl
 import time
 import uuid
@@ -27,11 +29,15 @@ from websockets.exceptions import ConnectionClosed
 
 from pocketgpt.errors import PocketError
 from pocketgpt.relay import protocol as P
-from pocketgpt.relay.auth import TokenStore, bearer
+from pocketgpt.relay.auth import DEVICE_ID_RE, TokenStore, bearer
 from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
+from pocketgpt.relay.httpguard import ConnectionGuard, GuardedSite
+from pocketgpt.relay.limits import LiveCaps, check_sampling
+from pocketgpt.relay.pairing import PairingBook, PairingFull
 
 log = logging.getLogger("pocketgpt.relay")
 
+_HOST_RE = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,253}$")
 DEFAULT_WAKE_WORDS = ("你好小智", "你好小志", "hi pocket", "hey pocket")
 
 
@@ -45,8 +51,17 @@ class RelayConfig:
     cert: str | None = None            # TLS certificate + key: wss:// and https://
     key: str | None = None
     public_url: str | None = None      # websocket URL the OTA call hands out (behind a load balancer)
+    pairing: bool = True               # unknown devices get an activation code (False: 403, pre-registration only)
+    ota_per_minute: float = 60.0       # OTA calls per source address and per device id
+    ota_burst: int = 20
     max_message_bytes: int = 64 * 1024
     max_sessions: int = 64
+    max_sessions_per_device: int = 4   # one token cannot take every websocket session
+    max_generations: int = 64          # live generations in the whole relay (each holds a KV cache)
+    max_requests_per_device: int = 4   # concurrent generations per device (websocket + HTTP)
+    http_max_connections: int = 256    # open HTTP connections (slow clients cannot exhaust descriptors)
+    http_header_timeout: float = 10.0  # seconds a client has to send a request's head
+    http_body_timeout: float = 10.0    # seconds a client has to send a request's body
     rate_per_minute: float = 60.0      # generation requests per device (websocket + HTTP)
     rate_burst: int = 10
     max_prompt_chars: int = 8000
@@ -63,6 +78,26 @@ class RelayConfig:
 
 
 # ---- small helpers ----------------------------------------------------------------------------
+
+def exposure_warnings(cfg: RelayConfig) -> list[str]:
+    """What to warn about at start when the relay listens beyond this machine."""
+    import ipaddress
+
+    try:
+        loopback = cfg.host == "localhost" or ipaddress.ip_address(cfg.host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return []
+    out = []
+    if not cfg.public_url:
+        out.append(f"listening on {cfg.host} without --public-url: the OTA call hands devices a websocket URL "
+                   "built from the request's Host header; set --public-url to the address devices use")
+    if not (cfg.cert and cfg.key):
+        out.append(f"listening on {cfg.host} without TLS: tokens and prompts cross the network in clear; "
+                   "use --cert/--key or a TLS-terminating proxy")
+    return out
+
 
 class RateLimiter:
     """A token bucket per device: `burst` requests at once, refilled at `per_minute`."""
@@ -282,7 +317,7 @@ class WsSession:
         """A token revoked while its session is open stops working at the next request."""
         if self.relay.cfg.open or self.relay.store.verify(self._token) == self.device_id:
             return True
-        log.info("session %s: device %s was revoked; closing", self.session_id[:8], self.device_id)
+        log.info("session %s: device %r was revoked; closing", self.session_id[:8], self.device_id)
         await self.refuse("unauthorized", "this device's token was revoked; closing the connection", request_id)
         await self.ws.close(1008, "token revoked")
         return False
@@ -326,7 +361,7 @@ class WsSession:
             self.speaker = Speaker(self.relay.voice, self.send, self.send_audio,
                                    lambda sentence: P.tts("sentence_start", sid, sentence))
         try:
-            self.gen = await self.relay.start_generation(req)
+            self.gen = await self.relay.start_generation(req, self.device_id)
             async for piece in self.gen:
                 for sentence in splitter.feed(piece):
                     await self._sentence(sentence)
@@ -419,7 +454,7 @@ class WsSession:
 
     async def _pg_turn(self, rid: str, req: GenRequest) -> None:
         try:
-            self.gen = await self.relay.start_generation(req)
+            self.gen = await self.relay.start_generation(req, self.device_id)
             async for piece in self.gen:
                 await self.send(P.delta(rid, piece))
             st = self.gen.stats
@@ -458,10 +493,14 @@ class Relay:
         self.cfg = cfg
         self.backend = backend
         self.store = TokenStore(cfg.home)
+        self.pairing = PairingBook(self.store)
         self.limiter = RateLimiter(cfg.rate_per_minute, cfg.rate_burst)
+        self.ota_limiter = RateLimiter(cfg.ota_per_minute, cfg.ota_burst)  # keys: source address, device id
         self.metrics = Metrics()
         self.sessions: set[WsSession] = set()
         self.active: set[Generation] = set()
+        self.caps = LiveCaps(cfg.max_generations, cfg.max_requests_per_device)
+        self._owners: dict[Generation, str | None] = {}  # live generation -> the device whose slot it holds
         self.draining = False
         self.ws_port: int | None = None
         self.http_port: int | None = None
@@ -515,14 +554,19 @@ class Relay:
         app = web.Application(client_max_size=c.max_message_bytes, middlewares=[self._http_middleware])
         app.router.add_post("/xiaozhi/ota/", self.http_ota)
         app.router.add_post("/xiaozhi/ota", self.http_ota)
+        app.router.add_post("/xiaozhi/ota/activate", self.http_ota_activate)
         app.router.add_get("/healthz", self.http_healthz)
         app.router.add_get("/metrics", self.http_metrics)
         app.router.add_get("/v1/models", self.http_models)
         app.router.add_post("/v1/completions", self.http_completions)
         app.router.add_post("/v1/chat/completions", self.http_chat)
-        self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
+        app.on_response_prepare.append(_close_after_response)
+        # handler_cancellation: a client that leaves cancels its handler, so its generation stops
+        self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2,
+                                          handler_cancellation=True, keepalive_timeout=c.http_header_timeout)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, c.host, c.http_port, ssl_context=tls)
+        self.http_guard = ConnectionGuard(c.http_max_connections, c.http_header_timeout)
+        site = GuardedSite(self._http_runner, c.host, c.http_port, self.http_guard, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -530,6 +574,8 @@ class Relay:
             raise PocketError(f"cannot listen on {c.host}:{c.http_port} for HTTP: {exc.strerror}; "
                               "pick another --http-port") from None
         self.http_port = self._http_runner.addresses[0][1]
+        for warning in exposure_warnings(c):
+            log.warning("%s", warning)
         if c.open:
             log.warning("OPEN MODE: no tokens are checked; anyone who reaches ports %s and %s can use the model. "
                         "Use --open only on a trusted LAN.", self.ws_port, self.http_port)
@@ -543,9 +589,13 @@ class Relay:
         await self._stopped.wait()
 
     def request_drain(self) -> None:
-        """Signal-handler entry: start draining once."""
+        """Signal-handler entry: the first signal drains, a second one exits at once."""
         if self._drain_task is None:
             self._drain_task = asyncio.ensure_future(self.drain())
+            return
+        log.warning("second stop signal: exiting now, without waiting for the drain")
+        logging.shutdown()
+        os._exit(1)
 
     async def drain(self) -> None:
         """SIGTERM: refuse new sessions and requests, let running generations finish until the
@@ -603,15 +653,33 @@ class Relay:
 
     # -- generations --
 
-    async def start_generation(self, req: GenRequest) -> Generation:
+    async def start_generation(self, req: GenRequest, device: str = "") -> Generation:
         if self.draining:
             raise BackendError("shutting_down", "the relay is shutting down", 503)
-        gen = await self.backend.start(req)
+        problem = check_sampling(req.top_k, req.stop, req.seed, self.backend.n_vocab)
+        if problem:  # refused here, for this request alone, not inside a step shared with others
+            raise BackendError("bad_message", problem, 400)
+        owner = None if self.cfg.open else device  # open mode: ids are unverified, only the global cap counts
+        full = self.caps.acquire(owner)
+        if full:
+            self.metrics.inc("pocketgpt_refusals_total", code=full[0])
+            raise BackendError(*full)
+        try:
+            gen = await self.backend.start(req)
+        except BaseException:
+            self.caps.release(owner)
+            raise
         self.active.add(gen)
+        self._owners[gen] = owner
         return _Tracked(self, gen)  # type: ignore[return-value]
 
-    def _ended(self, gen: Generation) -> None:
+    def _forget(self, gen: Generation) -> None:
         self.active.discard(gen)
+        if gen in self._owners:
+            self.caps.release(self._owners.pop(gen))
+
+    def _ended(self, gen: Generation) -> None:
+        self._forget(gen)
         st = gen.stats
         self.metrics.inc("pocketgpt_generations_total", reason=st.finish_reason)
         self.metrics.inc("pocketgpt_tokens_generated_total", st.tokens)
@@ -620,9 +688,9 @@ class Relay:
 
     def log_request(self, device_id: str, kind: str, prompt: str) -> None:
         if self.cfg.log_prompts:
-            log.info("device %s %s prompt=%r", device_id, kind, prompt)
+            log.info("device %r %s prompt=%r", device_id, kind, prompt)
         else:
-            log.info("device %s %s (%d chars)", device_id, kind, len(prompt))
+            log.info("device %r %s (%d chars)", device_id, kind, len(prompt))
 
     # -- websocket --
 
@@ -638,6 +706,9 @@ class Relay:
         query = parse_qs(parts.query)
         token = bearer(request.headers.get("Authorization")) or bearer((query.get("authorization") or [None])[0])
         claimed = request.headers.get("Device-Id") or (query.get("device-id") or [None])[0]
+        if claimed is not None and not DEVICE_ID_RE.match(claimed):
+            self.metrics.inc("pocketgpt_refusals_total", code="bad_device_id")
+            return connection.respond(400, "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-'\n")
         if self.cfg.open:
             device_id = claimed or f"anonymous@{connection.remote_address[0] if connection.remote_address else '?'}"
         else:
@@ -648,7 +719,7 @@ class Relay:
                 return connection.respond(500, "relay token store is damaged; see the relay's log\n")
             if owner is None:
                 self.metrics.inc("pocketgpt_refusals_total", code="unauthorized")
-                log.info("refused websocket: %s token (device %s)", "missing" if not token else "invalid", claimed)
+                log.info("refused websocket: %s token (device %r)", "missing" if not token else "invalid", claimed)
                 return connection.respond(401, "missing, invalid or revoked token: register the device with "
                                           "'pocketgpt token add DEVICE_ID' and send Authorization: Bearer TOKEN\n")
             if claimed and claimed != owner:
@@ -658,6 +729,10 @@ class Relay:
         if len(self.sessions) >= self.cfg.max_sessions:
             self.metrics.inc("pocketgpt_refusals_total", code="too_many_sessions")
             return connection.respond(503, f"relay is at its limit of {self.cfg.max_sessions} sessions; retry later\n")
+        mine = 0 if self.cfg.open else sum(1 for s in self.sessions if s.device_id == device_id)
+        if mine >= self.cfg.max_sessions_per_device:
+            self.metrics.inc("pocketgpt_refusals_total", code="too_many_sessions")
+            return connection.respond(429, f"this device already has {mine} sessions open (the limit); close one\n")
         connection.pocketgpt_device = device_id
         connection.pocketgpt_token = token
         return None
@@ -666,7 +741,7 @@ class Relay:
         session = WsSession(self, ws, getattr(ws, "pocketgpt_device", "unknown"), getattr(ws, "pocketgpt_token", None))
         self.sessions.add(session)
         self.metrics.inc("pocketgpt_sessions_total")
-        log.info("session %s opened for device %s", session.session_id[:8], session.device_id)
+        log.info("session %s opened for device %r", session.session_id[:8], session.device_id)
         try:
             await session.run()
         finally:
@@ -719,7 +794,8 @@ class Relay:
     def _http_device(self, request: Any) -> str | Any:
         """The device id behind an API request, or a 401 response."""
         if self.cfg.open:
-            return request.headers.get("Device-Id") or f"anonymous@{request.remote}"
+            claimed = request.headers.get("Device-Id")
+            return claimed if claimed and DEVICE_ID_RE.match(claimed) else f"anonymous@{request.remote}"
         owner = self.store.verify(bearer(request.headers.get("Authorization")))
         if owner is None:
             self.metrics.inc("pocketgpt_refusals_total", code="unauthorized")
@@ -744,37 +820,93 @@ class Relay:
         if self.cfg.public_url:
             return self.cfg.public_url
         host = request.url.host or self.cfg.host
+        if not _HOST_RE.match(host):  # the Host header is the client's word: only a plain name or address
+            host = self.cfg.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"{self.scheme[0]}://{host}:{self.ws_port}{P.WS_PATH}"
 
+    def _ota_limited(self, key: str) -> Any:
+        """A 429 when this source address ("addr:...") or device id ("id:...") calls OTA too often."""
+        wait = self.ota_limiter.allow(key)
+        if not wait:
+            return None
+        self.metrics.inc("pocketgpt_refusals_total", code="rate_limited")
+        return _api_error(429, "rate_limited", f"too many configuration calls; retry in {wait:.1f} s",
+                          headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
     async def http_ota(self, request: Any) -> Any:
-        """XiaoZhi's configuration call: websocket URL + token, firmware version echoed back."""
+        """XiaoZhi's configuration call: the websocket URL, the firmware version echoed back, and
+        either an activation code (an unpaired device), or the device's token once after pairing."""
         from aiohttp import web
 
         if self.draining:
             return _api_error(503, "shutting_down", "the relay is shutting down")
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _api_error(400, "bad_json", "the OTA request body must be a JSON object")
+        limited = self._ota_limited(f"addr:{request.remote}")  # per address, before reading any body
+        if limited is not None:
+            return limited
+        body = await _json_body(request, "the OTA request body must be a JSON object", self.cfg.http_body_timeout)
         if not isinstance(body, dict):
-            return _api_error(400, "bad_json", "the OTA request body must be a JSON object")
+            return body
         app = body.get("application") if isinstance(body.get("application"), dict) else {}
         version = app.get("version") if isinstance(app.get("version"), str) else ""
+        version = version if len(version) <= 64 else ""
         device_id = request.headers.get("Device-Id") or (body.get("mac_address") if isinstance(body.get("mac_address"), str) else None)
+        if device_id is not None and not DEVICE_ID_RE.match(device_id):
+            self.metrics.inc("pocketgpt_refusals_total", code="bad_device_id")
+            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-' "
+                              "(a MAC address such as aa:bb:cc:dd:ee:ff)")
+        limited = self._ota_limited(f"id:{device_id}") if device_id else None
+        if limited is not None:
+            return limited
+        ws: dict[str, Any] = {"url": self.ws_url_for(request), "version": P.PROTOCOL_VERSION}
+        reply: dict[str, Any] = {"server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
+                                 "firmware": {"version": version, "url": ""}, "websocket": ws}
         if self.cfg.open:
-            token = ""
-        else:
-            token = self.store.token_for(device_id) if device_id else None
-            if token is None:
-                self.metrics.inc("pocketgpt_refusals_total", code="unknown_device")
-                log.info("OTA refused for unregistered device %s", device_id)
-                return _api_error(403, "unknown_device", "this device is not registered with the relay")
-        reply = {"server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
-                 "firmware": {"version": version, "url": ""},
-                 "websocket": {"url": self.ws_url_for(request), "token": token, "version": P.PROTOCOL_VERSION}}
+            ws["token"] = ""
+            return web.json_response(reply)
+        if not device_id:
+            return _api_error(400, "bad_device_id", "send the device's id as a Device-Id header")
+        client_id = request.headers.get("Client-Id") or "(none)"
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, self.store.entry, device_id) is not None:
+            token = await loop.run_in_executor(None, self.store.take_handout, device_id, client_id)
+            if token is not None:
+                ws["token"] = token  # once: later calls leave the device's saved token alone
+                log.info("OTA handed device %r its token", device_id)
+            return web.json_response(reply)
+        if not self.cfg.pairing:
+            self.metrics.inc("pocketgpt_refusals_total", code="unknown_device")
+            log.info("OTA refused for unregistered device %r", device_id)
+            return _api_error(403, "unknown_device", "this device is not registered with the relay "
+                              "('pocketgpt token add DEVICE_ID' registers it)")
+        try:
+            pending = await loop.run_in_executor(None, self.pairing.code_for, device_id, client_id)
+        except PairingFull as exc:
+            return _api_error(429, "rate_limited", str(exc), headers={"Retry-After": "60"})
+        log.info("OTA: device %r is not paired; it was given a pairing code", device_id)
+        reply["activation"] = pending.activation(time.time())
         return web.json_response(reply)
+
+    async def http_ota_activate(self, request: Any) -> Any:
+        """A stock XiaoZhi device polls this while it shows its code: 202 until paired, then 200."""
+        from aiohttp import web
+
+        device_id = request.headers.get("Device-Id")
+        if device_id is not None and not DEVICE_ID_RE.match(device_id):
+            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-'")
+        limited = self._ota_limited(f"addr:{request.remote}") or (self._ota_limited(f"id:{device_id}") if device_id else None)
+        if limited is not None:
+            return limited
+        if self.cfg.open:
+            return web.json_response({"status": "activated"})
+        loop = asyncio.get_running_loop()
+        if device_id and await loop.run_in_executor(None, self.store.entry, device_id) is not None:
+            return web.json_response({"status": "activated"})
+        if device_id and self.cfg.pairing and await loop.run_in_executor(None, self.pairing.waiting, device_id):
+            return web.json_response({"status": "waiting", "message": "waiting for 'pocketgpt token pair CODE'"},
+                                     status=202)
+        return _api_error(403, "unknown_device", "this device has no pairing code; call the OTA URL first")
 
     async def http_models(self, request: Any) -> Any:
         from aiohttp import web
@@ -791,12 +923,9 @@ class Relay:
         device = self._http_device(request)
         if not isinstance(device, str):
             return device
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _api_error(400, "bad_json", "the request body must be a JSON object")
+        body = await _json_body(request, "the request body must be a JSON object", self.cfg.http_body_timeout)
         if not isinstance(body, dict):
-            return _api_error(400, "bad_json", "the request body must be a JSON object")
+            return body
         return device, body
 
     def _gen_request(self, body: dict[str, Any], prompt: str, extra_stop: tuple[str, ...] = (),
@@ -875,7 +1004,7 @@ class Relay:
                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         self.log_request(device, "chat" if chat else "completion", req.prompt)
         try:
-            gen = await self.start_generation(req)
+            gen = await self.start_generation(req, device)
         except BackendError as exc:
             return _api_error(exc.status, exc.code, exc.message)
         cid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -969,7 +1098,7 @@ class _Tracked:
             if self._gen.finished or self._gen.aborted:
                 self._relay._ended(self._gen)
             else:
-                self._relay.active.discard(self._gen)
+                self._relay._forget(self._gen)
 
 
 def chat_prompt(messages: Any) -> str | None:
@@ -982,7 +1111,10 @@ def chat_prompt(messages: Any) -> str | None:
             return None
         content = m.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            if not all(isinstance(t, str) for t in texts):
+                return None
+            content = "".join(texts)
         if not isinstance(content, str):
             return None
         role = m["role"]
@@ -999,6 +1131,34 @@ def _api_error(status: int, code: str, message: str, headers: dict[str, str] | N
     from aiohttp import web
 
     kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-            404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+            404: "not_found_error", 408: "invalid_request_error", 413: "invalid_request_error",
+            429: "rate_limit_error"}.get(status, "server_error")
     return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}},
                              status=status, headers=headers)
+
+
+async def _json_body(request: Any, what: str, timeout: float) -> Any:
+    """The request's JSON body, or a 400 for anything that is not one: bad JSON, an unknown
+    charset, bytes that do not decode, nesting too deep for the parser; a 408 for a body that
+    does not arrive within `timeout` seconds (a slow client holds no handler for long)."""
+    try:
+        await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        return _api_error(408, "timeout", f"the request body did not arrive within {timeout:g} s")
+    try:
+        body = await request.json()  # parses the body read above
+    except (ValueError, UnicodeDecodeError, LookupError, RecursionError):
+        return _api_error(400, "bad_json", what)
+    if not isinstance(body, dict):
+        return _api_error(400, "bad_json", what)
+    return body
+
+
+async def _close_after_response(request: Any, response: Any) -> None:
+    """Connection: close once a request was read whole, so each request has its own head
+    deadline (httpguard) instead of a keep-alive connection a slow client can hold. An answer
+    given before the body was read (401, 413, 429) keeps the connection, so the client can finish
+    sending and read it; aiohttp's short keep-alive timeout and the connection cap bound those."""
+    if not request.body_exists or request.content.at_eof():
+        response.force_close()
+        response.headers["Connection"] = "close"  # aiohttp closes without saying so; clients must know
