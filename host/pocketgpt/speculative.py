@@ -63,6 +63,7 @@ class Draft:
             raise PocketError(f"{d.path} cannot draft for {t.path}: fewer than half of its tokens are target tokens")
         self._t2d: dict[int, list[int]] = {t.eos_id: [d.eos_id]}
         self._index_map = None
+        self.proposed = self.accepted = 0  # over every stream (the relay reports them)
 
     @property
     def index_map(self):
@@ -215,6 +216,8 @@ def spec_round(stream: "Stream") -> list[int]:
     spec.rounds += 1
     spec.proposed += len(props)
     spec.accepted += kept
+    draft.proposed += len(props)
+    draft.accepted += kept
     spec.dctx += draft.to_draft(out)
     return out
 
@@ -228,3 +231,20 @@ def next_token(stream: "Stream") -> int:
         stream._count_decode(time.perf_counter() - t)
         stream.stats.update(draft_rounds=spec.rounds, draft_proposed=spec.proposed, draft_accepted=spec.accepted)
     return spec.queue.pop(0)
+
+
+# The shipped pairs drafted by default (`--draft auto`), each measured to pay (docs/speed.md,
+# "Speculative decoding"): target spec -> draft spec.
+AUTO_DRAFTS = {"builtin:host": "builtin:device"}
+
+
+def open_draft(target: "Engine", model_spec: str, draft_spec: str | None, k: int = DEFAULT_K) -> Draft | None:
+    """The Draft that `--draft` names for a target opened from model_spec: 'auto' (the default:
+    the shipped pair's draft, else none), 'none', or a model spec."""
+    if draft_spec is None or draft_spec == "auto":
+        draft_spec = AUTO_DRAFTS.get(model_spec)
+    if not draft_spec or draft_spec == "none":
+        return None
+    if not hasattr(target, "step"):
+        raise PocketError("--draft needs the C engine (a .gguf model), not the PyTorch reference")
+    return Draft(target, draft_spec, k=k)
