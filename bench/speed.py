@@ -178,10 +178,10 @@ def work_spec(model: str, threads: int, mode: str) -> dict:
             "acceptance": accepted / max(proposed, 1), "tokens": n}
 
 
-def llama_bench(model: str, threads: int) -> dict:
+def llama_bench(model: str, threads: int, pp: tuple[int, ...] = PP_LENS, tg: int = DECODE_LEN) -> dict:
     """llama.cpp's llama-bench: pp64, pp512 and tg128 in one process (its warm-up run first)."""
-    cmd = [str(TOOLS / "llama-bench"), "-m", model, "-t", str(threads), "-p", ",".join(map(str, PP_LENS)),
-           "-n", str(DECODE_LEN), "-r", "1", "-o", "json"]
+    cmd = [str(TOOLS / "llama-bench"), "-m", model, "-t", str(threads), "-p", ",".join(map(str, pp)),
+           "-n", str(tg), "-r", "1", "-o", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-bench failed: {proc.stderr.strip()[-2000:]}")
@@ -375,8 +375,7 @@ int main(int argc, char **argv) {
         double s = (b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec);
         if (total / s > best) best = total / s;
     }
-    printf("%f
-", best / 1e9);
+    printf("%f\n", best / 1e9);
     return 0;
 }
 """
@@ -473,12 +472,20 @@ def render(res: dict) -> str:
         lines += ["", f"Speculative decoding on builtin:host (greedy, repeat penalty 1, {sp['tokens']} tokens over "
                   f"{len(SPEC_PROMPTS)} short prompts, wall time with the prompt; builtin:device drafts "
                   f"{sp['k']} tokens a round):", "",
-                  "| | tok/s | |", "|---|---|---|",
-                  f"| plain greedy | {sp['plain_best']:.0f} ({sp['plain_median']:.0f}) | |",
+                  "| builtin:host | tok/s | |", "|---|---|---|"]
+        lh = r.get("llama_bench_host")
+        vs = (f"; {rt['plain_vs_llama_bench'][0]:.2f}× ({rt['plain_vs_llama_bench'][1]:.2f}×) llama-bench"
+              if lh else "")
+        lines += [f"| plain greedy | {sp['plain_best']:.0f} ({sp['plain_median']:.0f}) | {vs[2:]} |",
                   f"| speculative | {sp['spec_best']:.0f} ({sp['spec_median']:.0f}) | "
-                  f"**{rt['spec_vs_plain'][0]:.2f}×** ({rt['spec_vs_plain'][1]:.2f}×) plain, goal ≥ 2×; "
-                  f"acceptance {sp['acceptance']:.0%}; tokens identical to plain greedy in every round: "
-                  f"{'yes' if sp['identical'] else '**NO**'} |"]
+                  f"**{rt['spec_vs_plain'][0]:.2f}×** ({rt['spec_vs_plain'][1]:.2f}×) plain"
+                  + (f", **{rt['spec_vs_llama_bench'][0]:.2f}×** ({rt['spec_vs_llama_bench'][1]:.2f}×) llama-bench"
+                     if lh else "")
+                  + f", goal ≥ 2×; acceptance {sp['acceptance']:.0%}; tokens identical to plain greedy in every "
+                  f"round: {'yes' if sp['identical'] else '**NO**'} |"]
+        if lh:
+            lines.append(f"| llama.cpp `llama-bench -n {SPEC_TOKENS}` on the same file | "
+                         f"{lh[f'tg{SPEC_TOKENS}_best']:.0f} ({lh[f'tg{SPEC_TOKENS}_median']:.0f}) | |")
     rf = r.get("roofline")
     if rf:
         lines += ["", f"Roofline (decode tg128, best round; this machine reads {rf['bandwidth_gb_s']:.1f} GB/s with "
@@ -556,8 +563,11 @@ def main() -> int:
 
         def add(name: str, row: dict) -> None:
             rounds.setdefault(name, []).append(row)
-            figs = ", ".join(f"{k[:-6]} {v:.0f}" for k, v in row.items() if k.endswith("_tok_s"))
-            figs += ", ".join(f"{k} streams {v:.0f}" for k, v in row.get("batch_tok_s", {}).items())
+            figs = [f"{k[:-6]} {v:.0f}" for k, v in row.items() if k.endswith("_tok_s") and not isinstance(v, dict)]
+            figs += [f"{k} streams {v:.0f}" for k, v in row.get("batch_tok_s", {}).items()]
+            figs = ", ".join(figs)
+            if name == "spec":
+                figs += f", acceptance {row['acceptance']:.2f}, identical {row['identical']}"
             print(f"round {k_round + 1}: {name}: {figs or row}", flush=True)
 
         for k_round in range(args.rounds):
@@ -568,6 +578,10 @@ def main() -> int:
             if have_tools:
                 add("llama_batched", llama_batched_bench(files["llama"], args.threads))
             add("spec", run_worker("spec", "builtin:host", args.threads))
+            if have_tools:  # llama.cpp reads builtin:host's file as it is (ggml block types)
+                from pocketgpt.models import resolve
+
+                add("llama_bench_host", llama_bench(str(resolve("builtin:host")), args.threads, (8,), SPEC_TOKENS))
             if not args.no_hf:
                 add("hf", run_worker("hf", files["f32"], args.threads))
             if have_py:
@@ -615,6 +629,12 @@ def main() -> int:
     sp = results["spec"]
     per_round = [r["spec_tok_s"] / r["plain_tok_s"] for r in sp["rounds"]]
     ratios["spec_vs_plain"] = [max(per_round), statistics.median(per_round)]
+    if "llama_bench_host" in results:
+        lh = results["llama_bench_host"]
+        ratios["spec_vs_llama_bench"] = [sp["spec_best"] / lh[f"tg{SPEC_TOKENS}_best"],
+                                         sp["spec_median"] / lh[f"tg{SPEC_TOKENS}_median"]]
+        ratios["plain_vs_llama_bench"] = [sp["plain_best"] / lh[f"tg{SPEC_TOKENS}_best"],
+                                          sp["plain_median"] / lh[f"tg{SPEC_TOKENS}_median"]]
     res = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads, "rounds": args.rounds,
            "machine": machine(), "load_before": list(load_before), "load_after": list(os.getloadavg()),
            "files": files, "results": results, "ratios": ratios}

@@ -166,7 +166,8 @@ class Engine:
         done, or that a newer generation on its session replaced).
 
         Streams still waiting for their prompt are prefilled one by one (a prompt is already
-        matrix-matrix work); all the others go through one `decode_batch`. Sampling, stop strings
+        matrix-matrix work), and so are streams with a draft (speculative: one verification pass
+        settles several tokens, emitted one per step); all the others go through one `decode_batch`. Sampling, stop strings
         and end of text then run per stream with its own settings, exactly as `generate` would.
         """
         out: list[Piece | None] = [None] * len(streams)

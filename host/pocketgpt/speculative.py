@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pocketgpt.engine import Engine, Stream
 
-DEFAULT_K = 4  # draft tokens per round (measured in docs/speed.md, "Speculative decoding")
+DEFAULT_K = 3  # draft tokens per round (measured: docs/speed.md, "Speculative decoding")
 
 
 class Draft:
@@ -43,8 +43,9 @@ class Draft:
 
         if k < 1:
             raise PocketError(f"draft tokens per round must be >= 1, got {k}")
-        self.engine = draft if isinstance(draft, Engine) else Engine(draft, threads=threads or target.threads,
-                                                                     kv=target.kv)
+        # one thread by default: a draft token is too small to split, and a second worker pool
+        # spinning after each draft token would take a core from the target's verification
+        self.engine = draft if isinstance(draft, Engine) else Engine(draft, threads=threads or 1, kv=target.kv)
         if self.engine is target:
             raise PocketError("the draft model must be another Engine than the target")
         self.target = target
