@@ -293,6 +293,60 @@ static void test_batch(const pg_model *m) {
     free(bmem);
 }
 
+// speculative decoding's two engine calls: rewinding and re-evaluating gives the logits of a state
+// that never saw the dropped tokens (bit for bit); pg_sample_dist is what pg_sample draws from
+static void test_rewind_and_dist(const pg_model *m) {
+    pg_status st;
+    int32_t V = (int32_t)m->cfg.n_vocab, T = 10 < (int32_t)m->cfg.n_ctx ? 10 : (int32_t)m->cfg.n_ctx;
+    size_t need;
+    CHECK(pg_state_mem_size(m, T, 4, &need, &st) == PG_OK);
+    void *ma = malloc(need), *mb = malloc(need);
+    pg_state a, b;
+    CHECK(pg_state_init(&a, m, T, 4, ma, need, &st) == PG_OK);
+    CHECK(pg_state_init(&b, m, T, 4, mb, need, &st) == PG_OK);
+    int32_t first[3] = {1 % V, 7 % V, 3 % V}, dropped[3] = {5 % V, 2 % V, 9 % V}, next[2] = {4 % V, 8 % V};
+    CHECK(pg_state_eval(&a, first, 3, NULL, &st) == PG_OK);
+    CHECK(pg_state_eval(&a, dropped, 3, NULL, &st) == PG_OK);
+    CHECK(pg_state_rewind(&a, 7, &st) == PG_ERR_ARG && a.n_past == 6);
+    CHECK(pg_state_rewind(&a, -1, &st) == PG_ERR_ARG && a.n_past == 6);
+    CHECK(pg_state_rewind(&a, 3, &st) == PG_OK && a.n_past == 3);
+    CHECK(pg_state_eval(&a, next, 2, NULL, &st) == PG_OK);
+    CHECK(pg_state_eval(&b, first, 3, NULL, &st) == PG_OK);
+    CHECK(pg_state_eval(&b, next, 2, NULL, &st) == PG_OK);
+    CHECK(a.n_past == b.n_past && memcmp(a.logits, b.logits, (size_t)V * sizeof(float)) == 0);
+    // the draw from the distribution equals pg_sample's, random numbers included
+    pg_sampler_params p;
+    pg_sampler_defaults(&p);
+    float *work = malloc((size_t)V * sizeof(float)), *probs = malloc((size_t)V * sizeof(float)), sum;
+    int32_t *cand = malloc((size_t)V * sizeof(int32_t)), hist[2] = {4 % V, 8 % V};
+    for (int trial = 0; trial < 20; trial++) {
+        pg_rng r1, r2;
+        pg_rng_seed(&r1, (uint64_t)trial);
+        pg_rng_seed(&r2, (uint64_t)trial);
+        p.greedy = trial == 0;
+        memcpy(work, a.logits, (size_t)V * sizeof(float));
+        int32_t want = pg_sample(work, V, &p, hist, 2, &r1, probs, cand);
+        memcpy(work, a.logits, (size_t)V * sizeof(float));
+        int32_t n = pg_sample_dist(work, V, &p, hist, 2, probs, cand, &sum);
+        CHECK(n >= 1 && n <= (p.greedy ? 1 : p.top_k));
+        float u = pg_rng_f32(&r2) * sum, acc = 0.0f;
+        int32_t got = cand[n - 1];
+        for (int32_t i = 0; i < n && !p.greedy; i++) {
+            acc += probs[i];
+            if (u < acc) {
+                got = cand[i];
+                break;
+            }
+        }
+        CHECK(got == want || (p.greedy && cand[0] == want));
+    }
+    free(work);
+    free(probs);
+    free(cand);
+    free(ma);
+    free(mb);
+}
+
 // the fast set's activation quantizer equals pg_quantize_act bit for bit (ties, zeros, signs)
 static void test_quantize_act(void) {
     const pg_kernels *k = pg_kernels_select(PG_KERNELS_BEST);
@@ -527,6 +581,7 @@ static void test_model(const uint8_t *blob, size_t size) {
     free(smem);
     free(smem2);
     test_batch(m);
+    test_rewind_and_dist(m);
     test_kv_types(m);
     free(L.mem);
 }
