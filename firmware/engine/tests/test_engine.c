@@ -380,14 +380,15 @@ static void test_quantize_act(void) {
 
 // the K activation format (one scale per 256 values): every set's quantizer equals
 // pg_quantize_act_k bit for bit; each set's Q3_K/Q4_K dot equals the portable definition up to
-// float order, and its 4- and 8-row kernels give each row the one-row kernel's bits
+// float order (Q6_K's exactly: the same integer sums), and its 4- and 8-row kernels give each row
+// the one-row kernel's bits
 // N columns: 1, 2 and 16 super-blocks (the widest row the 16-row kernel's callers give it)
 static void test_k_format_n(int N) {
     enum { NMAX = 4096, ROWS = 16 };
     static float x[ROWS * NMAX], xd1[ROWS * NMAX / 256], xd2[ROWS * NMAX / 256];
     static int8_t q1[ROWS * NMAX], q2[ROWS * NMAX];
     static int16_t s1[ROWS * NMAX / 16], s2[ROWS * NMAX / 16];
-    static uint8_t w[NMAX / 256 * 144];
+    static uint8_t w[NMAX / 256 * 210];
     static float deq[NMAX];
     uint32_t r = 777;
     for (int i = 0; i < ROWS * N; i++) {
@@ -398,7 +399,7 @@ static void test_k_format_n(int N) {
     for (int i = 0; i < 256; i++) x[i] = i == 7 ? -0.0f : 0.0f;  // an all-zero super-block
     for (int b = 0; b < ROWS; b++) pg_quantize_act_k(x + b * N, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
     CHECK(xd1[0] == 0.0f && q1[3] == 0 && s1[0] == 0);
-    const uint32_t types[2] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K};
+    const uint32_t types[3] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K, PG_TYPE_Q6_K};
     for (int mode = 0; mode < 5; mode++) {
         const pg_kernels *k = pg_kernels_select(mode);
         if (k->quantize_k) {
@@ -406,7 +407,7 @@ static void test_k_format_n(int N) {
             CHECK(memcmp(q1, q2, (size_t)(ROWS * N)) == 0 && memcmp(xd1, xd2, sizeof(float) * (size_t)(ROWS * N / 256)) == 0 &&
                   memcmp(s1, s2, sizeof(int16_t) * (size_t)(ROWS * N / 16)) == 0);
         }
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < 3; t++) {
             if (!k->dot_q8k[types[t]]) continue;
             size_t bb = pg_type_block_bytes(types[t]);
             for (int trial = 0; trial < 20; trial++) {
@@ -416,7 +417,7 @@ static void test_k_format_n(int N) {
                 }
                 for (int b = 0; b < N / 256; b++) {  // modest half scales (d, dmin) where the type keeps them
                     uint8_t *blk = w + (size_t)b * bb;
-                    size_t at = types[t] == PG_TYPE_Q3_K ? 108 : 0;
+                    size_t at = types[t] == PG_TYPE_Q3_K ? 108 : types[t] == PG_TYPE_Q6_K ? 208 : 0;
                     uint16_t h = pg_f32_to_f16(0.01f * (float)(trial + 1));
                     memcpy(blk + at, &h, 2);
                     if (types[t] == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
@@ -434,6 +435,7 @@ static void test_k_format_n(int N) {
                     }
                     CHECK(fabs((double)want - exact) <= 1e-5 * (1.0 + mag));
                     CHECK(fabs((double)one[b] - (double)want) <= 1e-5 * (1.0 + mag));
+                    if (types[t] == PG_TYPE_Q6_K) CHECK(one[b] == want);
                 }
                 // the 4-, 8- and 16-row kernels give each row the one-row kernel's bits
                 if (k->dot_q8kx4[types[t]]) {
