@@ -171,8 +171,8 @@ def test_cli_run_draft_option(tmp_path) -> None:
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
-    plain, auto = run("--draft", "none"), run()
-    assert auto["tokens"] == plain["tokens"] and "draft_proposed" in auto and "draft_proposed" not in plain
+    plain, drafted = run("--draft", "none"), run("--draft", "builtin:device", "--draft-tokens", "2")
+    assert drafted["tokens"] == plain["tokens"] and "draft_proposed" in drafted and "draft_proposed" not in plain
     proc = subprocess.run([sys.executable, "-m", "pocketgpt", "run", "builtin:host", "-p", "x", "--draft",
                            str(tmp_path / "missing.gguf")], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "missing.gguf" in proc.stderr and "Traceback" not in proc.stderr

@@ -234,9 +234,12 @@ def next_token(stream: "Stream") -> int:
     return spec.queue.pop(0)
 
 
-# The shipped pairs drafted by default (`--draft auto`), each measured to pay (docs/speed.md,
-# "Speculative decoding"): target spec -> draft spec.
-AUTO_DRAFTS = {"builtin:host": "builtin:device"}
+# The shipped pairs drafted by default (`--draft auto`), each only if measured to pay (docs/speed.md,
+# "Speculative decoding"): target spec -> draft spec. builtin:device drafting for builtin:host paid
+# 1.4-1.9x while builtin:host's Q6_K matrices were dequantized by scalar code; since they have an
+# integer kernel a verification of 4 tokens costs 2.3 single tokens and the pair is 0.6-0.94x plain
+# (CPU time, 1 thread), so it is off by default.
+AUTO_DRAFTS: dict[str, str] = {}
 
 
 def open_draft(target: "Engine", model_spec: str, draft_spec: str | None, k: int = DEFAULT_K) -> Draft | None:

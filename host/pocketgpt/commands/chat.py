@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--draft", default="auto", metavar="MODEL",
                    help="speculative decoding with this draft model (the replies keep the model's distribution); "
-                        "'auto' (default): builtin:device for builtin:host, none otherwise; 'none': off")
+                        "'auto' (default): a shipped pair measured to pay (none today, docs/speed.md); 'none': off")
     p.set_defaults(func=run)
 
 

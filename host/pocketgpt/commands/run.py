@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ref", action="store_true", help="use the portable reference kernels")
     p.add_argument("--draft", default="auto", metavar="MODEL",
                    help="speculative decoding with this draft model (same text when greedy, same distribution "
-                        "when sampling); 'auto' (default): builtin:device for builtin:host, none otherwise; 'none': off")
+                        "when sampling); 'auto' (default): a shipped pair measured to pay (none today, docs/speed.md); 'none': off")
     p.add_argument("--draft-tokens", type=int, default=3, metavar="K", help="tokens the draft proposes per round (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=run)

@@ -46,8 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="engine backend: most generations decoded together per step (default 32)")
     p.add_argument("--draft", default="auto", metavar="MODEL",
                    help="engine backend: speculative decoding with this draft model for a generation that runs "
-                        "alone (replies keep the model's distribution); 'auto' (default): builtin:device for "
-                        "builtin:host, none otherwise; 'none': off")
+                        "alone (replies keep the model's distribution); 'auto' (default): a shipped pair measured "
+                        "to pay (none today, docs/speed.md); 'none': off")
     p.add_argument("--home", default=None, help="token store folder (default $POCKETGPT_HOME or ~/.local/share/pocketgpt)")
     p.add_argument("--open", action="store_true", help="accept every connection without a token (trusted LAN only)")
     p.add_argument("--cert", help="TLS certificate (PEM): serve wss:// and https://")
