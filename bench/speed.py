@@ -531,6 +531,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "speed.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only; do not touch the JSON or the doc")
+    ap.add_argument("--json-only", action="store_true", help="write the JSON (--out) but not the doc")
     ap.add_argument("--render", metavar="JSON", help="rewrite the doc's results section from a saved JSON, no timing")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -647,8 +648,11 @@ def main() -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out, (json.dumps(res, indent=2) + "\n").encode())
-        write_doc(Path(args.doc), table)
-        print(f"\nwrote {out} and the results section of {args.doc}")
+        if args.json_only:
+            print(f"\nwrote {out}")
+        else:
+            write_doc(Path(args.doc), table)
+            print(f"\nwrote {out} and the results section of {args.doc}")
     return 0
 
 

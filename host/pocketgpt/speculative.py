@@ -137,7 +137,9 @@ def _draw(rng: random.Random, cand: bytes, weights: bytes, total: float) -> int:
 def spec_round(stream: "Stream") -> list[int]:
     """One round for a stream whose prompt is evaluated and whose last token is sampled but not
     yet in the target's cache: draft up to k tokens, verify them in one target pass, and return the
-    tokens now settled (at least one). Both caches end holding every settled token but the last."""
+    tokens now settled (at least one). The target's cache ends holding every settled token but the
+    last; the draft's is brought up to date (rewound to the common prefix, fed the rest) at the
+    start of the next round."""
     import numpy as np
 
     spec: SpecState = stream._spec
