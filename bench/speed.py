@@ -1,22 +1,31 @@
-"""Host speed of the C engine on the q4 GPT-2 124M-shaped model, beside HF transformers fp32 and
-llama.cpp (through llama-cpp-python, when it is importable) on its own Q4_0 of the same model, all
-measured in one run with the same token ids and the same thread count.
+"""Host speed of the C engine on the q4 GPT-2 124M-shaped model against llama.cpp's own benchmark
+tools on its Q4_0 of the same model (and HF transformers fp32), all in one run, same thread count;
+and speculative decoding on builtin:host with builtin:device as its draft.
 
+    bench/setup_llamacpp.sh --tools-only      # once: builds llama-bench, llama-batched-bench, llama-quantize
     python bench/speed.py [--threads 2] [--rounds 3] [--out bench/results/speed.json] [--doc docs/speed.md]
 
 What it does:
   1. builds a GPT-2 124M-shaped model with random weights (transformers' initialisation, seed 0:
      speed depends on shapes and types, never time zeros), writes it as F32 GGUF;
-  2. quantizes it with `pocketgpt quantize --type q4` (ours) and with llama.cpp's quantizer to
-     Q4_0 (theirs; llama.cpp keeps the tied embedding at Q6_K and position_embd at F32);
-  3. times, each runtime in its own fresh process, `--rounds` times in turn (interleaved, so a
-     noisy neighbour hits all of them alike; the best round counts): prefill of 64 tokens (pp64,
-     best of 3 in each process) and decode of 128 tokens after that prompt (tg128), fed one
-     token per call from Python;
-  4. times our batched decode (Engine.step: one forward pass per token for all streams, sampling
-     included) with 1, 4 and 16 streams at different positions: aggregate tokens/s; and
-     llama.cpp's own batched decode (one llama_decode of all sequences per step) the same way;
-  5. measures resident memory (VmRSS) after filling a 1,024-token context, for ours and llama.cpp;
+  2. quantizes it with `pocketgpt quantize --type q4` (ours) and with llama.cpp's `llama-quantize`
+     to Q4_0 (theirs; llama.cpp keeps the tied embedding at Q6_K and position_embd at F32);
+  3. in each of `--rounds` interleaved rounds (a noisy neighbour hits every runtime alike; the best
+     round counts, the median is shown too), each runtime in its own fresh process:
+       - ours: prefill of 64 and of 512 tokens (pp64, pp512, best of 3 in the process) and decode
+         of 128 tokens from an empty context, one `eval` of one token per call from Python (tg128);
+       - `llama-bench -p 64,512 -n 128` (llama.cpp's C loop; its own warm-up run first);
+       - aggregate decode of 1, 4 and 16 streams, each with its own 64-token prompt, 128 steps of
+         one token per stream: ours one `Engine.decode_batch` per step (the forward pass alone, as
+         `llama-batched-bench` times it: `-npp 64 -ntg 128 -npl 1,4,16`, its S_TG);
+       - speculative decoding on builtin:host: plain greedy and speculative greedy (builtin:device
+         drafting) on the same prompts, checked token for token, with the acceptance rate;
+       - HF transformers fp32 (pp64/tg128 the same way as ours), unless --no-hf;
+       - llama-cpp-python, if it is importable: the old anchor, labelled as such (a Python loop per
+         token costs llama.cpp ~1 ms a token there; docs/speed.md explains);
+  4. the roofline: bytes of weights read per decoded token (every tensor but the position table)
+     times tok/s, against this machine's read bandwidth measured with the same thread count;
+  5. resident memory (VmRSS) after filling a 1,024-token context;
   6. prints the table and the ratios, writes the JSON and the results section of docs/speed.md.
 
 The machine is shared: the load average before and after is recorded; compare the ratios, which
@@ -40,8 +49,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT_LEN, DECODE_LEN, MEM_CTX = 64, 128, 1024
-PP_REPEATS = 3  # a 64-token prefill takes ~0.1 s: the best of 3 per process, for every runtime
+PP_LENS = (64, 512)
+PP_REPEATS = 3  # a 64-token prefill takes ~0.05 s: the best of 3 per process, for every runtime
 STREAMS = (1, 4, 16)
+BATCH_PP, BATCH_TG = 64, 128  # llama-batched-bench -npp 64 -ntg 128: each stream's prompt, then steps
+CACHE = Path(os.environ.get("CACHE", "~/.cache/pocketgpt-bench")).expanduser()
+TOOLS = Path(os.environ.get("LLAMA_TOOLS", str(CACHE / "tools")))
+# speculative decoding on builtin:host (128-token context): short prompts, 120 tokens each, greedy
+SPEC_PROMPTS = ("The meaning of life is", "A man walks into a bar and", "Q: What is love?\nA:", "Never")
+SPEC_TOKENS = 120
 
 
 def token_ids(n: int, seed: int) -> list[int]:
@@ -100,91 +116,104 @@ def work_ours(model: str, threads: int, mode: str) -> dict:
     from pocketgpt.engine import Engine
 
     eng = Engine(model, threads=threads, n_ctx=MEM_CTX, kv="q8_0")
-    prompt, feed = token_ids(PROMPT_LEN, 1), token_ids(DECODE_LEN, 2)
     if mode == "batch":
         out = {}
         for n in STREAMS:
-            streams = []
-            for i in range(n):  # each stream at its own position: prompts of different lengths
-                streams.append(eng.session().stream(token_ids(8 + 5 * i, 10 + i), max_tokens=48, greedy=True,
-                                                    stop_at_eos=False))
-            eng.step(streams)  # prefill + first token of every stream
+            sessions = [eng.session() for _ in range(n)]
+            for i, s in enumerate(sessions):  # each stream its own prompt, as llama-batched-bench
+                s._s.eval(token_ids(BATCH_PP, 10 + i))
+            feed = [token_ids(BATCH_TG, 100 + i) for i in range(n)]
             t = time.perf_counter()
-            steps = 0
-            while not all(s.done for s in streams):
-                eng.step(streams)
-                steps += 1
-            out[str(n)] = n * steps / (time.perf_counter() - t)
+            for step in range(BATCH_TG):
+                eng._decode(sessions, [feed[i][step] for i in range(n)])
+            out[str(n)] = n * BATCH_TG / (time.perf_counter() - t)
         return {"batch_tok_s": out, "kernels": eng.kernels}
+    prompt, feed = token_ids(max(PP_LENS), 1), token_ids(DECODE_LEN, 2)
     s = eng.session()
     s._s.eval(prompt[:8])  # warm-up: page in the weights, start the workers
-    pp = 0.0
-    for _ in range(PP_REPEATS):
-        s._s.reset()
-        t = time.perf_counter()
-        s._s.eval(prompt)
-        pp = max(pp, PROMPT_LEN / (time.perf_counter() - t))
+    res = {"kernels": eng.kernels, "kv": "q8_0"}
+    for n in PP_LENS:
+        pp = 0.0
+        for _ in range(PP_REPEATS):
+            s._s.reset()
+            t = time.perf_counter()
+            s._s.eval(prompt[:n])
+            pp = max(pp, n / (time.perf_counter() - t))
+        res[f"pp{n}_tok_s"] = pp
+    s._s.reset()
     t = time.perf_counter()
-    for tok in feed:
+    for tok in feed:  # from an empty context, as llama-bench's tg128
         s._s.eval([tok])
-    tg = DECODE_LEN / (time.perf_counter() - t)
-    return {"pp64_tok_s": pp, "tg128_tok_s": tg, "kernels": eng.kernels, "kv": "q8_0"}
+    res["tg128_tok_s"] = DECODE_LEN / (time.perf_counter() - t)
+    return res
 
 
-def llama_batch(model: str, threads: int) -> dict:
-    """llama.cpp's own batched decode, as ours is timed: n sequences in one context (unified KV
-    cache), prompts of 8 + 5 i tokens, then one llama_decode per step for all of them with logits
-    for each and llama.cpp's greedy sampler choosing each sequence's next token (in C, as ours)."""
-    import llama_cpp as L
+def work_spec(model: str, threads: int, mode: str) -> dict:
+    """builtin:host greedy, plain and with builtin:device drafting, alternating per prompt: the
+    same tokens (checked), wall time of each whole generation (prompt included)."""
+    from pocketgpt.engine import Engine
+    from pocketgpt.speculative import DEFAULT_K, Draft
 
-    L.llama_backend_init()
-    mdl = L.llama_model_load_from_file(model.encode(), L.llama_model_default_params())
-    out = {}
-    for n in STREAMS:
-        cp = L.llama_context_default_params()
-        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max, cp.kv_unified = 4096, 512, 512, n, True
-        cp.n_threads = cp.n_threads_batch = threads
-        ctx = L.llama_init_from_model(mdl, cp)
-        smpl = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        L.llama_sampler_chain_add(smpl, L.llama_sampler_init_greedy())
-        batch = L.llama_batch_init(512, 0, n)
-
-        def put(k: int, tok: int, pos: int, seq: int, logits: bool) -> None:
-            batch.token[k], batch.pos[k], batch.n_seq_id[k], batch.logits[k] = tok, pos, 1, logits
-            batch.seq_id[k][0] = seq
-
-        pos, nxt = [], []
-        for i in range(n):  # prefill each sequence, then its first token, as Engine.step does
-            ids = token_ids(8 + 5 * i, 10 + i)
-            for k, tok in enumerate(ids):
-                put(k, tok, k, i, k == len(ids) - 1)
-            batch.n_tokens = len(ids)
-            if L.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed on a prompt")
-            nxt.append(L.llama_sampler_sample(smpl, ctx, len(ids) - 1))
-            pos.append(len(ids))
+    host = Engine("builtin:host", threads=threads)
+    draft = Draft(host, "builtin:device", k=int(mode) if mode.isdigit() else DEFAULT_K)
+    sess = host.session()
+    kw = dict(max_tokens=SPEC_TOKENS, greedy=True, repeat_penalty=1.0, stop_at_eos=False)
+    list(sess.generate(SPEC_PROMPTS[0], **{**kw, "max_tokens": 8}))  # warm-up
+    t_plain = t_spec = 0.0
+    n = proposed = accepted = 0
+    same = True
+    for prompt in SPEC_PROMPTS:
         t = time.perf_counter()
-        for _ in range(47):  # Engine.step's 48 tokens: the first came with the prompt
-            for i in range(n):
-                put(i, nxt[i], pos[i], i, True)
-                pos[i] += 1
-            batch.n_tokens = n
-            if L.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed on a batch")
-            nxt = [L.llama_sampler_sample(smpl, ctx, i) for i in range(n)]
-        out[str(n)] = n * 47 / (time.perf_counter() - t)
-        L.llama_batch_free(batch)
-        L.llama_sampler_free(smpl)
-        L.llama_free(ctx)
-    L.llama_model_free(mdl)
-    return {"batch_tok_s": out, "version": L.__version__}
+        a = [p.token for p in sess.generate(prompt, **kw)]
+        t_plain += time.perf_counter() - t
+        t = time.perf_counter()
+        b = [p.token for p in sess.generate(prompt, draft=draft, **kw)]
+        t_spec += time.perf_counter() - t
+        st = sess.last_stats
+        proposed += st.get("draft_proposed", 0)
+        accepted += st.get("draft_accepted", 0)
+        same = same and a == b
+        n += len(a)
+    return {"plain_tok_s": n / t_plain, "spec_tok_s": n / t_spec, "identical": same, "k": draft.k,
+            "acceptance": accepted / max(proposed, 1), "tokens": n}
+
+
+def llama_bench(model: str, threads: int, pp: tuple[int, ...] = PP_LENS, tg: int = DECODE_LEN) -> dict:
+    """llama.cpp's llama-bench: pp64, pp512 and tg128 in one process (its warm-up run first)."""
+    cmd = [str(TOOLS / "llama-bench"), "-m", model, "-t", str(threads), "-p", ",".join(map(str, pp)),
+           "-n", str(tg), "-r", "1", "-o", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-bench failed: {proc.stderr.strip()[-2000:]}")
+    res = {}
+    for r in json.loads(proc.stdout):
+        key = f"pp{r['n_prompt']}_tok_s" if r["n_gen"] == 0 else f"tg{r['n_gen']}_tok_s"
+        res[key] = r["avg_ts"]
+        res["build"] = f"{r.get('build_commit', '?')} ({r.get('build_number', '?')})"
+        res["kv"] = r.get("type_k", "f16")
+    return res
+
+
+def llama_batched_bench(model: str, threads: int) -> dict:
+    """llama.cpp's llama-batched-bench: S_TG (aggregate decode tok/s) for 1, 4 and 16 sequences."""
+    n_kv = max(STREAMS) * (BATCH_PP + BATCH_TG)
+    cmd = [str(TOOLS / "llama-batched-bench"), "-m", model, "-t", str(threads), "-tb", str(threads),
+           "-c", str(n_kv), "-b", "2048", "-ub", "512", "-npp", str(BATCH_PP), "-ntg", str(BATCH_TG),
+           "-npl", ",".join(map(str, STREAMS)), "--output-format", "jsonl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-batched-bench failed: {proc.stderr.strip()[-2000:]}")
+    out = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            out[str(r["pl"])] = r["speed_tg"]
+    return {"batch_tok_s": out}
 
 
 def work_llama(model: str, threads: int, mode: str) -> dict:
     import llama_cpp
 
-    if mode == "batch":
-        return llama_batch(model, threads)
     base = rss_mb()
     llm = llama_cpp.Llama(model_path=model, n_ctx=MEM_CTX, n_batch=PROMPT_LEN if mode != "memory" else 512,
                           n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -232,7 +261,7 @@ def work_hf(model: str, threads: int, mode: str) -> dict:
     return {"pp64_tok_s": pp, "tg128_tok_s": tg, "version": __import__("transformers").__version__}
 
 
-WORKERS = {"ours": work_ours, "llama": work_llama, "hf": work_hf}
+WORKERS = {"ours": work_ours, "spec": work_spec, "llama": work_llama, "hf": work_hf}
 
 
 def run_worker(name: str, model: str, threads: int, mode: str = "speed") -> dict:
@@ -269,7 +298,7 @@ def c_memory(model: str, tmp: Path) -> dict | None:
 
 # ---- set-up ---------------------------------------------------------------------------------
 
-def build_models(tmp: Path, have_llama: bool) -> dict:
+def build_models(tmp: Path, have_tools: bool, have_llama_py: bool) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -288,18 +317,81 @@ def build_models(tmp: Path, have_llama: bool) -> dict:
     subprocess.run([sys.executable, "-m", "pocketgpt", "quantize", str(f32), str(ours), "--type", "q4"], check=True,
                    capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "host")))
     out = {"ours": str(ours), "ours_bytes": ours.stat().st_size, "f32": str(f32)}
-    if have_llama:
-        import llama_cpp
-
+    if have_tools or have_llama_py:
         theirs = tmp / "gpt2-124m-llamacpp-q4_0.gguf"
-        p = llama_cpp.llama_model_quantize_default_params()
-        p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
-        p.nthread = 2
-        if llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs).encode(), p) != 0:
-            raise RuntimeError("llama.cpp's quantizer failed on the F32 model")
+        if have_tools:
+            subprocess.run([str(TOOLS / "llama-quantize"), str(f32), str(theirs), "Q4_0", "2"], check=True,
+                           capture_output=True)
+        else:
+            import llama_cpp
+
+            p = llama_cpp.llama_model_quantize_default_params()
+            p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+            p.nthread = 2
+            if llama_cpp.llama_model_quantize(str(f32).encode(), str(theirs).encode(), p) != 0:
+                raise RuntimeError("llama.cpp's quantizer failed on the F32 model")
         out["llama"] = str(theirs)
         out["llama_bytes"] = theirs.stat().st_size
     return out
+
+
+def bytes_per_token(path: str) -> int:
+    """Bytes of tensors one decoded token reads: all of them but the position table (one row)."""
+    import gguf
+
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors if not t.name.startswith("position_embd"))
+
+
+BANDWIDTH_C = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <immintrin.h>
+#define MB (1u << 20)
+static size_t n_per; static char *buf; static volatile long long sink;
+static void *reader(void *arg) {
+    const __m256i *p = (const __m256i *)(buf + (size_t)arg * n_per);
+    __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+    for (size_t i = 0; i < n_per / 32; i += 4) {
+        a = _mm256_xor_si256(a, _mm256_load_si256(p + i)); b = _mm256_xor_si256(b, _mm256_load_si256(p + i + 1));
+        c = _mm256_xor_si256(c, _mm256_load_si256(p + i + 2)); d = _mm256_xor_si256(d, _mm256_load_si256(p + i + 3));
+    }
+    a = _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_xor_si256(c, d));
+    sink += _mm256_extract_epi64(a, 0);
+    return NULL;
+}
+int main(int argc, char **argv) {
+    int t = atoi(argv[1]); size_t total = (size_t)256 * MB;
+    n_per = total / t; buf = aligned_alloc(64, total); memset(buf, 1, total);
+    double best = 0;
+    for (int r = 0; r < 8; r++) {
+        pthread_t th[64]; struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (long i = 0; i < t; i++) pthread_create(&th[i], NULL, reader, (void *)i);
+        for (int i = 0; i < t; i++) pthread_join(th[i], NULL);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double s = (b.tv_sec - a.tv_sec) + 1e-9 * (b.tv_nsec - a.tv_nsec);
+        if (total / s > best) best = total / s;
+    }
+    printf("%f\n", best / 1e9);
+    return 0;
+}
+"""
+
+
+def read_bandwidth(threads: int, tmp: Path) -> float | None:
+    """GB/s that `threads` threads read from a 256 MiB buffer (far beyond the caches), best of 8."""
+    import shutil
+
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        return None
+    src, exe = tmp / "bw.c", tmp / "bw"
+    src.write_text(BANDWIDTH_C)
+    subprocess.run([cc, "-O2", "-mavx2", "-pthread", "-o", str(exe), str(src)], check=True, capture_output=True)
+    return float(subprocess.run([str(exe), str(threads)], capture_output=True, text=True, check=True).stdout)
 
 
 def machine() -> dict:
@@ -316,75 +408,118 @@ def machine() -> dict:
     return {"cpu": name, "cores": os.cpu_count(), "isa": isa, "os": platform.system(), "python": platform.python_version()}
 
 
-def best(rows: list[dict], key: str) -> float:
-    return max(r[key] for r in rows)
-
-
-def median(rows: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
+def summarize(rows: list[dict]) -> dict:
+    """best and median of every *_tok_s figure over the rounds."""
+    out: dict = {"rounds": rows}
+    for key in rows[0]:
+        if key.endswith("_tok_s"):
+            vals = [r[key] for r in rows]
+            out[key[:-6] + "_best"], out[key[:-6] + "_median"] = max(vals), statistics.median(vals)
+    for key in ("kernels", "version", "build", "kv"):
+        if key in rows[0]:
+            out[key] = rows[0][key]
+    return out
 
 
 def render(res: dict) -> str:
-    r, m = res["results"], res["machine"]
-    o, h = r["ours"], r["hf"]
+    r, m, rt = res["results"], res["machine"], res["ratios"]
+    o = r["ours"]
+    lb = r.get("llama_bench")
     lines = [f"Measured {res['date']} by `bench/speed.py` on {m['cpu']} ({m['cores']} cores; "
              f"{', '.join(m['isa'])}), {res['threads']} threads for every runtime, best of {res['rounds']} interleaved "
              f"rounds (median in brackets). Load average {res['load_before'][0]:.2f} before, "
-             f"{res['load_after'][0]:.2f} after (1-minute; the machine is shared).", ""]
-    lines += ["| runtime | file | decode tg128 tok/s | prefill pp64 tok/s | resident memory (RSS), 1,024-token context |",
+             f"{res['load_after'][0]:.2f} after (1-minute; the machine is shared: "
+             f"{res.get('load_note', 'compare the ratios, which come from the same minutes')}).", ""]
+    lines += ["| runtime | file | decode tg128 tok/s | prefill pp64 tok/s | prefill pp512 tok/s |",
               "|---|---|---|---|---|"]
 
-    def row(name: str, d: dict, size: int | None, rss: dict | None) -> str:
-        mem = f"{rss['rss_mb']:.0f} MiB ({rss['rss_mb'] - rss['rss_before_engine_mb']:.0f} MiB above the bare process)" if rss else "—"
-        f = f"{size / 1e6:.1f} MB" if size else "—"
-        return (f"| {name} | {f} | {d['tg128_best']:.1f} ({d['tg128_median']:.1f}) | "
-                f"{d['pp64_best']:.0f} ({d['pp64_median']:.0f}) | {mem} |")
+    def cell(d: dict, key: str, fmt: str) -> str:
+        if f"{key}_best" not in d:
+            return "—"
+        return f"{d[key + '_best']:{fmt}} ({d[key + '_median']:{fmt}})"
 
-    lines.append(row(f"pocketgpt engine, q4 ({o['kernels']}, KV cache Q8_0)", o, res["files"]["ours_bytes"],
-                     r.get("ours_memory")))
-    if "llama" in r:
-        lines.append(row(f"llama.cpp {r['llama']['version']} (llama-cpp-python), Q4_0", r["llama"],
-                         res["files"].get("llama_bytes"), r.get("llama_memory")))
-    lines.append(row(f"HF transformers {h['version']} fp32", h, None, None))
-    lines += ["", "Ratios (same run, best rounds):", ""]
-    rt = res["ratios"]
-    lines.append(f"- batched decode: 16 streams {rt['batch16_vs_1']:.2f}× the aggregate of 1 stream"
-                 + (f" (llama.cpp's own batched decode: {rt['llama_batch16_vs_1']:.2f}×); ours with 16 streams "
-                    f"{rt['batch16_vs_llama']:.2f}× llama.cpp's with 16" if "llama_batch16_vs_1" in rt else ""))
-    lines.append(f"- decode: {rt['decode_vs_hf']:.2f}× HF fp32 (goal 6.5×)"
-                 + (f", {rt['decode_vs_llama']:.2f}× llama.cpp Q4_0 (goal 1.5×)" if "decode_vs_llama" in rt else ""))
-    if "prefill_vs_llama" in rt:
-        lines.append(f"- prefill of 64 tokens: {rt['prefill_vs_llama']:.2f}× llama.cpp (goal 1×)")
+    def row(name: str, d: dict, size: int | None) -> str:
+        f = f"{size / 1e6:.1f} MB" if size else "—"
+        return f"| {name} | {f} | {cell(d, 'tg128', '.1f')} | {cell(d, 'pp64', '.0f')} | {cell(d, 'pp512', '.0f')} |"
+
+    lines.append(row(f"pocketgpt engine, q4 ({o['kernels']}, KV cache Q8_0)", o, res["files"]["ours_bytes"]))
+    if lb:
+        lines.append(row(f"llama.cpp `llama-bench`, Q4_0 (build {lb.get('build', '?')}, KV cache {lb.get('kv', 'f16')})",
+                         lb, res["files"].get("llama_bytes")))
+    if "llama_py" in r:
+        lines.append(row(f"llama.cpp through llama-cpp-python {r['llama_py'].get('version', '')}, Q4_0 (a Python call "
+                         "per token: not the anchor)", r["llama_py"], res["files"].get("llama_bytes")))
+    if "hf" in r:
+        lines.append(row(f"HF transformers {r['hf'].get('version', '')} fp32", r["hf"], None))
+    lines += ["", "Ratios (same run; best rounds, medians in brackets):", ""]
+
+    def ratio(name: str, goal: str | None = None) -> str:
+        b, md = rt[name]
+        return f"**{b:.2f}×** ({md:.2f}×)" + (f", goal {goal}" if goal else "")
+
+    if lb:
+        lines.append(f"- decode tg128: {ratio('tg128_vs_llama_bench', '≥ 1.5×')} llama-bench")
+        lines.append(f"- prefill pp64: {ratio('pp64_vs_llama_bench', '≥ 1×')}; pp512: {ratio('pp512_vs_llama_bench', '≥ 1×')}")
+    if "batch4_vs_llama" in rt:
+        lines.append(f"- aggregate decode, 4 streams: {ratio('batch4_vs_llama', '≥ 1.5×')} llama-batched-bench; "
+                     f"16 streams: {ratio('batch16_vs_llama', '≥ 1.5×')}; 1 stream: {ratio('batch1_vs_llama')}")
+    if "tg128_vs_hf" in rt:
+        lines.append(f"- decode: {ratio('tg128_vs_hf', '≥ 6.5×')} HF fp32")
+    if "tg128_vs_llama_py" in rt:
+        lines.append(f"- decode against llama-cpp-python (the old anchor): {ratio('tg128_vs_llama_py')}")
+    sp = r.get("spec")
+    if sp:
+        lines += ["", f"Speculative decoding on builtin:host (greedy, repeat penalty 1, {sp['tokens']} tokens over "
+                  f"{len(SPEC_PROMPTS)} short prompts, wall time with the prompt; builtin:device drafts "
+                  f"{sp['k']} tokens a round):", "",
+                  "| builtin:host | tok/s | |", "|---|---|---|"]
+        lh = r.get("llama_bench_host")
+        vs = (f"; {rt['plain_vs_llama_bench'][0]:.2f}× ({rt['plain_vs_llama_bench'][1]:.2f}×) llama-bench"
+              if lh else "")
+        lines += [f"| plain greedy | {sp['plain_best']:.0f} ({sp['plain_median']:.0f}) | {vs[2:]} |",
+                  f"| speculative | {sp['spec_best']:.0f} ({sp['spec_median']:.0f}) | "
+                  f"**{rt['spec_vs_plain'][0]:.2f}×** ({rt['spec_vs_plain'][1]:.2f}×) plain"
+                  + (f", **{rt['spec_vs_llama_bench'][0]:.2f}×** ({rt['spec_vs_llama_bench'][1]:.2f}×) llama-bench"
+                     if lh else "")
+                  + f", goal ≥ 2×; acceptance {sp['acceptance']:.0%}; tokens identical to plain greedy in every "
+                  f"round: {'yes' if sp['identical'] else '**NO**'} |"]
+        if lh:
+            lines.append(f"| llama.cpp `llama-bench -n {SPEC_TOKENS}` on the same file | "
+                         f"{lh[f'tg{SPEC_TOKENS}_best']:.0f} ({lh[f'tg{SPEC_TOKENS}_median']:.0f}) | |")
+    rf = r.get("roofline")
+    if rf:
+        lines += ["", f"Roofline (decode tg128, best round; this machine reads {rf['bandwidth_gb_s']:.1f} GB/s with "
+                  f"{res['threads']} threads, a 256 MiB buffer):", "",
+                  "| runtime | bytes read per token | × tok/s = GB/s | share of the measured bandwidth |",
+                  "|---|---|---|---|"]
+        for name, key in (("pocketgpt q4", "ours"), ("llama.cpp Q4_0", "llama")):
+            if key in rf:
+                bpt, gbs = rf[key]["bytes_per_token"], rf[key]["gb_s"]
+                lines.append(f"| {name} | {bpt / 1e6:.1f} MB | {gbs:.1f} | {gbs / rf['bandwidth_gb_s']:.0%} |")
+    b, lbb = r["ours_batch"], r.get("llama_batched")
+    lines += ["", f"Aggregate decode tok/s, each stream with its own {BATCH_PP}-token prompt, then {BATCH_TG} steps "
+              "(ours: `Engine.decode_batch`, one forward pass per step for all streams; llama.cpp: "
+              f"`llama-batched-bench -npp {BATCH_PP} -ntg {BATCH_TG}`, S_TG):", ""]
+    runs = [("ours", b)] + ([("llama-batched-bench Q4_0", lbb)] if lbb else [])
+    lines += ["| streams | " + " | ".join(f"{name} aggregate | per stream" for name, _ in runs) + " |",
+              "|---|" + "---|---|" * len(runs)]
+    for n in STREAMS:
+        lines.append(f"| {n} | " + " | ".join(f"{d[str(n) + '_best']:.0f} ({d[str(n) + '_median']:.0f}) | "
+                                              f"{d[str(n) + '_best'] / n:.1f}" for _, d in runs) + " |")
     if "ours_memory" in r:
         mem = r["ours_memory"]
         goal = res["files"]["ours_bytes"] / 2**20 + 32
+        lines += [""]
         if "ours_memory_c" in r:
             c = r["ours_memory_c"]
             lines.append(f"- memory, engine without Python (firmware/engine/tests/bench_memory.c: mapped file, Q8_0 KV "
                          f"cache, 1,024 tokens evaluated): RSS {c['rss_mib']:.1f} MiB against a goal of file + 32 MiB = "
-                         f"{goal:.1f} MiB ({'met' if c['rss_mib'] <= goal else 'missed'}); the engine's allocations are "
-                         f"{c['state_bytes'] / 2**20:.1f} MiB of session state and {c['model_mem_bytes'] / 2**20:.1f} MiB "
-                         f"of model tables, the rest is the file's pages")
+                         f"{goal:.1f} MiB ({'met' if c['rss_mib'] <= goal else 'missed'})")
         lines.append(f"- memory, Python process: RSS {mem['rss_mb']:.1f} MiB ({'met' if mem['rss_mb'] <= goal else 'missed'}); "
-                     + (f"the interpreter was {mem['rss_bare_mb']:.1f} MiB bare and " if "rss_bare_mb" in mem else "the process was ")
-                     + f"{mem['rss_before_engine_mb']:.1f} MiB with pocketgpt.engine imported, so the engine's own share is "
-                     f"{mem['rss_mb'] - mem['rss_before_engine_mb']:.1f} MiB; with the default F16 KV cache the RSS is "
-                     f"{r['ours_memory_f16']['rss_mb']:.1f} MiB")
-        if "ours_memory_relay" in r:
-            rl = r["ours_memory_relay"]
-            lines.append(f"- memory, a process with the relay's modules imported (`pocketgpt serve`'s imports, one "
-                         f"1,024-token session, Q8_0 cache): RSS {rl['rss_mb']:.1f} MiB, of which "
-                         f"{rl['rss_before_engine_mb']:.1f} MiB before the model was loaded")
-    b, lb = r["ours_batch"], r.get("llama_batch")
-    lines += ["", "Batched decode (ours: Engine.step, one forward pass per token for all streams, greedy sampling "
-              "included, streams at different positions" + ("; llama.cpp: one `llama_decode` of all sequences per "
-                                                            "step, unified KV cache, its greedy sampler" if lb else "")
-              + "):", ""]
-    runs = [("ours, aggregate tok/s" if lb else "aggregate tok/s", b)] + ([("llama.cpp Q4_0, aggregate tok/s", lb)] if lb else [])
-    lines += ["| streams | " + " | ".join(f"{name} | per stream" for name, _ in runs) + " |",
-              "|---|" + "---|---|" * len(runs)]
-    for n in STREAMS:
-        lines.append(f"| {n} | " + " | ".join(f"{d[str(n)]:.1f} | {d[str(n)] / n:.1f}" for _, d in runs) + " |")
+                     f"{mem['rss_before_engine_mb']:.1f} MiB with pocketgpt.engine imported; with the default F16 KV "
+                     f"cache {r['ours_memory_f16']['rss_mb']:.1f} MiB")
+        if "llama_py_memory" in r:
+            lines.append(f"- memory, llama-cpp-python: RSS {r['llama_py_memory']['rss_mb']:.0f} MiB")
     return "\n".join(lines)
 
 
@@ -392,9 +527,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-hf", action="store_true", help="leave HF transformers out (saves ~15 s a round)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "speed.md"))
     ap.add_argument("--no-doc", action="store_true", help="print only; do not touch the JSON or the doc")
+    ap.add_argument("--json-only", action="store_true", help="write the JSON (--out) but not the doc")
     ap.add_argument("--render", metavar="JSON", help="rewrite the doc's results section from a saved JSON, no timing")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -410,51 +547,95 @@ def main() -> int:
             write_doc(Path(args.doc), table)
         return 0
 
+    have_tools = all((TOOLS / t).exists() for t in ("llama-bench", "llama-batched-bench", "llama-quantize"))
+    if not have_tools:
+        print(f"llama.cpp's tools are not in {TOOLS}: llama.cpp is left out (run bench/setup_llamacpp.sh --tools-only)")
     try:
         import llama_cpp  # noqa: F401
-        have_llama = True
+        have_py = True
     except ImportError:
-        have_llama = False
-        print("llama-cpp-python is not importable: llama.cpp is left out (bench/setup_llamacpp.sh installs it)")
+        have_py = False
     load_before = os.getloadavg()
     started = _dt.datetime.now(_dt.timezone.utc)
+    results: dict = {}
     with tempfile.TemporaryDirectory(prefix="pg-speed-") as tmp:
-        files = build_models(Path(tmp), have_llama)
-        names = ["ours", "hf"] + (["llama"] if have_llama else [])
-        rounds: dict[str, list[dict]] = {n: [] for n in names}
-        for k in range(args.rounds):
-            for n in names:
-                rounds[n].append(run_worker(n, files["f32"] if n == "hf" else files[n], args.threads))
-                print(f"round {k + 1}: {n}: tg128 {rounds[n][-1]['tg128_tok_s']:.1f} tok/s, "
-                      f"pp64 {rounds[n][-1]['pp64_tok_s']:.0f} tok/s", flush=True)
-        results: dict = {}
-        for n in names:
-            rows = rounds[n]
-            results[n] = {"tg128_best": best(rows, "tg128_tok_s"), "tg128_median": median(rows, "tg128_tok_s"),
-                          "pp64_best": best(rows, "pp64_tok_s"), "pp64_median": median(rows, "pp64_tok_s"),
-                          "rounds": rows, **{k: v for k, v in rows[0].items() if k in ("kernels", "version")}}
-        batch = [run_worker("ours", files["ours"], args.threads, "batch") for _ in range(max(1, args.rounds - 1))]
-        results["ours_batch"] = {str(n): max(b["batch_tok_s"][str(n)] for b in batch) for n in STREAMS}
-        if have_llama:
-            lb = [run_worker("llama", files["llama"], args.threads, "batch") for _ in range(max(1, args.rounds - 1))]
-            results["llama_batch"] = {str(n): max(b["batch_tok_s"][str(n)] for b in lb) for n in STREAMS}
+        files = build_models(Path(tmp), have_tools, have_py)
+        rounds: dict[str, list[dict]] = {}
+
+        def add(name: str, row: dict) -> None:
+            rounds.setdefault(name, []).append(row)
+            figs = [f"{k[:-6]} {v:.0f}" for k, v in row.items() if k.endswith("_tok_s") and not isinstance(v, dict)]
+            figs += [f"{k} streams {v:.0f}" for k, v in row.get("batch_tok_s", {}).items()]
+            figs = ", ".join(figs)
+            if name == "spec":
+                figs += f", acceptance {row['acceptance']:.2f}, identical {row['identical']}"
+            print(f"round {k_round + 1}: {name}: {figs or row}", flush=True)
+
+        for k_round in range(args.rounds):
+            add("ours", run_worker("ours", files["ours"], args.threads))
+            if have_tools:
+                add("llama_bench", llama_bench(files["llama"], args.threads))
+            add("ours_batch", run_worker("ours", files["ours"], args.threads, "batch"))
+            if have_tools:
+                add("llama_batched", llama_batched_bench(files["llama"], args.threads))
+            add("spec", run_worker("spec", "builtin:host", args.threads))
+            if have_tools:  # llama.cpp reads builtin:host's file as it is (ggml block types)
+                from pocketgpt.models import resolve
+
+                add("llama_bench_host", llama_bench(str(resolve("builtin:host")), args.threads, (8,), SPEC_TOKENS))
+            if not args.no_hf:
+                add("hf", run_worker("hf", files["f32"], args.threads))
+            if have_py:
+                add("llama_py", run_worker("llama", files["llama"], args.threads))
+        for name, rows in rounds.items():
+            if "batch_tok_s" in rows[0]:
+                results[name] = summarize([{f"{n}_tok_s": row["batch_tok_s"][str(n)] for n in STREAMS} for row in rows])
+            elif name == "spec":
+                results[name] = {**summarize(rows), "identical": all(r["identical"] for r in rows), "k": rows[0]["k"],
+                                 "tokens": rows[0]["tokens"], "acceptance": statistics.mean(r["acceptance"] for r in rows)}
+            else:
+                results[name] = summarize(rows)
+        bw = read_bandwidth(args.threads, Path(tmp))
+        if bw:
+            rf: dict = {"bandwidth_gb_s": bw}
+            for key, name in (("ours", "ours"), ("llama", "llama_bench")):
+                if key in files and name in results:
+                    bpt = bytes_per_token(files[key])
+                    rf[key] = {"bytes_per_token": bpt, "gb_s": bpt * results[name]["tg128_best"] / 1e9}
+            results["roofline"] = rf
         results["ours_memory"] = run_worker("ours", files["ours"], args.threads, "memory")
         results["ours_memory_f16"] = run_worker("ours", files["ours"], args.threads, "memory-f16")
-        results["ours_memory_relay"] = run_worker("ours", files["ours"], args.threads, "memory-relay")
         mem_c = c_memory(files["ours"], Path(tmp))
         if mem_c:
             results["ours_memory_c"] = mem_c
-        if have_llama:
-            results["llama_memory"] = run_worker("llama", files["llama"], args.threads, "memory")
+        if have_py:
+            results["llama_py_memory"] = run_worker("llama", files["llama"], args.threads, "memory")
         files = {k: v for k, v in files.items() if k.endswith("_bytes")}  # no machine paths in results
-    ratios = {"decode_vs_hf": results["ours"]["tg128_best"] / results["hf"]["tg128_best"]}
-    if have_llama:
-        ratios["decode_vs_llama"] = results["ours"]["tg128_best"] / results["llama"]["tg128_best"]
-        ratios["prefill_vs_llama"] = results["ours"]["pp64_best"] / results["llama"]["pp64_best"]
-    ratios["batch16_vs_1"] = results["ours_batch"]["16"] / results["ours_batch"]["1"]
-    if "llama_batch" in results:
-        ratios["llama_batch16_vs_1"] = results["llama_batch"]["16"] / results["llama_batch"]["1"]
-        ratios["batch16_vs_llama"] = results["ours_batch"]["16"] / results["llama_batch"]["16"]
+
+    def pair(a: dict, b: dict, key: str) -> list[float]:
+        return [a[key + "_best"] / b[key + "_best"], a[key + "_median"] / b[key + "_median"]]
+
+    o = results["ours"]
+    ratios: dict = {}
+    if "llama_bench" in results:
+        for key in ("tg128", "pp64", "pp512"):
+            ratios[f"{key}_vs_llama_bench"] = pair(o, results["llama_bench"], key)
+    if "llama_batched" in results:
+        for n in STREAMS:
+            ratios[f"batch{n}_vs_llama"] = pair(results["ours_batch"], results["llama_batched"], str(n))
+    if "hf" in results:
+        ratios["tg128_vs_hf"] = pair(o, results["hf"], "tg128")
+    if "llama_py" in results:
+        ratios["tg128_vs_llama_py"] = pair(o, results["llama_py"], "tg128")
+    sp = results["spec"]
+    per_round = [r["spec_tok_s"] / r["plain_tok_s"] for r in sp["rounds"]]
+    ratios["spec_vs_plain"] = [max(per_round), statistics.median(per_round)]
+    if "llama_bench_host" in results:
+        lh = results["llama_bench_host"]
+        ratios["spec_vs_llama_bench"] = [sp["spec_best"] / lh[f"tg{SPEC_TOKENS}_best"],
+                                         sp["spec_median"] / lh[f"tg{SPEC_TOKENS}_median"]]
+        ratios["plain_vs_llama_bench"] = [sp["plain_best"] / lh[f"tg{SPEC_TOKENS}_best"],
+                                          sp["plain_median"] / lh[f"tg{SPEC_TOKENS}_median"]]
     res = {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "threads": args.threads, "rounds": args.rounds,
            "machine": machine(), "load_before": list(load_before), "load_after": list(os.getloadavg()),
            "files": files, "results": results, "ratios": ratios}
@@ -467,8 +648,11 @@ def main() -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out, (json.dumps(res, indent=2) + "\n").encode())
-        write_doc(Path(args.doc), table)
-        print(f"\nwrote {out} and the results section of {args.doc}")
+        if args.json_only:
+            print(f"\nwrote {out}")
+        else:
+            write_doc(Path(args.doc), table)
+            print(f"\nwrote {out} and the results section of {args.doc}")
     return 0
 
 

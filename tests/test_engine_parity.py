@@ -56,6 +56,7 @@ def test_logits_every_position_match_transformers(tmp_path):
 
 QTYPES = ["F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 INT8_TYPES = ["Q8_0", "Q3_K", "Q4_K"]  # types whose fast kernels take int8 activations (dot_q8)
+INT_PATH_TYPES = INT8_TYPES + ["Q6_K"]  # and those with only the K-format integer path (dot_q8k)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_reference_and_fast_kernels_give_the_same_greedy_text(tmp_path, quant_ba
     want_int = "".join(p.text for p in Engine(path, threads=2, kernels="ref-q8", kv="f32").generate(PROMPT, **kw))
     for kernels in ("auto", "no-avx512", "float"):  # VNNI where the CPU has it, AVX2, float only
         fast = Engine(path, threads=2, kernels=kernels, kv="f32")
-        expect = want_int if (kernels != "float" and qname in INT8_TYPES) else want
+        expect = want_int if (kernels != "float" and qname in INT_PATH_TYPES) else want
         assert "".join(p.text for p in fast.generate(PROMPT, **kw)) == expect, fast.kernels
 
 

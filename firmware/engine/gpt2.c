@@ -252,6 +252,13 @@ pg_code pg_state_init(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_b
 
 void pg_state_reset(pg_state *s) { s->n_past = 0; }
 
+pg_code pg_state_rewind(pg_state *s, int32_t n_past, pg_status *st) {
+    if (n_past < 0 || n_past > s->n_past)
+        return pg_fail(st, PG_ERR_ARG, "rewind to %d positions: the cache holds %d", (int)n_past, (int)s->n_past);
+    s->n_past = n_past;
+    return PG_OK;
+}
+
 // Which KV cache and position each row of a forward pass belongs to: all rows of one state at
 // positions pos0.. (prompt chunk), or row b of state many[b] at its n_past (batched decode).
 typedef struct {

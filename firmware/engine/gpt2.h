@@ -93,6 +93,9 @@ pg_code pg_state_mem_size_kv(const pg_model *m, int32_t n_ctx, int32_t n_batch, 
 pg_code pg_state_init_kv(pg_state *s, const pg_model *m, int32_t n_ctx, int32_t n_batch, uint32_t kv_type, void *mem,
                          size_t mem_size, pg_status *st);
 void pg_state_reset(pg_state *s);
+// Forget every position from n_past on (0 <= n_past <= s->n_past): the next eval writes there.
+// Speculative decoding drops the rejected draft tokens with it. s->logits is stale afterwards.
+pg_code pg_state_rewind(pg_state *s, int32_t n_past, pg_status *st);
 // Append n tokens at positions n_past.. (in chunks of n_batch). all_logits (n, V) receives every
 // position's logits when not NULL; s->logits always holds the last position's.
 pg_code pg_state_eval(pg_state *s, const int32_t *tokens, int32_t n, float *all_logits, pg_status *st);

@@ -470,6 +470,31 @@ static float dot_q4_k_q8k_ref(const void *row, const int8_t *xq, const float *xd
     return s;
 }
 
+// row (n,) Q6_K . K-format activations -> float: per block, in integers, the sum over its 16
+// sub-blocks of sc[j] * (sum q xq - 32 * the sub-block's code sum), q the 6-bit code (0..63) as
+// dq_q6_k lays it out; then d * xd * that
+static float dot_q6_k_q8k_ref(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n) {
+    const uint8_t *b = (const uint8_t *)row;
+    float s = 0.0f;
+    for (int i = 0; i < n; i += 256, b += 210) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        int32_t isum = 0;
+        for (int j = 0; j < 16; j++) {  // sub-block j: weights 128 h + 32 g + 16 k .. + 15
+            int h = j / 8, g = (j % 8) / 2, k = j % 2;
+            const uint8_t *ql = b + 64 * h + 32 * (g % 2), *qh = b + 128 + 32 * h;
+            const int8_t *x = xq + i + 128 * h + 32 * g;
+            int32_t dot = 0;
+            for (int l = 16 * k; l < 16 * k + 16; l++) {
+                int lo = g < 2 ? ql[l] & 0x0F : ql[l] >> 4;
+                dot += (lo | (((qh[l] >> (2 * g)) & 3) << 4)) * x[l];
+            }
+            isum += sc[j] * (dot - 32 * xs[i / 16 + j]);
+        }
+        s += f16(b + 208) * xd[i / 256] * (float)isum;
+    }
+    return s;
+}
+
 static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
                                     {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref, [PG_TYPE_Q3_K] = dot_q3_k_q8_ref,
                                      [PG_TYPE_Q4_K] = dot_q4_k_q8_ref},
@@ -481,7 +506,8 @@ static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
                                     {0},
                                     NULL,
                                     NULL,
-                                    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_ref, [PG_TYPE_Q4_K] = dot_q4_k_q8k_ref},
+                                    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_ref, [PG_TYPE_Q4_K] = dot_q4_k_q8k_ref,
+                                     [PG_TYPE_Q6_K] = dot_q6_k_q8k_ref},
                                     {0},
                                     {0},
                                     NULL,

@@ -995,6 +995,61 @@ PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_vnni256, q4_k_krows1_vnni256, PG_VNNI256)
 PG_DOTK_FROM_ROWS1(dot_q3_k_q8k_avx2, q3_k_krows1_avx2, PG_AVX2)
 PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_avx2, q4_k_krows1_avx2, PG_AVX2)
 
+// Q6_K row (n,) . R K-format activation rows -> out[r] (dot_q6_k_q8k_ref's integer sums, so every
+// row count gives the same bits): per 32 weights the 6-bit codes are built once from the low and
+// high bit planes, then for each row multiplied with its codes by maddubs (pairs <= 2 * 63 * 127,
+// no saturation) and by the two sub-block scales with madd; the -32 offsets come from the code sums
+// once per block and row
+#define PG_Q6K_K_ROWS(name, R)                                                                                      \
+    PG_AVX2 static void name(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n,        \
+                             float *out) {                                                                          \
+        const uint8_t *b = (const uint8_t *)row;                                                                   \
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);                                       \
+        float s[R];                                                                                                 \
+        for (int r = 0; r < R; r++) s[r] = 0.0f;                                                                    \
+        for (int i = 0; i < n; i += 256, b += 210) {                                                               \
+            const int8_t *sc = (const int8_t *)(b + 192);                                                          \
+            __m256i acc[R];                                                                                         \
+            for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();                                            \
+            for (int h = 0; h < 2; h++) {                                                                           \
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));                                     \
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));                                \
+                __m256i hb = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));                               \
+                __m256i q[4];                                                                                       \
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));   \
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),                                                    \
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));       \
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),                              \
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));       \
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),                              \
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));       \
+                for (int g = 0; g < 4; g++) {                                                                       \
+                    __m256i scv = _mm256_setr_m128i(_mm_set1_epi16(sc[8 * h + 2 * g]),                               \
+                                                    _mm_set1_epi16(sc[8 * h + 2 * g + 1]));                          \
+                    for (int r = 0; r < R; r++) {                                                                   \
+                        __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)r * n + i + 128 * h + 32 * g)); \
+                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], x), scv));    \
+                    }                                                                                               \
+                }                                                                                                   \
+            }                                                                                                       \
+            __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));                              \
+            float d = f16c(b + 208);                                                                                \
+            for (int r = 0; r < R; r++) {                                                                           \
+                __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)(xs + (size_t)r * (n / 16) + i / 16))); \
+                __m256i a = _mm256_sub_epi32(acc[r], _mm256_slli_epi32(off, 5));                                    \
+                __m128i t = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));               \
+                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));                                                   \
+                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));                                                   \
+                s[r] += d * xd[(size_t)r * (n / 256) + i / 256] * (float)_mm_cvtsi128_si32(t);                      \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int r = 0; r < R; r++) out[r] = s[r];                                                                  \
+    }
+PG_Q6K_K_ROWS(q6_k_krows1_avx2, 1)
+PG_Q6K_K_ROWS(q6_k_krows4_avx2, 4)
+PG_Q6K_K_ROWS(q6_k_krows8_avx2, 8)
+PG_DOTK_FROM_ROWS1(dot_q6_k_q8k_avx2, q6_k_krows1_avx2, PG_AVX2)
+
 // The dot-product table's one-row signature over a rows-kernel called for one activation row.
 #define PG_DOT_FROM_ROWS1(name, rows1, attr)                                                              \
     attr static float name(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) { \
@@ -1019,9 +1074,9 @@ static const pg_kernels s_avx2_int = {
     {0},
     attn_scores_q8_0_64_avx2,
     attn_values_q8_0_64_avx2,
-    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8k_avx2},
-    {[PG_TYPE_Q3_K] = q3_k_krows4_avx2, [PG_TYPE_Q4_K] = q4_k_krows4_avx2},
-    {0},
+    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_avx2, [PG_TYPE_Q4_K] = dot_q4_k_q8k_avx2, [PG_TYPE_Q6_K] = dot_q6_k_q8k_avx2},
+    {[PG_TYPE_Q3_K] = q3_k_krows4_avx2, [PG_TYPE_Q4_K] = q4_k_krows4_avx2, [PG_TYPE_Q6_K] = q6_k_krows4_avx2},
+    {[PG_TYPE_Q6_K] = q6_k_krows8_avx2},
     quantize_act_k_avx2,
     {0},
 };
@@ -1037,9 +1092,10 @@ static const pg_kernels s_vnni256_int = {
     {[PG_TYPE_Q3_K] = q3_k_rows8_vnni256, [PG_TYPE_Q4_K] = q4_k_rows8_vnni256},
     attn_scores_q8_0_64_avx2,
     attn_values_q8_0_64_avx2,
-    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_vnni256, [PG_TYPE_Q4_K] = dot_q4_k_q8k_vnni256},
-    {[PG_TYPE_Q3_K] = q3_k_krows4_vnni256, [PG_TYPE_Q4_K] = q4_k_krows4_vnni256},
-    {[PG_TYPE_Q3_K] = q3_k_krows8_vnni256, [PG_TYPE_Q4_K] = q4_k_krows8_vnni256},
+    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_vnni256, [PG_TYPE_Q4_K] = dot_q4_k_q8k_vnni256,
+     [PG_TYPE_Q6_K] = dot_q6_k_q8k_avx2},
+    {[PG_TYPE_Q3_K] = q3_k_krows4_vnni256, [PG_TYPE_Q4_K] = q4_k_krows4_vnni256, [PG_TYPE_Q6_K] = q6_k_krows4_avx2},
+    {[PG_TYPE_Q3_K] = q3_k_krows8_vnni256, [PG_TYPE_Q4_K] = q4_k_krows8_vnni256, [PG_TYPE_Q6_K] = q6_k_krows8_avx2},
     quantize_act_k_avx2,
     {[PG_TYPE_Q3_K] = q3_k_krows16_vnni256},
 };

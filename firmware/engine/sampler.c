@@ -84,8 +84,8 @@ static int32_t argmax_first(const float *l, int32_t n) {
     return 0;
 }
 
-int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
-                  int32_t n_hist, pg_rng *rng, float *probs, int32_t *cand) {
+int32_t pg_sample_dist(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
+                       int32_t n_hist, float *probs, int32_t *cand, float *sum_out) {
     // repetition penalty over the distinct tokens of the recent history
     if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f && history && n_hist > 0) {
         int32_t start = p->repeat_last_n > 0 && n_hist > p->repeat_last_n ? n_hist - p->repeat_last_n : 0;
@@ -98,7 +98,11 @@ int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, co
             logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
         }
     }
-    if (p->greedy || p->temperature <= 0.0f) return argmax_first(logits, n_vocab);
+    if (p->greedy || p->temperature <= 0.0f) {
+        cand[0] = argmax_first(logits, n_vocab);
+        probs[0] = *sum_out = 1.0f;
+        return 1;
+    }
     // candidates: the top k (all when k is 0 or >= V), sorted descending
     int32_t k = (p->top_k > 0 && p->top_k < n_vocab) ? p->top_k : n_vocab;
     int32_t n = 0;
@@ -143,6 +147,15 @@ int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, co
         n = keep;
         sum = cum;
     }
+    *sum_out = sum;
+    return n;
+}
+
+int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
+                  int32_t n_hist, pg_rng *rng, float *probs, int32_t *cand) {
+    float sum;
+    int32_t n = pg_sample_dist(logits, n_vocab, p, history, n_hist, probs, cand, &sum);
+    if (p->greedy || p->temperature <= 0.0f) return cand[0];
     float r = pg_rng_f32(rng) * sum, acc = 0.0f;
     for (int32_t i = 0; i < n; i++) {
         acc += probs[i];

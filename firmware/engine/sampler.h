@@ -24,6 +24,13 @@ typedef struct {
 
 void pg_sampler_defaults(pg_sampler_params *p);
 
+// The distribution pg_sample draws from: the n (returned) candidates cand[0..n), most likely first,
+// with unnormalised weights probs[0..n) summing to *sum (greedy: the one argmax, weight 1). logits
+// (V,) are modified in place (the penalty); probs and cand need V entries. Speculative decoding
+// compares the target's and the draft's distributions with it.
+int32_t pg_sample_dist(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
+                       int32_t n_hist, float *probs, int32_t *cand, float *sum);
+
 // logits (V,) are modified in place; probs (V,) and cand (V,) are scratch.
 // history (n_hist,) holds the tokens so far (prompt and generated).
 int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,

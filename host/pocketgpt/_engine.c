@@ -546,6 +546,60 @@ static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *k
     return PyLong_FromLong(tok);
 }
 
+// dist(logits, history, ...sampler params) -> (cand int32 bytes, weights float32 bytes, sum): the
+// distribution sample() would draw from for this row of logits (a buffer of n_vocab float32, not
+// modified): n candidates, most likely first, with unnormalised weights. Speculative decoding.
+static PyObject *Session_dist(SessionObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"logits", "history", "temperature", "top_k", "top_p", "repeat_penalty", "repeat_last_n",
+                             "greedy", NULL};
+    Py_buffer lb = {0};
+    PyObject *hist_obj;
+    pg_sampler_params p;
+    pg_sampler_defaults(&p);
+    int greedy = 0;
+    if (!self->model) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*O|fiffip", kwlist, &lb, &hist_obj, &p.temperature, &p.top_k,
+                                     &p.top_p, &p.repeat_penalty, &p.repeat_last_n, &greedy))
+        return NULL;
+    p.greedy = greedy;
+    int32_t V = (int32_t)self->model->model.cfg.n_vocab;
+    if ((size_t)lb.len != (size_t)V * sizeof(float)) {
+        PyBuffer_Release(&lb);
+        return PyErr_Format(s_error, "logits buffer has %zd bytes, need %zu", lb.len, (size_t)V * sizeof(float));
+    }
+    Py_ssize_t n_hist = 0;
+    int32_t *hist = ids_from_seq(hist_obj, &n_hist);
+    float *work = malloc((size_t)V * 2 * sizeof(float) + (size_t)V * sizeof(int32_t));
+    if (!hist || !work) {
+        PyBuffer_Release(&lb);
+        free(hist);
+        free(work);
+        return hist ? PyErr_NoMemory() : NULL;
+    }
+    float *probs = work + V, sum = 0.0f;
+    int32_t *cand = (int32_t *)(work + 2 * (size_t)V), n;
+    memcpy(work, lb.buf, (size_t)V * sizeof(float));
+    PyBuffer_Release(&lb);
+    Py_BEGIN_ALLOW_THREADS
+    n = pg_sample_dist(work, V, &p, hist, (int32_t)n_hist, probs, cand, &sum);
+    Py_END_ALLOW_THREADS
+    PyObject *r = Py_BuildValue("(y#y#d)", (const char *)cand, (Py_ssize_t)n * (Py_ssize_t)sizeof(int32_t),
+                                (const char *)probs, (Py_ssize_t)n * (Py_ssize_t)sizeof(float), (double)sum);
+    free(hist);
+    free(work);
+    return r;
+}
+
+static PyObject *Session_rewind(SessionObject *self, PyObject *args) {
+    int n;
+    if (!PyArg_ParseTuple(args, "i", &n) || !session_enter(self)) return NULL;
+    pg_status st;
+    pg_code rc = pg_state_rewind(&self->state, n, &st);
+    self->busy = 0;
+    if (rc) return raise_status(&st, NULL);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Session_seed(SessionObject *self, PyObject *args) {
     unsigned long long seed;
     if (!PyArg_ParseTuple(args, "K", &seed)) return NULL;
@@ -650,6 +704,9 @@ static PyMethodDef Session_methods[] = {
      "eval(ids, out=None): append tokens to the KV cache; out (len(ids) * n_vocab float32) gets every position's logits"},
     {"sample", (PyCFunction)(void (*)(void))Session_sample, METH_VARARGS | METH_KEYWORDS,
      "sample(history, temperature, top_k, top_p, repeat_penalty, repeat_last_n, greedy) -> token id"},
+    {"dist", (PyCFunction)(void (*)(void))Session_dist, METH_VARARGS | METH_KEYWORDS,
+     "dist(logits, history, temperature, ...) -> (cand int32 bytes, weights float32 bytes, sum): sample()'s distribution"},
+    {"rewind", (PyCFunction)Session_rewind, METH_VARARGS, "rewind(n_past): forget the positions from n_past on"},
     {"seed", (PyCFunction)Session_seed, METH_VARARGS, "seed(uint64): reseed the sampler"},
     {"reset", (PyCFunction)Session_reset, METH_NOARGS, "forget the KV cache"},
     {"last_logits", (PyCFunction)Session_logits, METH_NOARGS, "last position's logits as float32 bytes"},

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from pocketgpt.speculative import Draft
+
 
 def _native():
     try:
@@ -164,7 +166,8 @@ class Engine:
         done, or that a newer generation on its session replaced).
 
         Streams still waiting for their prompt are prefilled one by one (a prompt is already
-        matrix-matrix work); all the others go through one `decode_batch`. Sampling, stop strings
+        matrix-matrix work), and so are streams with a draft (speculative: one verification pass
+        settles several tokens, emitted one per step); all the others go through one `decode_batch`. Sampling, stop strings
         and end of text then run per stream with its own settings, exactly as `generate` would.
         """
         out: list[Piece | None] = [None] * len(streams)
@@ -172,7 +175,7 @@ class Engine:
         for i, st in enumerate(streams):
             if not st._live():
                 continue
-            if st.needs_prefill:
+            if st.needs_prefill or st._spec is not None:
                 out[i] = st.advance()
             else:
                 batch.append(i)
@@ -197,29 +200,36 @@ class Session:
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
-                 stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64) -> Iterator[Piece]:
+                 stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
+                 draft: Draft | None = None) -> Iterator[Piece]:
         """Stream pieces for `prompt` (text or token ids), starting from an empty context.
 
         Stops at `max_tokens` ('length'), at the end-of-text token or a stop string ('stop'; the
         stop string itself is not emitted), or when the caller stops iterating ('abort'). The
         context is cut to the last n_ctx - max_tokens prompt tokens when it would overflow.
+        `draft` (a `pocketgpt.speculative.Draft` for this engine) turns on speculative decoding:
+        greedy output is the same tokens, sampled output the same distribution, fewer target passes.
         """
         stream = self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repeat_penalty=repeat_penalty, seed=seed, greedy=greedy, stop=stop,
-                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n)
+                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n, draft=draft)
         return self._run(stream)
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
-               stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64) -> "Stream":
+               stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
+               draft: Draft | None = None) -> "Stream":
         """A generation on this session that the caller advances: `Engine.step([streams])` moves
         several at once with one batched forward pass (what a server with many clients wants);
-        `generate` is the same thing stepped alone. Starting a stream ends any earlier one here."""
+        `generate` is the same thing stepped alone. Starting a stream ends any earlier one here.
+        A stream with a `draft` decodes speculatively and is always advanced on its own."""
+        if draft is not None and draft.target is not self.engine:
+            raise PocketError("the draft was made for another Engine")
         self._generation += 1
         return Stream(self, self._generation, prompt, max_tokens, dict(
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
             repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
-            seed, stop, stop_at_eos)
+            seed, stop, stop_at_eos, draft)
 
     def _run(self, stream: "Stream") -> Iterator[Piece]:
         try:
@@ -244,7 +254,8 @@ class Stream:
     """
 
     def __init__(self, session: Session, generation: int, prompt: str | Sequence[int], max_tokens: int,
-                 params: dict, seed: int | None, stop: Sequence[str], stop_at_eos: bool) -> None:
+                 params: dict, seed: int | None, stop: Sequence[str], stop_at_eos: bool,
+                 draft: Draft | None = None) -> None:
         eng = session.engine
         ids = eng.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
@@ -271,6 +282,11 @@ class Stream:
         self.stats = {"prompt_tokens": len(ids), "tokens": self.generated, "finish_reason": "abort",
                       "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
         self._decode_time = 0.0
+        self._spec = None
+        if draft is not None:
+            from pocketgpt.speculative import SpecState
+
+            self._spec = SpecState(draft, seed)
         s = session._s
         s.reset()
         s.seed(seed & 0xFFFFFFFFFFFFFFFF)
@@ -304,6 +320,14 @@ class Stream:
         if not self.generated:
             s.eval(self.prompt_ids)
             self.stats["prefill_tok_s"] = len(self.prompt_ids) / max(time.perf_counter() - t, 1e-9)
+            piece = self._sample()
+            if self._spec is not None and not self.done:
+                self._spec.start(self.prompt_ids + self.generated)
+            return piece
+        if self._spec is not None:
+            from pocketgpt.speculative import next_token
+
+            return self._emit(next_token(self))
         else:
             s.eval([self.generated[-1]])
             self._count_decode(time.perf_counter() - t)
@@ -315,9 +339,12 @@ class Stream:
 
     def _sample(self) -> Piece:
         """Sample from the session's current logits, emit the piece, and end the stream when due."""
-        s = self.session._s
         last_n = self.params["repeat_last_n"]
-        tok = s.sample(self.history[-last_n:] if last_n > 0 else self.history, **self.params)
+        return self._emit(self.session._s.sample(self.history[-last_n:] if last_n > 0 else self.history, **self.params))
+
+    def _emit(self, tok: int) -> Piece:
+        """Append a chosen token, emit its piece, and end the stream when due."""
+        s = self.session._s
         self.generated.append(tok)
         self.history.append(tok)
         if self.stop_at_eos and tok == self.session.engine.eos_id:

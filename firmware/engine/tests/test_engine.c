@@ -293,6 +293,60 @@ static void test_batch(const pg_model *m) {
     free(bmem);
 }
 
+// speculative decoding's two engine calls: rewinding and re-evaluating gives the logits of a state
+// that never saw the dropped tokens (bit for bit); pg_sample_dist is what pg_sample draws from
+static void test_rewind_and_dist(const pg_model *m) {
+    pg_status st;
+    int32_t V = (int32_t)m->cfg.n_vocab, T = 10 < (int32_t)m->cfg.n_ctx ? 10 : (int32_t)m->cfg.n_ctx;
+    size_t need;
+    CHECK(pg_state_mem_size(m, T, 4, &need, &st) == PG_OK);
+    void *ma = malloc(need), *mb = malloc(need);
+    pg_state a, b;
+    CHECK(pg_state_init(&a, m, T, 4, ma, need, &st) == PG_OK);
+    CHECK(pg_state_init(&b, m, T, 4, mb, need, &st) == PG_OK);
+    int32_t first[3] = {1 % V, 7 % V, 3 % V}, dropped[3] = {5 % V, 2 % V, 9 % V}, next[2] = {4 % V, 8 % V};
+    CHECK(pg_state_eval(&a, first, 3, NULL, &st) == PG_OK);
+    CHECK(pg_state_eval(&a, dropped, 3, NULL, &st) == PG_OK);
+    CHECK(pg_state_rewind(&a, 7, &st) == PG_ERR_ARG && a.n_past == 6);
+    CHECK(pg_state_rewind(&a, -1, &st) == PG_ERR_ARG && a.n_past == 6);
+    CHECK(pg_state_rewind(&a, 3, &st) == PG_OK && a.n_past == 3);
+    CHECK(pg_state_eval(&a, next, 2, NULL, &st) == PG_OK);
+    CHECK(pg_state_eval(&b, first, 3, NULL, &st) == PG_OK);
+    CHECK(pg_state_eval(&b, next, 2, NULL, &st) == PG_OK);
+    CHECK(a.n_past == b.n_past && memcmp(a.logits, b.logits, (size_t)V * sizeof(float)) == 0);
+    // the draw from the distribution equals pg_sample's, random numbers included
+    pg_sampler_params p;
+    pg_sampler_defaults(&p);
+    float *work = malloc((size_t)V * sizeof(float)), *probs = malloc((size_t)V * sizeof(float)), sum;
+    int32_t *cand = malloc((size_t)V * sizeof(int32_t)), hist[2] = {4 % V, 8 % V};
+    for (int trial = 0; trial < 20; trial++) {
+        pg_rng r1, r2;
+        pg_rng_seed(&r1, (uint64_t)trial);
+        pg_rng_seed(&r2, (uint64_t)trial);
+        p.greedy = trial == 0;
+        memcpy(work, a.logits, (size_t)V * sizeof(float));
+        int32_t want = pg_sample(work, V, &p, hist, 2, &r1, probs, cand);
+        memcpy(work, a.logits, (size_t)V * sizeof(float));
+        int32_t n = pg_sample_dist(work, V, &p, hist, 2, probs, cand, &sum);
+        CHECK(n >= 1 && n <= (p.greedy ? 1 : p.top_k));
+        float u = pg_rng_f32(&r2) * sum, acc = 0.0f;
+        int32_t got = cand[n - 1];
+        for (int32_t i = 0; i < n && !p.greedy; i++) {
+            acc += probs[i];
+            if (u < acc) {
+                got = cand[i];
+                break;
+            }
+        }
+        CHECK(got == want || (p.greedy && cand[0] == want));
+    }
+    free(work);
+    free(probs);
+    free(cand);
+    free(ma);
+    free(mb);
+}
+
 // the fast set's activation quantizer equals pg_quantize_act bit for bit (ties, zeros, signs)
 static void test_quantize_act(void) {
     const pg_kernels *k = pg_kernels_select(PG_KERNELS_BEST);
@@ -326,14 +380,15 @@ static void test_quantize_act(void) {
 
 // the K activation format (one scale per 256 values): every set's quantizer equals
 // pg_quantize_act_k bit for bit; each set's Q3_K/Q4_K dot equals the portable definition up to
-// float order, and its 4- and 8-row kernels give each row the one-row kernel's bits
+// float order (Q6_K's exactly: the same integer sums), and its 4- and 8-row kernels give each row
+// the one-row kernel's bits
 // N columns: 1, 2 and 16 super-blocks (the widest row the 16-row kernel's callers give it)
 static void test_k_format_n(int N) {
     enum { NMAX = 4096, ROWS = 16 };
     static float x[ROWS * NMAX], xd1[ROWS * NMAX / 256], xd2[ROWS * NMAX / 256];
     static int8_t q1[ROWS * NMAX], q2[ROWS * NMAX];
     static int16_t s1[ROWS * NMAX / 16], s2[ROWS * NMAX / 16];
-    static uint8_t w[NMAX / 256 * 144];
+    static uint8_t w[NMAX / 256 * 210];
     static float deq[NMAX];
     uint32_t r = 777;
     for (int i = 0; i < ROWS * N; i++) {
@@ -344,7 +399,7 @@ static void test_k_format_n(int N) {
     for (int i = 0; i < 256; i++) x[i] = i == 7 ? -0.0f : 0.0f;  // an all-zero super-block
     for (int b = 0; b < ROWS; b++) pg_quantize_act_k(x + b * N, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
     CHECK(xd1[0] == 0.0f && q1[3] == 0 && s1[0] == 0);
-    const uint32_t types[2] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K};
+    const uint32_t types[3] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K, PG_TYPE_Q6_K};
     for (int mode = 0; mode < 5; mode++) {
         const pg_kernels *k = pg_kernels_select(mode);
         if (k->quantize_k) {
@@ -352,7 +407,7 @@ static void test_k_format_n(int N) {
             CHECK(memcmp(q1, q2, (size_t)(ROWS * N)) == 0 && memcmp(xd1, xd2, sizeof(float) * (size_t)(ROWS * N / 256)) == 0 &&
                   memcmp(s1, s2, sizeof(int16_t) * (size_t)(ROWS * N / 16)) == 0);
         }
-        for (int t = 0; t < 2; t++) {
+        for (int t = 0; t < 3; t++) {
             if (!k->dot_q8k[types[t]]) continue;
             size_t bb = pg_type_block_bytes(types[t]);
             for (int trial = 0; trial < 20; trial++) {
@@ -362,7 +417,7 @@ static void test_k_format_n(int N) {
                 }
                 for (int b = 0; b < N / 256; b++) {  // modest half scales (d, dmin) where the type keeps them
                     uint8_t *blk = w + (size_t)b * bb;
-                    size_t at = types[t] == PG_TYPE_Q3_K ? 108 : 0;
+                    size_t at = types[t] == PG_TYPE_Q3_K ? 108 : types[t] == PG_TYPE_Q6_K ? 208 : 0;
                     uint16_t h = pg_f32_to_f16(0.01f * (float)(trial + 1));
                     memcpy(blk + at, &h, 2);
                     if (types[t] == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
@@ -380,6 +435,7 @@ static void test_k_format_n(int N) {
                     }
                     CHECK(fabs((double)want - exact) <= 1e-5 * (1.0 + mag));
                     CHECK(fabs((double)one[b] - (double)want) <= 1e-5 * (1.0 + mag));
+                    if (types[t] == PG_TYPE_Q6_K) CHECK(one[b] == want);
                 }
                 // the 4-, 8- and 16-row kernels give each row the one-row kernel's bits
                 if (k->dot_q8kx4[types[t]]) {
@@ -527,6 +583,7 @@ static void test_model(const uint8_t *blob, size_t size) {
     free(smem);
     free(smem2);
     test_batch(m);
+    test_rewind_and_dist(m);
     test_kv_types(m);
     free(L.mem);
 }

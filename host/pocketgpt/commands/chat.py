@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="fixed seed for repeatable replies")
     p.add_argument("--backend", choices=["auto", "engine", "torch"], default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--draft", default="auto", metavar="MODEL",
+                   help="speculative decoding with this draft model (the replies keep the model's distribution); "
+                        "'auto' (default): a shipped pair measured to pay (none today, docs/speed.md); 'none': off")
     p.set_defaults(func=run)
 
 
@@ -42,7 +45,8 @@ def _reply(engine, prompt: str, args: argparse.Namespace, out) -> None:
     out.write("bot> ")
     out.flush()
     for piece in stream_reply(engine, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed):
+                              top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
+                              **({"draft": args.draft_obj} if getattr(args, "draft_obj", None) else {})):
         out.write(piece)
         out.flush()
     out.write("\n")
@@ -53,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from pocketgpt.generate import open_engine
 
     engine = open_engine(args.model, args.backend, args.threads)
+    if args.draft != "none" and hasattr(engine, "step"):  # the C engine; the torch reference has no drafts
+        from pocketgpt.speculative import open_draft
+
+        args.draft_obj = open_draft(engine, args.model, args.draft)
     out = sys.stdout
     interactive = sys.stdin.isatty()
     if args.demo:

@@ -34,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ctx", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     p.add_argument("--ref", action="store_true", help="use the portable reference kernels")
+    p.add_argument("--draft", default="auto", metavar="MODEL",
+                   help="speculative decoding with this draft model (same text when greedy, same distribution "
+                        "when sampling); 'auto' (default): a shipped pair measured to pay (none today, docs/speed.md); 'none': off")
+    p.add_argument("--draft-tokens", type=int, default=3, metavar="K", help="tokens the draft proposes per round (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=run)
 
@@ -42,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from pocketgpt.cli import emit
     from pocketgpt.engine import Engine
     from pocketgpt.errors import PocketError
+    from pocketgpt.speculative import open_draft
 
     if args.tokens < 0:
         raise PocketError(f"-n must be >= 0, got {args.tokens}")
     if args.threads is not None and args.threads < 1:
         raise PocketError(f"--threads must be >= 1, got {args.threads}")
     eng = Engine(args.model, n_ctx=args.ctx, threads=args.threads, force_ref=args.ref)
+    draft = open_draft(eng, args.model, args.draft, args.draft_tokens)
     sess = eng.session()
     pieces = []
     stream = not args.json
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     for piece in sess.generate(args.prompt, max_tokens=args.tokens, temperature=args.temperature,
                                top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty,
-                               seed=args.seed, greedy=args.greedy, stop=args.stop):
+                               seed=args.seed, greedy=args.greedy, stop=args.stop, draft=draft):
         pieces.append(piece.text)
         if stream and piece.text:
             sys.stdout.write(piece.text)
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         print(f"[{stats['prompt_tokens']} prompt tokens, {len(stats['tokens'])} generated; "
               f"prefill {stats['prefill_tok_s']:.1f} tok/s, decode {stats['decode_tok_s']:.1f} tok/s, "
-              f"{eng.threads} threads, {eng.kernels} kernels]", file=sys.stderr)
+              f"{eng.threads} threads, {eng.kernels} kernels{_draft_note(stats)}]", file=sys.stderr)
         return 0
     emit(args, {
         "text": "".join(pieces),
@@ -77,5 +83,13 @@ def run(args: argparse.Namespace) -> int:
         "finish_reason": stats["finish_reason"],
         "threads": eng.threads,
         "kernels": eng.kernels,
+        **({"draft_proposed": stats["draft_proposed"], "draft_accepted": stats["draft_accepted"]}
+           if "draft_proposed" in stats else {}),
     })
     return 0
+
+
+def _draft_note(stats: dict) -> str:
+    if "draft_proposed" not in stats:
+        return ""
+    return f", draft accepted {stats['draft_accepted']}/{stats['draft_proposed']}"

@@ -48,6 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "memory, e.g. 22 MiB instead of 39 for GPT-2 124M at 1,024 positions)")
     p.add_argument("--max-batch", type=int, default=32,
                    help="engine backend: most generations decoded together per step (default 32)")
+    p.add_argument("--draft", default="auto", metavar="MODEL",
+                   help="engine backend: speculative decoding with this draft model for a generation that runs "
+                        "alone (replies keep the model's distribution); 'auto' (default): a shipped pair measured "
+                        "to pay (none today, docs/speed.md); 'none': off")
     p.add_argument("--home", default=None, help="token store folder (default $POCKETGPT_HOME or ~/.local/share/pocketgpt)")
     p.add_argument("--open", action="store_true", help="accept every connection without a token (trusted LAN only)")
     p.add_argument("--cert", help="TLS certificate (PEM): serve wss:// and https://")
@@ -108,7 +112,15 @@ def build_backend(args: argparse.Namespace):
         raise PocketError(f"model {args.model}: no such file {path}; pass a .gguf path or builtin:host")
     engine = load_engine(str(path), args.threads, reference=args.backend == "torch", kv=args.kv)
     model_id = args.model if args.model.startswith("builtin:") else Path(args.model).stem
-    return EngineBackend(engine, model_id, workers=max(1, args.workers), max_batch=max(1, args.max_batch))
+    draft = None
+    if args.backend == "engine":
+        from pocketgpt.speculative import open_draft
+
+        draft = open_draft(engine, args.model, args.draft)
+    elif args.draft not in ("auto", "none"):
+        raise PocketError("--draft needs --backend engine")
+    return EngineBackend(engine, model_id, workers=max(1, args.workers), max_batch=max(1, args.max_batch),
+                         draft=draft)
 
 
 def run(args: argparse.Namespace) -> int:

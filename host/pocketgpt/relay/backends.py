@@ -310,9 +310,13 @@ class TokenScheduler(_Scheduler):
         job.gen._put_threadsafe("done", stats)
 
 
-def _open_stream(engine: Any, session: Any, req: GenRequest, max_prompt_tokens: int | None) -> tuple[Any, list[int]]:
-    """Tokenize and check a request's prompt, then start its stream on `session`."""
+def _open_stream(engine: Any, session: Any, req: GenRequest, max_prompt_tokens: int | None,
+                 draft: Any = None) -> tuple[Any, list[int]]:
+    """Tokenize and check a request's prompt, then start its stream on `session` (speculatively
+    with `draft`, a pocketgpt.speculative.Draft, when given)."""
     ids, kw = _prompt_and_params(engine, req, max_prompt_tokens)
+    if draft is not None:
+        kw["draft"] = draft
     return session.stream(ids, **kw), ids
 
 
@@ -335,12 +339,15 @@ class BatchScheduler(_Scheduler):
     `prefill_per_step` new jobs are admitted and prefilled (a long prompt costs the others one
     step's delay, not one per prompt token); then `Engine.step` decodes one token for every
     running job together, up to `max_batch` of them, the rest taking the next step in turn.
+    With a `draft` (pocketgpt.speculative.Draft), a job that starts while no other is live
+    decodes speculatively (a single stream gains from it; batched streams already share reads).
     """
 
     def __init__(self, engine: Any, max_batch: int = 32, max_prompt_tokens: int | None = None,
-                 prefill_per_step: int = 2) -> None:
+                 prefill_per_step: int = 2, draft: Any = None) -> None:
         super().__init__()
         self.engine = engine
+        self.draft = draft
         self.max_batch = max(1, max_batch)
         self.max_prompt_tokens = max_prompt_tokens
         self.prefill_per_step = max(1, prefill_per_step)
@@ -408,7 +415,10 @@ class BatchScheduler(_Scheduler):
                 continue
             try:
                 job.session = self._free_sessions.pop() if self._free_sessions else self.engine.session()
-                job.stream, job.prompt_ids = _open_stream(self.engine, job.session, job.req, self.max_prompt_tokens)
+                # a lone stream (nothing else running or waiting) is drafted when a draft is loaded
+                alone = len(admitted) == 1 and not batch and not self._running and not self._pending
+                job.stream, job.prompt_ids = _open_stream(self.engine, job.session, job.req, self.max_prompt_tokens,
+                                                          self.draft if alone else None)
                 piece = self.engine.step([job.stream])[0]  # the prefill and the first token
             except BackendError as exc:
                 self._fail(job, exc)
@@ -478,12 +488,13 @@ class EngineBackend(Backend):
     name = "engine"
 
     def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None,
-                 max_batch: int = 32) -> None:
+                 max_batch: int = 32, draft: Any = None) -> None:
         self.engine = engine
         self.model_id = model_id
         self.n_vocab = int(engine.n_vocab)
         self.batched = hasattr(engine, "step")
-        self.scheduler: Any = (BatchScheduler(engine, max_batch, max_prompt_tokens) if self.batched
+        self.draft = draft
+        self.scheduler: Any = (BatchScheduler(engine, max_batch, max_prompt_tokens, draft=draft) if self.batched
                                else TokenScheduler(engine, workers, max_prompt_tokens))
 
     async def start(self, req: GenRequest) -> Generation:
@@ -496,6 +507,8 @@ class EngineBackend(Backend):
         info: dict[str, Any] = {"backend": self.name, "model": self.model_id, "n_ctx": int(self.engine.n_ctx)}
         if self.batched:
             info["max_batch"] = self.scheduler.max_batch
+            if self.draft is not None:
+                info["draft"] = self.draft.engine.path
         else:
             info["workers"] = len(self.scheduler._threads)
         return info
