@@ -15,6 +15,7 @@ def test_one_reply_per_input_line_without_a_terminal(tmp_path):
     assert [l for l in out if l.startswith("you> ")] == ["you> Life is", "you> ", "you> A computer is", "you> /quit"]
     replies = [l for l in out if l.startswith("bot> ")]
     assert len(replies) == 2 and all(len(r) > len("bot> ") for r in replies)
+    assert "(an empty line: type a request, or /quit to leave)" in out  # never silence
     again = pocketgpt("chat", str(gg), "-n", "8", "--seed", "1", input="Life is\n")
     assert [l for l in again.stdout.splitlines() if l.startswith("bot> ")][0] == replies[0]
 

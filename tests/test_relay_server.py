@@ -145,7 +145,7 @@ def test_extension_hello_and_greedy_stream_matches_the_engine(relay: RelayThread
         async with client(relay, home) as c:
             assert c.hello["features"] == {"pocketgpt": 1}
             assert c.hello["pocketgpt"]["version"] == 1 and c.hello["pocketgpt"]["max_tokens"] == 900
-            r = await c.generate("The quick brown fox", max_tokens=40, greedy=True)
+            r = await c.generate("The quick brown fox", max_tokens=40, greedy=True, raw=True)
             assert r.error is None and r.reason in ("length", "stop")
             assert r.text == want
             assert r.prompt_tokens == len(engine.tokenize("The quick brown fox"))
@@ -156,10 +156,29 @@ def test_extension_hello_and_greedy_stream_matches_the_engine(relay: RelayThread
     run(go())
 
 
+def test_pg_generate_answers_in_the_models_chat_template_unless_raw(relay: RelayThread, home: Any, engine: Any) -> None:
+    """The device's escalated request is a chat turn: the model's template, a reply with a word."""
+    from test_relay_http import chat_reference
+
+    want, n_prompt = chat_reference(engine, [{"role": "user", "content": "What is love?"}], 24)
+
+    async def go() -> None:
+        async with client(relay, home) as c:
+            r = await c.generate("  What is love? ", max_tokens=24, greedy=True)
+            assert r.error is None and r.text == want and r.text.strip()
+            assert r.prompt_tokens == n_prompt
+            raw_reply = await c.generate("What is love?", max_tokens=24, greedy=True, raw=True)
+            assert raw_reply.prompt_tokens == len(engine.tokenize("What is love?"))
+            bad = await c.generate("x", raw="yes")
+            assert bad.error is not None and "'raw' must be true or false" in bad.error["message"]
+    run(go())
+
+
 def test_abort_by_id_mid_generation(relay: RelayThread, home: Any) -> None:
     async def go() -> None:
         async with client(relay, home) as c:
-            await c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once", "max_tokens": 900}))
+            await c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once", "max_tokens": 900,
+                                        "raw": True}))
             first = await c.recv()
             assert first["type"] == "pg.delta" and first["id"] == "long"
             await c.ws.send(json.dumps({"type": "abort", "id": "long"}))
@@ -247,7 +266,7 @@ def test_32_concurrent_clients_each_get_their_complete_stream(relay: RelayThread
 
     async def one(p: str) -> str:
         async with client(relay, home) as c:
-            r = await c.generate(p, max_tokens=24, greedy=True)
+            r = await c.generate(p, max_tokens=24, greedy=True, raw=True)
             assert r.error is None, r.error
             return r.text
 
@@ -394,7 +413,7 @@ def test_drain_lets_running_generations_finish_and_refuses_new_sessions(engine: 
     async def go() -> None:
         async with client(rt, home) as c:
             await c.ws.send(json.dumps({"type": "pg.generate", "id": "d", "prompt": "Drain", "max_tokens": 200,
-                                        "greedy": True}))
+                                        "greedy": True, "raw": True}))
             assert (await c.recv())["type"] == "pg.delta"
             drained = asyncio.get_running_loop().run_in_executor(None, rt.stop)
             while not rt.relay.draining:
@@ -437,7 +456,7 @@ def test_a_long_generation_does_not_starve_a_short_one(engine: Any, home: Any) -
         async def go() -> None:
             async with client(rt, home) as long_c, client(rt, home, DEV2) as short_c:
                 await long_c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once",
-                                                 "max_tokens": 900, "stop": ["@@@@"]}))
+                                                 "max_tokens": 900, "stop": ["@@@@"], "raw": True}))
                 assert (await long_c.recv())["type"] == "pg.delta"
                 r = await short_c.generate("Quick", max_tokens=10)
                 assert r.reason in ("length", "stop")

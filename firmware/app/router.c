@@ -20,8 +20,8 @@ int pg_router_is_bytefallback(const uint8_t *bytes, uint32_t len) {
 pg_route pg_router_decide(const pg_router_cfg *c, const pg_prompt_stats *s) {
     if (s->forced) return PG_ROUTE_FORCED;
     if (s->n_tokens + c->min_reply > c->n_ctx) return PG_ROUTE_TOO_LONG;
-    if (s->n_tokens >= c->min_tokens) {
-        if (c->max_bytefrac <= 1.0f && (float)s->n_bytefallback > c->max_bytefrac * (float)s->n_tokens)
+    if (s->n_request >= c->min_tokens) {
+        if (c->max_bytefrac <= 1.0f && (float)s->n_bytefallback > c->max_bytefrac * (float)s->n_request)
             return PG_ROUTE_VOCAB;
         if (c->max_surprisal > 0.0f && s->mean_surprisal > c->max_surprisal) return PG_ROUTE_SURPRISED;
     }

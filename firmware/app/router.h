@@ -22,14 +22,15 @@ typedef struct {
     int32_t min_reply;      // tokens of room a local reply needs
     float max_bytefrac;     // 0..1; > 1 disables the vocabulary rule
     float max_surprisal;    // nats per token; <= 0 disables the surprisal rule
-    int32_t min_tokens;     // the statistical rules need at least this many prompt tokens
+    int32_t min_tokens;     // the statistical rules need at least this many request tokens
 } pg_router_cfg;
 
 typedef struct {
     int forced;
-    int32_t n_tokens;
-    int32_t n_bytefallback;   // single-byte tokens that are letters or non-ASCII bytes
-    float mean_surprisal;     // nats per predicted prompt token (n_tokens - 1 predictions)
+    int32_t n_tokens;         // the whole prompt (chat layout included)
+    int32_t n_request;        // the request's own tokens
+    int32_t n_bytefallback;   // request tokens that are single letters or non-ASCII bytes
+    float mean_surprisal;     // nats per request token, each predicted from the prompt before it
 } pg_prompt_stats;
 
 void pg_router_defaults(pg_router_cfg *c);

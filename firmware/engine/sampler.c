@@ -86,6 +86,7 @@ static int32_t argmax_first(const float *l, int32_t n) {
 
 int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
                   int32_t n_hist, pg_rng *rng, float *probs, int32_t *cand) {
+    if (p->greedy) return argmax_first(logits, n_vocab);  // the most likely token and nothing else
     // repetition penalty over the distinct tokens of the recent history
     if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f && history && n_hist > 0) {
         int32_t start = p->repeat_last_n > 0 && n_hist > p->repeat_last_n ? n_hist - p->repeat_last_n : 0;
@@ -98,7 +99,7 @@ int32_t pg_sample(float *logits, int32_t n_vocab, const pg_sampler_params *p, co
             logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
         }
     }
-    if (p->greedy || p->temperature <= 0.0f) return argmax_first(logits, n_vocab);
+    if (p->temperature <= 0.0f) return argmax_first(logits, n_vocab);
     // candidates: the top k (all when k is 0 or >= V), sorted descending
     int32_t k = (p->top_k > 0 && p->top_k < n_vocab) ? p->top_k : n_vocab;
     int32_t n = 0;

@@ -91,6 +91,8 @@ class Engine:
         self.kernels: str = cfg["kernels"]
         self.threads: int = cfg["threads"]
         self.model_n_ctx: int = cfg["n_ctx"]
+        # the chat layout stored in the file (None: a file without one; chat_format falls back to its own)
+        self.chat_template: str | None = self._model.meta_string("tokenizer.chat_template")
         if n_ctx is not None and not 1 <= n_ctx <= self.model_n_ctx:
             raise PocketError(f"n_ctx {n_ctx} outside 1..{self.model_n_ctx} (the model's context)")
         self.n_ctx: int = n_ctx or self.model_n_ctx
@@ -197,28 +199,33 @@ class Session:
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
-                 stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64) -> Iterator[Piece]:
+                 stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
+                 need_word: bool = False) -> Iterator[Piece]:
         """Stream pieces for `prompt` (text or token ids), starting from an empty context.
 
         Stops at `max_tokens` ('length'), at the end-of-text token or a stop string ('stop'; the
         stop string itself is not emitted), or when the caller stops iterating ('abort'). The
         context is cut to the last n_ctx - max_tokens prompt tokens when it would overflow.
+        `need_word` (chat replies): no end-of-text and no stop string before the reply has a word
+        (the C engine masks those tokens until then; see pg_textout_guard).
         """
         stream = self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repeat_penalty=repeat_penalty, seed=seed, greedy=greedy, stop=stop,
-                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n)
+                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n, need_word=need_word)
         return self._run(stream)
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
-               stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64) -> "Stream":
+               stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
+               need_word: bool = False) -> "Stream":
         """A generation on this session that the caller advances: `Engine.step([streams])` moves
         several at once with one batched forward pass (what a server with many clients wants);
         `generate` is the same thing stepped alone. Starting a stream ends any earlier one here."""
         self._generation += 1
         return Stream(self, self._generation, prompt, max_tokens, dict(
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
+            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy),
+            need_word=bool(need_word)),
             seed, stop, stop_at_eos)
 
     def _run(self, stream: "Stream") -> Iterator[Piece]:

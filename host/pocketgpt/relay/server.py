@@ -13,6 +13,7 @@ refused with HTTP 401 in `process_request`, the HTTP API answers 401 before read
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import ssl
@@ -308,7 +309,7 @@ class WsSession:
         if refusal:
             await self.refuse(*refusal)
             return
-        req = GenRequest(prompt=text, max_tokens=self.relay.cfg.default_max_tokens)
+        req = GenRequest(prompt=text, max_tokens=self.relay.cfg.default_max_tokens, messages=(("user", text),))
         self.relay.log_request(self.device_id, "xiaozhi", text)
         self.task = asyncio.create_task(self._xiaozhi_turn(text, req))
 
@@ -412,7 +413,7 @@ class WsSession:
             temperature=defaults.temperature if p.temperature is None else p.temperature,
             top_k=defaults.top_k if p.top_k is None else p.top_k,
             top_p=defaults.top_p if p.top_p is None else p.top_p,
-            seed=p.seed, greedy=p.greedy, stop=p.stop)
+            seed=p.seed, greedy=p.greedy, stop=p.stop, messages=() if p.raw else (("user", msg.prompt),))
         self.relay.log_request(self.device_id, "pg.generate", msg.prompt)
         self.request_id = rid
         self.task = asyncio.create_task(self._pg_turn(rid, req))
@@ -608,7 +609,7 @@ class Relay:
             raise BackendError("shutting_down", "the relay is shutting down", 503)
         gen = await self.backend.start(req)
         self.active.add(gen)
-        return _Tracked(self, gen)  # type: ignore[return-value]
+        return _Tracked(self, gen, shape=req.chat)  # type: ignore[return-value]
 
     def _ended(self, gen: Generation) -> None:
         self.active.discard(gen)
@@ -857,12 +858,15 @@ class Relay:
         if not isinstance(got, tuple):
             return got
         device, body = got
-        prompt = chat_prompt(body.get("messages"))
-        if prompt is None:
-            return _api_error(400, "bad_message", "messages must be a non-empty list of {role, content} objects")
-        req = self._gen_request(body, prompt, extra_stop=("\nUser:",), default_max=self.cfg.default_max_tokens)
+        messages = chat_messages(body.get("messages"))
+        if messages is None:
+            return _api_error(400, "bad_message", "messages must be a non-empty list of {role, content} objects "
+                              "with roles system, user or assistant")
+        prompt = "\n".join(c for _, c in messages)  # for the length limit and the log
+        req = self._gen_request(body, prompt, default_max=self.cfg.default_max_tokens)
         if not isinstance(req, GenRequest):
             return req
+        req = dataclasses.replace(req, messages=messages)
         return await self._serve_api(request, device, body, req, chat=True)
 
     async def _serve_api(self, request: Any, device: str, body: dict[str, Any], req: GenRequest, chat: bool) -> Any:
@@ -951,9 +955,10 @@ class Relay:
 class _Tracked:
     """Wraps a Generation so the relay learns when it ends (for drain and metrics)."""
 
-    def __init__(self, relay: Relay, gen: Generation) -> None:
+    def __init__(self, relay: Relay, gen: Generation, shape: bool = False) -> None:
         self._relay = relay
         self._gen = gen
+        self._shape = shape  # a chat reply: whole sentences, never empty (chat_format.ReplyShaper)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._gen, name)
@@ -962,9 +967,17 @@ class _Tracked:
         return self._iterate()
 
     async def _iterate(self) -> Any:
+        from pocketgpt.chat_format import ReplyShaper
+
+        shaper = ReplyShaper() if self._shape else None
         try:
             async for piece in self._gen:
-                yield piece
+                if shaper is None:
+                    yield piece
+                elif (text := shaper.feed(piece)):
+                    yield text
+            if shaper is not None and (text := shaper.finish(self._gen.stats.finish_reason)):
+                yield text
         finally:
             if self._gen.finished or self._gen.aborted:
                 self._relay._ended(self._gen)
@@ -972,11 +985,12 @@ class _Tracked:
                 self._relay.active.discard(self._gen)
 
 
-def chat_prompt(messages: Any) -> str | None:
-    """A chat as plain text GPT-2 can continue: "User: ...\\nAssistant: ..." lines ending in "Assistant:"."""
+def chat_messages(messages: Any) -> tuple[tuple[str, str], ...] | None:
+    """OpenAI chat messages as (role, text) pairs for the model's chat template (None: malformed).
+    A developer message counts as system; content parts keep their text parts."""
     if not isinstance(messages, list) or not messages:
         return None
-    lines: list[str] = []
+    out: list[tuple[str, str]] = []
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             return None
@@ -985,13 +999,11 @@ def chat_prompt(messages: Any) -> str | None:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         if not isinstance(content, str):
             return None
-        role = m["role"]
-        if role in ("system", "developer"):
-            lines.append(content.strip())
-        else:
-            lines.append(f"{'User' if role == 'user' else 'Assistant'}: {content.strip()}")
-    lines.append("Assistant:")
-    return "\n".join(lines)
+        role = "system" if m["role"] == "developer" else m["role"]
+        if role not in ("system", "user", "assistant"):
+            return None
+        out.append((role, content))
+    return tuple(out)
 
 
 def _api_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
