@@ -155,7 +155,8 @@ def test_tls_wss_and_https(tiny_gguf: Path, tmp_path: Path) -> None:
 
 
 def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> None:
-    """`serve --voice` checks a hello's audio parameters (voice off: a text-only relay ignores them)."""
+    """Voice is on by default when its packages are here (as with --voice the hello's audio parameters are
+    checked); --no-voice turns it off (a text-only relay ignores them)."""
     import shutil
 
     from websockets.asyncio.client import connect
@@ -176,7 +177,7 @@ def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> 
                 pass
             return got
 
-    for flags, refused in ((("--open", "--voice"), True), (("--open",), False)):
+    for flags, refused in ((("--open", "--voice"), True), (("--open",), True), (("--open", "--no-voice"), False)):
         srv = Served(tiny_gguf, tmp_path, *flags)
         try:
             got = run(replies(srv.ws_port))

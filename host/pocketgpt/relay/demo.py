@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pocketgpt-demo-") as home:
         TokenStore(Path(home)).add(DEVICE)
         cmd = [sys.executable, "-m", "pocketgpt", "serve", "--model", args.model, "--backend", args.backend,
-               "--port", "0", "--http-port", "0", "--home", home, "--log-level", "warning"]
+               "--port", "0", "--http-port", "0", "--home", home, "--log-level", "warning", "--no-voice"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             line = proc.stdout.readline()

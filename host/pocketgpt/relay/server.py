@@ -61,6 +61,7 @@ class RelayConfig:
     log_prompts: bool = False
     wake_words: tuple[str, ...] = DEFAULT_WAKE_WORDS
     voice: Any = False                 # True or a voice.VoiceConfig: Opus in, STT, TTS, Opus out (docs/voice.md)
+    voice_off: str = ""                # why voice is off (said to a device that sends audio anyway)
 
 
 # ---- small helpers ----------------------------------------------------------------------------
@@ -228,9 +229,11 @@ class WsSession:
             elif not self.audio_refused:
                 # once per listening phase: a device streams ~16 packets/s, one error is enough
                 self.audio_refused = True
-                await self.refuse("audio_unsupported", "this relay has no voice pipeline yet; binary audio "
-                                  "frames are ignored until the next listen start; send text turns with "
-                                  "listen detect or pg.generate")
+                why = self.relay.cfg.voice_off or (
+                    "this relay has no voice: it needs the voice extra (pip install 'pocketgpt[voice]': opuslib, "
+                    "pocketsphinx), Debian's libopus0 and espeak-ng")
+                await self.refuse("audio_unsupported", f"{why}; binary audio frames are ignored until the next "
+                                  "listen start; send text turns with listen detect or pg.generate")
             return
         try:
             msg = P.parse_client(message)
