@@ -351,6 +351,26 @@ class WsSession:
                 self.speaker = None
             await self.send(P.tts("stop", sid))
 
+    async def _say(self, text: str) -> None:
+        """A turn of fixed words (no model): stt, tts start, the sentence (spoken when voice is on), tts stop."""
+        sid = self.session_id
+        await self.send(P.stt("", sid))
+        await self.send(P.tts("start", sid))
+        if self.relay.voice is not None:
+            from pocketgpt.relay.voice.session import Speaker
+
+            self.speaker = Speaker(self.relay.voice, self.send, self.send_audio,
+                                   lambda sentence: P.tts("sentence_start", sid, sentence))
+        try:
+            await self._sentence(text)
+            if self.speaker is not None:
+                await self.speaker.finish()
+        finally:
+            if self.speaker is not None:
+                self.speaker.stop()
+                self.speaker = None
+            await self.send(P.tts("stop", sid))
+
     async def _sentence(self, sentence: str) -> None:
         if self.speaker is not None:
             self.speaker.say(sentence)  # its sentence_start goes out right before its audio
@@ -387,9 +407,9 @@ class WsSession:
                 if await self._still_authorized(None):
                     await self.start_xiaozhi_turn(ev.text)
             elif self.listener is not None and self.listener.mode == "manual":
-                # push-to-talk with nothing recognised: end the turn so the device leaves listening
-                await self.send(P.stt("", self.session_id))
-                await self.send(P.tts("stop", self.session_id))
+                # push-to-talk with nothing recognised: say so (never a silent turn), which also ends
+                # the turn so the device leaves listening
+                await self._say(NOTHING_HEARD)
 
     async def start_pg(self, msg: P.ClientMessage) -> None:
         rid = msg.request_id
@@ -454,6 +474,8 @@ class WsSession:
 
 
 # ---- the relay --------------------------------------------------------------------------------
+
+NOTHING_HEARD = "Sorry, I did not hear anything. Hold the button and speak."
 
 class Relay:
     """Both listeners, the token store, limits, metrics and the backend; `drain()` shuts down."""
