@@ -135,6 +135,8 @@ int pg_app_measure(pg_app *app, const char *prompt, pg_prompt_stats *ps, char *e
     if ((int32_t)n_ids > app->n_ctx) return 0;  // the router says too long
     int32_t V = (int32_t)app->model.cfg.n_vocab;
     double total = 0.0;
+    float top[PG_ROUTER_PEAK_K];
+    int32_t n_top = 0;
     for (int32_t at = 0; at < (int32_t)n_ids; at += app->n_batch) {
         int32_t k = (int32_t)n_ids - at < app->n_batch ? (int32_t)n_ids - at : app->n_batch;
         if (pg_state_eval(&app->state, app->ids + at, k, app->chunk_logits, &st) != PG_OK) {
@@ -149,10 +151,13 @@ int pg_app_measure(pg_app *app, const char *prompt, pg_prompt_stats *ps, char *e
             for (int32_t v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
             double z = 0.0;
             for (int32_t v = 0; v < V; v++) z += exp((double)(lg[v] - mx));
-            total += (double)mx + log(z) - (double)lg[app->ids[target]];
+            double surprisal = (double)mx + log(z) - (double)lg[app->ids[target]];
+            total += surprisal;
+            pg_router_peak_add(top, &n_top, (float)surprisal);
         }
     }
     ps->mean_surprisal = q1 > q0 ? (float)(total / (double)(q1 - q0)) : 0.0f;
+    ps->peak_surprisal = pg_router_peak(top, n_top);
     return 0;
 }
 
@@ -771,8 +776,9 @@ static void cmd_route(pg_app *app, const char *prompt) {
     pg_router_cfg rc;
     router_cfg(app, &rc);
     pg_route r = pg_router_decide(&rc, &ps);
-    pg_app_printf(app, "route: %s tokens=%ld bytefallback=%ld surprisal=%.4f\n", pg_route_name(r), (long)ps.n_tokens,
-                  (long)ps.n_bytefallback, (double)ps.mean_surprisal);
+    pg_app_printf(app, "route: %s tokens=%ld request=%ld bytefallback=%ld surprisal=%.4f peak=%.4f\n", pg_route_name(r),
+                  (long)ps.n_tokens, (long)ps.n_request, (long)ps.n_bytefallback, (double)ps.mean_surprisal,
+                  (double)ps.peak_surprisal);
 }
 
 static void cmd_status(pg_app *app) {

@@ -202,11 +202,28 @@ static void test_router(void) {
     s.n_tokens = 16, s.n_bytefallback = 4;
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_VOCAB);
     s.n_bytefallback = 3, s.mean_surprisal = 6.5f;
+    CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);  // the peak decides, not the mean
+    s.peak_surprisal = 6.5f;
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_SURPRISED);
     c.max_surprisal = 0.0f;  // off
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
     s.n_request = 3, s.n_bytefallback = 3, c.max_surprisal = 6.0f;  // too short to judge
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
+    float top[PG_ROUTER_PEAK_K];
+    int32_t n_top = 0;
+    const float seen[] = {1.0f, 9.0f, 2.0f, 7.0f, 7.0f, 3.0f};
+    CHECK(pg_router_peak(top, n_top) == 0.0f);
+    pg_router_peak_add(top, &n_top, 4.0f);
+    CHECK(n_top == 1 && pg_router_peak(top, n_top) == 4.0f);  // fewer than k: their mean
+    n_top = 0;
+    for (int i = 0; i < 6; i++) pg_router_peak_add(top, &n_top, seen[i]);
+    CHECK(n_top == PG_ROUTER_PEAK_K && top[0] == 9.0f && top[1] == 7.0f && top[2] == 7.0f);
+    CHECK(pg_router_peak(top, n_top) == 23.0f / 3.0f);
+    pg_settings set;
+    pg_settings_defaults(&set);
+    pg_router_defaults(&c);  // one place for the defaults: the settings take the router's
+    CHECK(set.route_max_surprisal == c.max_surprisal && set.route_max_bytefrac == c.max_bytefrac &&
+          set.route_min_reply == c.min_reply);
     CHECK(pg_router_is_bytefallback((const uint8_t *)"q", 1) && pg_router_is_bytefallback((const uint8_t *)"\xe4", 1));
     CHECK(!pg_router_is_bytefallback((const uint8_t *)" ", 1) && !pg_router_is_bytefallback((const uint8_t *)"the", 3));
 }

@@ -162,7 +162,7 @@ def command(args: argparse.Namespace, exe: Path) -> list[str]:
 
 DEMO_SCRIPT = [
     "/status",
-    "A friend is someone who",                                   # a quote: the device answers
+    "Give me some advice about friends.",                        # a request about a quote subject: the device answers
     "/cloud Tell me something wise about work.",                 # forced to the relay
     "def f(x): return [i**2 for i in range(x) if i % 3 == 0]",  # code surprises the quotes model: escalated
     "/route The early bird gets the worm",                       # the router's numbers, no answer
