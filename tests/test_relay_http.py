@@ -231,3 +231,16 @@ def test_ota_behind_a_load_balancer_and_mac_from_the_body(engine: Any, home: tup
         assert got["firmware"]["version"] == "0.9"
     finally:
         rt.stop()
+
+
+def test_chat_bad_input_gets_a_reply_or_one_clear_error(oai: Any) -> None:
+    import openai
+
+    for content in ("", "?!", "\U0001F600", "\u00bfQu\u00e9 es la vida?"):
+        r = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}], max_tokens=8)
+        assert any(c.isalnum() for c in r.choices[0].message.content), (content, r.choices[0].message.content)
+    with pytest.raises(openai.BadRequestError, match="roles system, user or assistant"):
+        oai.chat.completions.create(model="tiny", messages=[{"role": "wizard", "content": "hi"}], max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="shorten it"):
+        oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "\U0001F600" * 1500}],
+                                    max_tokens=4)
