@@ -88,8 +88,9 @@ def test_every_local_request_gets_words_even_punctuation_emoji_and_other_languag
     tests) answers every request in words: no empty reply, no silence, whatever the model does."""
     lines = ["?!", "...", "\U0001F600\U0001F389", "\u00bfQu\u00e9 es la vida?", "\u4eba\u751f\u306e\u610f\u5473",
              "What is the meaning of life?"]
-    out = sim(tmp_path, device_gguf, "".join(f"/local {ln}\n" for ln in lines) + "/set gen.max_tokens 1\n/local Hi\n")
+    out = sim(tmp_path, device_gguf, "".join(f"/local {ln}\n" for ln in lines) + "/set gen.max_tokens 1\n/local Hi\n \n")
     assert out.returncode == 0, out.stderr
+    assert "(an empty line: type a request, or /help for the commands)" in out.stdout
     got = [a[len("[local] "):] for a in answers(out.stdout)]
     assert len(got) == len(lines) + 1, out.stdout
     assert all(any(c.isalnum() for c in a) for a in got), got

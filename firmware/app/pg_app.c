@@ -792,8 +792,11 @@ static void cmd_status(pg_app *app) {
 }
 
 int pg_app_handle_line(pg_app *app, const char *line) {
-    while (*line == ' ' || *line == '\t') line++;
-    if (!*line) return 0;
+    while (*line == ' ' || *line == '\t' || *line == '\r') line++;
+    if (!*line) {
+        pg_app_printf(app, "(an empty line: type a request, or /help for the commands)\n");
+        return 0;
+    }
     if (line[0] != '/') {
         answer(app, line, 0, 0);
         return 0;
