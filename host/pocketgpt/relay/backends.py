@@ -166,7 +166,12 @@ def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | No
 
     stop = tuple(req.stop)
     if req.chat:
-        ids = chat_format.prompt_ids(engine, req.chat_messages())
+        from pocketgpt.errors import PocketError
+
+        try:
+            ids = chat_format.prompt_ids(engine, req.chat_messages())
+        except PocketError as exc:  # the model file's template is broken: the relay's problem, said once
+            raise BackendError("backend_error", str(exc), 500) from None
         stop += tuple(s for s in chat_format.STOP_STRINGS if s not in stop)
     else:
         ids = engine.tokenize(req.prompt)
