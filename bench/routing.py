@@ -87,6 +87,7 @@ def main() -> int:
     ap.add_argument("--corpus", default="/usr/share/games/fortunes", help="the quotes corpus the model was trained on")
     ap.add_argument("--n", type=int, default=300, help="requests per side (default 300)")
     ap.add_argument("--ctx", type=int, default=256, help="device context (default 256)")
+    ap.add_argument("--seed", type=int, default=0, help="which requests are drawn and how they are phrased (default 0)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "routing.json"))
     args = ap.parse_args()
 
@@ -99,8 +100,8 @@ def main() -> int:
 
     model = str(resolve(args.model))
     _, held_out = split_documents(read_documents([args.corpus]), 0.05, 1337)  # pocketgpt train's defaults
-    ind = routing_sets.in_domain_requests(held_out, args.n)
-    ood, sources = routing_sets.out_of_domain_requests(args.n)
+    ind = routing_sets.in_domain_requests(held_out, args.n, args.seed)
+    ood, sources = routing_sets.out_of_domain_requests(args.n, args.seed)
     exe = build()
     off = ["route.max_surprisal=0", "route.max_bytefrac=2"]
     m_in, m_ood = measure(exe, model, ind, args.ctx, off), measure(exe, model, ood, args.ctx, off)
@@ -123,7 +124,7 @@ def main() -> int:
     mean_best = max(mean_ok, key=lambda r: r["ood_escalated"]) if mean_ok else None
     avg = lambda rows, k: round(sum(r[k] for r in rows) / max(1, len(rows)), 3)  # noqa: E731
     result = {
-        "model": args.model, "n_ctx": n_ctx, "n_in_domain": len(m_in), "n_out_of_domain": len(m_ood),
+        "model": args.model, "seed": args.seed, "n_ctx": n_ctx, "n_in_domain": len(m_in), "n_out_of_domain": len(m_ood),
         "sources": {"in_domain": f"subjects of {len(held_out)} held-out quotes of {args.corpus} (train split "
                                  "0.05, seed 1337), phrasings of bench/routing_sets.py",
                     "out_of_domain": f"{sources['man_pages']} man-page NAME lines (/usr/share/man/man1) and "
