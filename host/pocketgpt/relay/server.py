@@ -66,6 +66,9 @@ class RelayConfig:
 
 # ---- small helpers ----------------------------------------------------------------------------
 
+# what a push-to-talk turn in which nothing was recognised says (a turn is never silent)
+NOTHING_HEARD = "Sorry, I did not hear anything. Hold the button and speak."
+
 class RateLimiter:
     """A token bucket per device: `burst` requests at once, refilled at `per_minute`."""
 
@@ -474,8 +477,6 @@ class WsSession:
 
 
 # ---- the relay --------------------------------------------------------------------------------
-
-NOTHING_HEARD = "Sorry, I did not hear anything. Hold the button and speak."
 
 class Relay:
     """Both listeners, the token store, limits, metrics and the backend; `drain()` shuts down."""
