@@ -69,6 +69,7 @@ class RelayConfig:
 # what a push-to-talk turn in which nothing was recognised says (a turn is never silent)
 NOTHING_HEARD = "Sorry, I did not hear anything. Hold the button and speak."
 
+
 class RateLimiter:
     """A token bucket per device: `burst` requests at once, refilled at `per_minute`."""
 
