@@ -5,7 +5,7 @@ void pg_router_defaults(pg_router_cfg *c) {
     c->n_ctx = 256;
     c->min_reply = 16;
     c->max_bytefrac = 0.35f;
-    c->max_surprisal = 8.0f;  // peak surprisal; bench/routing.py on one-line requests (docs/routing.md)
+    c->max_surprisal = 8.25f;  // peak surprisal; bench/routing.py on one-line requests (docs/routing.md)
     c->min_tokens = 4;
 }
 
