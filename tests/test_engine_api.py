@@ -200,3 +200,12 @@ def test_a_chat_reply_cannot_stop_before_its_first_word(eng):
     guarded = ["".join(p.text for p in eng.generate("Q: hello\nA:", seed=s, need_word=True, **kw)) for s in range(12)]
     assert any(t == "" for t in free)  # without the guard this model often stops at once
     assert all(has_word(t) for t in guarded)
+    from pocketgpt.chat_format import count_words
+
+    kw = dict(max_tokens=40, stop=["\n"], temperature=1.0, top_k=0, top_p=1.0)
+    three = []
+    for s in range(8):
+        sess = eng.session()
+        text = "".join(p.text for p in sess.generate("Q: hello\nA:", seed=s, need_word=3, **kw))
+        three.append((text, sess.last_stats["finish_reason"]))
+    assert all(count_words(t) >= 3 or reason == "length" for t, reason in three), three

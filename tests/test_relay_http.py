@@ -72,7 +72,7 @@ def chat_reference(engine: Any, messages: list[dict[str, str]], max_tokens: int)
     ids = chat_format.prompt_ids(engine, messages)
     sess = engine.session()
     pieces = [p.text for p in sess.generate(ids, max_tokens=max_tokens, greedy=True,
-                                            stop=chat_format.STOP_STRINGS, need_word=True)]
+                                            stop=chat_format.STOP_STRINGS, need_word=chat_format.MIN_WORDS)]
     return chat_format.shape_reply(pieces, sess.last_stats["finish_reason"]), len(ids)
 
 

@@ -13,6 +13,7 @@
 
 #define PG_CHAT_STOP "\nQ:"   // the model starting the next request line ends a reply
 #define PG_CHAT_EMPTY_REPLY "Sorry, I have no answer to that."
+#define PG_CHAT_MIN_WORDS 3   // a reply cannot end (end-of-text, a stop string) before this many words
 
 // The request text[0..n) trimmed: *start and *len of the part between leading and trailing whitespace.
 void pg_chat_trim(const char *text, size_t n, size_t *start, size_t *len);

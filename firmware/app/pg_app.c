@@ -187,7 +187,7 @@ static void local_answer(pg_app *app, int32_t n_prompt) {
     const char *reason = "length";
     int engine_failed = 0;
     while (produced < app->set.gen_max_tokens && n < app->n_ctx) {
-        pg_textout_guard(&to, &app->model.tok, app->state.logits);
+        pg_textout_guard(&to, &app->model.tok, app->state.logits, PG_CHAT_MIN_WORDS);
         int32_t next = pg_sample(app->state.logits, (int32_t)app->model.cfg.n_vocab, &sp, app->ids, n, &rng,
                                  app->state.probs, app->state.cand);
         produced++;

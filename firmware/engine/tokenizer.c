@@ -517,7 +517,9 @@ static uint32_t char_cp(const uint8_t *c, size_t k) {
 
 // One complete character into hold; 1 when it completes a stop string.
 static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, size_t *n_out) {
-    if (!o->has_word && pg_unicode_is_word(char_cp(c, k))) o->has_word = 1;
+    int word = pg_unicode_is_word(char_cp(c, k));
+    if (word && !o->in_word) o->n_words++;
+    o->in_word = word;
     if (o->n_hold + k > PG_TEXTOUT_HOLD) release(o, out, n_out);
     memcpy(o->hold + o->n_hold, c, k);
     o->n_hold += k;
@@ -588,8 +590,8 @@ void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out) {
     o->n_hold = 0;
 }
 
-int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits) {
-    if (o->has_word) return 0;
+int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words) {
+    if (o->n_words >= min_words) return 0;
     int32_t masked = 0;
     if (t->eos_id < t->n_vocab) {
         logits[t->eos_id] = -INFINITY;

@@ -535,7 +535,7 @@ static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *k
     pg_sampler_params p;
     pg_sampler_defaults(&p);
     int greedy = 0, need_word = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fiffipp", kwlist, &hist_obj, &p.temperature, &p.top_k, &p.top_p,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fiffipi", kwlist, &hist_obj, &p.temperature, &p.top_k, &p.top_p,
                                      &p.repeat_penalty, &p.repeat_last_n, &greedy, &need_word))
         return NULL;
     p.greedy = greedy;
@@ -554,7 +554,7 @@ static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *k
     int32_t tok;
     pg_state *s = &self->state;
     Py_BEGIN_ALLOW_THREADS
-    if (need_word) pg_textout_guard(&self->text, &self->model->model.tok, s->logits);
+    if (need_word > 0) pg_textout_guard(&self->text, &self->model->model.tok, s->logits, need_word);
     tok = pg_sample(s->logits, (int32_t)s->m->cfg.n_vocab, &p, hist, (int32_t)n, &self->rng, s->probs, s->cand);
     Py_END_ALLOW_THREADS
     self->busy = 0;
@@ -666,8 +666,8 @@ static PyMethodDef Session_methods[] = {
      "eval(ids, out=None): append tokens to the KV cache; out (len(ids) * n_vocab float32) gets every position's logits"},
     {"sample", (PyCFunction)(void (*)(void))Session_sample, METH_VARARGS | METH_KEYWORDS,
      "sample(history, temperature, top_k, top_p, repeat_penalty, repeat_last_n, greedy, need_word) -> token id\n"
-     "need_word: until the text pushed since text_begin holds a word, end-of-text and tokens that could begin a "
-     "stop string are not sampled"},
+     "need_word: until the text pushed since text_begin holds that many words, end-of-text and tokens that "
+     "could begin a stop string are not sampled"},
     {"seed", (PyCFunction)Session_seed, METH_VARARGS, "seed(uint64): reseed the sampler"},
     {"reset", (PyCFunction)Session_reset, METH_NOARGS, "forget the KV cache"},
     {"last_logits", (PyCFunction)Session_logits, METH_NOARGS, "last position's logits as float32 bytes"},

@@ -37,6 +37,10 @@ CHAT_TEMPLATE = (
 # Where a reply ends besides end-of-text: the model starting the next request line.
 STOP_STRINGS = ("\nQ:",)
 
+# A reply cannot end (end-of-text or a stop string) before it has this many words: the engine masks
+# those tokens until then (Session.generate's need_word; PG_CHAT_MIN_WORDS on the device).
+MIN_WORDS = 3
+
 
 def _compile(template: str) -> Any:
     from jinja2.exceptions import TemplateError
@@ -139,6 +143,22 @@ def _sentence_ends(text: str) -> list[int]:
         else:
             i += 1
     return ends
+
+
+def _is_word_char(c: str) -> bool:
+    import unicodedata
+
+    return c.isalnum() or unicodedata.category(c)[0] in "LN"
+
+
+def count_words(text: str) -> int:
+    """Runs of letters and numbers, as the C engine's pg_textout counts them."""
+    n, inside = 0, False
+    for c in text:
+        w = _is_word_char(c)
+        n += w and not inside
+        inside = w
+    return n
 
 
 def has_word(text: str) -> bool:

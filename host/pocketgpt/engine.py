@@ -200,14 +200,15 @@ class Session:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                  stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
-                 need_word: bool = False) -> Iterator[Piece]:
+                 need_word: bool | int = False) -> Iterator[Piece]:
         """Stream pieces for `prompt` (text or token ids), starting from an empty context.
 
         Stops at `max_tokens` ('length'), at the end-of-text token or a stop string ('stop'; the
         stop string itself is not emitted), or when the caller stops iterating ('abort'). The
         context is cut to the last n_ctx - max_tokens prompt tokens when it would overflow.
-        `need_word` (chat replies): no end-of-text and no stop string before the reply has a word
-        (the C engine masks those tokens until then; see pg_textout_guard).
+        `need_word` (chat replies): no end-of-text and no stop string before the reply has a word,
+        or that many words when an int (the C engine masks those tokens until then; see
+        pg_textout_guard).
         """
         stream = self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repeat_penalty=repeat_penalty, seed=seed, greedy=greedy, stop=stop,
@@ -217,7 +218,7 @@ class Session:
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
-               need_word: bool = False) -> "Stream":
+               need_word: bool | int = False) -> "Stream":
         """A generation on this session that the caller advances: `Engine.step([streams])` moves
         several at once with one batched forward pass (what a server with many clients wants);
         `generate` is the same thing stepped alone. Starting a stream ends any earlier one here."""
@@ -225,7 +226,7 @@ class Session:
         return Stream(self, self._generation, prompt, max_tokens, dict(
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
             repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy),
-            need_word=bool(need_word)),
+            need_word=int(need_word)),
             seed, stop, stop_at_eos)
 
     def _run(self, stream: "Stream") -> Iterator[Piece]:

@@ -50,7 +50,7 @@ def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None =
         kw: dict[str, Any] = {}
     else:
         ids = chat_format.prompt_ids(engine, chat_format.user_turn(prompt))
-        kw = {"stop": chat_format.STOP_STRINGS, "need_word": True}
+        kw = {"stop": chat_format.STOP_STRINGS, "need_word": chat_format.MIN_WORDS}
     ids = ids[-max(1, engine.n_ctx - max_tokens):]
     sess = engine.session()
     shaper = None if raw else chat_format.ReplyShaper()

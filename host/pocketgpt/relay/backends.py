@@ -186,7 +186,7 @@ def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | No
               top_p=req.top_p, repeat_penalty=req.repeat_penalty, seed=req.seed, greedy=req.greedy,
               stop=stop, stop_at_eos=True)
     if req.chat:
-        kw["need_word"] = True
+        kw["need_word"] = chat_format.MIN_WORDS
     return ids, kw
 
 

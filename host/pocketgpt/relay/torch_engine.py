@@ -74,7 +74,7 @@ class TorchSession:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None,
                  greedy: bool = False, stop: Sequence[str] = (), stop_at_eos: bool = True,
-                 need_word: bool = False) -> Iterator[Piece]:
+                 need_word: bool | int = False) -> Iterator[Piece]:
         import os
         import time
 
@@ -87,7 +87,7 @@ class TorchSession:
         stats = {"prompt_tokens": len(ids), "tokens": 0, "finish_reason": "abort",
                  "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
         self.last_stats = stats
-        from pocketgpt.chat_format import has_word
+        from pocketgpt.chat_format import count_words
 
         out: list[int] = []
         emitted = ""
@@ -105,7 +105,7 @@ class TorchSession:
                         t_decode = time.perf_counter()
                         stats["prefill_tok_s"] = len(ids) / max(t_decode - t0, 1e-9)
                     logits = res.logits[0, -1].float()
-                    if need_word and not has_word(emitted):  # as the C engine: no end before a word
+                    if need_word and count_words(emitted) < int(need_word):  # as the C engine: no early end
                         if masked is None:
                             masked = [eng.eos_id] + eng.holding({s.encode()[0] for s in stop if s})
                         logits[masked] = float("-inf")
