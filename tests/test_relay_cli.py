@@ -72,7 +72,7 @@ def test_sigterm_drains_then_exits(tiny_gguf: Path, tmp_path: Path) -> None:
             url = f"ws://127.0.0.1:{srv.ws_port}/xiaozhi/v1/"
             async with RelayClient(url, token=token, device_id="dev-sigterm") as c:
                 await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 300,
-                                            "greedy": True}))
+                                            "greedy": True, "raw": True}))
                 assert (await c.recv())["type"] == "pg.delta"
                 srv.proc.send_signal(signal.SIGTERM)
                 while (m := await c.recv())["type"] != "pg.done":
@@ -101,7 +101,8 @@ def test_sigterm_deadline_aborts_with_a_done_message(tiny_gguf: Path, tmp_path: 
     try:
         async def go() -> None:
             async with RelayClient(f"ws://127.0.0.1:{srv.ws_port}/xiaozhi/v1/") as c:
-                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 900}))
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 900,
+                                            "raw": True}))
                 assert (await c.recv())["type"] == "pg.delta"
                 srv.proc.send_signal(signal.SIGTERM)
                 while (m := await c.recv())["type"] != "pg.done":

@@ -439,7 +439,8 @@ def test_drain_deadline_aborts_what_is_still_running(engine: Any, home: Any) -> 
 
     async def go() -> None:
         async with client(rt, home) as c:
-            await c.ws.send(json.dumps({"type": "pg.generate", "id": "d", "prompt": "Drain", "max_tokens": 900}))
+            await c.ws.send(json.dumps({"type": "pg.generate", "id": "d", "prompt": "Drain", "max_tokens": 900,
+                                        "raw": True}))
             assert (await c.recv())["type"] == "pg.delta"
             drained = asyncio.get_running_loop().run_in_executor(None, rt.stop)
             while True:
