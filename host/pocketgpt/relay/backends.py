@@ -50,7 +50,7 @@ class GenRequest:
     stop: tuple[str, ...] = ()
     # a chat request: (role, content) pairs rendered with the model's chat template, replacing
     # `prompt` (kept for logs and limits); the reply stops at the template's stop strings and
-    # cannot end before its first word
+    # cannot end before chat_format.MIN_WORDS words
     messages: tuple[tuple[str, str], ...] = ()
 
     @property
