@@ -90,7 +90,7 @@ def main() -> int:
 
     cmd = [sys.executable, "-m", "pocketgpt", "serve", "--open", "--model", args.model, "--port", "0",
            "--http-port", "0", "--max-sessions", str(max(counts) + 8), "--rate", "100000", "--burst", "100000",
-           "--log-level", "warning"]
+           "--log-level", "warning", "--no-voice"]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.threads:

@@ -33,3 +33,68 @@ def test_transformers_renders_the_same_text_from_the_same_template():
 def test_a_message_without_text_is_refused_in_one_line():
     with pytest.raises(PocketError, match="role"):
         chat_format.render([{"role": "user", "content": [{"type": "text", "text": 5}]}])
+
+
+# ---- shared vectors with the device (firmware/app/chat.c reads the same file) ----
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "docs" / "chat_vectors.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize("vec", VECTORS["prompts"], ids=lambda v: repr(v["request"])[:30])
+def test_every_shared_request_renders_to_the_vectors_prompt(vec):
+    assert chat_format.render(chat_format.user_turn(vec["request"])) == vec["prompt"]
+
+
+@pytest.mark.parametrize("vec", VECTORS["replies"], ids=lambda v: f"{v['finish']}:{''.join(v['pieces'])[:24]!r}")
+def test_every_shared_reply_is_shown_as_the_vectors_say(vec):
+    assert chat_format.shape_reply(vec["pieces"], vec["finish"]) == vec["shown"]
+
+
+def test_vectors_cover_the_cases_users_hit():
+    shown = {(tuple(v["pieces"]), v["finish"]): v["shown"] for v in VECTORS["replies"]}
+    assert VECTORS["stop"] == list(chat_format.STOP_STRINGS) and VECTORS["empty_reply"] == chat_format.EMPTY_REPLY
+    assert any(f == "length" and s.endswith(".") and s != "".join(p).strip() for (p, f), s in shown.items())
+    assert sum(s == chat_format.EMPTY_REPLY for s in shown.values()) >= 3  # empty, punctuation only, emoji only
+    assert any(not v["request"].strip() for v in VECTORS["prompts"])
+
+
+def test_a_reply_streams_by_sentence_and_a_cut_reply_ends_at_its_last_sentence():
+    sh = chat_format.ReplyShaper()
+    assert sh.feed(" Love is blind") == ""
+    assert sh.feed(". Hate") == "Love is blind."  # released once the next character shows the sentence ended
+    assert sh.feed(" sees all") == ""
+    assert sh.finish("length") == ""  # the unfinished second sentence is dropped
+    sh = chat_format.ReplyShaper()
+    sh.feed(" Hate sees all")
+    assert sh.finish("stop") == "Hate sees all"  # ended by the model: kept whole
+
+
+def test_an_empty_reply_is_said_in_words_unless_the_user_aborted():
+    assert chat_format.shape_reply([], "stop") == chat_format.EMPTY_REPLY
+    assert chat_format.shape_reply([" ..."], "length") == chat_format.EMPTY_REPLY
+    assert chat_format.shape_reply([], "abort") == ""
+
+
+def test_the_prompt_uses_the_template_stored_in_the_model_file(tmp_path):
+    from engine_models import make_hf_model
+
+    from pocketgpt import hf
+    from pocketgpt.engine import Engine
+    from pocketgpt.gguf_io import store_tensors, write_gguf
+    from pocketgpt.quant.formats import F32
+
+    model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=64, seed=3)
+    cfg, tensors, _ = hf.hf_to_tensors(model)
+    mine = "{% for m in messages %}Request: {{ m['content'] | trim }}\n{% endfor %}Reply:"
+    write_gguf(tmp_path / "t.gguf", cfg, vocab, store_tensors(tensors, lambda n, a: F32),
+               extra={chat_format.TEMPLATE_KEY: mine})
+    write_gguf(tmp_path / "plain.gguf", cfg, vocab, store_tensors(tensors, lambda n, a: F32))
+    eng, plain = Engine(tmp_path / "t.gguf", threads=1), Engine(tmp_path / "plain.gguf", threads=1)
+    assert eng.chat_template == mine and plain.chat_template is None
+    msgs = chat_format.user_turn(" hi <|endoftext|>there ")
+    assert chat_format.prompt_ids(eng, msgs) == [eng.eos_id] + eng.tokenize("Request: hi there\nReply:")
+    # a file without a template gets the layout the shipped models are trained on
+    assert chat_format.prompt_ids(plain, msgs) == [plain.eos_id] + plain.tokenize("Q: hi there\nA:")

@@ -172,3 +172,40 @@ def test_generating_text_imports_no_heavy_modules(model_and_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported: {out.stdout.strip()}"
+
+
+def test_greedy_is_the_argmax_of_the_logits_and_nothing_else(eng):
+    """--greedy must not apply the repetition penalty (the default 1.1 used to change the text)."""
+    import numpy as np
+
+    ids = eng.tokenize("the the the cat")
+    got = [p.token for p in eng.generate(ids, max_tokens=12, greedy=True, repeat_penalty=1.5, stop_at_eos=False)]
+    seq, want = list(ids), []
+    for _ in range(12):
+        tok = int(np.argmax(eng.logits(seq)[-1]))
+        want.append(tok)
+        seq.append(tok)
+    assert got == want
+    penalised = [p.token for p in eng.generate(ids, max_tokens=12, temperature=0.0, repeat_penalty=1.5,
+                                               stop_at_eos=False)]
+    assert penalised != want  # temperature 0 still honours the penalty: the test can tell them apart
+
+
+def test_a_chat_reply_cannot_stop_before_its_first_word(eng):
+    """need_word: end-of-text and stop strings wait for a word (the C engine masks them until then)."""
+    from pocketgpt.chat_format import has_word
+
+    kw = dict(max_tokens=6, stop=[" "], temperature=1.0, top_k=0, top_p=1.0)
+    free = ["".join(p.text for p in eng.generate("Q: hello\nA:", seed=s, **kw)) for s in range(12)]
+    guarded = ["".join(p.text for p in eng.generate("Q: hello\nA:", seed=s, need_word=True, **kw)) for s in range(12)]
+    assert any(t == "" for t in free)  # without the guard this model often stops at once
+    assert all(has_word(t) for t in guarded)
+    from pocketgpt.chat_format import count_words
+
+    kw = dict(max_tokens=40, stop=["\n"], temperature=1.0, top_k=0, top_p=1.0)
+    three = []
+    for s in range(8):
+        sess = eng.session()
+        text = "".join(p.text for p in sess.generate("Q: hello\nA:", seed=s, need_word=3, **kw))
+        three.append((text, sess.last_stats["finish_reason"]))
+    assert all(count_words(t) >= 3 or reason == "length" for t, reason in three), three

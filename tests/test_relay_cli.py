@@ -79,7 +79,7 @@ def test_sigterm_drains_then_exits(tiny_gguf: Path, tmp_path: Path) -> None:
             url = f"ws://127.0.0.1:{srv.ws_port}/xiaozhi/v1/"
             async with RelayClient(url, token=token, device_id="dev-sigterm") as c:
                 await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 300,
-                                            "greedy": True}))
+                                            "greedy": True, "raw": True}))
                 assert (await c.recv())["type"] == "pg.delta"
                 srv.sigterm()
                 while (m := await c.recv())["type"] != "pg.done":
@@ -108,7 +108,8 @@ def test_sigterm_deadline_aborts_with_a_done_message(tiny_gguf: Path, tmp_path: 
     try:
         async def go() -> None:
             async with RelayClient(f"ws://127.0.0.1:{srv.ws_port}/xiaozhi/v1/") as c:
-                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 900}))
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "Long", "max_tokens": 900,
+                                            "raw": True}))
                 assert (await c.recv())["type"] == "pg.delta"
                 srv.sigterm()
                 while (m := await c.recv())["type"] != "pg.done":
@@ -162,7 +163,8 @@ def test_tls_wss_and_https(tiny_gguf: Path, tmp_path: Path) -> None:
 
 
 def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> None:
-    """`serve --voice` checks a hello's audio parameters (voice off: a text-only relay ignores them)."""
+    """Voice is on by default when its packages are here (as with --voice the hello's audio parameters are
+    checked); --no-voice turns it off (a text-only relay ignores them)."""
     import shutil
 
     from websockets.asyncio.client import connect
@@ -186,7 +188,7 @@ def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> 
                 pass
             return got
 
-    for flags, refused in ((("--open", "--voice"), True), (("--open",), False)):
+    for flags, refused in ((("--open", "--voice"), True), (("--open",), True), (("--open", "--no-voice"), False)):
         srv = Served(tiny_gguf, tmp_path, *flags)
         try:
             got = run(replies(srv.ws_port))

@@ -65,14 +65,26 @@ def test_openai_models_and_completions(oai: Any, engine: Any) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens
 
 
+def chat_reference(engine: Any, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, int]:
+    """The shown greedy reply to `messages` in the model's chat template, and the prompt's token count."""
+    from pocketgpt import chat_format
+
+    ids = chat_format.prompt_ids(engine, messages)
+    sess = engine.session()
+    pieces = [p.text for p in sess.generate(ids, max_tokens=max_tokens, greedy=True,
+                                            stop=chat_format.STOP_STRINGS, need_word=chat_format.MIN_WORDS)]
+    return chat_format.shape_reply(pieces, sess.last_stats["finish_reason"]), len(ids)
+
+
 def test_openai_chat_streaming_and_not(oai: Any, engine: Any) -> None:
+    """/v1/chat/completions renders the messages with the model's chat template (not "User:" lines)."""
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there"}]
-    prompt = "You are terse.\nUser: Hi there\nAssistant:"
     r = oai.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0)
     assert r.choices[0].message.role == "assistant"
     text = r.choices[0].message.content
-    full = reference(engine, prompt, 16)
-    assert full.startswith(text) and (text == full or "\nUser:" in full)
+    want, n_prompt = chat_reference(engine, messages, 16)
+    assert text == want and text.strip()
+    assert r.usage.prompt_tokens == n_prompt
     stream = oai.chat.completions.create(model="tiny", messages=messages, max_tokens=16, temperature=0, stream=True)
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -158,11 +170,11 @@ def test_openai_backend_chained_to_another_relay(relay: RelayThread, home: tuple
         async def go() -> None:
             async with RelayClient(front.ws_url) as c:
                 assert c.hello["pocketgpt"]["backend"] == "openai"
-                r = await c.generate("Far away", max_tokens=24, greedy=True)
+                r = await c.generate("Far away", max_tokens=24, greedy=True, raw=True)
                 assert r.error is None and r.text == want and r.reason in ("length", "stop")
                 assert r.tokens == len(engine.tokenize(want)) or r.reason == "stop" or r.tokens > 0
                 # abort through the chain
-                await c.ws.send(json.dumps({"type": "pg.generate", "id": "x", "prompt": "Go", "max_tokens": 300}))
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "x", "prompt": "Go", "max_tokens": 300, "raw": True}))
                 assert (await c.recv())["type"] == "pg.delta"
                 await c.ws.send(json.dumps({"type": "abort", "id": "x"}))
                 while (m := await c.recv())["type"] != "pg.done":
@@ -219,3 +231,16 @@ def test_ota_behind_a_load_balancer_and_mac_from_the_body(engine: Any, home: tup
         assert got["firmware"]["version"] == "0.9"
     finally:
         rt.stop()
+
+
+def test_chat_bad_input_gets_a_reply_or_one_clear_error(oai: Any) -> None:
+    import openai
+
+    for content in ("", "?!", "\U0001F600", "\u00bfQu\u00e9 es la vida?"):
+        r = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}], max_tokens=8)
+        assert any(c.isalnum() for c in r.choices[0].message.content), (content, r.choices[0].message.content)
+    with pytest.raises(openai.BadRequestError, match="roles system, user or assistant"):
+        oai.chat.completions.create(model="tiny", messages=[{"role": "wizard", "content": "hi"}], max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="shorten it"):
+        oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "\U0001F600" * 1500}],
+                                    max_tokens=4)

@@ -145,7 +145,7 @@ def test_extension_hello_and_greedy_stream_matches_the_engine(relay: RelayThread
         async with client(relay, home) as c:
             assert c.hello["features"] == {"pocketgpt": 1}
             assert c.hello["pocketgpt"]["version"] == 1 and c.hello["pocketgpt"]["max_tokens"] == 900
-            r = await c.generate("The quick brown fox", max_tokens=40, greedy=True)
+            r = await c.generate("The quick brown fox", max_tokens=40, greedy=True, raw=True)
             assert r.error is None and r.reason in ("length", "stop")
             assert r.text == want
             assert r.prompt_tokens == len(engine.tokenize("The quick brown fox"))
@@ -156,10 +156,29 @@ def test_extension_hello_and_greedy_stream_matches_the_engine(relay: RelayThread
     run(go())
 
 
+def test_pg_generate_answers_in_the_models_chat_template_unless_raw(relay: RelayThread, home: Any, engine: Any) -> None:
+    """The device's escalated request is a chat turn: the model's template, a reply with a word."""
+    from test_relay_http import chat_reference
+
+    want, n_prompt = chat_reference(engine, [{"role": "user", "content": "What is love?"}], 24)
+
+    async def go() -> None:
+        async with client(relay, home) as c:
+            r = await c.generate("  What is love? ", max_tokens=24, greedy=True)
+            assert r.error is None and r.text == want and r.text.strip()
+            assert r.prompt_tokens == n_prompt
+            raw_reply = await c.generate("What is love?", max_tokens=24, greedy=True, raw=True)
+            assert raw_reply.prompt_tokens == len(engine.tokenize("What is love?"))
+            bad = await c.generate("x", raw="yes")
+            assert bad.error is not None and "'raw' must be true or false" in bad.error["message"]
+    run(go())
+
+
 def test_abort_by_id_mid_generation(relay: RelayThread, home: Any) -> None:
     async def go() -> None:
         async with client(relay, home) as c:
-            await c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once", "max_tokens": 900}))
+            await c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once", "max_tokens": 900,
+                                        "raw": True}))
             first = await c.recv()
             assert first["type"] == "pg.delta" and first["id"] == "long"
             await c.ws.send(json.dumps({"type": "abort", "id": "long"}))
@@ -219,7 +238,9 @@ def test_garbage_is_answered_with_errors_and_the_session_survives(relay: RelayTh
                 m = await recv_json(ws)
                 assert m["type"] == "error" and m["code"] == code and m["message"], (frame, m)
             await ws.send(b"\xde\xad\xbe\xef" * 10)
-            assert (await recv_json(ws))["code"] == "audio_unsupported"
+            m = await recv_json(ws)  # voice off: one error that names what voice needs
+            assert m["code"] == "audio_unsupported"
+            assert all(p in m["message"] for p in ("pocketgpt[voice]", "opuslib", "pocketsphinx", "libopus0", "espeak-ng"))
             await ws.send(b"more audio")  # refused once per listening phase, not once per packet
             await ws.send(json.dumps({"type": "pg.generate", "id": "ok", "prompt": "Still here", "max_tokens": 3}))
             m = await recv_json(ws)
@@ -247,7 +268,7 @@ def test_32_concurrent_clients_each_get_their_complete_stream(relay: RelayThread
 
     async def one(p: str) -> str:
         async with client(relay, home) as c:
-            r = await c.generate(p, max_tokens=24, greedy=True)
+            r = await c.generate(p, max_tokens=24, greedy=True, raw=True)
             assert r.error is None, r.error
             return r.text
 
@@ -398,7 +419,7 @@ def test_drain_lets_running_generations_finish_and_refuses_new_sessions(engine: 
     async def go() -> None:
         async with client(rt, home) as c:
             await c.ws.send(json.dumps({"type": "pg.generate", "id": "d", "prompt": "Drain", "max_tokens": 200,
-                                        "greedy": True}))
+                                        "greedy": True, "raw": True}))
             assert (await c.recv())["type"] == "pg.delta"
             drained = asyncio.get_running_loop().run_in_executor(None, rt.stop)
             while not rt.relay.draining:
@@ -422,7 +443,8 @@ def test_drain_deadline_aborts_what_is_still_running(engine: Any, home: Any) -> 
 
     async def go() -> None:
         async with client(rt, home) as c:
-            await c.ws.send(json.dumps({"type": "pg.generate", "id": "d", "prompt": "Drain", "max_tokens": 900}))
+            await c.ws.send(json.dumps({"type": "pg.generate", "id": "d", "prompt": "Drain", "max_tokens": 900,
+                                        "raw": True}))
             assert (await c.recv())["type"] == "pg.delta"
             drained = asyncio.get_running_loop().run_in_executor(None, rt.stop)
             while True:
@@ -441,7 +463,7 @@ def test_a_long_generation_does_not_starve_a_short_one(engine: Any, home: Any) -
         async def go() -> None:
             async with client(rt, home) as long_c, client(rt, home, DEV2) as short_c:
                 await long_c.ws.send(json.dumps({"type": "pg.generate", "id": "long", "prompt": "Once",
-                                                 "max_tokens": 900, "stop": ["@@@@"]}))
+                                                 "max_tokens": 900, "stop": ["@@@@"], "raw": True}))
                 assert (await long_c.recv())["type"] == "pg.delta"
                 r = await short_c.generate("Quick", max_tokens=10)
                 assert r.reason in ("length", "stop")
@@ -452,3 +474,25 @@ def test_a_long_generation_does_not_starve_a_short_one(engine: Any, home: Any) -
         run(go())
     finally:
         rt.stop()
+
+
+@pytest.mark.parametrize("text", ["?!", "...", "\U0001F600\U0001F389", "   ", "\u00bfQu\u00e9 es la vida?",
+                                  "\u4eba\u751f\u306e\u610f\u5473\u306f\u4f55\u3067\u3059\u304b",
+                                  "\U0001F600" * 700])
+def test_a_typed_turn_always_gets_words_or_one_clear_error(relay: RelayThread, home: Any, text: str) -> None:
+    """Punctuation, emoji, blanks, other languages, more than the context: never silence, never a hang."""
+    async def go() -> None:
+        async with await raw(relay, home[1][DEV]) as ws:
+            await ws.send(json.dumps(STOCK_HELLO))
+            sid = (await recv_json(ws))["session_id"]
+            await ws.send(json.dumps({"session_id": sid, "type": "listen", "state": "detect", "text": text}))
+            msgs = []
+            while not msgs or msgs[-1] != {"type": "tts", "state": "stop", "session_id": sid}:
+                msgs.append(await recv_json(ws))
+            said = " ".join(m["text"] for m in msgs if m.get("state") == "sentence_start")
+            errors = [m for m in msgs if m["type"] == "error"]
+            if len(text) > 500:  # more tokens than the model's context: one error that says what to do
+                assert len(errors) == 1 and errors[0]["code"] == "prompt_too_long" and "shorten" in errors[0]["message"]
+            else:
+                assert not errors and any(c.isalnum() for c in said), msgs
+    run(go())

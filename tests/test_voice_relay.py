@@ -324,3 +324,25 @@ def test_wrong_audio_params_are_an_error_and_text_still_works(relay: RelayThread
             await ws.send(json.dumps({"type": "abort"}))
             await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
     run(go())
+
+
+def test_push_to_talk_with_nothing_heard_is_answered_in_words_not_silence(relay: RelayThread) -> None:
+    from pocketgpt.relay.server import NOTHING_HEARD
+
+    async def go() -> None:
+        async with await connect(relay) as ws:
+            await ws.send(json.dumps({"type": "listen", "state": "start", "mode": "manual"}))
+            await send_all(ws, packets(silence(0.6)))
+            await ws.send(json.dumps({"type": "listen", "state": "stop"}))
+            stt, _ = await until(ws, lambda m: m["type"] == "stt")
+            assert stt["text"] == ""
+            sentence, _ = await until(ws, lambda m: m.get("state") == "sentence_start")
+            assert sentence["text"] == NOTHING_HEARD
+            audio = 0
+            while True:
+                m, skipped = await next_json(ws)
+                audio += skipped
+                if m["type"] == "tts" and m["state"] == "stop":
+                    break
+            assert audio > 0, "the words were not spoken"
+    run(go())

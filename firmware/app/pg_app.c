@@ -10,7 +10,6 @@
 #include "relay_proto.h"
 
 #define N_BATCH 8
-#define STOP_STRING "\n\n"
 #define VOICE_MIN_WAIT_MS 15000  // the least a voice turn waits on the relay (relay.timeout_ms when larger)
 #define VOICE_QUEUE_BYTES 16384
 #define VOICE_BURST 32          // relay messages handled between two microphone frames, at most  // received Opus packets: ~5 s at 24 kHz / 60 ms; the relay paces at real time
@@ -66,9 +65,12 @@ int pg_app_init(pg_app *app, const pg_port *port, const pg_settings *set, const 
     size_t V = app->model.cfg.n_vocab;
     app->chunk_logits = take(app, (size_t)N_BATCH * V * sizeof(float), PG_MEM_LARGE, &fail);
     app->ids = take(app, (size_t)(PG_CONSOLE_LINE + n_ctx) * sizeof(int32_t), PG_MEM_LARGE, &fail);
-    app->tok_scratch_size = pg_tokenizer_scratch_size(PG_CONSOLE_LINE);
+    app->tok_scratch_size = pg_tokenizer_scratch_size(PG_APP_CHAT_BYTES);
     app->tok_scratch = take(app, app->tok_scratch_size, PG_MEM_LARGE, &fail);
     app->text_out = take(app, 3 * 256 + PG_TEXTOUT_HOLD, PG_MEM_INTERNAL, &fail);
+    app->chat = take(app, PG_APP_CHAT_BYTES, PG_MEM_LARGE, &fail);
+    app->reply_buf = take(app, PG_APP_REPLY_HOLD, PG_MEM_LARGE, &fail);
+    app->reply_out = take(app, PG_REPLY_OUT(PG_APP_REPLY_HOLD), PG_MEM_LARGE, &fail);
     app->ws_rx = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
     app->ws_msg = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
     app->frame = take(app, PG_APP_NET_BUF, PG_MEM_LARGE, &fail);
@@ -90,65 +92,102 @@ int pg_app_init(pg_app *app, const pg_port *port, const pg_settings *set, const 
 
 // ---- local model ----
 
-int pg_app_measure(pg_app *app, const char *prompt, pg_prompt_stats *ps, char *err, size_t err_cap) {
+// Tokens of text (appended at app->ids + at, at most cap); -1 on error.
+static long encode_at(pg_app *app, const char *text, size_t len, size_t at, size_t cap, char *err, size_t err_cap) {
     pg_status st;
-    size_t n_ids = 0, len = strlen(prompt);
-    memset(ps, 0, sizeof *ps);
-    if (len > PG_CONSOLE_LINE) len = PG_CONSOLE_LINE;
-    if (pg_tokenizer_encode(&app->model.tok, (const uint8_t *)prompt, len, 0, app->ids, PG_CONSOLE_LINE, &n_ids,
-                            app->tok_scratch, app->tok_scratch_size, &st) != PG_OK) {
+    size_t n = 0;
+    if (pg_tokenizer_encode(&app->model.tok, (const uint8_t *)text, len, 0, app->ids + at, cap, &n, app->tok_scratch,
+                            app->tok_scratch_size, &st) != PG_OK) {
         snprintf(err, err_cap, "tokenizer: %s", st.msg);
         return -1;
     }
+    return (long)n;
+}
+
+int pg_app_measure(pg_app *app, const char *prompt, pg_prompt_stats *ps, char *err, size_t err_cap) {
+    pg_status st;
+    size_t len = strlen(prompt);
+    memset(ps, 0, sizeof *ps);
+    if (len > PG_CONSOLE_LINE) len = PG_CONSOLE_LINE;
+    long n_chat = pg_chat_prompt(prompt, len, app->chat, PG_APP_CHAT_BYTES);
+    // the request's tokens sit between those of "Q:" and "\nA:" (the GPT-2 pre-tokenizer splits at
+    // both joins, so the whole prompt tokenizes as the three parts do)
+    long n_head = encode_at(app, "Q:", 2, 0, PG_CONSOLE_LINE, err, err_cap);
+    long n_tail = encode_at(app, "\nA:", 3, 0, PG_CONSOLE_LINE, err, err_cap);
+    app->ids[0] = (int32_t)app->model.tok.eos_id;
+    long n_enc = n_chat < 0 || n_head < 0 || n_tail < 0 ? -1
+                 : encode_at(app, app->chat, (size_t)n_chat, 1, PG_CONSOLE_LINE + 7, err, err_cap);
+    if (n_enc < 0) {
+        if (n_chat < 0) snprintf(err, err_cap, "the request does not fit the chat buffer");
+        return -1;
+    }
+    size_t n_ids = (size_t)n_enc + 1;
+    size_t q0 = 1 + (size_t)n_head, q1 = n_ids - (size_t)n_tail;  // the request: ids[q0 .. q1)
+    if (q1 < q0) q1 = q0;
     ps->n_tokens = (int32_t)n_ids;
-    for (size_t i = 0; i < n_ids; i++) {
+    for (size_t i = q0; i < q1; i++) {
         uint32_t tl;
         const uint8_t *tb = pg_tokenizer_token_bytes(&app->model.tok, app->ids[i], &tl);
         ps->n_bytefallback += pg_router_is_bytefallback(tb, tl);
     }
+    ps->n_request = (int32_t)(q1 - q0);
     pg_state_reset(&app->state);
-    if (n_ids == 0 || (int32_t)n_ids > app->n_ctx) return 0;  // nothing to evaluate / the router says too long
+    if ((int32_t)n_ids > app->n_ctx) return 0;  // the router says too long
     int32_t V = (int32_t)app->model.cfg.n_vocab;
     double total = 0.0;
+    float top[PG_ROUTER_PEAK_K];
+    int32_t n_top = 0;
     for (int32_t at = 0; at < (int32_t)n_ids; at += app->n_batch) {
         int32_t k = (int32_t)n_ids - at < app->n_batch ? (int32_t)n_ids - at : app->n_batch;
         if (pg_state_eval(&app->state, app->ids + at, k, app->chunk_logits, &st) != PG_OK) {
             snprintf(err, err_cap, "engine: %s", st.msg);
             return -1;
         }
-        for (int32_t j = 0; j < k && at + j + 1 < (int32_t)n_ids; j++) {
+        for (int32_t j = 0; j < k; j++) {
+            int32_t target = at + j + 1;  // the token this position predicts
+            if (target < (int32_t)q0 || target >= (int32_t)q1) continue;
             const float *lg = app->chunk_logits + (size_t)j * (size_t)V;
             float mx = lg[0];
             for (int32_t v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
             double z = 0.0;
             for (int32_t v = 0; v < V; v++) z += exp((double)(lg[v] - mx));
-            total += (double)mx + log(z) - (double)lg[app->ids[at + j + 1]];
+            double surprisal = (double)mx + log(z) - (double)lg[app->ids[target]];
+            total += surprisal;
+            pg_router_peak_add(top, &n_top, (float)surprisal);
         }
     }
-    ps->mean_surprisal = n_ids > 1 ? (float)(total / (double)(n_ids - 1)) : 0.0f;
+    ps->mean_surprisal = q1 > q0 ? (float)(total / (double)(q1 - q0)) : 0.0f;
+    ps->peak_surprisal = pg_router_peak(top, n_top);
     return 0;
 }
 
-// Continue from the prompt already in the KV cache; streams the reply after "[local] ".
+static void show(pg_app *app, size_t n) { out(app, app->reply_out, n); }
+
+// Continue from the chat prompt already in the KV cache; streams the reply after "[local] ",
+// sentence by sentence: no end before its first word, cut back to its last sentence end when
+// max_tokens cuts it, never empty (chat.h).
 static void local_answer(pg_app *app, int32_t n_prompt) {
     pg_status st;
     pg_sampler_params sp;
     pg_sampler_defaults(&sp);
     sp.temperature = app->set.gen_temperature;
-    sp.greedy = app->set.gen_temperature <= 0.0f;
     sp.top_k = app->set.gen_top_k;
     sp.top_p = app->set.gen_top_p;
     pg_rng rng;
     pg_rng_seed(&rng, app->set.gen_seed >= 0 ? (uint64_t)app->set.gen_seed
                                              : ((uint64_t)app->port.random(app->port.ctx) << 32 | app->port.random(app->port.ctx)));
-    const uint8_t *stops[1] = {(const uint8_t *)STOP_STRING};
-    size_t stop_len[1] = {2};
+    const uint8_t *stops[1] = {(const uint8_t *)PG_CHAT_STOP};
+    size_t stop_len[1] = {sizeof PG_CHAT_STOP - 1};
     pg_textout to;
     pg_textout_init(&to, stops, stop_len, 1, &st);
+    pg_reply reply;
+    pg_reply_init(&reply, app->reply_buf, PG_APP_REPLY_HOLD);
     out(app, "[local] ", 8);
     int32_t n = n_prompt, produced = 0;
     const char *reason = "length";
+    int engine_failed = 0;
     while (produced < app->set.gen_max_tokens && n < app->n_ctx) {
+        pg_textout_guard(&to, &app->model.tok, app->state.logits, PG_CHAT_MIN_WORDS);
         int32_t next = pg_sample(app->state.logits, (int32_t)app->model.cfg.n_vocab, &sp, app->ids, n, &rng,
                                  app->state.probs, app->state.cand);
         produced++;
@@ -161,20 +200,22 @@ static void local_answer(pg_app *app, int32_t n_prompt) {
         const uint8_t *tb = pg_tokenizer_token_bytes(&app->model.tok, next, &tl);
         size_t n_out = 0;
         int stopped = pg_textout_push(&to, tb, tl, app->text_out, &n_out);
-        out(app, (const char *)app->text_out, n_out);
+        show(app, pg_reply_feed(&reply, (const char *)app->text_out, n_out, app->reply_out));
         if (stopped) {
             reason = "stop";
             break;
         }
         if (n >= app->n_ctx) break;
         if (pg_state_eval(&app->state, &next, 1, NULL, &st) != PG_OK) {
-            pg_app_printf(app, "\n[local] engine error: %s\n", st.msg);
-            return;
+            engine_failed = 1;
+            break;
         }
     }
     size_t n_out = 0;
     pg_textout_flush(&to, app->text_out, &n_out);
-    out(app, (const char *)app->text_out, n_out);
+    show(app, pg_reply_feed(&reply, (const char *)app->text_out, n_out, app->reply_out));
+    show(app, pg_reply_finish(&reply, strcmp(reason, "length") == 0, 0, app->reply_out));
+    if (engine_failed) pg_app_printf(app, "\n[local] engine error: %s", st.msg);
     pg_app_printf(app, "\n(local: %ld tokens, %s)\n", (long)produced, reason);
 }
 
@@ -331,9 +372,8 @@ static int relay_answer(pg_app *app, const char *prompt, char *err, size_t err_c
         }
         char id[16];
         snprintf(id, sizeof id, "d%lu", (unsigned long)++app->request_no);
-        const char *stops[1] = {STOP_STRING};
-        pg_gen_request r = {.id = id, .prompt = prompt, .max_tokens = app->set.gen_max_tokens, .top_k = app->set.gen_top_k,
-                            .stop = stops, .n_stop = 1};
+        // the relay puts the request in the model's chat template and stops the reply at its end
+        pg_gen_request r = {.id = id, .prompt = prompt, .max_tokens = app->set.gen_max_tokens, .top_k = app->set.gen_top_k};
         if (app->set.gen_temperature <= 0.0f) {
             r.has_greedy = 1;
             r.greedy = 1;
@@ -754,8 +794,9 @@ static void cmd_route(pg_app *app, const char *prompt) {
     pg_router_cfg rc;
     router_cfg(app, &rc);
     pg_route r = pg_router_decide(&rc, &ps);
-    pg_app_printf(app, "route: %s tokens=%ld bytefallback=%ld surprisal=%.4f\n", pg_route_name(r), (long)ps.n_tokens,
-                  (long)ps.n_bytefallback, (double)ps.mean_surprisal);
+    pg_app_printf(app, "route: %s tokens=%ld request=%ld bytefallback=%ld surprisal=%.4f peak=%.4f\n", pg_route_name(r),
+                  (long)ps.n_tokens, (long)ps.n_request, (long)ps.n_bytefallback, (double)ps.mean_surprisal,
+                  (double)ps.peak_surprisal);
 }
 
 static void cmd_status(pg_app *app) {
@@ -769,8 +810,11 @@ static void cmd_status(pg_app *app) {
 }
 
 int pg_app_handle_line(pg_app *app, const char *line) {
-    while (*line == ' ' || *line == '\t') line++;
-    if (!*line) return 0;
+    while (*line == ' ' || *line == '\t' || *line == '\r') line++;
+    if (!*line) {
+        pg_app_printf(app, "(an empty line: type a request, or /help for the commands)\n");
+        return 0;
+    }
     if (line[0] != '/') {
         answer(app, line, 0, 0);
         return 0;

@@ -9,6 +9,7 @@
 #define PG_APP_H
 
 #include "audio.h"
+#include "chat.h"
 #include "console.h"
 #include "gpt2.h"
 #include "pg_ws.h"
@@ -36,6 +37,8 @@ typedef struct {
 } pg_port;
 
 #define PG_APP_NET_BUF 16384
+#define PG_APP_CHAT_BYTES (PG_CONSOLE_LINE + 8)
+#define PG_APP_REPLY_HOLD 1024
 
 typedef struct {
     pg_port port;
@@ -48,6 +51,9 @@ typedef struct {
     void *tok_scratch;
     size_t tok_scratch_size;
     uint8_t *text_out;      // pg_textout output buffer
+    char *chat;             // (PG_APP_CHAT_BYTES,) the request in the chat layout: "Q: <request>\nA:"
+    char *reply_buf;        // (PG_APP_REPLY_HOLD,) the reply after its last sentence end (pg_reply)
+    char *reply_out;        // (PG_REPLY_OUT(PG_APP_REPLY_HOLD),) what pg_reply releases
     // relay client
     pg_ws ws;
     pg_transport net;
@@ -77,8 +83,10 @@ int pg_app_init(pg_app *app, const pg_port *port, const pg_settings *set, const 
                 int32_t n_ctx, char *err, size_t err_cap);
 // Handle one console line (a command or a prompt). Returns 1 for /quit, else 0.
 int pg_app_handle_line(pg_app *app, const char *line);
-// Measure a prompt for the router (tokens, byte fallbacks, mean surprisal); leaves the prompt
-// in the KV cache. -1 if it could not be evaluated (err).
+// Measure a request for the router and leave it in the KV cache, ready for the reply: the request
+// goes in the chat layout after end-of-text ("<|endoftext|>Q: <request>\nA:", as the relay's
+// template renders it); n_tokens counts that whole prompt, byte fallbacks and the mean surprisal
+// (nats per token) cover the request's own tokens. -1 if it could not be evaluated (err).
 int pg_app_measure(pg_app *app, const char *prompt, pg_prompt_stats *st, char *err, size_t err_cap);
 void pg_app_printf(pg_app *app, const char *fmt, ...)
 #if defined(__GNUC__)

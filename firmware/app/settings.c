@@ -1,6 +1,8 @@
 // pocketgpt app: settings table and validation (see settings.h).
 #include "settings.h"
 
+#include "router.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +30,8 @@ static const entry TABLE[] = {
     {"relay.token", K_STR, F(relay_token), 0, 0, 1, "device token for relay.url (pocketgpt token add DEVICE_ID)"},
     {"device.id", K_STR, F(device_id), 0, 0, 0, "device id sent to the relay, MAC style aa:bb:cc:dd:ee:ff"},
     {"relay.timeout_ms", K_INT, F(relay_timeout_ms), 100, 120000, 0, "connect and reply timeout in ms"},
-    {"route.max_bytefrac", K_FLOAT, F(route_max_bytefrac), 0, 2, 0, "escalate when more prompt tokens than this are byte fallbacks (>1: off)"},
-    {"route.max_surprisal", K_FLOAT, F(route_max_surprisal), 0, 50, 0, "escalate above this mean surprisal, nats/token (0: off)"},
+    {"route.max_bytefrac", K_FLOAT, F(route_max_bytefrac), 0, 2, 0, "escalate when more request tokens than this are byte fallbacks (>1: off)"},
+    {"route.max_surprisal", K_FLOAT, F(route_max_surprisal), 0, 50, 0, "escalate when the request's 3 least expected tokens average above this, nats/token (0: off)"},
     {"route.min_reply", K_INT, F(route_min_reply), 1, 4096, 0, "context tokens a local reply needs (longer prompts escalate)"},
     {"gen.max_tokens", K_INT, F(gen_max_tokens), 1, 512, 0, "tokens per answer"},
     {"gen.temperature", K_FLOAT, F(gen_temperature), 0, 5, 0, "sampling temperature (0: greedy)"},
@@ -43,9 +45,11 @@ void pg_settings_defaults(pg_settings *s) {
     memset(s, 0, sizeof *s);
     strcpy(s->device_id, "02:00:00:00:00:01");
     s->relay_timeout_ms = 5000;
-    s->route_max_bytefrac = 0.35f;
-    s->route_max_surprisal = 5.5f;  // measured on builtin:device: docs/routing.md
-    s->route_min_reply = 16;
+    pg_router_cfg rc;  // the router's defaults live in one place: router.c
+    pg_router_defaults(&rc);
+    s->route_max_bytefrac = rc.max_bytefrac;
+    s->route_max_surprisal = rc.max_surprisal;
+    s->route_min_reply = rc.min_reply;
     s->gen_max_tokens = 48;
     s->gen_temperature = 0.8f;
     s->gen_top_k = 40;

@@ -14,12 +14,12 @@ uint32_t pg_rng_u32(pg_rng *r);
 float pg_rng_f32(pg_rng *r);  // [0, 1)
 
 typedef struct {
-    float temperature;     // <= 0: greedy
+    float temperature;     // <= 0: argmax after the repetition penalty
     int32_t top_k;         // 0: no limit
     float top_p;           // >= 1: no limit
     float repeat_penalty;  // 1: off; > 1 discourages tokens in the recent history
     int32_t repeat_last_n; // how much history the penalty looks at
-    int32_t greedy;        // argmax (after the penalty)
+    int32_t greedy;        // argmax of the logits as given: no penalty, no sampling
 } pg_sampler_params;
 
 void pg_sampler_defaults(pg_sampler_params *p);

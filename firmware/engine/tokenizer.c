@@ -1,6 +1,7 @@
 // pocketgpt engine: GPT-2 byte-level BPE tokenizer and streaming UTF-8 detokenizer.
 #include "tokenizer.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "unicode_tables.h"
@@ -499,8 +500,26 @@ static void release(pg_textout *o, uint8_t *out, size_t *n_out) {
     o->n_hold = keep;
 }
 
+static const uint8_t s_fffd[3] = {0xEF, 0xBF, 0xBD};
+
+int pg_unicode_is_word(uint32_t cp) {
+    int c = classify(cp);
+    return c == CL_LETTER || c == CL_NUMBER;
+}
+
+// the code point of one complete, valid UTF-8 character of k bytes
+static uint32_t char_cp(const uint8_t *c, size_t k) {
+    if (k == 1) return c[0];
+    if (k == 2) return (uint32_t)(c[0] & 0x1F) << 6 | (c[1] & 0x3F);
+    if (k == 3) return (uint32_t)(c[0] & 0x0F) << 12 | (uint32_t)(c[1] & 0x3F) << 6 | (c[2] & 0x3F);
+    return (uint32_t)(c[0] & 0x07) << 18 | (uint32_t)(c[1] & 0x3F) << 12 | (uint32_t)(c[2] & 0x3F) << 6 | (c[3] & 0x3F);
+}
+
 // One complete character into hold; 1 when it completes a stop string.
 static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, size_t *n_out) {
+    int word = pg_unicode_is_word(char_cp(c, k));
+    if (word && !o->in_word) o->n_words++;
+    o->in_word = word;
     if (o->n_hold + k > PG_TEXTOUT_HOLD) release(o, out, n_out);
     memcpy(o->hold + o->n_hold, c, k);
     o->n_hold += k;
@@ -516,8 +535,6 @@ static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, siz
     }
     return 0;
 }
-
-static const uint8_t s_fffd[3] = {0xEF, 0xBF, 0xBD};
 
 int pg_textout_push(pg_textout *o, const uint8_t *in, size_t n, uint8_t *out, size_t *n_out) {
     *n_out = 0;
@@ -571,4 +588,26 @@ void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out) {
     memcpy(out + *n_out, o->hold, o->n_hold);
     *n_out += o->n_hold;
     o->n_hold = 0;
+}
+
+int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words) {
+    if (o->n_words >= min_words) return 0;
+    int32_t masked = 0;
+    if (t->eos_id < t->n_vocab) {
+        logits[t->eos_id] = -INFINITY;
+        masked++;
+    }
+    if (o->n_stop == 0) return masked;
+    uint8_t first[256] = {0};
+    for (int s = 0; s < o->n_stop; s++) first[o->stop[s][0]] = 1;
+    for (uint32_t id = 0; id < t->n_vocab; id++) {
+        if (id == t->eos_id) continue;
+        for (uint32_t i = t->offs[id]; i < t->offs[id + 1]; i++)
+            if (first[t->bytes[i]]) {
+                logits[id] = -INFINITY;
+                masked++;
+                break;
+            }
+    }
+    return masked;
 }

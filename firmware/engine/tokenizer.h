@@ -45,6 +45,9 @@ pg_code pg_tokenizer_encode(const pg_tokenizer *t, const uint8_t *text, size_t n
 // Raw bytes of a token (*len 0 for an id out of range).
 const uint8_t *pg_tokenizer_token_bytes(const pg_tokenizer *t, int32_t id, uint32_t *len);
 
+// Whether a code point is a letter or a number (\p{L}, \p{N}: what makes a word of a reply).
+int pg_unicode_is_word(uint32_t cp);
+
 #define PG_TEXTOUT_MAX_STOPS 8
 #define PG_TEXTOUT_MAX_STOP_LEN 255
 #define PG_TEXTOUT_HOLD 1024
@@ -60,6 +63,8 @@ typedef struct {
     size_t stop_len[PG_TEXTOUT_MAX_STOPS];
     int n_stop;
     int stopped;  // a stop string was seen: nothing more is released
+    int n_words;  // runs of letters and numbers (Unicode \p{L}, \p{N}) that have come through
+    int in_word;  // the last character was one of them
 } pg_textout;
 
 pg_code pg_textout_init(pg_textout *o, const uint8_t *const *stops, const size_t *stop_lens, int n_stops, pg_status *st);
@@ -67,5 +72,11 @@ pg_code pg_textout_init(pg_textout *o, const uint8_t *const *stops, const size_t
 int pg_textout_push(pg_textout *o, const uint8_t *in, size_t n, uint8_t *out, size_t *n_out);
 // End of stream: release what was held (pending partial character becomes U+FFFD).
 void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out);
+// A reply's guard against ending before it says anything: until min_words words have come through
+// o, make end-of-text and every token holding the first byte of one of o's stop strings
+// unsampleable (logits (n_vocab,) set to -inf). A stop string then cannot begin before those
+// words, and the sampler (greedy or not) picks among the rest. Returns the number of tokens masked
+// (0 once the words have been seen).
+int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words);
 
 #endif

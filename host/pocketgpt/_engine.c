@@ -354,6 +354,19 @@ static PyObject *Model_config(ModelObject *self, PyObject *unused) {
                          self->model.kern->name, "threads", self->n_threads, "n_merges", self->model.tok.n_merges);
 }
 
+// A string-valued metadata key of the file (e.g. tokenizer.chat_template), or None.
+static PyObject *Model_meta_string(ModelObject *self, PyObject *args) {
+    const char *key;
+    if (!model_ready(self) || !PyArg_ParseTuple(args, "s", &key)) return NULL;
+    pg_gguf_value v;
+    if (!pg_gguf_find(&self->model.gguf, key, &v) || v.type != PG_GGUF_STRING) Py_RETURN_NONE;
+    size_t off = v.val_off;
+    const uint8_t *str;
+    uint32_t len;
+    pg_gguf_read_string(&self->model.gguf, &off, &str, &len);
+    return PyUnicode_DecodeUTF8((const char *)str, (Py_ssize_t)len, "replace");
+}
+
 static PyObject *Model_decode_batch(ModelObject *self, PyObject *args);
 
 static PyMethodDef Model_methods[] = {
@@ -363,6 +376,7 @@ static PyMethodDef Model_methods[] = {
     {"token_bytes", (PyCFunction)Model_token_bytes, METH_VARARGS, "token_bytes(id) -> bytes"},
     {"detokenize", (PyCFunction)Model_detokenize, METH_O, "detokenize(ids) -> bytes"},
     {"config", (PyCFunction)Model_config, METH_NOARGS, "the model's configuration as a dict"},
+    {"meta_string", (PyCFunction)Model_meta_string, METH_VARARGS, "meta_string(key) -> str, or None when absent"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -515,13 +529,14 @@ static PyObject *Session_eval(SessionObject *self, PyObject *args, PyObject *kw)
 }
 
 static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"history", "temperature", "top_k", "top_p", "repeat_penalty", "repeat_last_n", "greedy", NULL};
+    static char *kwlist[] = {"history", "temperature", "top_k", "top_p", "repeat_penalty", "repeat_last_n", "greedy",
+                             "need_word", NULL};
     PyObject *hist_obj;
     pg_sampler_params p;
     pg_sampler_defaults(&p);
-    int greedy = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fiffip", kwlist, &hist_obj, &p.temperature, &p.top_k, &p.top_p,
-                                     &p.repeat_penalty, &p.repeat_last_n, &greedy))
+    int greedy = 0, need_word = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fiffipi", kwlist, &hist_obj, &p.temperature, &p.top_k, &p.top_p,
+                                     &p.repeat_penalty, &p.repeat_last_n, &greedy, &need_word))
         return NULL;
     p.greedy = greedy;
     Py_ssize_t n = 0;
@@ -539,6 +554,7 @@ static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *k
     int32_t tok;
     pg_state *s = &self->state;
     Py_BEGIN_ALLOW_THREADS
+    if (need_word > 0) pg_textout_guard(&self->text, &self->model->model.tok, s->logits, need_word);
     tok = pg_sample(s->logits, (int32_t)s->m->cfg.n_vocab, &p, hist, (int32_t)n, &self->rng, s->probs, s->cand);
     Py_END_ALLOW_THREADS
     self->busy = 0;
@@ -674,6 +690,12 @@ static PyObject *Session_text_flush(SessionObject *self, PyObject *unused) {
     return PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)n_out);
 }
 
+// words (runs of letters and numbers) in the text pushed since text_begin: what need_word counts
+static PyObject *Session_text_words(SessionObject *self, PyObject *unused) {
+    (void)unused;
+    return PyLong_FromLong(self->text.n_words);
+}
+
 static PyObject *Session_get_n_past(SessionObject *self, void *c) {
     (void)c;
     return PyLong_FromLong(self->state.n_past);
@@ -703,7 +725,9 @@ static PyMethodDef Session_methods[] = {
     {"eval", (PyCFunction)(void (*)(void))Session_eval, METH_VARARGS | METH_KEYWORDS,
      "eval(ids, out=None): append tokens to the KV cache; out (len(ids) * n_vocab float32) gets every position's logits"},
     {"sample", (PyCFunction)(void (*)(void))Session_sample, METH_VARARGS | METH_KEYWORDS,
-     "sample(history, temperature, top_k, top_p, repeat_penalty, repeat_last_n, greedy) -> token id"},
+     "sample(history, temperature, top_k, top_p, repeat_penalty, repeat_last_n, greedy, need_word) -> token id\n"
+     "need_word: until the text pushed since text_begin holds that many words, end-of-text and tokens that "
+     "could begin a stop string are not sampled"},
     {"dist", (PyCFunction)(void (*)(void))Session_dist, METH_VARARGS | METH_KEYWORDS,
      "dist(logits, history, temperature, ...) -> (cand int32 bytes, weights float32 bytes, sum): sample()'s distribution"},
     {"rewind", (PyCFunction)Session_rewind, METH_VARARGS, "rewind(n_past): forget the positions from n_past on"},
@@ -713,6 +737,7 @@ static PyMethodDef Session_methods[] = {
     {"text_begin", (PyCFunction)Session_text_begin, METH_O, "text_begin(stops: sequence of bytes)"},
     {"text_push", (PyCFunction)Session_text_push, METH_VARARGS, "text_push(token) -> (utf8 bytes released, stopped)"},
     {"text_flush", (PyCFunction)Session_text_flush, METH_NOARGS, "end of stream -> remaining utf8 bytes"},
+    {"text_words", (PyCFunction)Session_text_words, METH_NOARGS, "words in the text pushed since text_begin"},
     {NULL, NULL, 0, NULL},
 };
 

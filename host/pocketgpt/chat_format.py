@@ -37,6 +37,10 @@ CHAT_TEMPLATE = (
 # Where a reply ends besides end-of-text: the model starting the next request line.
 STOP_STRINGS = ("\nQ:",)
 
+# A reply cannot end (end-of-text or a stop string) before it has this many words: the engine masks
+# those tokens until then (Session.generate's need_word; PG_CHAT_MIN_WORDS on the device).
+MIN_WORDS = 3
+
 
 def _compile(template: str) -> Any:
     from jinja2.exceptions import TemplateError
@@ -93,3 +97,122 @@ def training_text(request: str, reply: str) -> str:
     """One training document: a request and its reply (the trainer adds end-of-text between documents)."""
     return render([{"role": "user", "content": request}, {"role": "assistant", "content": reply}],
                   add_generation_prompt=False).removesuffix(EOS_TEXT)
+
+
+# What a chat path says when a reply still comes out without a word (the sampler's guard makes this
+# rare: a reply cut by max_tokens before its first word, or a backend that returned nothing).
+EMPTY_REPLY = "Sorry, I have no answer to that."
+
+
+def template_of(engine: Any) -> str:
+    """The chat template stored in the engine's model file, or this module's for a file without one."""
+    return getattr(engine, "chat_template", None) or CHAT_TEMPLATE
+
+
+def prompt_ids(engine: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """A chat prompt as token ids for `engine`: end-of-text (the models' document start), then the
+    model's template rendered with a generation prompt. A literal end-of-text typed by a user is
+    dropped from the content, so only the template places that token."""
+    clean = [{**m, "content": m["content"].replace(EOS_TEXT, "")} if isinstance(m.get("content"), str) else m
+             for m in messages]
+    return [engine.eos_id] + render_ids(engine.tokenize, engine.eos_id, clean, template_of(engine))
+
+
+def user_turn(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+_CLOSERS = "\"')]}\u201d\u2019"
+
+
+def _sentence_ends(text: str) -> list[int]:
+    """Offsets just after each sentence end in text: . ! or ? (and any closing quotes or brackets),
+    followed by whitespace or by the end of text."""
+    ends = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in ".!?":
+            j = i + 1
+            while j < n and text[j] in ".!?":
+                j += 1
+            while j < n and text[j] in _CLOSERS:
+                j += 1
+            if j == n or text[j].isspace():
+                ends.append(j)
+            i = j
+        else:
+            i += 1
+    return ends
+
+
+def _is_word_char(c: str) -> bool:
+    import unicodedata
+
+    return c.isalnum() or unicodedata.category(c)[0] in "LN"
+
+
+def count_words(text: str) -> int:
+    """Runs of letters and numbers, as the C engine's pg_textout counts them."""
+    n, inside = 0, False
+    for c in text:
+        w = _is_word_char(c)
+        n += w and not inside
+        inside = w
+    return n
+
+
+def has_word(text: str) -> bool:
+    """A letter or a number (Unicode L* or N*, as the C engine's pg_unicode_is_word)."""
+    import unicodedata
+
+    return any(c.isalnum() or unicodedata.category(c)[0] in "LN" for c in text)
+
+
+class ReplyShaper:
+    """Turns a streamed chat reply into what a user is shown: text goes out up to its last complete
+    sentence as it arrives; at the end a reply cut by max_tokens ('length') is cut back to its last
+    sentence end when it has one, and a reply without a word becomes EMPTY_REPLY, never silence.
+    The device does the same in C (firmware/app/chat.c) and both are tested on docs/chat_vectors.json.
+    """
+
+    def __init__(self) -> None:
+        self.sent = ""      # text already released
+        self.pending = ""   # text after the last sentence end, held back
+        self.spoke = False  # something with a word was released
+
+    def feed(self, piece: str) -> str:
+        """Text to release now (whole sentences, with the whitespace before them)."""
+        self.pending += piece
+        ends = _sentence_ends(self.pending)
+        # a sentence end at the very end of pending is not certain yet ("3." may become "3.5")
+        ends = [e for e in ends if e < len(self.pending)]
+        if not ends:
+            return ""
+        if not self.spoke and not has_word(self.pending[:ends[-1]]):
+            return ""  # nothing with a word yet: hold it (it may still become the empty-reply words)
+        out, self.pending = self.pending[:ends[-1]], self.pending[ends[-1]:]
+        if not self.sent:
+            out = out.lstrip()
+        self.sent += out
+        self.spoke = self.spoke or has_word(out)
+        return out
+
+    def finish(self, finish_reason: str) -> str:
+        """The rest of the reply once the generation ended with `finish_reason`."""
+        rest, self.pending = self.pending, ""
+        if finish_reason == "length" and self.spoke and not _sentence_ends(rest):
+            rest = ""  # cut mid-sentence after at least one whole sentence: drop the fragment
+        if not self.sent:
+            rest = rest.lstrip()
+        rest = rest.rstrip()
+        if not self.spoke and not has_word(rest):
+            return (" " if self.sent else "") + EMPTY_REPLY if finish_reason != "abort" else rest
+        self.sent += rest
+        self.spoke = self.spoke or has_word(rest)
+        return rest
+
+
+def shape_reply(pieces: Sequence[str], finish_reason: str) -> str:
+    """The whole shown reply for a finished generation's pieces (ReplyShaper fed at once)."""
+    shaper = ReplyShaper()
+    return "".join(shaper.feed(p) for p in pieces) + shaper.finish(finish_reason)

@@ -93,6 +93,8 @@ class Engine:
         self.kernels: str = cfg["kernels"]
         self.threads: int = cfg["threads"]
         self.model_n_ctx: int = cfg["n_ctx"]
+        # the chat layout stored in the file (None: a file without one; chat_format falls back to its own)
+        self.chat_template: str | None = self._model.meta_string("tokenizer.chat_template")
         if n_ctx is not None and not 1 <= n_ctx <= self.model_n_ctx:
             raise PocketError(f"n_ctx {n_ctx} outside 1..{self.model_n_ctx} (the model's context)")
         self.n_ctx: int = n_ctx or self.model_n_ctx
@@ -175,7 +177,7 @@ class Engine:
         for i, st in enumerate(streams):
             if not st._live():
                 continue
-            if st.needs_prefill or st._spec is not None:
+            if st.needs_prefill or (st._spec is not None and (st._spec.started or st._spec_ready())):
                 out[i] = st.advance()
             else:
                 batch.append(i)
@@ -201,24 +203,28 @@ class Session:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                  stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
-                 draft: Draft | None = None) -> Iterator[Piece]:
+                 need_word: bool | int = False, draft: Draft | None = None) -> Iterator[Piece]:
         """Stream pieces for `prompt` (text or token ids), starting from an empty context.
 
         Stops at `max_tokens` ('length'), at the end-of-text token or a stop string ('stop'; the
         stop string itself is not emitted), or when the caller stops iterating ('abort'). The
         context is cut to the last n_ctx - max_tokens prompt tokens when it would overflow.
+        `need_word` (chat replies): no end-of-text and no stop string before the reply has a word,
+        or that many words when an int (the C engine masks those tokens until then; see
+        pg_textout_guard).
         `draft` (a `pocketgpt.speculative.Draft` for this engine) turns on speculative decoding:
         greedy output is the same tokens, sampled output the same distribution, fewer target passes.
         """
         stream = self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repeat_penalty=repeat_penalty, seed=seed, greedy=greedy, stop=stop,
-                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n, draft=draft)
+                             stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n, need_word=need_word,
+                             draft=draft)
         return self._run(stream)
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
-               draft: Draft | None = None) -> "Stream":
+               need_word: bool | int = False, draft: Draft | None = None) -> "Stream":
         """A generation on this session that the caller advances: `Engine.step([streams])` moves
         several at once with one batched forward pass (what a server with many clients wants);
         `generate` is the same thing stepped alone. Starting a stream ends any earlier one here.
@@ -228,7 +234,8 @@ class Session:
         self._generation += 1
         return Stream(self, self._generation, prompt, max_tokens, dict(
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy)),
+            repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy),
+            need_word=int(need_word)),
             seed, stop, stop_at_eos, draft)
 
     def _run(self, stream: "Stream") -> Iterator[Piece]:
@@ -320,11 +327,10 @@ class Stream:
         if not self.generated:
             s.eval(self.prompt_ids)
             self.stats["prefill_tok_s"] = len(self.prompt_ids) / max(time.perf_counter() - t, 1e-9)
-            piece = self._sample()
-            if self._spec is not None and not self.done:
-                self._spec.start(self.prompt_ids + self.generated)
-            return piece
-        if self._spec is not None:
+            return self._sample()
+        if self._spec is not None and not self._spec.started and self._spec_ready():
+            self._spec.start(self.prompt_ids + self.generated)
+        if self._spec is not None and self._spec.started:
             from pocketgpt.speculative import next_token
 
             return self._emit(next_token(self))
@@ -332,6 +338,12 @@ class Stream:
             s.eval([self.generated[-1]])
             self._count_decode(time.perf_counter() - t)
         return self._sample()
+
+    def _spec_ready(self) -> bool:
+        """Speculation starts once the reply guard (need_word) is satisfied: until then the guard
+        masks end-of-text in each plain step, which a draft's verification pass does not apply."""
+        need = self.params["need_word"]
+        return need <= 0 or self.session._s.text_words() >= need
 
     def _count_decode(self, seconds: float) -> None:
         self._decode_time += seconds

@@ -31,20 +31,38 @@ def open_engine(spec: str, backend: str = "auto", threads: int | None = None) ->
     return TorchEngine(str(path))
 
 
-def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None = None,
+def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None = None, raw: bool = False,
                  **sampling: Any) -> Iterator[str]:
-    """The model's continuation of `prompt` as text pieces; a quote starts after <|endoftext|>.
+    """The model's reply to the request `prompt` as text pieces.
 
+    The request goes through the model's chat template (`tokenizer.chat_template` in its file;
+    chat_format.CHAT_TEMPLATE for a file without one), the reply stops at end-of-text or the next
+    request line, cannot end before three words (MIN_WORDS), is cut back to its last sentence end when
+    max_tokens cuts it, and is never empty (chat_format.ReplyShaper). `raw=True` continues
+    `prompt` as text instead (a quote starts after <|endoftext|>), as `pocketgpt run` does.
     The prompt is cut from the left so prompt plus reply fit the context; `stats` (if given)
     receives the session's last_stats when the stream ends.
     """
-    ids = [engine.eos_id] + list(engine.tokenize(prompt))
+    from pocketgpt import chat_format
+
+    if raw:
+        ids = [engine.eos_id] + list(engine.tokenize(prompt))
+        kw: dict[str, Any] = {}
+    else:
+        ids = chat_format.prompt_ids(engine, chat_format.user_turn(prompt))
+        kw = {"stop": chat_format.STOP_STRINGS, "need_word": chat_format.MIN_WORDS}
     ids = ids[-max(1, engine.n_ctx - max_tokens):]
     sess = engine.session()
+    shaper = None if raw else chat_format.ReplyShaper()
     try:
-        for piece in sess.generate(ids, max_tokens=max_tokens, stop_at_eos=True, **sampling):
-            if piece.text:
-                yield piece.text
+        for piece in sess.generate(ids, max_tokens=max_tokens, stop_at_eos=True, **kw, **sampling):
+            text = piece.text if shaper is None else shaper.feed(piece.text)
+            if text:
+                yield text
+        if shaper is not None:
+            text = shaper.finish((sess.last_stats or {}).get("finish_reason", "stop"))
+            if text:
+                yield text
     finally:
         if stats is not None:
             stats.update(sess.last_stats or {})

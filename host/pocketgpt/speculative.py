@@ -98,9 +98,11 @@ class SpecState:
         self.queue: list[int] = []
         self.rng = random.Random(seed)
         self.rounds = self.proposed = self.accepted = 0
+        self.started = False
 
     def start(self, ids) -> None:
-        """A new generation whose prompt and first token are ids."""
+        """A new generation whose prompt and tokens so far are ids (the last not yet evaluated)."""
+        self.started = True
         self.ds.reset()
         self.fed, self.queue = [], []
         self.dctx = self.draft.to_draft(ids)
@@ -146,7 +148,8 @@ def spec_round(stream: "Stream") -> list[int]:
     draft = spec.draft
     eng = stream.session.engine
     s, ds = stream.session._s, spec.ds
-    params = stream.params
+    # the reply guard (need_word) is done before a stream speculates (Stream._spec_ready)
+    params = {k: v for k, v in stream.params.items() if k != "need_word"}
     greedy = params["greedy"] or params["temperature"] <= 0.0
     last_n = params["repeat_last_n"]
     last = stream.generated[-1]

@@ -1,11 +1,13 @@
 // C unit tests of the portable device app (run under ASan + UBSan by tests/test_firmware_c.py):
-// the relay protocol against docs/protocol_vectors.json, JSON, router, settings, console editing,
+// the relay protocol against docs/protocol_vectors.json, the chat layout and reply shaping against
+// docs/chat_vectors.json (both the relay's own vectors), JSON, router, settings, console editing,
 // SHA-1/base64, and the websocket client over an in-memory transport.
-//   test_app [protocol_vectors.json]
+//   test_app [protocol_vectors.json [chat_vectors.json]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "console.h"
 #include "pg_json.h"
 #include "pg_ws.h"
@@ -188,7 +190,7 @@ static void test_router(void) {
     c.n_ctx = 128;
     c.min_reply = 16;
     c.max_surprisal = 6.0f;
-    pg_prompt_stats s = {0, 10, 0, 1.0f};
+    pg_prompt_stats s = {.n_tokens = 16, .n_request = 10, .n_bytefallback = 0, .mean_surprisal = 1.0f};
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
     s.forced = 1;
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_FORCED);
@@ -197,14 +199,31 @@ static void test_router(void) {
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_TOO_LONG);
     s.n_tokens = 112;
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
-    s.n_tokens = 10, s.n_bytefallback = 4;
+    s.n_tokens = 16, s.n_bytefallback = 4;
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_VOCAB);
     s.n_bytefallback = 3, s.mean_surprisal = 6.5f;
+    CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);  // the peak decides, not the mean
+    s.peak_surprisal = 6.5f;
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_SURPRISED);
     c.max_surprisal = 0.0f;  // off
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
-    s.n_tokens = 3, s.n_bytefallback = 3, c.max_surprisal = 6.0f;  // too short to judge
+    s.n_request = 3, s.n_bytefallback = 3, c.max_surprisal = 6.0f;  // too short to judge
     CHECK(pg_router_decide(&c, &s) == PG_ROUTE_LOCAL);
+    float top[PG_ROUTER_PEAK_K];
+    int32_t n_top = 0;
+    const float seen[] = {1.0f, 9.0f, 2.0f, 7.0f, 7.0f, 3.0f};
+    CHECK(pg_router_peak(top, n_top) == 0.0f);
+    pg_router_peak_add(top, &n_top, 4.0f);
+    CHECK(n_top == 1 && pg_router_peak(top, n_top) == 4.0f);  // fewer than k: their mean
+    n_top = 0;
+    for (int i = 0; i < 6; i++) pg_router_peak_add(top, &n_top, seen[i]);
+    CHECK(n_top == PG_ROUTER_PEAK_K && top[0] == 9.0f && top[1] == 7.0f && top[2] == 7.0f);
+    CHECK(pg_router_peak(top, n_top) == 23.0f / 3.0f);
+    pg_settings set;
+    pg_settings_defaults(&set);
+    pg_router_defaults(&c);  // one place for the defaults: the settings take the router's
+    CHECK(set.route_max_surprisal == c.max_surprisal && set.route_max_bytefrac == c.max_bytefrac &&
+          set.route_min_reply == c.min_reply);
     CHECK(pg_router_is_bytefallback((const uint8_t *)"q", 1) && pg_router_is_bytefallback((const uint8_t *)"\xe4", 1));
     CHECK(!pg_router_is_bytefallback((const uint8_t *)" ", 1) && !pg_router_is_bytefallback((const uint8_t *)"the", 3));
 }
@@ -356,6 +375,56 @@ static void test_ws(void) {
     CHECK(pg_ws_recv(&ws4, 100, &data, &len) == PG_WS_ERROR);
 }
 
+// Every request renders to the Python template's bytes; every streamed reply shows the same text.
+static void test_chat_vectors(const char *path) {
+    size_t n;
+    char *doc = read_file(path, &n);
+    CHECK(doc != NULL);
+    if (!doc) return;
+    pgj_val root, list, vec, v, pieces;
+    CHECK(pgj_parse(doc, n, &root) == PGJ_OBJECT);
+    static char req[1024], want[1024], mine[1024], piece[1024], buf[512], out[PG_REPLY_OUT(512)];
+    int n_prompts = 0, n_replies = 0;
+    CHECK(pgj_get(&root, "prompts", &list));
+    for (size_t i = 0; pgj_at(&list, i, &vec); i++) {
+        size_t rl = 0, wl = 0;
+        CHECK(pgj_get(&vec, "request", &v) && pgj_string(&v, req, sizeof req, &rl) == 0);
+        CHECK(pgj_get(&vec, "prompt", &v) && pgj_string(&v, want, sizeof want, &wl) == 0);
+        long got = pg_chat_prompt(req, rl, mine, sizeof mine);
+        CHECK(got == (long)wl && memcmp(mine, want, wl) == 0);
+        if (got != (long)wl || memcmp(mine, want, wl) != 0) fprintf(stderr, "chat prompt %zu: got '%s'\n", i, mine);
+        n_prompts++;
+    }
+    CHECK(pg_chat_prompt("abc", 3, mine, 9) == -1);  // "Q: abc\nA:" needs 10 bytes with the NUL
+    CHECK(pgj_get(&root, "replies", &list));
+    for (size_t i = 0; pgj_at(&list, i, &vec); i++) {
+        char finish[16];
+        size_t wl = 0, got = 0;
+        str_of(&vec, "finish", finish, sizeof finish);
+        CHECK(pgj_get(&vec, "shown", &v) && pgj_string(&v, want, sizeof want, &wl) == 0);
+        CHECK(pgj_get(&vec, "pieces", &pieces));
+        pg_reply r;
+        pg_reply_init(&r, buf, sizeof buf);
+        for (size_t j = 0; pgj_at(&pieces, j, &v); j++) {
+            size_t pl = 0;
+            pgj_string(&v, piece, sizeof piece, &pl);
+            size_t k = pg_reply_feed(&r, piece, pl, out);
+            memcpy(mine + got, out, k);
+            got += k;
+        }
+        size_t k = pg_reply_finish(&r, strcmp(finish, "length") == 0, strcmp(finish, "abort") == 0, out);
+        memcpy(mine + got, out, k);
+        got += k;
+        mine[got] = 0;
+        CHECK(got == wl && memcmp(mine, want, wl) == 0);
+        if (got != wl || memcmp(mine, want, wl) != 0) fprintf(stderr, "reply %zu: got '%s' want '%s'\n", i, mine, want);
+        n_replies++;
+    }
+    CHECK(n_prompts >= 10 && n_replies >= 10);
+    printf("%d chat prompts and %d replies match the relay's\n", n_prompts, n_replies);
+    free(doc);
+}
+
 int main(int argc, char **argv) {
     test_json();
     test_router();
@@ -363,6 +432,7 @@ int main(int argc, char **argv) {
     test_console();
     test_ws();
     if (argc > 1) test_vectors(argv[1]);
+    if (argc > 2) test_chat_vectors(argv[2]);
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -97,8 +97,11 @@ static void test_sampler(void) {
     int32_t hist[1] = {1};
     p.repeat_penalty = 2.0f;
     memcpy(work, logits, sizeof work);
-    CHECK(pg_sample(work, 8, &p, hist, 1, NULL, probs, cand) == 3);
+    CHECK(pg_sample(work, 8, &p, hist, 1, NULL, probs, cand) == 1);  // greedy: argmax, the penalty is not applied
     p.greedy = 0;
+    p.temperature = 0.0f;  // temperature 0: argmax after the penalty
+    memcpy(work, logits, sizeof work);
+    CHECK(pg_sample(work, 8, &p, hist, 1, NULL, probs, cand) == 3);
     p.repeat_penalty = 1.0f;
     p.top_k = 2;
     p.temperature = 1.0f;

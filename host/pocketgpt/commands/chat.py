@@ -6,17 +6,19 @@ import argparse
 import sys
 
 HELP = """\
-Chat with MODEL (default builtin:host). Each line you type starts a quote; the model finishes it.
+Chat with MODEL (default builtin:host). Each line you type is a request; the model answers it with
+a quote-like reply. The request goes through the model's chat template (tokenizer.chat_template in
+the GGUF; "Q: <request>\nA:" for a file without one). --raw continues your line as text instead.
 
   pocketgpt chat                         interactive on a terminal (Ctrl-D or /quit to leave)
-  echo "Life is" | pocketgpt chat        one reply per input line, for scripts
+  echo "Tell me about love" | pocketgpt chat   one reply per input line, for scripts
   pocketgpt chat --demo                  a short scripted conversation, then interactive on a terminal
 """
 
 DEMO_PROMPTS = [
-    "The secret of life is",
-    "A computer is",
-    "Never trust a man who",
+    "What is the secret of life?",
+    "Tell me something about computers.",
+    "Give me some advice about love.",
 ]
 
 
@@ -31,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--repeat-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=None, help="fixed seed for repeatable replies")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling, no penalty)")
+    p.add_argument("--raw", action="store_true", help="continue each line as text instead of answering it")
     p.add_argument("--backend", choices=["auto", "engine", "torch"], default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--draft", default="auto", metavar="MODEL",
@@ -44,8 +48,9 @@ def _reply(engine, prompt: str, args: argparse.Namespace, out) -> None:
 
     out.write("bot> ")
     out.flush()
-    for piece in stream_reply(engine, prompt, args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
+    for piece in stream_reply(engine, prompt, args.max_tokens, raw=args.raw, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
+                              greedy=args.greedy,
                               **({"draft": args.draft_obj} if getattr(args, "draft_obj", None) else {})):
         out.write(piece)
         out.flush()
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if not interactive:
             return 0
     if interactive:
-        print("Type the start of a quote; Ctrl-D or /quit leaves.")
+        print("Type the start of a quote; Ctrl-D or /quit leaves." if args.raw
+              else "Ask for something (advice, a joke, a thought about a subject); Ctrl-D or /quit leaves.")
     while True:
         if interactive:
             try:
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"you> {line}")
         line = line.strip()
         if not line:
+            print("(an empty line: type a request, or /quit to leave)")
             continue
         if line in ("/quit", "/exit"):
             return 0

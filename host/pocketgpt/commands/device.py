@@ -20,7 +20,7 @@ from pathlib import Path
 from pocketgpt.errors import PocketError
 
 ENGINE_FILES = ["pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c", "sampler.c", "gpt2.c"]
-APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c", "audio.c"]
+APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c", "audio.c", "chat.c"]
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-sign-conversion", "-Wno-format-truncation"]
 
 
@@ -162,7 +162,7 @@ def command(args: argparse.Namespace, exe: Path) -> list[str]:
 
 DEMO_SCRIPT = [
     "/status",
-    "A friend is someone who",                                   # a quote: the device answers
+    "Give me some advice about friends.",                        # a request about a quote subject: the device answers
     "/cloud Tell me something wise about work.",                 # forced to the relay
     "def f(x): return [i**2 for i in range(x) if i % 3 == 0]",  # code surprises the quotes model: escalated
     "/route The early bird gets the worm",                       # the router's numbers, no answer

@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="a .gguf path or builtin:host / builtin:device")
     p.add_argument("-p", "--prompt", required=True, help="the prompt text")
     p.add_argument("-n", "--tokens", type=int, default=64, help="how many tokens to generate (default 64)")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--greedy", action="store_true",
+                   help="always take the most likely token (the argmax: no sampling, no repetition penalty)")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (0: all; default 40)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")

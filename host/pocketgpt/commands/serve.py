@@ -83,9 +83,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-timeout", type=float, default=120.0, help="close a silent session after this many seconds (default 120)")
     p.add_argument("--hello-timeout", type=float, default=10.0, help="seconds a client has to send its hello (default 10)")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds running generations get on SIGTERM (default 10)")
-    p.add_argument("--voice", action="store_true",
-                   help="offline voice (docs/voice.md): Opus in, voice activity detection, pocketsphinx, espeak-ng, "
-                        "Opus out; needs the voice extra, libopus0 and espeak-ng")
+    voice = p.add_mutually_exclusive_group()
+    voice.add_argument("--voice", action="store_true",
+                       help="require offline voice (docs/voice.md: Opus in, voice activity detection, pocketsphinx, "
+                            "espeak-ng, Opus out) and fail when its packages are missing. Without --voice or "
+                            "--no-voice, voice is on when the voice extra, libopus0 and espeak-ng are installed")
+    voice.add_argument("--no-voice", action="store_true", help="turn voice off (text turns only)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default: prompts are private)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -123,6 +126,28 @@ def build_backend(args: argparse.Namespace):
                          draft=draft)
 
 
+def voice_choice(args: argparse.Namespace) -> dict:
+    """Voice on when asked (--voice) or when its packages are here; the reason it is off otherwise.
+    Says which at start-up (stderr: stdout's first line is the ready line scripts read)."""
+    import sys
+
+    if args.no_voice:
+        print("pocketgpt serve: voice off (--no-voice); text turns only", file=sys.stderr, flush=True)
+        return {"voice": False, "voice_off": "voice is turned off on this relay (--no-voice)"}
+    if args.voice:
+        return {"voice": True}  # Relay.start fails in one line when a package is missing
+    from pocketgpt.relay.voice.session import VoiceService
+
+    problem = VoiceService.missing()
+    if problem is None:
+        print("pocketgpt serve: voice on (offline speech recognition and synthesis; --no-voice turns it off)",
+              file=sys.stderr, flush=True)
+        return {"voice": True}
+    print(f"pocketgpt serve: voice off: {problem}. Voice needs the voice extra (pip install "
+          f"'pocketgpt[voice]': opuslib, pocketsphinx), Debian's libopus0 and espeak-ng", file=sys.stderr, flush=True)
+    return {"voice": False, "voice_off": f"this relay has no voice: {problem}"}
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -154,10 +179,11 @@ def run(args: argparse.Namespace) -> int:
         rate_burst=args.burst, max_prompt_chars=args.max_prompt_chars, max_tokens_cap=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens), idle_timeout=args.idle_timeout,
         hello_timeout=args.hello_timeout, drain_timeout=args.drain_timeout, log_prompts=args.log_prompts,
-        voice=args.voice, pairing=not args.no_pairing, ota_per_minute=args.ota_rate,
+        pairing=not args.no_pairing, ota_per_minute=args.ota_rate,
         max_sessions_per_device=args.max_sessions_per_device, max_generations=args.max_generations,
         max_requests_per_device=args.max_requests_per_device, http_max_connections=args.http_max_connections,
-        http_header_timeout=args.http_timeout, http_body_timeout=args.http_timeout)
+        http_header_timeout=args.http_timeout, http_body_timeout=args.http_timeout,
+        **voice_choice(args))
     backend = build_backend(args)
 
     async def main() -> None:

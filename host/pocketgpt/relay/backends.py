@@ -48,6 +48,17 @@ class GenRequest:
     seed: int | None = None
     greedy: bool = False
     stop: tuple[str, ...] = ()
+    # a chat request: (role, content) pairs rendered with the model's chat template, replacing
+    # `prompt` (kept for logs and limits); the reply stops at the template's stop strings and
+    # cannot end before chat_format.MIN_WORDS words
+    messages: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def chat(self) -> bool:
+        return bool(self.messages)
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
 
 
 @dataclass
@@ -152,16 +163,32 @@ class _Job:
 
 def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | None) -> tuple[list[int], dict[str, Any]]:
     """The request's prompt as token ids (refused when empty or too long) and its generation settings."""
-    ids = engine.tokenize(req.prompt)
+    from pocketgpt import chat_format
+
+    stop = tuple(req.stop)
+    if req.chat:
+        from pocketgpt.errors import PocketError
+
+        try:
+            ids = chat_format.prompt_ids(engine, req.chat_messages())
+        except PocketError as exc:  # the model file's template is broken: the relay's problem, said once
+            raise BackendError("backend_error", str(exc), 500) from None
+        stop += tuple(s for s in chat_format.STOP_STRINGS if s not in stop)
+    else:
+        ids = engine.tokenize(req.prompt)
     if not ids:
         raise BackendError("bad_message", "the prompt has no tokens", 400)
     limit = max_prompt_tokens or engine.n_ctx - 1
     if len(ids) > limit:
-        raise BackendError("prompt_too_long", f"prompt is {len(ids)} tokens; this relay takes at most {limit}", 400)
+        raise BackendError("prompt_too_long", f"prompt is {len(ids)} tokens; this relay takes at most {limit}: "
+                           "shorten it", 400)
     room = engine.n_ctx - len(ids)
-    return ids, dict(max_tokens=max(1, min(req.max_tokens, room)), temperature=req.temperature, top_k=req.top_k,
-                     top_p=req.top_p, repeat_penalty=req.repeat_penalty, seed=req.seed, greedy=req.greedy,
-                     stop=tuple(req.stop), stop_at_eos=True)
+    kw = dict(max_tokens=max(1, min(req.max_tokens, room)), temperature=req.temperature, top_k=req.top_k,
+              top_p=req.top_p, repeat_penalty=req.repeat_penalty, seed=req.seed, greedy=req.greedy,
+              stop=stop, stop_at_eos=True)
+    if req.chat:
+        kw["need_word"] = chat_format.MIN_WORDS
+    return ids, kw
 
 
 class _Scheduler:
@@ -573,13 +600,19 @@ class OpenAIBackend(Backend):
     async def _pump(self, gen: Generation, req: GenRequest) -> None:
         import aiohttp
 
-        body: dict[str, Any] = {"model": self.model_id, "prompt": req.prompt, "max_tokens": req.max_tokens,
+        prompt, stop = req.prompt, list(req.stop)
+        if req.chat:  # the remote model's own template is unknown here: ours, as for a file without one
+            from pocketgpt import chat_format
+
+            prompt = chat_format.render(req.chat_messages())
+            stop += [s for s in chat_format.STOP_STRINGS if s not in stop]
+        body: dict[str, Any] = {"model": self.model_id, "prompt": prompt, "max_tokens": req.max_tokens,
                                 "temperature": 0.0 if req.greedy else req.temperature, "top_p": req.top_p,
                                 "stream": True, "stream_options": {"include_usage": True}}
         if req.seed is not None:
             body["seed"] = req.seed
-        if req.stop:
-            body["stop"] = list(req.stop)
+        if stop:
+            body["stop"] = stop
         if req.top_k:
             body["top_k"] = req.top_k  # llama.cpp, vLLM and our relay honour it; others ignore it
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

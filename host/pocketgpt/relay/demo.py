@@ -51,7 +51,7 @@ async def talk(http: str, prompt: str, max_tokens: int) -> None:
 
         async with RelayClient(ws_url, token=token, device_id=DEVICE) as dev:
             print(f"[pocketgpt] hello ok, model {dev.hello['pocketgpt']['model']}; streaming:")
-            sys.stdout.write("    " + prompt)
+            sys.stdout.write(f"    you: {prompt}\n    bot: ")  # answered in the model's chat template
             async for kind, msg in dev.stream(prompt, max_tokens=max_tokens):
                 if kind == "delta":
                     sys.stdout.write(msg["text"])
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="builtin:host")
     ap.add_argument("--backend", default="engine", choices=["engine", "torch"])
-    ap.add_argument("--prompt", default="The best thing about a small computer is")
+    ap.add_argument("--prompt", default="Tell me something about small computers.")
     ap.add_argument("--max-tokens", type=int, default=40)
     args = ap.parse_args(argv)
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pocketgpt-demo-") as home:
         TokenStore(Path(home)).add(DEVICE)
         cmd = [sys.executable, "-m", "pocketgpt", "serve", "--model", args.model, "--backend", args.backend,
-               "--port", "0", "--http-port", "0", "--home", home, "--log-level", "warning"]
+               "--port", "0", "--http-port", "0", "--home", home, "--log-level", "warning", "--no-voice"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             line = proc.stdout.readline()

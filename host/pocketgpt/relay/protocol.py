@@ -74,6 +74,7 @@ class GenerateParams:
     seed: int | None = None
     greedy: bool = False
     stop: tuple[str, ...] = ()
+    raw: bool = False  # continue the prompt as text instead of answering it as a chat request
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,10 @@ def _parse_generate(obj: dict[str, Any], sid: str | None) -> ClientMessage:
         stop = [stop]
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
         raise ProtocolError("bad_message", f"{what}: 'stop' must be up to 4 non-empty strings", rid)
-    params = GenerateParams(max_tokens, temperature, top_k, top_p, seed, greedy, tuple(stop))
+    raw = obj.get("raw", False)
+    if not isinstance(raw, bool):
+        raise ProtocolError("bad_message", f"{what}: 'raw' must be true or false", rid)
+    params = GenerateParams(max_tokens, temperature, top_k, top_p, seed, greedy, tuple(stop), raw)
     return ClientMessage("pg.generate", sid, request_id=rid, prompt=prompt, params=params)
 
 

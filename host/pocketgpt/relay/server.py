@@ -13,6 +13,7 @@ refused with HTTP 401 in `process_request`, the HTTP API answers 401 before read
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -75,6 +76,7 @@ class RelayConfig:
     log_prompts: bool = False
     wake_words: tuple[str, ...] = DEFAULT_WAKE_WORDS
     voice: Any = False                 # True or a voice.VoiceConfig: Opus in, STT, TTS, Opus out (docs/voice.md)
+    voice_off: str = ""                # why voice is off (said to a device that sends audio anyway)
 
 
 # ---- small helpers ----------------------------------------------------------------------------
@@ -97,6 +99,10 @@ def exposure_warnings(cfg: RelayConfig) -> list[str]:
         out.append(f"listening on {cfg.host} without TLS: tokens and prompts cross the network in clear; "
                    "use --cert/--key or a TLS-terminating proxy")
     return out
+
+
+# what a push-to-talk turn in which nothing was recognised says (a turn is never silent)
+NOTHING_HEARD = "Sorry, I did not hear anything. Hold the button and speak."
 
 
 class RateLimiter:
@@ -262,9 +268,11 @@ class WsSession:
             elif not self.audio_refused:
                 # once per listening phase: a device streams ~16 packets/s, one error is enough
                 self.audio_refused = True
-                await self.refuse("audio_unsupported", "this relay has no voice pipeline yet; binary audio "
-                                  "frames are ignored until the next listen start; send text turns with "
-                                  "listen detect or pg.generate")
+                why = self.relay.cfg.voice_off or (
+                    "this relay has no voice: it needs the voice extra (pip install 'pocketgpt[voice]': opuslib, "
+                    "pocketsphinx), Debian's libopus0 and espeak-ng")
+                await self.refuse("audio_unsupported", f"{why}; binary audio frames are ignored until the next "
+                                  "listen start; send text turns with listen detect or pg.generate")
             return
         try:
             msg = P.parse_client(message)
@@ -343,7 +351,7 @@ class WsSession:
         if refusal:
             await self.refuse(*refusal)
             return
-        req = GenRequest(prompt=text, max_tokens=self.relay.cfg.default_max_tokens)
+        req = GenRequest(prompt=text, max_tokens=self.relay.cfg.default_max_tokens, messages=(("user", text),))
         self.relay.log_request(self.device_id, "xiaozhi", text)
         self.task = asyncio.create_task(self._xiaozhi_turn(text, req))
 
@@ -377,6 +385,26 @@ class WsSession:
             await self.refuse(exc.code, exc.message)
         finally:
             self.gen = None
+            if self.speaker is not None:
+                self.speaker.stop()
+                self.speaker = None
+            await self.send(P.tts("stop", sid))
+
+    async def _say(self, text: str) -> None:
+        """A turn of fixed words (no model): stt, tts start, the sentence (spoken when voice is on), tts stop."""
+        sid = self.session_id
+        await self.send(P.stt("", sid))
+        await self.send(P.tts("start", sid))
+        if self.relay.voice is not None:
+            from pocketgpt.relay.voice.session import Speaker
+
+            self.speaker = Speaker(self.relay.voice, self.send, self.send_audio,
+                                   lambda sentence: P.tts("sentence_start", sid, sentence))
+        try:
+            await self._sentence(text)
+            if self.speaker is not None:
+                await self.speaker.finish()
+        finally:
             if self.speaker is not None:
                 self.speaker.stop()
                 self.speaker = None
@@ -418,9 +446,9 @@ class WsSession:
                 if await self._still_authorized(None):
                     await self.start_xiaozhi_turn(ev.text)
             elif self.listener is not None and self.listener.mode == "manual":
-                # push-to-talk with nothing recognised: end the turn so the device leaves listening
-                await self.send(P.stt("", self.session_id))
-                await self.send(P.tts("stop", self.session_id))
+                # push-to-talk with nothing recognised: say so (never a silent turn), which also ends
+                # the turn so the device leaves listening
+                await self._say(NOTHING_HEARD)
 
     async def start_pg(self, msg: P.ClientMessage) -> None:
         rid = msg.request_id
@@ -447,7 +475,7 @@ class WsSession:
             temperature=defaults.temperature if p.temperature is None else p.temperature,
             top_k=defaults.top_k if p.top_k is None else p.top_k,
             top_p=defaults.top_p if p.top_p is None else p.top_p,
-            seed=p.seed, greedy=p.greedy, stop=p.stop)
+            seed=p.seed, greedy=p.greedy, stop=p.stop, messages=() if p.raw else (("user", msg.prompt),))
         self.relay.log_request(self.device_id, "pg.generate", msg.prompt)
         self.request_id = rid
         self.task = asyncio.create_task(self._pg_turn(rid, req))
@@ -671,7 +699,7 @@ class Relay:
             raise
         self.active.add(gen)
         self._owners[gen] = owner
-        return _Tracked(self, gen)  # type: ignore[return-value]
+        return _Tracked(self, gen, shape=req.chat)  # type: ignore[return-value]
 
     def _forget(self, gen: Generation) -> None:
         self.active.discard(gen)
@@ -986,12 +1014,15 @@ class Relay:
         if not isinstance(got, tuple):
             return got
         device, body = got
-        prompt = chat_prompt(body.get("messages"))
-        if prompt is None:
-            return _api_error(400, "bad_message", "messages must be a non-empty list of {role, content} objects")
-        req = self._gen_request(body, prompt, extra_stop=("\nUser:",), default_max=self.cfg.default_max_tokens)
+        messages = chat_messages(body.get("messages"))
+        if messages is None:
+            return _api_error(400, "bad_message", "messages must be a non-empty list of {role, content} objects "
+                              "with roles system, user or assistant")
+        prompt = "\n".join(c for _, c in messages)  # for the length limit and the log
+        req = self._gen_request(body, prompt, default_max=self.cfg.default_max_tokens)
         if not isinstance(req, GenRequest):
             return req
+        req = dataclasses.replace(req, messages=messages)
         return await self._serve_api(request, device, body, req, chat=True)
 
     async def _serve_api(self, request: Any, device: str, body: dict[str, Any], req: GenRequest, chat: bool) -> Any:
@@ -1080,9 +1111,10 @@ class Relay:
 class _Tracked:
     """Wraps a Generation so the relay learns when it ends (for drain and metrics)."""
 
-    def __init__(self, relay: Relay, gen: Generation) -> None:
+    def __init__(self, relay: Relay, gen: Generation, shape: bool = False) -> None:
         self._relay = relay
         self._gen = gen
+        self._shape = shape  # a chat reply: whole sentences, never empty (chat_format.ReplyShaper)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._gen, name)
@@ -1091,9 +1123,17 @@ class _Tracked:
         return self._iterate()
 
     async def _iterate(self) -> Any:
+        from pocketgpt.chat_format import ReplyShaper
+
+        shaper = ReplyShaper() if self._shape else None
         try:
             async for piece in self._gen:
-                yield piece
+                if shaper is None:
+                    yield piece
+                elif (text := shaper.feed(piece)):
+                    yield text
+            if shaper is not None and (text := shaper.finish(self._gen.stats.finish_reason)):
+                yield text
         finally:
             if self._gen.finished or self._gen.aborted:
                 self._relay._ended(self._gen)
@@ -1101,11 +1141,12 @@ class _Tracked:
                 self._relay._forget(self._gen)
 
 
-def chat_prompt(messages: Any) -> str | None:
-    """A chat as plain text GPT-2 can continue: "User: ...\\nAssistant: ..." lines ending in "Assistant:"."""
+def chat_messages(messages: Any) -> tuple[tuple[str, str], ...] | None:
+    """OpenAI chat messages as (role, text) pairs for the model's chat template (None: malformed).
+    A developer message counts as system; content parts keep their text parts."""
     if not isinstance(messages, list) or not messages:
         return None
-    lines: list[str] = []
+    out: list[tuple[str, str]] = []
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             return None
@@ -1117,13 +1158,11 @@ def chat_prompt(messages: Any) -> str | None:
             content = "".join(texts)
         if not isinstance(content, str):
             return None
-        role = m["role"]
-        if role in ("system", "developer"):
-            lines.append(content.strip())
-        else:
-            lines.append(f"{'User' if role == 'user' else 'Assistant'}: {content.strip()}")
-    lines.append("Assistant:")
-    return "\n".join(lines)
+        role = "system" if m["role"] == "developer" else m["role"]
+        if role not in ("system", "user", "assistant"):
+            return None
+        out.append((role, content))
+    return tuple(out)
 
 
 def _api_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:

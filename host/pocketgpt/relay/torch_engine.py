@@ -29,6 +29,8 @@ class TorchEngine:
         self.n_vocab = mf.cfg.n_vocab
         self.n_ctx = min(n_ctx or mf.cfg.n_ctx, mf.cfg.n_ctx)
         self.eos_id = mf.vocab.eos_id
+        self._tokens = mf.vocab.tokens  # GPT-2's byte-to-unicode spelling
+        self.chat_template: str | None = (mf.metadata or {}).get("tokenizer.chat_template")
         self._tok = mf.vocab.hf_tokenizer()
         self._tok_lock = threading.Lock()  # the fast tokenizer is not safe to share between threads
         self.model = hf.torch_model(mf)
@@ -44,6 +46,25 @@ class TorchEngine:
     def session(self) -> "TorchSession":
         return TorchSession(self)
 
+    def holding(self, first_bytes: set[int]) -> list[int]:
+        """Ids of the tokens that contain any of these bytes (the C engine's pg_textout_guard)."""
+        spell = _byte_spelling()
+        chars = {spell[b] for b in first_bytes}
+        return [i for i, t in enumerate(self._tokens) if any(c in chars for c in t)]
+
+
+def _byte_spelling() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (printable Latin-1 bytes stand for themselves)."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    spell, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            spell[b] = chr(b)
+        else:
+            spell[b] = chr(256 + extra)
+            extra += 1
+    return spell
+
 
 class TorchSession:
     def __init__(self, engine: TorchEngine) -> None:
@@ -52,7 +73,8 @@ class TorchSession:
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None,
-                 greedy: bool = False, stop: Sequence[str] = (), stop_at_eos: bool = True) -> Iterator[Piece]:
+                 greedy: bool = False, stop: Sequence[str] = (), stop_at_eos: bool = True,
+                 need_word: bool | int = False) -> Iterator[Piece]:
         import os
         import time
 
@@ -65,8 +87,11 @@ class TorchSession:
         stats = {"prompt_tokens": len(ids), "tokens": 0, "finish_reason": "abort",
                  "prefill_tok_s": 0.0, "decode_tok_s": 0.0}
         self.last_stats = stats
+        from pocketgpt.chat_format import count_words
+
         out: list[int] = []
         emitted = ""
+        masked: list[int] | None = None
         t0 = time.perf_counter()
         past = None
         inp = torch.tensor([ids], dtype=torch.long)
@@ -80,6 +105,10 @@ class TorchSession:
                         t_decode = time.perf_counter()
                         stats["prefill_tok_s"] = len(ids) / max(t_decode - t0, 1e-9)
                     logits = res.logits[0, -1].float()
+                    if need_word and count_words(emitted) < int(need_word):  # as the C engine: no early end
+                        if masked is None:
+                            masked = [eng.eos_id] + eng.holding({s.encode()[0] for s in stop if s})
+                        logits[masked] = float("-inf")
                     tok = _sample(logits, ids + out, temperature, top_k, top_p, repeat_penalty, greedy, gen)
                     if stop_at_eos and tok == eng.eos_id:
                         stats["finish_reason"] = "stop"

@@ -1,0 +1,150 @@
+// pocketgpt app: chat layout and reply shaping (see chat.h; mirrors host/pocketgpt/chat_format.py).
+#include "chat.h"
+
+#include <string.h>
+
+#include "tokenizer.h"
+
+// One code point at s[i..n): its value and byte length (an invalid byte counts as U+FFFD, 1 byte).
+static uint32_t next_cp(const char *s, size_t i, size_t n, size_t *len) {
+    const uint8_t *u = (const uint8_t *)s + i;
+    size_t left = n - i;
+    uint8_t c = u[0];
+    size_t k = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    if (k == 0 || k > left) {
+        *len = 1;
+        return 0xFFFD;
+    }
+    uint32_t v = k == 1 ? c : k == 2 ? (uint32_t)(c & 0x1F) : k == 3 ? (uint32_t)(c & 0x0F) : (uint32_t)(c & 0x07);
+    for (size_t j = 1; j < k; j++) {
+        if ((u[j] & 0xC0) != 0x80) {
+            *len = 1;
+            return 0xFFFD;
+        }
+        v = v << 6 | (u[j] & 0x3F);
+    }
+    *len = k;
+    return v;
+}
+
+// Python's str.isspace (what str.strip and Jinja's trim remove)
+static int is_space(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+static int is_terminal(uint32_t cp) { return cp == '.' || cp == '!' || cp == '?'; }
+
+static int is_closer(uint32_t cp) {
+    return cp == '"' || cp == '\'' || cp == ')' || cp == ']' || cp == '}' || cp == 0x201D || cp == 0x2019;
+}
+
+static int has_word(const char *s, size_t n) {
+    for (size_t i = 0, k; i < n; i += k)
+        if (pg_unicode_is_word(next_cp(s, i, n, &k))) return 1;
+    return 0;
+}
+
+// byte offset of the first non-space character from i
+static size_t skip_space(const char *s, size_t i, size_t n) {
+    size_t k;
+    while (i < n && is_space(next_cp(s, i, n, &k))) i += k;
+    return i;
+}
+
+void pg_chat_trim(const char *text, size_t n, size_t *start, size_t *len) {
+    size_t a = skip_space(text, 0, n), end = a, k;
+    for (size_t i = a; i < n; i += k)
+        if (!is_space(next_cp(text, i, n, &k))) end = i + k;
+    *start = a;
+    *len = end - a;
+}
+
+long pg_chat_prompt(const char *text, size_t n, char *out, size_t cap) {
+    size_t a, len;
+    pg_chat_trim(text, n, &a, &len);
+    if (len + 7 > cap) return -1;
+    memcpy(out, "Q: ", 3);
+    memcpy(out + 3, text + a, len);
+    memcpy(out + 3 + len, "\nA:", 4);  // with the NUL
+    return (long)(len + 6);
+}
+
+// Offsets just after the sentence ends in s[0..n) (as chat_format._sentence_ends): the last one
+// before n (*last, 0 when none) and whether one ends exactly at n (*at_end).
+static void sentence_ends(const char *s, size_t n, size_t *last, int *at_end) {
+    size_t i = 0, k;
+    *last = 0;
+    *at_end = 0;
+    while (i < n) {
+        uint32_t cp = next_cp(s, i, n, &k);
+        if (!is_terminal(cp)) {
+            i += k;
+            continue;
+        }
+        size_t j = i + k;
+        while (j < n && is_terminal(next_cp(s, j, n, &k))) j += k;
+        while (j < n && is_closer(next_cp(s, j, n, &k))) j += k;
+        if (j == n) *at_end = 1;
+        else if (is_space(next_cp(s, j, n, &k))) *last = j;
+        i = j;
+    }
+}
+
+void pg_reply_init(pg_reply *r, char *buf, size_t cap) {
+    memset(r, 0, sizeof *r);
+    r->buf = buf;
+    r->cap = cap;
+}
+
+// Copy buf[from..to) to out (left-trimmed while nothing went out yet), drop buf[0..drop).
+static size_t emit(pg_reply *r, size_t to, size_t drop, char *out) {
+    size_t from = r->n_sent ? 0 : skip_space(r->buf, 0, to);
+    size_t n = to - from;
+    memcpy(out, r->buf + from, n);
+    r->n_sent += n;
+    if (has_word(out, n)) r->spoke = 1;
+    memmove(r->buf, r->buf + drop, r->n - drop);
+    r->n -= drop;
+    return n;
+}
+
+size_t pg_reply_feed(pg_reply *r, const char *piece, size_t n, char *out) {
+    if (r->n + n > r->cap) {  // longer than a sentence may be here: show what is held, keep the piece
+        size_t k = emit(r, r->n, r->n, out);
+        if (n > r->cap) n = r->cap;
+        memcpy(r->buf, piece, n);
+        r->n = n;
+        return k;
+    }
+    memcpy(r->buf + r->n, piece, n);
+    r->n += n;
+    size_t last;
+    int at_end;
+    sentence_ends(r->buf, r->n, &last, &at_end);
+    if (!last || (!r->spoke && !has_word(r->buf, last))) return 0;  // nothing with a word yet: hold it
+    return emit(r, last, last, out);
+}
+
+size_t pg_reply_finish(pg_reply *r, int cut_by_length, int aborted, char *out) {
+    size_t n = r->n, last, k;
+    int at_end;
+    sentence_ends(r->buf, n, &last, &at_end);
+    if (cut_by_length && r->spoke && !at_end && !last) n = 0;  // drop the unfinished sentence
+    size_t from = r->n_sent ? 0 : skip_space(r->buf, 0, n), end = from;
+    for (size_t i = from; i < n; i += k)  // right-trim
+        if (!is_space(next_cp(r->buf, i, n, &k))) end = i + k;
+    r->n = 0;
+    if (!r->spoke && !has_word(r->buf + from, end - from) && !aborted) {
+        static const char empty[] = " " PG_CHAT_EMPTY_REPLY;
+        const char *e = r->n_sent ? empty : empty + 1;
+        size_t len = strlen(e);
+        memcpy(out, e, len);
+        return len;
+    }
+    memcpy(out, r->buf + from, end - from);
+    r->n_sent += end - from;
+    if (has_word(out, end - from)) r->spoke = 1;
+    return end - from;
+}
