@@ -27,7 +27,7 @@ from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # no
 
 DEV = "aa:bb:cc:00:00:0a"      # the one sending bad requests
 VICTIM = "aa:bb:cc:00:00:0b"   # another device, generating at the same time
-LONG = dict(max_tokens=900, greedy=True)
+LONG = dict(max_tokens=900, greedy=True, raw=True)  # continuations: they run to their length
 
 pytestmark = pytest.mark.skipif(engine_kind() != "engine", reason="batched decode needs the C engine (pip install -e .)")
 
@@ -251,7 +251,7 @@ def test_a_broken_openai_backend_ends_the_request_with_an_error(chunks: list[byt
         front = RelayThread(OpenAIBackend(url, "fake"), open=True)
         try:
             async with RelayClient(front.ws_url) as c:
-                reply = await c.generate("Hello", max_tokens=8)
+                reply = await c.generate("Hello", max_tokens=8, raw=True)  # a continuation: the backend's own pieces
                 assert reply.error is not None and reply.error["code"] == "backend_error", reply
                 assert reply.text == "Hi"
             assert (await settled(front))["generations"] == 0

@@ -98,10 +98,10 @@ def test_generation_caps_global_and_per_device(engine: Any, home: Any) -> None:
         async def go() -> None:
             async with RelayClient(rt.ws_url, token=home[1][DEVS[0]], device_id=DEVS[0]) as a, \
                     RelayClient(rt.ws_url, token=home[1][DEVS[1]], device_id=DEVS[1]) as b:
-                stream_a = a.stream("Once upon a time", max_tokens=900, greedy=True)
+                stream_a = a.stream("Once upon a time", max_tokens=900, greedy=True, raw=True)
                 assert (await stream_a.__anext__())[0] == "delta"
                 assert await api(DEVS[0]) == (429, "busy")          # one at a time for this device
-                stream_b = b.stream("Once upon a time", max_tokens=900, greedy=True)
+                stream_b = b.stream("Once upon a time", max_tokens=900, greedy=True, raw=True)
                 assert (await stream_b.__anext__())[0] == "delta"
                 assert await api(DEVS[2]) == (503, "overloaded")    # the relay is full
                 for c in (a, b):
@@ -273,7 +273,7 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
             assert "ready" in line, line
             ws_port = int(line.split("ws_port=")[1].split()[0])
             async with RelayClient(f"ws://127.0.0.1:{ws_port}/xiaozhi/v1/") as c:
-                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "x", "max_tokens": 500}))
+                await c.ws.send(json.dumps({"type": "pg.generate", "id": "t", "prompt": "x", "max_tokens": 500, "raw": True}))
                 assert (await c.recv())["type"] == "pg.delta"
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)

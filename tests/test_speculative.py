@@ -151,7 +151,7 @@ def test_relay_single_stream_uses_the_draft_with_the_same_greedy_text(host: Engi
     try:
         async def go() -> None:
             async with RelayClient(rt.ws_url, device_id="aa:bb:cc:00:00:19") as c:
-                r = await c.generate(PROMPTS[0], max_tokens=40, greedy=True)
+                r = await c.generate(PROMPTS[0], max_tokens=40, greedy=True, raw=True)  # a continuation, as above
                 assert r.error is None and r.text == want
 
         asyncio.run(asyncio.wait_for(go(), 60))
