@@ -42,6 +42,7 @@ use used very want was wasn't way we we'd we'll we're we've well went were weren
 whatever when when's where where's whether which while who who's whom whose why why's will with
 within without won't would wouldn't yes yet you you'd you'll you're you've your yours yourself
 yourselves get got ever also back three four five six seven eight nine ten first second
+yeah yes hey hmm gee wow
 far long little big great good bad old right left lot lots enough around able sure true whole
 tell told ask asked call called find found keep kept look looked mean means feel felt try tried
 put puts seen saw show shows turn turned leave left bring brought hold held stand stood run ran
@@ -184,10 +185,14 @@ class SubjectPicker:
             self.n += 1
             self.df.update(set(content_words(parse_quote(d).body)))
 
-    def subjects(self, body: str, top: int = 3) -> list[str]:
+    def subjects(self, body: str, top: int = 3, early: int | None = None) -> list[str]:
         """Up to `top` subject words: rarest first, but seen in at least two documents (not typos or
-        one-off names), falling back to any content word."""
+        one-off names), falling back to any content word. With `early`, only words among the
+        quote's first `early` words when it has any there."""
         cands = content_words(body)
+        if early:
+            head = set(content_words(" ".join(body.split()[:early])))
+            cands = [w for w in cands if w in head] or cands
         order = {w: i for i, w in enumerate(cands)}
         good = [w for w in cands if self.df.get(w, 0) >= 2] or list(cands)
         good.sort(key=lambda w: (self.df.get(w, 0), order[w]))
@@ -200,8 +205,11 @@ def _fill(phrasing: str, subject: str, author: str | None) -> str:
 
 def make_pairs(docs: Sequence[str], n: int, seed: int, phrasings: dict[str, tuple[str, ...]] = TRAIN,
                small_talk: Sequence[str] = SMALL_TALK_TRAIN, small_talk_share: float = 0.05,
-               max_reply_chars: int = 320, picker: SubjectPicker | None = None) -> list[Pair]:
-    """`n` seeded pairs from `docs` (quotes of one split only: the caller keeps held-out quotes out)."""
+               max_reply_chars: int = 320, picker: SubjectPicker | None = None,
+               early: int | None = None) -> list[Pair]:
+    """`n` seeded pairs from `docs` (quotes of one split only: the caller keeps held-out quotes out).
+
+    `early`: subjects only from a quote's first words (see SubjectPicker.subjects)."""
     rng = random.Random(seed)
     picker = picker or SubjectPicker(docs)
     quotes = [q for q in (parse_quote(d) for d in docs)
@@ -221,15 +229,20 @@ def make_pairs(docs: Sequence[str], n: int, seed: int, phrasings: dict[str, tupl
         kind = rng.choices(kinds, weights)[0]
         if kind == "author" and not q.author:
             kind = "opinion"
-        subject = rng.choice(picker.subjects(q.body))
+        subject = rng.choice(picker.subjects(q.body, early=early))
         phrasing = rng.choice(phrasings[kind])
         pairs.append(Pair(_fill(phrasing, subject, q.author), q.text, kind, subject if "{x}" in phrasing else None))
     return pairs
 
 
+# Training subjects come from a quote's first words: the reply then names the subject soon after
+# the request did, the short-range copy a small model learns first (measured in docs/chat.md).
+TRAIN_EARLY_WORDS = 10
+
+
 def chat_documents(docs: Sequence[str], n: int, seed: int) -> list[str]:
     """`n` training documents in the chat layout (chat_format.training_text) from the quotes `docs`."""
-    return [training_text(p.request, p.reply) for p in make_pairs(docs, n, seed)]
+    return [training_text(p.request, p.reply) for p in make_pairs(docs, n, seed, early=TRAIN_EARLY_WORDS)]
 
 
 def eval_requests(heldout: Sequence[str], n: int, seed: int, picker: SubjectPicker | None = None) -> list[Pair]:
