@@ -79,3 +79,30 @@ def test_fine_tune_from_a_local_folder(corpus, tmp_path):
                         "--steps", "20", "--lr", "1e-3", "--eval-every", "20", "--checkpoint-every", "20",
                         "--batch", "8", "--ctx", "64", "--threads", "2")
     assert ft["steps"] == 20 and ft["n_params"] > 0
+
+
+def test_chat_mix_trains_on_pairs_of_training_quotes_and_the_model_carries_the_template(corpus, tmp_path):
+    import gguf
+
+    from pocketgpt.chat_format import CHAT_TEMPLATE, TEMPLATE_KEY
+
+    extra = tmp_path / "extra"
+    extra.write_text("An extra quote about zebras for training only.\n%\nAnother extra quote about giraffes.\n")
+    out = tmp_path / "chat"
+    res = pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "4", "--chat-mix", "0.5",
+                         "--chat-pairs", "200", "--extra", str(extra), *ARGS)
+    assert res["steps"] == 4
+    held = (out / "heldout.txt").read_text()
+    assert "zebras" not in held and "giraffes" not in held  # extra corpora are never held out
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert cfg["chat_template"] == CHAT_TEMPLATE
+    gg = tmp_path / "chat.gguf"
+    assert pocketgpt("convert", str(out), str(gg)).returncode == 0
+    assert gguf.GGUFReader(str(gg)).fields[TEMPLATE_KEY].contents() == CHAT_TEMPLATE
+
+
+def test_chat_mix_outside_zero_to_one_is_a_one_line_error(corpus, tmp_path):
+    from cli_util import assert_one_line_error
+
+    res = pocketgpt("train", str(corpus), "--out", str(tmp_path / "x"), "--steps", "2", "--chat-mix", "1.5", *ARGS)
+    assert_one_line_error(res, "--chat-mix")

@@ -220,9 +220,15 @@ def write_gguf(
     *,
     name: str = "pocketgpt",
     extra: dict[str, Any] | None = None,
+    chat_template: str | None = None,
 ) -> int:
-    """Write a GPT-2 GGUF atomically (temporary file, then rename). Returns the file size."""
+    """Write a GPT-2 GGUF atomically (temporary file, then rename). Returns the file size.
+
+    Every file gets a chat template under `tokenizer.chat_template`: `chat_template` when given
+    (callers pass their source's, so it is kept), else the project's layout (chat_format)."""
     import gguf
+
+    from pocketgpt.chat_format import CHAT_TEMPLATE, TEMPLATE_KEY
 
     tied = "output.weight" not in tensors
     order = tensor_names(cfg, tied)
@@ -251,7 +257,10 @@ def write_gguf(
         w.add_token_merges(vocab.merges)
         w.add_bos_token_id(vocab.bos_id)
         w.add_eos_token_id(vocab.eos_id)
+        w.add_string(TEMPLATE_KEY, chat_template or CHAT_TEMPLATE)
         for key, value in (extra or {}).items():
+            if key == TEMPLATE_KEY:
+                continue
             _add_extra(w, key, value)
         for n in order:
             t = tensors[n]

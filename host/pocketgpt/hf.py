@@ -165,7 +165,10 @@ def save_hf(mf: ModelFile, out_dir: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     try:
         model.save_pretrained(tmp)
-        save_vocab(mf.vocab, tmp)
+        from pocketgpt.chat_format import TEMPLATE_KEY
+
+        template = mf.metadata.get(TEMPLATE_KEY)
+        save_vocab(mf.vocab, tmp, template if isinstance(template, str) else None)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -175,6 +178,33 @@ def save_hf(mf: ModelFile, out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def save_vocab(vocab: BPEVocab, folder: Path) -> None:
-    """vocab.json + merges.txt + tokenizer config, readable by GPT2TokenizerFast.from_pretrained."""
+def save_vocab(vocab: BPEVocab, folder: Path, chat_template: str | None = None) -> None:
+    """vocab.json + merges.txt + tokenizer config, readable by GPT2TokenizerFast.from_pretrained,
+    with the chat template (`chat_template`, else the project's layout) in tokenizer_config.json,
+    where transformers' apply_chat_template finds it."""
+    from pocketgpt.chat_format import CHAT_TEMPLATE
+
+    folder = Path(folder)
     vocab.hf_tokenizer().save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+    cfg["chat_template"] = chat_template or CHAT_TEMPLATE
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def folder_chat_template(folder: str | os.PathLike[str]) -> str | None:
+    """The chat template a Hugging Face folder carries (tokenizer_config.json or
+    chat_template.jinja), None when it has none (or is a hub id)."""
+    path = Path(folder)
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    cfg_path = path / "tokenizer_config.json"
+    if cfg_path.is_file():
+        try:
+            value = json.loads(cfg_path.read_text(encoding="utf-8")).get("chat_template")
+        except (ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) and value else None
+    return None

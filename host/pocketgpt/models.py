@@ -65,4 +65,10 @@ def from_hf_folder(src: str):
     model, vocab = hf.load_hf(src)
     cfg, tensors, _ = hf.hf_to_tensors(model)
     stored = store_tensors(tensors, lambda n, a: F32)
-    return ModelFile(Path(src), cfg, vocab, stored, {"general.architecture": "gpt2"}, 0)
+    from pocketgpt.chat_format import TEMPLATE_KEY
+
+    meta = {"general.architecture": "gpt2"}
+    template = hf.folder_chat_template(src)
+    if template:
+        meta[TEMPLATE_KEY] = template
+    return ModelFile(Path(src), cfg, vocab, stored, meta, 0)

@@ -3,6 +3,10 @@
 Data: every document is tokenized and followed by <|endoftext|>; a seeded shuffle of whole
 documents puts `val_fraction` of them aside (written to OUT/heldout.txt so `pocketgpt eval` can
 score the same text later). Training samples random windows of n_ctx+1 tokens from the rest.
+Extra corpora (`extra`) are training-only: none of their documents is held out, and any of them
+(or of the corpus's training split) equal to a held-out document is dropped. With `chat_mix` > 0
+that share of the training windows comes from chat pairs (pocketgpt.chatdata) made from the
+training documents only, each window starting at a pair's request; the rest stays plain quotes.
 Checkpoints (model, optimizer, step, RNG state) are written atomically to OUT/checkpoint/ and
 `--resume` continues from there bit-for-bit with the same data order.
 """
@@ -48,6 +52,9 @@ class TrainConfig:
     threads: int | None = None
     init: str | None = None
     corpus: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    chat_mix: float = 0.0
+    chat_pairs: int = 40000
 
 
 @dataclass
@@ -76,6 +83,22 @@ def encode_documents(tok: Any, docs: list[str], eos: int) -> np.ndarray:
         ids.extend(enc)
         ids.append(eos)
     return np.asarray(ids, dtype=np.int64)
+
+
+def _encode_with_starts(tok: Any, docs: list[str], eos: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documents as one stream (end-of-text after each) and the offsets where a full window
+    starting at a document's first token fits."""
+    ids: list[int] = []
+    starts: list[int] = []
+    for enc in tok(docs, add_special_tokens=False)["input_ids"]:
+        starts.append(len(ids))
+        ids.extend(enc)
+        ids.append(eos)
+    arr = np.asarray(ids, dtype=np.int64)
+    ok = np.asarray([s for s in starts if s + window <= len(arr)], dtype=np.int64)
+    if not len(ok):
+        raise PocketError(f"the chat pairs hold only {len(arr)} tokens, less than one window of {window}")
+    return arr, ok
 
 
 def warmup_cosine_lr(step: int, progress: float, lr: float, warmup: int, min_lr_ratio: float) -> float:
@@ -143,7 +166,7 @@ def _save_checkpoint(out: Path, model: Any, opt: Any, state: dict[str, Any]) -> 
 
 def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or fine-tune) and write a Hugging Face folder to `out_dir`. See the module docstring."""
-    from pocketgpt.hf import hf_config, load_hf, require_toolchain, save_vocab
+    from pocketgpt.hf import folder_chat_template, hf_config, load_hf, require_toolchain, save_vocab
     from pocketgpt.corpus import read_documents
     from pocketgpt.gguf_io import GPT2Config
     from pocketgpt.tokenizer import gpt2_vocab
@@ -168,6 +191,12 @@ def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool =
 
     docs = read_documents(cfg.corpus)
     train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.seed)
+    if cfg.extra:
+        train_docs = train_docs + read_documents(cfg.extra)
+    held = {d.strip() for d in val_docs}
+    train_docs = [d for d in train_docs if d.strip() not in held]
+    if not 0.0 <= cfg.chat_mix < 1.0:
+        raise PocketError(f"--chat-mix {cfg.chat_mix} must be at least 0 and below 1 (the rest is plain quotes)")
     if not train_docs:
         raise PocketError("the corpus has a single document: nothing left to train on after the held-out split")
 
@@ -181,6 +210,12 @@ def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool =
     tok = vocab.hf_tokenizer()
     train_ids = encode_documents(tok, train_docs, vocab.eos_id)
     val_ids = encode_documents(tok, val_docs, vocab.eos_id)
+    chat_ids = chat_starts = None
+    if cfg.chat_mix > 0:
+        from pocketgpt.chatdata import chat_documents
+
+        chat_ids, chat_starts = _encode_with_starts(tok, chat_documents(train_docs, cfg.chat_pairs, cfg.seed),
+                                                    vocab.eos_id, cfg.n_ctx + 1)
     if len(train_ids) < cfg.n_ctx + 2:
         raise PocketError(f"corpus has only {len(train_ids)} training tokens; need more than the context of {cfg.n_ctx}")
     write_text_atomic(out / "heldout.txt", "\n%\n".join(val_docs) + "\n")
@@ -228,8 +263,19 @@ def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool =
     ema = None
     t_last, tok_last = time.time(), 0
     while step < cfg.steps:
-        starts = rng.integers(0, len(train_ids) - cfg.n_ctx - 1, size=cfg.batch_size)
-        batch = np.stack([train_ids[s : s + cfg.n_ctx + 1] for s in starts])
+        if chat_ids is None:
+            starts = rng.integers(0, len(train_ids) - cfg.n_ctx - 1, size=cfg.batch_size)
+            batch = np.stack([train_ids[s : s + cfg.n_ctx + 1] for s in starts])
+        else:
+            rows = []
+            for _ in range(cfg.batch_size):
+                if rng.random() < cfg.chat_mix:
+                    s = int(chat_starts[rng.integers(0, len(chat_starts))])
+                    rows.append(chat_ids[s : s + cfg.n_ctx + 1])
+                else:
+                    s = int(rng.integers(0, len(train_ids) - cfg.n_ctx - 1))
+                    rows.append(train_ids[s : s + cfg.n_ctx + 1])
+            batch = np.stack(rows)
         x = torch.from_numpy(batch[:, :-1])
         y = torch.from_numpy(batch[:, 1:])
         for g in opt.param_groups:
@@ -265,7 +311,7 @@ def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool =
     seconds = time.time() - start
     model.eval()
     model.save_pretrained(out)
-    save_vocab(vocab, out)
+    save_vocab(vocab, out, folder_chat_template(cfg.init) if cfg.init and Path(cfg.init).is_dir() else None)
     result = TrainResult(val_loss=val_loss, train_loss=train_loss, tokens_seen=tokens_seen, steps=step,
                          seconds=round(seconds, 1), n_params=n_params, out=str(out))
     write_text_atomic(out / "train.json", json.dumps({**asdict(result), "config": asdict(cfg)}, indent=2))

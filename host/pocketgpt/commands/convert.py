@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     cfg, tensors, tied = hf.hf_to_tensors(model)
     stored = store_tensors(tensors, simple_chooser(args.outtype))
     name = args.name or Path(args.src.rstrip("/")).name
-    size = write_gguf(args.out, cfg, vocab, stored, name=name)
+    template = hf.folder_chat_template(args.src) if Path(args.src).is_dir() else None
+    size = write_gguf(args.out, cfg, vocab, stored, name=name, chat_template=template)
     emit(args, {"out": args.out, "file_bytes": size, "n_params": cfg.n_params(tied)},
          f"wrote {args.out}: {size:,} bytes, {cfg.n_params(tied):,} parameters")
     return 0

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from pocketgpt import models
     from pocketgpt.cli import emit
     from pocketgpt.errors import PocketError
+    from pocketgpt.chat_format import TEMPLATE_KEY
     from pocketgpt.gguf_io import write_gguf
     from pocketgpt.quant import formats as F
     from pocketgpt.quant import presets, quantizer
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tune == "on" or (args.tune == "auto" and args.method != "rtn"):
         stored, tune = quantizer.tune_float(mf, stored, calib_text, progress=progress)
     name = str(mf.metadata.get("general.name") or Path(args.input).stem)
-    size = write_gguf(out, mf.cfg, mf.vocab, stored, name=name,
+    template = mf.metadata.get(TEMPLATE_KEY)
+    size = write_gguf(out, mf.cfg, mf.vocab, stored, name=name, chat_template=template if isinstance(template, str) else None,
                       extra={"pocketgpt.quantize.type": args.type, "pocketgpt.quantize.method": args.method})
 
     mat = [r for r in report if r.name != "position_embd.weight"]

@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus", nargs="+", metavar="CORPUS")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format + checkpoint/)")
+    p.add_argument("--extra", nargs="+", default=[], metavar="CORPUS",
+                   help="more corpora used for training only (nothing of them is held out)")
+    p.add_argument("--chat-mix", type=float, default=d.chat_mix, metavar="FRACTION",
+                   help="share of training windows drawn from chat pairs made from the training quotes "
+                        f"(pocketgpt.chatdata; default {d.chat_mix})")
+    p.add_argument("--chat-pairs", type=int, default=d.chat_pairs, help=f"chat pairs to make (default {d.chat_pairs})")
     p.add_argument("--init", default=None, metavar="HF_ID_OR_DIR", help="fine-tune this checkpoint instead of starting fresh")
     p.add_argument("--layers", type=int, default=d.n_layer, help=f"transformer blocks (default {d.n_layer})")
     p.add_argument("--embd", type=int, default=d.n_embd, help=f"embedding width (default {d.n_embd})")
@@ -57,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, lr=args.lr, warmup=min(args.warmup, max(1, args.steps // 10)), dropout=args.dropout,
         seed=args.seed, val_fraction=args.val_fraction, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes, threads=args.threads,
-        init=args.init, corpus=list(args.corpus),
+        init=args.init, corpus=list(args.corpus), extra=list(args.extra), chat_mix=args.chat_mix,
+        chat_pairs=args.chat_pairs,
     )
     res = train(cfg, args.out, resume=args.resume, progress=sys.stderr.isatty() or not args.json)
     emit(args, {"val_loss": res.val_loss, "train_loss": res.train_loss, "tokens_seen": res.tokens_seen,

@@ -197,6 +197,7 @@ def prepare(o: ShrinkOptions) -> Prepared:
 def finish(o: ShrinkOptions, p: Prepared, res: Any) -> tuple[dict[str, Any], str]:
     """Store the trained student (quantized to --type), size it for the device, report."""
     from pocketgpt.budget import estimate
+    from pocketgpt.chat_format import TEMPLATE_KEY
     from pocketgpt.gguf_io import ModelFile, read_gguf, store_tensors, write_gguf
     from pocketgpt.hf import hf_to_tensors
     from pocketgpt.quant import formats as F
@@ -232,7 +233,9 @@ def finish(o: ShrinkOptions, p: Prepared, res: Any) -> tuple[dict[str, Any], str
     extra = {"pocketgpt.shrink.teacher": o.input, "pocketgpt.shrink.merges": shape.n_merges,
              "pocketgpt.shrink.steps": int(stats["steps"]), "pocketgpt.shrink.mode":
              "scratch" if o.from_scratch else "distill", "pocketgpt.quantize.type": qspec}
-    size = write_gguf(out, cfg, vocab, stored, name=f"{teacher_name}-shrunk", extra=extra)
+    template = tmf.metadata.get(TEMPLATE_KEY)
+    size = write_gguf(out, cfg, vocab, stored, name=f"{teacher_name}-shrunk", extra=extra,
+                      chat_template=template if isinstance(template, str) else None)
     written = read_gguf(out)
     rep = estimate(written, n_ctx=min(256, cfg.n_ctx) if not o.budget else cfg.n_ctx)
     n_params = written.n_params()
