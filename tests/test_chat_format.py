@@ -93,8 +93,8 @@ def test_the_prompt_uses_the_template_stored_in_the_model_file(tmp_path):
                extra={chat_format.TEMPLATE_KEY: mine})
     write_gguf(tmp_path / "plain.gguf", cfg, vocab, store_tensors(tensors, lambda n, a: F32))
     eng, plain = Engine(tmp_path / "t.gguf", threads=1), Engine(tmp_path / "plain.gguf", threads=1)
-    assert eng.chat_template == mine and plain.chat_template is None
+    assert eng.chat_template == mine and plain.chat_template == chat_format.CHAT_TEMPLATE
     msgs = chat_format.user_turn(" hi <|endoftext|>there ")
     assert chat_format.prompt_ids(eng, msgs) == [eng.eos_id] + eng.tokenize("Request: hi there\nReply:")
-    # a file without a template gets the layout the shipped models are trained on
+    # a file written without a template of its own gets the layout the shipped models are trained on
     assert chat_format.prompt_ids(plain, msgs) == [plain.eos_id] + plain.tokenize("Q: hi there\nA:")

@@ -225,7 +225,8 @@ def write_gguf(
     """Write a GPT-2 GGUF atomically (temporary file, then rename). Returns the file size.
 
     Every file gets a chat template under `tokenizer.chat_template`: `chat_template` when given
-    (callers pass their source's, so it is kept), else the project's layout (chat_format)."""
+    (callers pass their source's, so it is kept), else one in `extra`, else the project's layout
+    (chat_format)."""
     import gguf
 
     from pocketgpt.chat_format import CHAT_TEMPLATE, TEMPLATE_KEY
@@ -257,7 +258,7 @@ def write_gguf(
         w.add_token_merges(vocab.merges)
         w.add_bos_token_id(vocab.bos_id)
         w.add_eos_token_id(vocab.eos_id)
-        w.add_string(TEMPLATE_KEY, chat_template or CHAT_TEMPLATE)
+        w.add_string(TEMPLATE_KEY, chat_template or (extra or {}).get(TEMPLATE_KEY) or CHAT_TEMPLATE)
         for key, value in (extra or {}).items():
             if key == TEMPLATE_KEY:
                 continue
