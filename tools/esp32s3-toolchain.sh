@@ -371,6 +371,14 @@ EOF
         CFLAGS_FOR_TARGET="$TFLAGS" CXXFLAGS_FOR_TARGET="$TFLAGS") >>"$GLOG" 2>&1 \
       || { tail -5 "$GLOG"; die "GCC configure failed; see $GLOG"; }
   fi
+  # Debian's -dfsg tarball replaces the GFDL manuals, gcc/doc/tm.texi.in among them, with a
+  # one-line placeholder; the check that the target hooks are documented there (s-tm-texi) then
+  # fails. Nothing is documented in this build (MAKEINFO=true): skip that check.
+  if grep -q 'non DFSG free' "$GSRC/gcc/doc/tm.texi.in"; then
+    for mf in "$GSRC/gcc/Makefile.in" "$GB/gcc/Makefile"; do
+      [ -f "$mf" ] && sed -i 's|^s-tm-texi: build/genhooks|s-tm-texi-dfsg-skipped: build/genhooks|' "$mf"
+    done
+  fi
   echo "make start $(date -u +%FT%TZ) jobs $JOBS" >> "$GLOG"
   (cd "$GB" && nice -n 19 make -j"$JOBS" MAKEINFO=true all) >>"$GLOG" 2>&1 \
     || { tail -15 "$GLOG"; die "GCC build failed; see $GLOG (a rerun continues it)"; }
