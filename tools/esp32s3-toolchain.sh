@@ -337,7 +337,7 @@ EOF
     grep -q 'TARGET_DISABLE_HARDWARE_ATOMICS)' "$X/xtensa.h" || die "could not add -mdisable-hardware-atomics to $X/xtensa.h (GCC changed?)"
     printf 'gcc %s (%s from Debian trixie %s)\nnewlib-esp32 %s %s\n' "$(cat "$GSRC/gcc/BASE-VER")" \
       "$GCC_TARBALL" "$GCC_SRC_DEB" "$NEWLIB_TAG" "$got_nl" > "$CACHE/build/gcc.sources"
-    echo "gcc changes: include/xtensa-config.h = the overlay's + GCC 14 macros; -mdisable-hardware-atomics added" >> "$CACHE/build/gcc.sources"
+    echo "gcc changes: include/xtensa-config.h = the overlay's + GCC 14 macros; -mdisable-hardware-atomics added; newlib: _POSIX_READER_WRITER_LOCKS" >> "$CACHE/build/gcc.sources"
     [ -f "$CACHE/build/newlib.regen" ] && cat "$CACHE/build/newlib.regen" >> "$CACHE/build/gcc.sources"
     mark gcc-src
   fi
@@ -378,6 +378,15 @@ EOF
     for mf in "$GSRC/gcc/Makefile.in" "$GB/gcc/Makefile"; do
       [ -f "$mf" ] && sed -i 's|^s-tm-texi: build/genhooks|s-tm-texi-dfsg-skipped: build/genhooks|' "$mf"
     done
+  fi
+  # newlib at esp-4.3.0_20240322 declares no reader/writer locks (_POSIX_READER_WRITER_LOCKS
+  # unset), but GCC 14's gthr-posix.h (libgcc, C) wraps pthread_rwlock_*, and ESP-IDF v5.5's
+  # pthread component implements them against newlib's pthread_rwlock_t. Espressif's later newlib
+  # enables them in its Espressif block of sys/features.h; do the same (newlib implements none).
+  FEAT=$CACHE/src/newlib-esp32/newlib/libc/include/sys/features.h
+  if ! grep -q 'pocketgpt: reader/writer locks' "$FEAT"; then
+    grep -q '^/\* ~Espressif-specific \*/' "$FEAT" || die "$FEAT has no Espressif block (not newlib-esp32 $NEWLIB_TAG?)"
+    sed -i 's|^/\* ~Espressif-specific \*/|/* pocketgpt: reader/writer locks, implemented by ESP-IDF'"'"'s pthread component */\n#define _POSIX_READER_WRITER_LOCKS              200112L\n&|' "$FEAT"
   fi
   echo "make start $(date -u +%FT%TZ) jobs $JOBS" >> "$GLOG"
   (cd "$GB" && nice -n 19 make -j"$JOBS" MAKEINFO=true all) >>"$GLOG" 2>&1 \
