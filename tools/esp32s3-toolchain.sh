@@ -353,6 +353,10 @@ EOF
   GB=$CACHE/build/gcc
   export PATH="$TC/bin:$PATH"
   TFLAGS="-O2 -g -mlongcalls -ffunction-sections -fdata-sections"
+  # newlib 4.3 predates GCC 14, which made C's implicit declarations (getentropyr.c calls
+  # _getentropy undeclared) and int/pointer mixes errors; -fpermissive makes them warnings again
+  # (C only: the C++ flags stay strict). Also given to make, so a resumed build uses it.
+  TCFLAGS="$TFLAGS -fpermissive"
   t0=$(date +%s)
   if [ ! -f "$GB/Makefile" ]; then
     rm -rf "$GB" && mkdir -p "$GB"
@@ -368,7 +372,7 @@ EOF
         --enable-newlib-io-float --enable-newlib-io-pos-args --disable-newlib-wide-orient \
         --enable-newlib-iconv --with-pkgversion="pocketgpt esp32s3 14.2.0" \
         CFLAGS="-O2 -g0" CXXFLAGS="-O2 -g0" \
-        CFLAGS_FOR_TARGET="$TFLAGS" CXXFLAGS_FOR_TARGET="$TFLAGS") >>"$GLOG" 2>&1 \
+        CFLAGS_FOR_TARGET="$TCFLAGS" CXXFLAGS_FOR_TARGET="$TFLAGS") >>"$GLOG" 2>&1 \
       || { tail -5 "$GLOG"; die "GCC configure failed; see $GLOG"; }
   fi
   # Debian's -dfsg tarball replaces the GFDL manuals, gcc/doc/tm.texi.in among them, with a
@@ -389,9 +393,9 @@ EOF
     sed -i 's|^/\* ~Espressif-specific \*/|/* pocketgpt: reader/writer locks, implemented by ESP-IDF'"'"'s pthread component */\n#define _POSIX_READER_WRITER_LOCKS              200112L\n&|' "$FEAT"
   fi
   echo "make start $(date -u +%FT%TZ) jobs $JOBS" >> "$GLOG"
-  (cd "$GB" && nice -n 19 make -j"$JOBS" MAKEINFO=true all) >>"$GLOG" 2>&1 \
+  (cd "$GB" && nice -n 19 make -j"$JOBS" MAKEINFO=true CFLAGS_FOR_TARGET="$TCFLAGS" all) >>"$GLOG" 2>&1 \
     || { tail -15 "$GLOG"; die "GCC build failed; see $GLOG (a rerun continues it)"; }
-  (cd "$GB" && nice -n 19 make MAKEINFO=true install) >>"$GLOG" 2>&1 \
+  (cd "$GB" && nice -n 19 make MAKEINFO=true CFLAGS_FOR_TARGET="$TCFLAGS" install) >>"$GLOG" 2>&1 \
     || { tail -15 "$GLOG"; die "GCC install failed; see $GLOG"; }
   echo "make done $(date -u +%FT%TZ)" >> "$GLOG"
   echo "gcc-build-seconds $(( $(date +%s) - t0 )) (this run: configure + make -j$JOBS + install, nice 19; see gcc.log for each start)" >> "$CACHE/build/gcc.time"

@@ -97,4 +97,6 @@ for f in bootloader/bootloader.bin partition_table/partition-table.bin pocketgpt
   [ -f "$B/$f" ] || { echo "firmware: the build made no $B/$f" >&2; exit 1; }
 done
 "$PY" -m esp_idf_size "$B/pocketgpt.map" | tee "$B/size.txt"
+"$PY" -m esp_idf_size --archives "$B/pocketgpt.map" > "$B/size-archives.txt"
+"$PY" -m esp_idf_size --format json "$B/pocketgpt.map" > "$B/size.json"
 echo "firmware: $B/{bootloader/bootloader.bin,partition_table/partition-table.bin,pocketgpt.bin,flasher_args.json}$([ "$MODE" = noradio ] && echo ' (no radio, no voice)')"
