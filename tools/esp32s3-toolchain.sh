@@ -248,7 +248,7 @@ if [ "$QEMU" = 1 ] && ! step_done qemu; then
 fi
 
 # -- 5. the full toolchain for ESP-IDF: GCC 14.2 + newlib 4.3 (Espressif) + libstdc++ -----------
-# One combined build (newlib and libgloss linked into the GCC tree), the binutils above as the
+# One combined build (newlib linked into the GCC tree; no libgloss: IDF has the syscalls), the binutils above as the
 # target's assembler and linker. Long (60-90 min on 2 cores): run at nice 19, log in
 # build/gcc.log; a rerun continues the interrupted make where it stopped.
 TC=$CACHE/toolchain
@@ -290,7 +290,6 @@ if [ -n "$NEWLIB" ] && ! step_done gcc; then
       echo "newlib/Makefile.in regenerated with $(autoconf2.69 --version | head -1), $(automake --version | head -1)" > "$CACHE/build/newlib.regen"
     fi
     ln -sfn "$NL/newlib" "$GSRC/newlib"
-    ln -sfn "$NL/libgloss" "$GSRC/libgloss"
     # the S3's configuration: the overlay's xtensa-config.h, plus the macros GCC 14 reads that
     # the overlay (written for older GCC) lacks, with the values of IDF's S3 core-isa.h;
     # otherwise GCC 14 assumes no CLAMPS and strict alignment
@@ -358,15 +357,17 @@ EOF
   # (C only: the C++ flags stay strict). Also given to make, so a resumed build uses it.
   TCFLAGS="$TFLAGS -fpermissive"
   t0=$(date +%s)
-  if [ ! -f "$GB/Makefile" ]; then
-    rm -rf "$GB" && mkdir -p "$GB"
-    echo "configure $(date -u +%FT%TZ)" > "$GLOG"
+  # configure once; when the flags below change, the top level is configured again in place (the
+  # finished host and target parts stay)
+  if [ ! -f "$GB/Makefile" ] || ! grep -q -- '--disable-libstdcxx-verbose --enable-threads=posix --enable-newlib-retargetable-locking' "$GB/config.status"; then
+    [ -f "$GB/Makefile" ] || { rm -rf "$GB" && mkdir -p "$GB"; }
+    echo "configure $(date -u +%FT%TZ)" >> "$GLOG"
     (cd "$GB" && nice -n 19 "$GSRC/configure" --target=$TARGET --prefix="$TC" \
         --with-as="$TC/bin/$TARGET-as" --with-ld="$TC/bin/$TARGET-ld" --with-gnu-as --with-gnu-ld \
         --enable-languages=c,c++ --with-newlib --disable-shared --disable-multilib --disable-nls \
         --disable-lto --without-isl --disable-libssp --disable-libgomp --disable-libquadmath \
         --disable-libstdcxx-pch --disable-libstdcxx-verbose --enable-threads=posix \
-        --enable-libstdcxx-time=yes --enable-newlib-retargetable-locking --enable-newlib-reent-small \
+        --enable-newlib-retargetable-locking --enable-newlib-reent-small \
         --enable-newlib-reent-binary-compat --disable-newlib-supplied-syscalls \
         --enable-newlib-nano-malloc --enable-newlib-io-c99-formats --enable-newlib-io-long-long \
         --enable-newlib-io-float --enable-newlib-io-pos-args --disable-newlib-wide-orient \
@@ -391,6 +392,22 @@ EOF
   if ! grep -q 'pocketgpt: reader/writer locks' "$FEAT"; then
     grep -q '^/\* ~Espressif-specific \*/' "$FEAT" || die "$FEAT has no Espressif block (not newlib-esp32 $NEWLIB_TAG?)"
     sed -i 's|^/\* ~Espressif-specific \*/|/* pocketgpt: reader/writer locks, implemented by ESP-IDF'"'"'s pthread component */\n#define _POSIX_READER_WRITER_LOCKS              200112L\n&|' "$FEAT"
+  fi
+  # The regenerated newlib/Makefile.in (automake 1.16) names per-library objects a-*.o, where the
+  # hand-written MATHOBJS_IN_LIBC list (the libm objects libc.a also carries) says libm_a-*.o as
+  # automake 1.15 named them: make the list match the names the rules produce.
+  for mf in "$CACHE/src/newlib-esp32/newlib/Makefile.in" "$GB/$TARGET/newlib/Makefile"; do
+    if [ -f "$mf" ] && grep -q 'libm/common/a-s_fpclassify\.o' "$mf" && grep -q '^	libm_a-s_fpclassify' "$mf"; then
+      sed -i '/^MATHOBJS_IN_LIBC = /,/^$/ s/libm_a-/a-/g' "$mf"
+      rm -f "$GB/$TARGET/newlib/stamp-libc-math-objects"   # extracted under the old names: again
+    fi
+  done
+  # libgloss is not built: ESP-IDF supplies the system calls, and its libnosys does not compile
+  # for this target (dir.c needs a <dirent.h> newlib leaves to the platform). A tree configured
+  # with it is reconfigured without it (the finished parts stay).
+  if [ -L "$GSRC/libgloss" ]; then
+    rm -f "$GSRC/libgloss" && rm -rf "$GB/$TARGET/libgloss"
+    [ -f "$GB/config.status" ] && (cd "$GB" && ./config.status --recheck && ./config.status) >>"$GLOG" 2>&1
   fi
   echo "make start $(date -u +%FT%TZ) jobs $JOBS" >> "$GLOG"
   (cd "$GB" && nice -n 19 make -j"$JOBS" MAKEINFO=true CFLAGS_FOR_TARGET="$TCFLAGS" all) >>"$GLOG" 2>&1 \
