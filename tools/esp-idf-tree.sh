@@ -127,7 +127,12 @@ sub esp32-wifi-lib "$WIFI" "$WIFI_COMMIT" components/esp_wifi/lib github.com/esp
 # mbedtls: upstream's release tag of the version IDF's fork is based on
 if [ -n "$MBEDTLS" ] && c=$(git -C "$MBEDTLS" rev-parse --verify -q "$MBEDTLS_TAG^{commit}"); then
   got=$(export_at "$MBEDTLS" "$c" "$T/components/mbedtls/mbedtls")
-  echo "mbedtls $MBEDTLS_TAG $got (github.com/Mbed-TLS/mbedtls; IDF pins the espressif/mbedtls fork 98ae8db of 3.6.3) -> components/mbedtls/mbedtls" >> "$MAN.tmp"
+  # upstream's CMakeLists.txt forces C99 on its targets, which IDF's port sources (compiled in
+  # those targets: inline asm, static_assert) cannot be; IDF's fork leaves the standard to IDF
+  # (-std=gnu17)
+  sed -i 's/^set(CMAKE_C_STANDARD 99)$/# pocketgpt: C standard left to ESP-IDF (gnu17), as its fork does/' \
+    "$T/components/mbedtls/mbedtls/CMakeLists.txt"
+  echo "mbedtls $MBEDTLS_TAG $got (github.com/Mbed-TLS/mbedtls; IDF pins the espressif/mbedtls fork 98ae8db of 3.6.3; CMAKE_C_STANDARD 99 dropped) -> components/mbedtls/mbedtls" >> "$MAN.tmp"
   fw=$(git -C "$MBEDTLS" ls-tree "$c" framework | awk '{print $3}')
   if [ -n "$MBFW" ] && got=$(export_at "$MBFW" "$fw" "$T/components/mbedtls/mbedtls/framework") && [ -n "$got" ]; then
     echo "mbedtls-framework $got (v3.6.3's pointer) -> components/mbedtls/mbedtls/framework" >> "$MAN.tmp"

@@ -359,6 +359,13 @@ EOF
   t0=$(date +%s)
   # configure once; when the flags below change, the top level is configured again in place (the
   # finished host and target parts stay)
+  # newlib's headers where a cross GCC looks for the target's own (<tooldir>/sys-include), before
+  # GCC is built: GCC's limits.h then chains to newlib's (PATH_MAX, ...) instead of standing
+  # alone, which newlib's POSIX directory and ESP-IDF need
+  if [ ! -e "$TC/$TARGET/sys-include/limits.h" ]; then
+    mkdir -p "$TC/$TARGET" && rm -rf "$TC/$TARGET/sys-include"
+    cp -a "$CACHE/src/newlib-esp32/newlib/libc/include" "$TC/$TARGET/sys-include"
+  fi
   if [ ! -f "$GB/Makefile" ] || ! grep -q -- '--disable-libstdcxx-verbose --enable-threads=posix --enable-newlib-retargetable-locking' "$GB/config.status"; then
     [ -f "$GB/Makefile" ] || { rm -rf "$GB" && mkdir -p "$GB"; }
     echo "configure $(date -u +%FT%TZ)" >> "$GLOG"
@@ -409,6 +416,14 @@ EOF
     rm -f "$GSRC/libgloss" && rm -rf "$GB/$TARGET/libgloss"
     [ -f "$GB/config.status" ] && (cd "$GB" && ./config.status --recheck && ./config.status) >>"$GLOG" 2>&1
   fi
+  # Espressif's newlib selects its ESP system directory (sys/esp: dirent.h, the POSIX directory,
+  # -D_NO_GLOB ...) for Espressif's own target name, xtensa-esp-elf ("*-esp-*"); this toolchain
+  # is xtensa-esp32s3-elf, the name ESP-IDF calls: let that name select it too.
+  CH=$CACHE/src/newlib-esp32/newlib/configure.host
+  if grep -q '^  \*-esp-\*)$' "$CH"; then
+    sed -i 's/^  \*-esp-\*)$/  *-esp-* | *-esp32*-*)/' "$CH"
+    rm -rf "$GB/$TARGET/newlib"   # configured without it: configure and build newlib again
+  fi
   echo "make start $(date -u +%FT%TZ) jobs $JOBS" >> "$GLOG"
   (cd "$GB" && nice -n 19 make -j"$JOBS" MAKEINFO=true CFLAGS_FOR_TARGET="$TCFLAGS" all) >>"$GLOG" 2>&1 \
     || { tail -15 "$GLOG"; die "GCC build failed; see $GLOG (a rerun continues it)"; }
@@ -416,6 +431,13 @@ EOF
     || { tail -15 "$GLOG"; die "GCC install failed; see $GLOG"; }
   echo "make done $(date -u +%FT%TZ)" >> "$GLOG"
   echo "gcc-build-seconds $(( $(date +%s) - t0 )) (this run: configure + make -j$JOBS + install, nice 19; see gcc.log for each start)" >> "$CACHE/build/gcc.time"
+  # GCC's xtensa-*-elf libraries are Tensilica's simulator ones (LIB_SPEC "-lc -lsim -lc
+  # -lhandlers-sim -lhal", none of which exist here); an ESP32-S3 program links newlib's libc and
+  # brings its own start-up code and system calls (ESP-IDF). A specs file next to libgcc overrides
+  # that one spec, so `gcc t.c` (CMake's compiler check) links.
+  SPECS=$TC/lib/gcc/$TARGET/14.2.0/specs
+  [ -d "$(dirname "$SPECS")" ] || die "$(dirname "$SPECS") missing after the install; see $GLOG"
+  printf '*lib:\n-lc\n\n' > "$SPECS"
   # the driver must find this as/ld, not a host one
   echo 'int main(void){return 0;}' > "$CACHE/build/probe14.c"
   "$TC/bin/$TARGET-gcc" -O2 -c "$CACHE/build/probe14.c" -o "$CACHE/build/probe14.o" \

@@ -72,14 +72,23 @@ else
 fi
 mkdir -p "$B"
 # the sdkconfig goes into the build folder (sdkconfig.defaults is the committed source)
+DEFAULTS="$PWD/sdkconfig.defaults"
+if [ -f "$MAN" ] && grep -q '^mbedtls .*github.com/Mbed-TLS/mbedtls' "$MAN"; then
+  # upstream mbedtls instead of IDF's fork: the fork's software GCM for non-AES ciphers
+  # (mbedtls_gcm_context_soft, behind IDF's hardware AES-GCM) does not exist upstream
+  printf '%s\n' "# tools/firmware_build.sh: ESP-IDF's mbedtls fork is not available here (esp-idf.manifest)" \
+    "CONFIG_MBEDTLS_GCM_SUPPORT_NON_AES_CIPHER=n" > "$B/sdkconfig.upstream-mbedtls"
+  DEFAULTS="$DEFAULTS;$PWD/$B/sdkconfig.upstream-mbedtls"
+  echo "firmware: upstream mbedtls: GCM only with AES (CONFIG_MBEDTLS_GCM_SUPPORT_NON_AES_CIPHER=n)" >&2
+fi
 if [ ! -f "$B/build.ninja" ]; then
   cmake -S . -B "$B" -G Ninja -DIDF_TARGET=esp32s3 -DPYTHON="$PY" -DPYTHON_DEPS_CHECKED=1 \
-    -DSDKCONFIG="$PWD/$B/sdkconfig" >"$B/configure.log" 2>&1 \
+    -DSDKCONFIG="$PWD/$B/sdkconfig" -DSDKCONFIG_DEFAULTS="$DEFAULTS" >"$B/configure.log" 2>&1 \
     || { grep -E 'CMake Error|error' -A3 "$B/configure.log" | head -30; echo "firmware: ESP-IDF's CMake configure failed; see $B/configure.log" >&2; exit 1; }
   grep -E '^CMake Warning' -A4 "$B/configure.log" | head -40 || true
 fi
 set +e
-ninja -C "$B" >"$B/build.log" 2>&1
+ninja -C "$B" -k 0 >"$B/build.log" 2>&1
 rc=$?
 set -e
 # warnings are read, not silenced: every distinct one is listed (ESP-IDF's and ours)
