@@ -86,6 +86,8 @@ if [ ! -f "$B/build.ninja" ]; then
     -DSDKCONFIG="$PWD/$B/sdkconfig" -DSDKCONFIG_DEFAULTS="$DEFAULTS" >"$B/configure.log" 2>&1 \
     || { grep -E 'CMake Error|error' -A3 "$B/configure.log" | head -30; echo "firmware: ESP-IDF's CMake configure failed; see $B/configure.log" >&2; exit 1; }
   grep -E '^CMake Warning' -A4 "$B/configure.log" | head -40 || true
+  # Kconfig's: a symbol of sdkconfig.defaults no component in the build defines is dropped silently
+  grep -E '^warning:' "$B/configure.log" | sort -u || true
 fi
 set +e
 ninja -C "$B" -k 0 >"$B/build.log" 2>&1
