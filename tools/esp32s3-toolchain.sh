@@ -336,7 +336,6 @@ EOF
     grep -q 'TARGET_DISABLE_HARDWARE_ATOMICS)' "$X/xtensa.h" || die "could not add -mdisable-hardware-atomics to $X/xtensa.h (GCC changed?)"
     printf 'gcc %s (%s from Debian trixie %s)\nnewlib-esp32 %s %s\n' "$(cat "$GSRC/gcc/BASE-VER")" \
       "$GCC_TARBALL" "$GCC_SRC_DEB" "$NEWLIB_TAG" "$got_nl" > "$CACHE/build/gcc.sources"
-    echo "gcc changes: include/xtensa-config.h = the overlay's + GCC 14 macros; -mdisable-hardware-atomics added; newlib: _POSIX_READER_WRITER_LOCKS" >> "$CACHE/build/gcc.sources"
     [ -f "$CACHE/build/newlib.regen" ] && cat "$CACHE/build/newlib.regen" >> "$CACHE/build/gcc.sources"
     mark gcc-src
   fi
@@ -462,10 +461,15 @@ echo 'int f(float *a, float *b) { return (int)(a[0] * b[0] + a[1]); }' > "$CACHE
     && echo "qemu cpu esp32s3: $("$CACHE/bin/qemu-system-xtensa" -cpu help | grep -c esp32s3) core(s)"
   [ -f "$CACHE/build/qemu.time" ] && cat "$CACHE/build/qemu.time"
   if [ -x "$TC/bin/$TARGET-gcc" ]; then
-    cat "$CACHE/build/gcc.sources"
+    grep -v '^gcc changes' "$CACHE/build/gcc.sources"
+    echo "changes made to the exported trees (docs/xtensa.md): xtensa-config.h (overlay + GCC 14 macros)," \
+      "-mdisable-hardware-atomics, tm.texi check skipped, newlib: _POSIX_READER_WRITER_LOCKS," \
+      "sys/esp for *-esp32*-*, MATHOBJS_IN_LIBC names; no libgloss; specs *lib: -lc"
     "$TC/bin/$TARGET-gcc" --version | head -1
     "$TC/bin/$TARGET-g++" --version | head -1
-    cat "$CACHE/build/gcc.time"
+    echo "gcc build: first configure $(sed -n 's/^configure //p' "$CACHE/build/gcc.log" | head -1)," \
+      "last make done $(sed -n 's/^make done //p' "$CACHE/build/gcc.log" | tail -1)," \
+      "$(grep -c '^make start' "$CACHE/build/gcc.log") make run(s) (gcc.log)"
   else
     echo "full toolchain ($TC): not built (give --newlib DIR to build it)"
   fi
