@@ -444,6 +444,13 @@ EOF
   mark gcc
 fi
 
+# newlib's raw headers stood in <tooldir>/sys-include only while GCC was built (for its limits.h);
+# a cross GCC searches sys-include before include, so afterwards it must show the installed,
+# configured headers (newlib.h with retargetable locking, sys/esp): point it at include
+if [ -x "$TC/bin/$TARGET-gcc" ] && [ -d "$TC/$TARGET/include" ] && [ ! -L "$TC/$TARGET/sys-include" ]; then
+  rm -rf "$TC/$TARGET/sys-include" && ln -s include "$TC/$TARGET/sys-include"
+fi
+
 # -- 6. check and say what was used ----------------------------------------------------------
 echo 'int f(float *a, float *b) { return (int)(a[0] * b[0] + a[1]); }' > "$CACHE/build/probe.c"
 "$CACHE/bin/xtensa-esp32s3-elf-gcc" -O2 -mlongcalls -ffreestanding -c "$CACHE/build/probe.c" -o "$CACHE/build/probe.o" \

@@ -84,7 +84,7 @@ fi
 if [ ! -f "$B/build.ninja" ]; then
   cmake -S . -B "$B" -G Ninja -DIDF_TARGET=esp32s3 -DPYTHON="$PY" -DPYTHON_DEPS_CHECKED=1 \
     -DSDKCONFIG="$PWD/$B/sdkconfig" -DSDKCONFIG_DEFAULTS="$DEFAULTS" >"$B/configure.log" 2>&1 \
-    || { grep -E 'CMake Error|error' -A3 "$B/configure.log" | head -30; echo "firmware: ESP-IDF's CMake configure failed; see $B/configure.log" >&2; exit 1; }
+    || { { grep -E 'CMake Error|error' -A3 "$B/configure.log" | head -30; } || true; echo "firmware: ESP-IDF's CMake configure failed; see $B/configure.log" >&2; exit 1; }
   grep -E '^CMake Warning' -A4 "$B/configure.log" | head -40 || true
   # Kconfig's: a symbol of sdkconfig.defaults no component in the build defines is dropped silently
   grep -E '^warning:' "$B/configure.log" | sort -u || true
@@ -97,10 +97,10 @@ set -e
 nw=$(grep -c 'warning:' "$B/build.log" || true)
 if [ "$nw" -gt 0 ]; then
   echo "firmware: $nw compiler/linker warning lines (all in $B/build.log):"
-  grep 'warning:' "$B/build.log" | sed "s|$IDF/||; s|$PWD/||" | sort | uniq -c | sort -rn | head -40
+  { grep 'warning:' "$B/build.log" | sed "s|$IDF/||; s|$PWD/||" | sort | uniq -c | sort -rn | head -40; } || true
 fi
 if [ $rc -ne 0 ]; then
-  grep -E 'error:|Error|overflowed|too small|FAILED' "$B/build.log" | head -30
+  { grep -E 'error:|Error|overflowed|too small|FAILED' "$B/build.log" | head -30; } || true   # head may close the pipe
   echo "firmware: the build failed; see $B/build.log" >&2
   exit 1
 fi
