@@ -341,6 +341,37 @@ def test_everything_lands_at_its_offset(build: Path, stub: bool) -> None:
         assert set(d.flash[-(-end // 0x1000) * 0x1000:]) == {0xFF}
 
 
+# `make firmware`'s output (ESP-IDF v5.5's own build): the full image, else the one without radio
+IDF_BUILDS = (ROOT / "build" / "firmware", ROOT / "build" / "firmware-noradio")
+
+
+def test_the_esp_idf_build_lands_where_its_flasher_args_say() -> None:
+    """The real bootloader, partition table and app from ESP-IDF's build (not made here), through
+    the ROM loader double: each at the offset ESP-IDF's flasher_args.json gives, the app an
+    ESP32-S3 image, the build's table the same as partitions.csv's."""
+    folder = next((f for f in IDF_BUILDS if (f / "flasher_args.json").is_file() and (f / "pocketgpt.bin").is_file()),
+                  None)
+    if folder is None:
+        pytest.skip("no ESP-IDF build of the firmware: make firmware (docs/xtensa.md)")
+    args = json.loads((folder / "flasher_args.json").read_text())
+    expect = [(int(args[k]["offset"], 0), folder / args[k]["file"]) for k in ("bootloader", "partition-table", "app")]
+    assert [o for o, _ in expect] == [0x0, 0x8000, 0x10000]
+    assert flash.read_partitions_bin((folder / args["partition-table"]["file"]).read_bytes(), "t") == \
+        flash.read_partitions_csv(ROOT / "partitions.csv")
+    with RomDouble() as d:
+        res = flash_via(d, "--build-dir", str(folder), "--no-build", "--json")
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        assert d.errors == [] and out["build"]["offsets_from"] == "flasher_args.json"
+        for offset, path in [*expect, (0x310000, DEVICE_MODEL)]:
+            data = path.read_bytes()
+            assert d.flash[offset:offset + len(data)] == data, f"{path.name} at {offset:#x}"
+        assert all(s["verified"] for s in out["steps"])
+    app = expect[2][1].read_bytes()
+    assert app[0] == 0xE9 and int.from_bytes(app[12:14], "little") == 9   # image magic, chip id ESP32-S3
+    assert b"pocketgpt" in app[:0x200]   # esp_app_desc_t's project name, first in the image's data
+
+
 def with_our_table(d: RomDouble, csv: Path = ROOT / "partitions.csv") -> RomDouble:
     """A board that already runs this firmware: partitions.csv's table at 0x8000."""
     blob = flash.partition_table_bin(flash.read_partitions_csv(csv))

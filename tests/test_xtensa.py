@@ -31,8 +31,19 @@ def test_firmware_without_toolchain_names_what_is_missing(tmp_path):
     res = _run(["tools/firmware_build.sh"], tmp_path)
     lines = (res.stdout + res.stderr).strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1, res.stdout + res.stderr
-    assert "missing bin/xtensa-esp32s3-elf-gcc" in lines[0] and "GCC 14 + newlib + libstdc++" in lines[0]
-    assert "docs/xtensa.md" in lines[0]
+    assert "no full ESP32-S3 toolchain" in lines[0] and "missing bin/xtensa-esp32s3-elf-gcc" in lines[0]
+    assert "tools/esp32s3-toolchain.sh" in lines[0] and "--newlib DIR" in lines[0] and "docs/xtensa.md" in lines[0]
+
+
+def test_esp_idf_tree_script_without_a_clone_says_which(tmp_path):
+    res = _run(["tools/esp-idf-tree.sh", "--cache", str(tmp_path / "c")], tmp_path)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert res.returncode != 0 and len(lines) == 1, res.stdout + res.stderr
+    assert "--esp-idf" in lines[0] and "v5.5" in lines[0]
+    res = _run(["tools/esp-idf-tree.sh", "--esp-idf", str(tmp_path), "--cache", str(tmp_path / "c")], tmp_path)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert res.returncode != 0 and len(lines) == 1 and "not a git repository" in lines[0], res.stdout + res.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def test_toolchain_script_without_source_trees_says_which(tmp_path):
