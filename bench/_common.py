@@ -1,4 +1,4 @@
-"""Helpers the bench scripts share: percentiles, a free loopback port, a voice relay process.
+"""Helpers the bench scripts share: percentiles, a free loopback port, relay processes.
 
 The scripts run as `python bench/NAME.py`, so this module is importable as `_common`.
 """
@@ -6,6 +6,7 @@ The scripts run as `python bench/NAME.py`, so this module is importable as `_com
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import socket
 import subprocess
@@ -55,6 +56,21 @@ def run_voice_relay(model: str, port: int, max_tokens: int, voice: Any = True) -
 
     asyncio.run(main())
     return 0
+
+
+def start_relay(args: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """`pocketgpt serve ARGS` (on free ports, warnings only, text turns only) as its own process:
+    (process, websocket URL, HTTP URL) once it printed its ready line. Raises RuntimeError (the
+    process stopped) when it does not start."""
+    cmd = [sys.executable, "-m", "pocketgpt", "serve", "--port", "0", "--http-port", "0",
+           "--log-level", "warning", "--no-voice", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"ws_port=(\d+) http_port=(\d+)", line)
+    if not m:
+        stop_process(proc)
+        raise RuntimeError(f"relay did not start: {line!r}")
+    return proc, f"ws://127.0.0.1:{m.group(1)}/xiaozhi/v1/", f"http://127.0.0.1:{m.group(2)}"
 
 
 def stop_process(proc: subprocess.Popen, seconds: float = 30.0) -> None:

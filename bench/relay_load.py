@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import percentile, stop_process
+from _common import percentile, start_relay, stop_process
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -88,21 +86,18 @@ def main() -> int:
     args = ap.parse_args()
     counts = [int(x) for x in args.clients.split(",")]
 
-    cmd = [sys.executable, "-m", "pocketgpt", "serve", "--open", "--model", args.model, "--port", "0",
-           "--http-port", "0", "--max-sessions", str(max(counts) + 8), "--rate", "100000", "--burst", "100000",
-           "--log-level", "warning", "--no-voice"]
+    extra = ["--open", "--model", args.model, "--max-sessions", str(max(counts) + 8), "--rate", "100000",
+             "--burst", "100000"]
     if args.workers:
-        cmd += ["--workers", str(args.workers)]
+        extra += ["--workers", str(args.workers)]
     if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        extra += ["--threads", str(args.threads)]
     try:
-        line = proc.stdout.readline()
-        m = re.search(r"ws_port=(\d+)", line)
-        if not m:
-            print(f"relay did not start: {line!r}", file=sys.stderr)
-            return 1
-        url = f"ws://127.0.0.1:{m.group(1)}/xiaozhi/v1/"
+        proc, url, _ = start_relay(extra)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
         idle_rss, _ = rss_kib(proc.pid)
         asyncio.run(one_round(url, 1, 4))  # warm-up: first-touch of the weights
         rows = []

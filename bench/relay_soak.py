@@ -27,7 +27,6 @@ import asyncio
 import collections
 import json
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import stop_process
+from _common import start_relay, stop_process
 
 
 def rss_kib(pid: int) -> int:
@@ -257,18 +256,14 @@ def main() -> int:
         store = TokenStore(Path(home))
         tokens = {f"50:00:00:00:00:{i:02x}": store.add(f"50:00:00:00:00:{i:02x}", handout=None)
                   for i in range(args.devices)}
-        cmd = [sys.executable, "-m", "pocketgpt", "serve", "--model", args.model, "--port", "0", "--http-port", "0",
-               "--home", home, "--rate", "100000", "--burst", "100000", "--max-tokens", "64",
-               "--max-prompt-chars", str(args.max_prompt_chars), "--log-level", "warning"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            line = proc.stdout.readline()
-            m = re.search(r"ws_port=(\d+) http_port=(\d+)", line)
-            if not m:
-                print(f"relay did not start: {line!r}", file=sys.stderr)
-                return 1
-            ws_url = f"ws://127.0.0.1:{m.group(1)}/xiaozhi/v1/"
-            http_url = f"http://127.0.0.1:{m.group(2)}"
+            proc, ws_url, http_url = start_relay(
+                ["--model", args.model, "--home", home, "--rate", "100000", "--burst", "100000", "--max-tokens", "64",
+                 "--max-prompt-chars", str(args.max_prompt_chars)])
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        try:
             res = asyncio.run(soak(args, proc, ws_url, http_url, tokens))
         finally:
             stop_process(proc)
