@@ -58,6 +58,17 @@ def run_voice_relay(model: str, port: int, max_tokens: int, voice: Any = True) -
     return 0
 
 
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(current, peak) resident set of a process, KiB, from /proc."""
+    cur = peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            cur = int(line.split()[1])
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1])
+    return cur, peak
+
+
 def start_relay(args: list[str]) -> tuple[subprocess.Popen, str, str]:
     """`pocketgpt serve ARGS` (on free ports, warnings only, text turns only) as its own process:
     (process, websocket URL, HTTP URL) once it printed its ready line. Raises RuntimeError (the

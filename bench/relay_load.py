@@ -18,20 +18,8 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _common import percentile, start_relay, stop_process
-
-
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(current, peak) resident set of a process, KiB, from /proc."""
-    cur = peak = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            cur = int(line.split()[1])
-        elif line.startswith("VmHWM:"):
-            peak = int(line.split()[1])
-    return cur, peak
+from _common import percentile, rss_kib, start_relay, stop_process
 
 
 def anchor_tok_s(model: str, tokens: int, threads: int | None) -> float:

@@ -34,14 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import start_relay, stop_process
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+from _common import rss_kib, start_relay, stop_process
 
 
 KINDS = {  # kind: (weight, class)
@@ -214,7 +207,7 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen, ws_url: str, ht
     async def sample() -> None:
         t0 = time.monotonic()
         while time.monotonic() < deadline + 5:
-            rss.append((time.monotonic() - t0, rss_kib(proc.pid)))
+            rss.append((time.monotonic() - t0, rss_kib(proc.pid)[0]))
             await asyncio.sleep(2)
 
     sampler = asyncio.create_task(sample())

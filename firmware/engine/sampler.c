@@ -86,13 +86,9 @@ static int32_t argmax_first(const float *l, int32_t n) {
 
 int32_t pg_sample_dist(float *logits, int32_t n_vocab, const pg_sampler_params *p, const int32_t *history,
                        int32_t n_hist, float *probs, int32_t *cand, float *sum_out) {
-    if (p->greedy) {  // the most likely token and nothing else: no penalty, no temperature
-        cand[0] = argmax_first(logits, n_vocab);
-        probs[0] = *sum_out = 1.0f;
-        return 1;
-    }
-    // repetition penalty over the distinct tokens of the recent history
-    if (p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f && history && n_hist > 0) {
+    // repetition penalty over the distinct tokens of the recent history; greedy is the most likely
+    // token and nothing else (no penalty, no temperature)
+    if (!p->greedy && p->repeat_penalty != 1.0f && p->repeat_penalty > 0.0f && history && n_hist > 0) {
         int32_t start = p->repeat_last_n > 0 && n_hist > p->repeat_last_n ? n_hist - p->repeat_last_n : 0;
         for (int32_t i = start; i < n_hist; i++) {
             int32_t t = history[i];
@@ -103,7 +99,7 @@ int32_t pg_sample_dist(float *logits, int32_t n_vocab, const pg_sampler_params *
             logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
         }
     }
-    if (p->temperature <= 0.0f) {
+    if (p->greedy || p->temperature <= 0.0f) {
         cand[0] = argmax_first(logits, n_vocab);
         probs[0] = *sum_out = 1.0f;
         return 1;

@@ -377,8 +377,7 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
         t = pos + 1
         kv_read = 2 * L * t * kv_row
         attn_macs = 2 * L * t * E
-        w_bw = spec.psram_bw[cache_line] if weights_in == "psram" else spec.flash_bw
-        seconds = weight_read / w_bw + kv_read / spec.psram_bw[cache_line]
+        seconds = memory_seconds(pos)
         cycles = (macs_q8 * spec.q8_cycles_per_mac + macs_scalar * spec.scalar_cycles_per_mac
                   + attn_macs * spec.float_cycles_per_mac
                   + L * H * t * spec.cycles_per_exp

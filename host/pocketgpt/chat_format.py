@@ -163,9 +163,7 @@ def count_words(text: str) -> int:
 
 def has_word(text: str) -> bool:
     """A letter or a number (Unicode L* or N*, as the C engine's pg_unicode_is_word)."""
-    import unicodedata
-
-    return any(c.isalnum() or unicodedata.category(c)[0] in "LN" for c in text)
+    return any(map(_is_word_char, text))
 
 
 class ReplyShaper:

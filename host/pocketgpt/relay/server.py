@@ -33,7 +33,7 @@ from pocketgpt.relay import protocol as P
 from pocketgpt.relay.auth import DEVICE_ID_RE, TokenStore, bearer
 from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
 from pocketgpt.relay.httpguard import ConnectionGuard, GuardedSite
-from pocketgpt.relay.limits import LiveCaps, check_sampling
+from pocketgpt.relay.limits import LiveCaps, check_number, check_sampling
 from pocketgpt.relay.pairing import PairingBook, PairingFull
 
 log = logging.getLogger("pocketgpt.relay")
@@ -897,8 +897,11 @@ class Relay:
             return _api_error(400, "bad_device_id", "send the device's id as a Device-Id header")
         client_id = request.headers.get("Client-Id") or "(none)"
         loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(None, self.store.entry, device_id) is not None:
-            token = await loop.run_in_executor(None, self.store.take_handout, device_id, client_id)
+        entry = await loop.run_in_executor(None, self.store.entry, device_id)
+        if entry is not None:
+            # take_handout locks and re-reads the store: only when a hand-out may be pending
+            token = None if entry.handout is None else \
+                await loop.run_in_executor(None, self.store.take_handout, device_id, client_id)
             if token is not None:
                 ws["token"] = token  # once: later calls leave the device's saved token alone
                 log.info("OTA handed device %r its token", device_id)
@@ -956,8 +959,7 @@ class Relay:
             return body
         return device, body
 
-    def _gen_request(self, body: dict[str, Any], prompt: str, extra_stop: tuple[str, ...] = (),
-                     default_max: int = 16) -> GenRequest | Any:
+    def _gen_request(self, body: dict[str, Any], prompt: str, default_max: int = 16) -> GenRequest | Any:
         cfg = self.cfg
         if len(prompt) > cfg.max_prompt_chars:
             return _api_error(400, "prompt_too_long", f"prompt is {len(prompt)} characters; this relay takes at most {cfg.max_prompt_chars}")
@@ -979,8 +981,9 @@ class Relay:
         for key, lo, hi, default in (("temperature", 0.0, 5.0, 0.8), ("top_p", 0.0, 1.0, 0.95)):
             v = body.get(key, default)
             v = default if v is None else v
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
-                return _api_error(400, "bad_message", f"{key} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+            problem = check_number(v, key, lo, hi)
+            if problem:
+                return _api_error(400, "bad_message", problem)
             nums[key] = float(v)
         seed = body.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -990,7 +993,7 @@ class Relay:
             return _api_error(400, "bad_message", f"top_k must be a non-negative integer, got {top_k!r}")
         return GenRequest(prompt=prompt, max_tokens=max_tokens, temperature=nums["temperature"],
                           top_p=nums["top_p"] or 1.0, top_k=top_k, seed=seed, greedy=nums["temperature"] == 0.0,
-                          stop=tuple(stop) + extra_stop)
+                          stop=tuple(stop))
 
     async def http_completions(self, request: Any) -> Any:
         got = await self._api_request(request)
