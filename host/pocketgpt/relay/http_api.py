@@ -50,7 +50,7 @@ class HttpApi:
     ota_limiter: RateLimiter
     metrics: Metrics
     sessions: set[WsSession]
-    active: set[Generation]
+    active: dict[Generation, str | None]
     draining: bool
     ws_port: int | None
 
@@ -147,6 +147,15 @@ class HttpApi:
         return _api_error(429, "rate_limited", f"too many configuration calls; retry in {wait:.1f} s",
                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
 
+    def _ota_device_gate(self, device_id: str | None) -> Any:
+        """The OTA calls' check of a device id (absent, or well formed and under its rate): None
+        to go on, else the refusal. The source address was limited before (and the body read)."""
+        if device_id is not None and not DEVICE_ID_RE.match(device_id):
+            self.metrics.inc("pocketgpt_refusals_total", code="bad_device_id")
+            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-' "
+                              "(a MAC address such as aa:bb:cc:dd:ee:ff)")
+        return self._ota_limited(f"id:{device_id}") if device_id else None
+
     async def http_ota(self, request: Any) -> Any:
         """XiaoZhi's configuration call: the websocket URL, the firmware version echoed back, and
         either an activation code (an unpaired device), or the device's token once after pairing."""
@@ -164,13 +173,9 @@ class HttpApi:
         version = app.get("version") if isinstance(app.get("version"), str) else ""
         version = version if len(version) <= 64 else ""
         device_id = request.headers.get("Device-Id") or (body.get("mac_address") if isinstance(body.get("mac_address"), str) else None)
-        if device_id is not None and not DEVICE_ID_RE.match(device_id):
-            self.metrics.inc("pocketgpt_refusals_total", code="bad_device_id")
-            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-' "
-                              "(a MAC address such as aa:bb:cc:dd:ee:ff)")
-        limited = self._ota_limited(f"id:{device_id}") if device_id else None
-        if limited is not None:
-            return limited
+        refused = self._ota_device_gate(device_id)
+        if refused is not None:
+            return refused
         ws: dict[str, Any] = {"url": self.ws_url_for(request), "version": P.PROTOCOL_VERSION}
         reply: dict[str, Any] = {"server_time": {"timestamp": int(time.time() * 1000), "timezone_offset": 0},
                                  "firmware": {"version": version, "url": ""}, "websocket": ws}
@@ -208,11 +213,9 @@ class HttpApi:
         from aiohttp import web
 
         device_id = request.headers.get("Device-Id")
-        if device_id is not None and not DEVICE_ID_RE.match(device_id):
-            return _api_error(400, "bad_device_id", "Device-Id must be 1-64 letters, digits, ':', '.', '_' or '-'")
-        limited = self._ota_limited(f"addr:{request.remote}") or (self._ota_limited(f"id:{device_id}") if device_id else None)
-        if limited is not None:
-            return limited
+        refused = self._ota_limited(f"addr:{request.remote}") or self._ota_device_gate(device_id)
+        if refused is not None:
+            return refused
         if self.cfg.open:
             return web.json_response({"status": "activated"})
         loop = asyncio.get_running_loop()

@@ -120,9 +120,8 @@ class Relay(HttpApi):
         self.ota_limiter = RateLimiter(cfg.ota_per_minute, cfg.ota_burst)  # keys: source address, device id
         self.metrics = Metrics()
         self.sessions: set[WsSession] = set()
-        self.active: set[Generation] = set()
         self.caps = LiveCaps(cfg.max_generations, cfg.max_requests_per_device)
-        self._owners: dict[Generation, str | None] = {}  # live generation -> the device whose slot it holds
+        self.active: dict[Generation, str | None] = {}  # live generation -> the device whose slot it holds
         self.draining = False
         self.ws_port: int | None = None
         self.http_port: int | None = None
@@ -291,14 +290,12 @@ class Relay(HttpApi):
         except BaseException:
             self.caps.release(owner)
             raise
-        self.active.add(gen)
-        self._owners[gen] = owner
+        self.active[gen] = owner
         return _Tracked(self, gen, shape=req.chat)  # type: ignore[return-value]
 
     def _forget(self, gen: Generation) -> None:
-        self.active.discard(gen)
-        if gen in self._owners:
-            self.caps.release(self._owners.pop(gen))
+        if gen in self.active:
+            self.caps.release(self.active.pop(gen))
 
     def _ended(self, gen: Generation) -> None:
         self._forget(gen)
