@@ -21,7 +21,7 @@ setup(
     ext_modules=[
         Extension(
             "pocketgpt._engine",
-            sources=["host/pocketgpt/_engine.c", *ENGINE],
+            sources=["host/pocketgpt/_engine.c", "host/pocketgpt/_engine_session.c", "host/pocketgpt/_engine_pool.c", *ENGINE],
             include_dirs=["firmware/engine"],
             extra_compile_args=compile_args,
             libraries=["m"] if sys.platform != "win32" else [],

@@ -18,6 +18,10 @@ How a type is quantized is split in three steps so that every method shares them
 Rounding conventions follow ggml: ``nearest_int`` (the 1.5 * 2**23 trick) rounds halves to even,
 which is ``np.rint``; Q8_0 uses C's ``roundf`` (halves away from zero); the legacy 4/5-bit types
 truncate ``x/d + 8.5``. Arithmetic is float32 throughout, as in C.
+
+One job in one file, longer than the others on purpose: the format tables, then every type's fit,
+pack and unpack side by side, so a block type is read, and checked against ggml-common.h, in one
+place. What uses them (presets.py, quantizer.py) lives beside it in quant/.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ overflows the C sampler, a stop string longer than the text matcher holds or one
 encodable UTF-8) is refused here with a one-line reason, over the websocket and the HTTP API
 alike, instead of failing inside a batched decode step shared with every other device.
 
+`RateLimiter` bounds how often a device (or, for OTA calls, a source address) may ask;
 `LiveCaps` bounds how much runs at once: generations in the whole relay (each holds a KV
 cache), and sessions and concurrent requests per device.
 """
@@ -12,6 +13,7 @@ cache), and sessions and concurrent requests per device.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 MAX_STOPS = 4
@@ -101,3 +103,26 @@ class LiveCaps:
             del self._by_device[device]
         else:
             self._by_device[device] = n - 1
+
+
+class RateLimiter:
+    """A token bucket per device: `burst` requests at once, refilled at `per_minute`."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(max(1, burst))
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> float:
+        """0.0 if allowed (and counted), else the seconds to wait."""
+        now = time.monotonic()
+        if len(self._buckets) > 10000:  # forget refilled buckets so made-up device ids cannot grow memory
+            self._buckets = {k: (lv, t) for k, (lv, t) in self._buckets.items()
+                             if lv + (now - t) * self.rate < self.burst}
+        level, last = self._buckets.get(key, (self.burst, now))
+        level = min(self.burst, level + (now - last) * self.rate)
+        if level >= 1.0:
+            self._buckets[key] = (level - 1.0, now)
+            return 0.0
+        self._buckets[key] = (level, now)
+        return (1.0 - level) / self.rate if self.rate > 0 else 3600.0
