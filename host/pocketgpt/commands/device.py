@@ -19,7 +19,6 @@ from pathlib import Path
 
 from pocketgpt.errors import PocketError
 
-CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"]  # as firmware/ports/posix/Makefile
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +81,13 @@ def sources(fw: Path) -> list[Path]:
     return sim_sources(fw / "ports" / "posix") + engine_sources(fw / "engine", "x86") + app_sources(fw / "app")
 
 
+def sim_cflags(fw: Path) -> list[str]:
+    """The simulator's compiler flags, sim.mk's (the Makefile there uses the same)."""
+    from pocketgpt.srclists import read_mk
+
+    return read_mk(fw / "ports" / "posix" / "sim.mk")["SIM_CFLAGS"]
+
+
 def opus_flags() -> tuple[list[str], list[str]]:
     """Voice in the simulator needs the host's libopus headers (Debian: libopus-dev); without them
     the simulator still builds and /talk says what is missing."""
@@ -100,7 +106,8 @@ def build(quiet: bool = True) -> Path:
     srcs = sources(fw)
     headers = [h for d in ("engine", "app", "ports/posix") for h in sorted((fw / d).glob("*.h"))]
     opus_c, opus_l = opus_flags()
-    h = hashlib.sha256(" ".join(CFLAGS + opus_c + opus_l).encode())
+    cflags = sim_cflags(fw) + ["-O2"]
+    h = hashlib.sha256(" ".join(cflags + opus_c + opus_l).encode())
     for f in srcs + headers:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -114,7 +121,7 @@ def build(quiet: bool = True) -> Path:
         raise PocketError("no C compiler found (install gcc, or set CC)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"pocketgpt-sim.{os.getpid()}.tmp"
-    cmd = [cc, *CFLAGS, *opus_c, f"-I{fw / 'engine'}", f"-I{fw / 'app'}", "-o", str(tmp), *map(str, srcs), *opus_l,
+    cmd = [cc, *cflags, *opus_c, f"-I{fw / 'engine'}", f"-I{fw / 'app'}", "-o", str(tmp), *map(str, srcs), *opus_l,
            "-lm"]
     if not quiet:
         print("building the device simulator ...", file=sys.stderr)
