@@ -164,3 +164,15 @@ def test_a_list_line_make_alone_would_read_is_refused(tmp_path: Path) -> None:
     mk.write_text("ENGINE_SRCS := $(wildcard *.c)\n")
     with pytest.raises(ValueError, match="engine.mk:1"):
         srclists.read_mk(mk)
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None, reason="needs make and a C compiler")
+def test_the_forced_reference_build_compiles_with_warnings_as_errors(tmp_path: Path) -> None:
+    """`make ref-build` (-DPG_FORCE_REF: no fast kernels, the switch the engine README offers)
+    compiles engine.mk's sources under -Werror; no other test builds that variant."""
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT / "firmware" / "engine"), "ref-build", f"BUILD={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    engine = ROOT / "firmware" / "engine"
+    assert sorted(p.name for p in tmp_path.glob("*.o")) == sorted(
+        p.with_suffix(".o").name for p in srclists.engine_sources(engine))
