@@ -1,4 +1,5 @@
-"""Build hook: compiles the C engine (firmware/engine/*.c) into the extension pocketgpt._engine.
+"""Build hook: compiles the C engine (the sources firmware/engine/engine.mk lists, read with
+host/pocketgpt/srclists.py) into the extension pocketgpt._engine.
 
 Plain setuptools and the system C compiler, nothing else. The x86 fast kernels carry their own
 target attributes and are picked at run time, so no per-file flags are needed and the wheel runs
@@ -7,15 +8,28 @@ on any x86-64 CPU.
 
 from __future__ import annotations
 
-import glob
+import importlib.util
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
 
-ENGINE = sorted(p for p in glob.glob("firmware/engine/*.c") if not p.endswith(("_esp32s3.c", "fuzz_main.c")))
-ENGINE = [p for p in ENGINE if "/test_" not in p and "/fuzz_" not in p]
 
-compile_args = [] if sys.platform == "win32" else ["-O2", "-std=c11", "-D_GNU_SOURCE", "-fvisibility=hidden"]
+def engine_sources() -> list[str]:
+    """engine.mk's host list (portable + x86 kernels), relative paths as setuptools wants them;
+    srclists.py is loaded by path: the package and its dependencies are not installed yet."""
+    spec = importlib.util.spec_from_file_location("_pg_srclists", Path("host/pocketgpt/srclists.py"))
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return [p.as_posix() for p in mod.engine_sources(Path("firmware/engine"), "x86")]
+
+
+ENGINE = engine_sources()
+
+# warnings are errors, as in every C build of the project (firmware/engine/Makefile)
+compile_args = ([] if sys.platform == "win32"
+                else ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-fvisibility=hidden"])
 
 setup(
     ext_modules=[

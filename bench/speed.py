@@ -282,16 +282,16 @@ def c_memory(model: str, tmp: Path) -> dict | None:
     positions, filled by one evaluation."""
     import shutil
 
+    from pocketgpt.srclists import engine_sources
+
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if not cc:
         return None
     eng = ROOT / "firmware" / "engine"
     exe = tmp / "bench_memory"
-    srcs = [str(eng / "tests" / "bench_memory.c")] + [str(eng / f"{n}.c") for n in
-                                                        ("pg_common", "gguf", "kernels_ref", "kernels_x86", "tokenizer",
-                                                         "sampler", "gpt2")]
-    subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", f"-I{eng}", "-o", str(exe), *srcs, "-lm"], check=True,
-                   capture_output=True)
+    srcs = [str(eng / "tests" / "bench_memory.c")] + [str(p) for p in engine_sources(eng)]
+    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", f"-I{eng}", "-o", str(exe),
+                    *srcs, "-lm"], check=True, capture_output=True)
     proc = subprocess.run([str(exe), model, str(MEM_CTX)], capture_output=True, text=True, check=True, timeout=600)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

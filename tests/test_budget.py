@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 
 from engine_models import make_hf_model, small_vocab, write_model
+from pocketgpt.srclists import engine_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_DIR = ROOT / "firmware" / "engine"
-ENGINE_SRC = ["pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c", "sampler.c", "gpt2.c"]
+ENGINE_SRC = engine_sources(ENGINE_DIR)
 
 PROBE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include "gpt2.h"
 int main(int argc, char **argv) {
+    if (argc != 4) return 1;
     FILE *f = fopen(argv[1], "rb");
     if (!f) return 2;
     fseek(f, 0, SEEK_END); long n = ftell(f); fseek(f, 0, SEEK_SET);
@@ -53,8 +55,8 @@ def _build_probe(tmp_path: Path, m32: bool) -> Path | None:
     exe = tmp_path / ("probe32" if m32 else "probe64")
     src = tmp_path / "probe.c"
     src.write_text(PROBE)
-    cmd = ["gcc", "-std=c11", "-O0", *(["-m32"] if m32 else []), f"-I{ENGINE_DIR}", "-o", str(exe), str(src),
-           *[str(ENGINE_DIR / s) for s in ENGINE_SRC], "-lm", "-lpthread"]
+    cmd = ["gcc", "-std=c11", "-O0", "-Wall", "-Wextra", "-Werror", *(["-m32"] if m32 else []), f"-I{ENGINE_DIR}",
+           "-o", str(exe), str(src), *map(str, ENGINE_SRC), "-lm", "-lpthread"]
     if subprocess.run(cmd, capture_output=True).returncode != 0:
         return None
     return exe

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from pocketgpt.srclists import engine_sources
+
 from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "firmware" / "engine"
-ENGINE_SRC = [str(ENGINE / f) for f in ("pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c",
-                                        "sampler.c", "gpt2.c")]
+ENGINE_SRC = [str(p) for p in engine_sources(ENGINE)]
 CHECK = ROOT / "firmware" / "app" / "tests" / "gen_check.c"
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
@@ -43,7 +44,7 @@ def test_array_is_the_gguf_compiles_clean_and_generates_the_same(tmp_path: Path,
     cc = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", str(tmp_path / "pg_model_data.c"),
                          "-o", str(tmp_path / "pg_model_data.o")], capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
-    flags = ["cc", "-std=c11", "-O1", f"-I{ENGINE}", f"-I{tmp_path}"]
+    flags = ["cc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{ENGINE}", f"-I{tmp_path}"]
     linked = tmp_path / "gen_linked"
     from_file = tmp_path / "gen_file"
     for exe, extra in ((linked, ["-DPG_LINKED", str(tmp_path / "pg_model_data.c")]), (from_file, [])):

@@ -89,9 +89,9 @@ int main(void) {
     rt = tmp_path / "rt.c"  # sqrtf renamed so the host's own stays the reference
     rt.write_text((ROOT / "firmware/xtensa/rt.c").read_text().replace("float sqrtf(float x) {", "float pg_rt_sqrtf(float x) {"))
     exe, obj = tmp_path / "t", tmp_path / "rt.o"
-    subprocess.run(["cc", "-O2", "-ffp-contract=off", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
                     f"-I{ROOT / 'firmware/xtensa/include'}", "-c", "-o", str(obj), str(rt)], check=True)
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(src), str(obj), "-lm"], check=True)
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(exe), str(src), str(obj), "-lm"], check=True)
     assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "0"
 
 

@@ -285,7 +285,7 @@ def find_build(folder: Path, project: Path, env: str, parts: Sequence[Partition]
 
 
 FIRMWARE_SOURCES = ("firmware/engine", "firmware/app", "firmware/ports/esp32s3")
-FIRMWARE_FILES = ("platformio.ini", "partitions.csv", "sdkconfig.defaults", "CMakeLists.txt")
+FIRMWARE_FILES = ("platformio.ini", "partitions.csv", "sdkconfig.defaults", "CMakeLists.txt", "firmware/srclist.cmake")
 
 
 def build_state(project: Path, build: Build) -> str:
@@ -297,7 +297,7 @@ def build_state(project: Path, build: Build) -> str:
     newest = 0.0
     for rel in FIRMWARE_SOURCES:
         for f in (project / rel).rglob("*"):
-            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in (".c", ".h", ".S", ".txt", ".cmake", ".projbuild", ".yml"):
+            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in (".c", ".h", ".S", ".txt", ".mk", ".cmake", ".projbuild", ".yml"):
                 newest = max(newest, f.stat().st_mtime)
     for rel in FIRMWARE_FILES:
         if (project / rel).is_file():

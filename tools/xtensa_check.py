@@ -28,19 +28,22 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pocketgpt.srclists import engine_sources
+
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "firmware" / "engine"
 HARNESS = ROOT / "firmware" / "xtensa"
 OUT = ROOT / "build" / "xtensa"
 DEFAULT_MODEL = ROOT / "host" / "pocketgpt" / "data" / "models" / "device.gguf"
-ENGINE_SRC = ["pg_common", "gguf", "kernels_ref", "kernels_esp32s3", "tokenizer", "sampler", "gpt2"]
 BLOB_ADDR = 0x3E000000
 PARAMS_ADDR = 0x3DFFFF00
 MAKE_CMD = ("tools/esp32s3-toolchain.sh --dynconfig DIR --overlays DIR --esp-idf DIR "
             "(docs/xtensa.md says where the trees come from)")
+# warnings are errors in all of this tool's builds, as in the project's other C builds
+WARN = ["-Wall", "-Wextra", "-Werror"]
 # the flags of the emulated build: -ffp-contract=off keeps a*b+c two roundings (madd.s would fuse
 # them), as on the host, so the two runs can agree bit for bit
-XT_CFLAGS = ["-std=c11", "-O2", "-mlongcalls", "-ffp-contract=off", "-Wall", f"-I{HARNESS / 'include'}", f"-I{ENGINE}"]
+XT_CFLAGS = ["-std=c11", "-O2", "-mlongcalls", "-ffp-contract=off", *WARN, f"-I{HARNESS / 'include'}", f"-I{ENGINE}"]
 
 # function -> part of the forward pass, for the per-token table
 CATEGORY = [
@@ -82,9 +85,9 @@ def build(cache: Path) -> tuple[Path, Path]:
     OUT.mkdir(parents=True, exist_ok=True)
     xt = lambda t: str(cache / "bin" / f"xtensa-esp32s3-elf-{t}")  # noqa: E731
     objs = []
-    for name in ENGINE_SRC:
-        o = OUT / f"{name}.o"
-        run([xt("gcc"), *XT_CFLAGS, "-c", str(ENGINE / f"{name}.c"), "-o", str(o)])
+    for src in engine_sources(ENGINE, "esp32s3"):  # engine.mk: portable + the chip's (here without PIE)
+        o = OUT / f"{src.stem}.o"
+        run([xt("gcc"), *XT_CFLAGS, "-c", str(src), "-o", str(o)])
         objs.append(o)
     run([xt("gcc"), *XT_CFLAGS, "-c", str(HARNESS / "harness.c"), "-o", str(OUT / "harness.o")])
     run([xt("gcc"), *XT_CFLAGS, "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
@@ -94,7 +97,7 @@ def build(cache: Path) -> tuple[Path, Path]:
     run([xt("ld"), "-T", str(HARNESS / "link.ld"), "-o", str(elf), str(OUT / "start.o"), str(OUT / "harness.o"),
          str(OUT / "rt.o"), *map(str, objs)])
     plugin = OUT / "insn_count_plugin.so"
-    run(["cc", "-O2", "-shared", "-fPIC", f"-I{cache / 'include'}", "-o", str(plugin),
+    run(["cc", "-O2", *WARN, "-shared", "-fPIC", f"-I{cache / 'include'}", "-o", str(plugin),
          str(HARNESS / "insn_count_plugin.c")])
     return elf, plugin
 
@@ -103,10 +106,10 @@ def build_host(out: Path) -> Path:
     """The same harness and runtime library built for this machine: its logits must be the emulated
     run's bit for bit (same float operations, same expf/tanhf/sqrtf/division code)."""
     exe = out / "harness_host"
-    flags = ["-std=c11", "-O2", "-ffp-contract=off", f"-I{ENGINE}"]
+    flags = ["-std=c11", "-O2", "-ffp-contract=off", *WARN, f"-I{ENGINE}"]
     run(["cc", *flags, "-ffreestanding", "-fno-builtin", "-fno-tree-loop-distribute-patterns",
          f"-I{HARNESS / 'include'}", "-c", str(HARNESS / "rt.c"), "-o", str(out / "rt_host.o")])
-    srcs = [str(ENGINE / f"{n}.c") for n in ENGINE_SRC if n != "kernels_esp32s3"] + [str(ENGINE / "kernels_x86.c")]
+    srcs = [str(p) for p in engine_sources(ENGINE, "x86")]
     run(["cc", *flags, "-DPG_HARNESS_HOST", "-o", str(exe), str(HARNESS / "harness.c"), str(out / "rt_host.o"), *srcs])
     return exe
 

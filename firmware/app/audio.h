@@ -1,6 +1,6 @@
 // pocketgpt app: voice, the same on the ESP32-S3 and in the simulator (sans I/O).
 //
-// The XiaoZhi voice protocol (shared/xiaozhi-protocol.md, version 1 framing): the device streams its
+// The XiaoZhi voice protocol (docs/protocol.md and docs/voice.md, version 1 framing): the device streams its
 // microphone as raw Opus packets, 16 kHz mono, 60 ms each, one per binary websocket message, between
 // {"type":"listen","state":"start","mode":...} and {"type":"listen","state":"stop"}; the relay
 // answers stt, tts start, sentence_start texts, binary Opus packets at the rate its hello declared

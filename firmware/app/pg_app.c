@@ -239,7 +239,8 @@ static int relay_configure(pg_app *app, char *url, size_t url_cap, char *token, 
                            size_t err_cap) {
     pg_url u;
     if (pg_url_parse(app->set.relay_ota, &u)) {
-        snprintf(err, err_cap, "relay.ota '%s' is not a usable URL", app->set.relay_ota);
+        // a value is quoted at most 120 characters: an error is one line in a caller's buffer
+        snprintf(err, err_cap, "relay.ota '%.120s' is not a usable URL", app->set.relay_ota);
         return -1;
     }
     pg_transport t;
@@ -312,7 +313,7 @@ static int relay_connect(pg_app *app, char *err, size_t err_cap) {
     }
     pg_url u;
     if (pg_url_parse(url, &u) || (strcmp(u.scheme, "ws") && strcmp(u.scheme, "wss"))) {
-        snprintf(err, err_cap, "relay URL '%s' is not a ws:// or wss:// URL", url);
+        snprintf(err, err_cap, "relay URL '%.120s' is not a ws:// or wss:// URL", url);
         return -1;
     }
     if (app->port.net_open(app->port.ctx, u.host, u.port, u.tls, app->set.relay_timeout_ms, &app->net, err, err_cap))
@@ -346,7 +347,8 @@ static int relay_connect(pg_app *app, char *err, size_t err_cap) {
         pg_relay_msg m;
         pg_msg_type t = pg_proto_parse((const char *)data, n, &m, app->text, PG_APP_NET_BUF);
         if (t == PG_MSG_ERROR) {
-            snprintf(err, err_cap, "the relay answered the hello with error %s: %s", m.code, m.message);
+            // the relay's message is cut: an error is one line in a caller's buffer
+            snprintf(err, err_cap, "the relay answered the hello with error %s: %.120s", m.code, m.message);
             pg_app_disconnect(app);
             return -1;
         }

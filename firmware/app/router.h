@@ -1,4 +1,4 @@
-// pocketgpt app: where a prompt is answered (docs/routing.md, ../shared DESIGN "Hard prompts").
+// pocketgpt app: where a prompt is answered (docs/routing.md: the policy and its measurements).
 //
 // The device escalates to the relay when the user forces it (/cloud), when the prompt does not
 // fit the device context with room for a reply, when too many of its tokens are byte-level

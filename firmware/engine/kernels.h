@@ -2,7 +2,7 @@
 //
 // Every weight type has one dot product "row (n weights, stored as `type`) . x (n floats)". The
 // portable _ref set dequantizes block by block and is the definition; fast sets (_x86 with
-// AVX2/FMA/F16C picked at run time, _esp32s3 with the PIE SIMD unit, compiled only for that chip)
+// AVX2/AVX-512F/VNNI picked at run time, _esp32s3 with the PIE SIMD unit, compiled only for that chip)
 // must give the same results up to float summation order. PG_FORCE_REF at build time, or
 // force_ref at model init, uses _ref everywhere.
 #ifndef PG_KERNELS_H

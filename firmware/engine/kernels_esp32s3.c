@@ -2,9 +2,10 @@
 // build defines PG_TARGET_ESP32S3 (and not PG_FORCE_REF, the switch that keeps every kernel _ref).
 //
 // NOT RUN YET: it assembles with the S3 core plugin (docs/xtensa.md: GCC 13 + binutils 2.40; the
-// loop is 5 instructions per 16 weights), but QEMU cannot execute PIE instructions and no board
-// is attached, so it has never run. It is written from Espressif's documented PIE
-// instructions (ESP32-S3 Technical Reference Manual, "Processor Instruction Extensions"):
+// loop is 5 instructions per 16 weights) and is compiled into the ESP-IDF image (`make firmware`,
+// GCC 14.2), but QEMU cannot execute PIE instructions and no board is attached, so it has never
+// run. It is written from Espressif's documented PIE instructions (ESP32-S3 Technical Reference
+// Manual, "Processor Instruction Extensions"):
 //   EE.ZERO.ACCX                 clear the 40-bit accumulator ACCX
 //   EE.VLD.128.IP qa, as, 16     load 16 bytes into qa from as (low 4 address bits ignored), as += 16
 //   EE.VMULAS.S8.ACCX qx, qy     ACCX += sum of the 16 signed int8 products qx[i] * qy[i]

@@ -1,6 +1,8 @@
-// pocketgpt engine: x86 fast paths (AVX-512F, else AVX2 + FMA + F16C), chosen at run time with
-// __builtin_cpu_supports, so the same binary runs on older CPUs through _ref. Integer VNNI kernels
-// (activations quantized to int8, the dot_q8 path) are left for the speed work. Functions carry
+// pocketgpt engine: x86 fast paths, chosen at run time with __builtin_cpu_supports
+// (pg_kernels_x86, at the end), so the same binary runs on older CPUs through _ref. Four kernel
+// sets: float activations with AVX2 + FMA + F16C or 16 lanes wide with AVX-512F; integer
+// activations (int8, the dot_q8 path and the K-format row kernels) with AVX2's maddubs, or with
+// AVX512-VNNI's vpdpbusd on 256-bit vectors where the CPU has VNNI + BW + VL. Functions carry
 // target attributes; the file needs no special compiler flags. Types without a dedicated kernel
 // here dequantize a block with the reference code and use the AVX2 multiply-add.
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(PG_FORCE_REF)

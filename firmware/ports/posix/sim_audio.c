@@ -225,7 +225,8 @@ static int take_file(sim_audio *A, const char *path, char *err, size_t err_cap) 
 static int next_file(sim_audio *A, char *err, size_t err_cap) {
     if (!A->mic_is_dir) return take_file(A, A->mic_path, err, err_cap);
     if (A->next_file >= A->n_files) {
-        snprintf(err, err_cap, "the microphone folder %s has no more files (%d played)", A->mic_path, A->n_files);
+        // the path quoted at most 160 characters: an error is one line in a caller's buffer
+        snprintf(err, err_cap, "the microphone folder %.160s has no more files (%d played)", A->mic_path, A->n_files);
         return -1;
     }
     return take_file(A, A->files[A->next_file++], err, err_cap);

@@ -19,9 +19,6 @@ from pathlib import Path
 
 from pocketgpt.errors import PocketError
 
-ENGINE_FILES = ["pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c", "sampler.c", "gpt2.c"]
-APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c", "audio.c", "chat.c"]
-CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-sign-conversion", "-Wno-format-truncation"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,15 +68,24 @@ def firmware_dir() -> Path:
     here = Path(__file__).resolve()
     for parent in here.parents:
         cand = parent / "firmware"
-        if (cand / "app" / "pg_app.c").exists() and (cand / "engine" / "gpt2.c").exists():
+        if (cand / "app" / "app.mk").exists() and (cand / "engine" / "engine.mk").exists():
             return cand
     raise PocketError("the device simulator is built from the firmware sources, which this install lacks; "
                       "run it from a source checkout (pip install -e .)")
 
 
 def sources(fw: Path) -> list[Path]:
-    return ([fw / "ports" / "posix" / "sim_main.c", fw / "ports" / "posix" / "sim_audio.c"]
-            + [fw / "engine" / f for f in ENGINE_FILES] + [fw / "app" / f for f in APP_FILES])
+    """The simulator's sources: sim.mk's (the POSIX port), engine.mk's host list and app.mk's."""
+    from pocketgpt.srclists import app_sources, engine_sources, sim_sources
+
+    return sim_sources(fw / "ports" / "posix") + engine_sources(fw / "engine", "x86") + app_sources(fw / "app")
+
+
+def sim_cflags(fw: Path) -> list[str]:
+    """The simulator's compiler flags, sim.mk's (the Makefile there uses the same)."""
+    from pocketgpt.srclists import read_mk
+
+    return read_mk(fw / "ports" / "posix" / "sim.mk")["SIM_CFLAGS"]
 
 
 def opus_flags() -> tuple[list[str], list[str]]:
@@ -98,10 +104,10 @@ def build(quiet: bool = True) -> Path:
     """Compile the simulator if no build of these exact sources exists; its path."""
     fw = firmware_dir()
     srcs = sources(fw)
-    headers = (sorted((fw / "engine").glob("*.h")) + sorted((fw / "app").glob("*.h"))
-               + [fw / "ports" / "posix" / "sim_audio.h"])
+    headers = [h for d in ("engine", "app", "ports/posix") for h in sorted((fw / d).glob("*.h"))]
     opus_c, opus_l = opus_flags()
-    h = hashlib.sha256(" ".join(CFLAGS + opus_c + opus_l).encode())
+    cflags = sim_cflags(fw) + ["-O2"]
+    h = hashlib.sha256(" ".join(cflags + opus_c + opus_l).encode())
     for f in srcs + headers:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -115,7 +121,7 @@ def build(quiet: bool = True) -> Path:
         raise PocketError("no C compiler found (install gcc, or set CC)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"pocketgpt-sim.{os.getpid()}.tmp"
-    cmd = [cc, *CFLAGS, *opus_c, f"-I{fw / 'engine'}", f"-I{fw / 'app'}", "-o", str(tmp), *map(str, srcs), *opus_l,
+    cmd = [cc, *cflags, *opus_c, f"-I{fw / 'engine'}", f"-I{fw / 'app'}", "-o", str(tmp), *map(str, srcs), *opus_l,
            "-lm"]
     if not quiet:
         print("building the device simulator ...", file=sys.stderr)
