@@ -26,6 +26,8 @@ def engine_sources() -> list[str]:
 
 
 ENGINE = engine_sources()
+# the CPython binding itself (host/pocketgpt/_engine.h says which file holds what)
+BINDING = ["host/pocketgpt/_engine.c", "host/pocketgpt/_engine_session.c", "host/pocketgpt/_engine_pool.c"]
 
 # warnings are errors, as in every C build of the project (firmware/engine/Makefile)
 compile_args = ([] if sys.platform == "win32"
@@ -35,7 +37,7 @@ setup(
     ext_modules=[
         Extension(
             "pocketgpt._engine",
-            sources=["host/pocketgpt/_engine.c", "host/pocketgpt/_engine_session.c", "host/pocketgpt/_engine_pool.c", *ENGINE],
+            sources=[*BINDING, *ENGINE],
             include_dirs=["firmware/engine"],
             extra_compile_args=compile_args,
             libraries=["m"] if sys.platform != "win32" else [],

@@ -120,7 +120,8 @@ def test_one_edit_to_a_list_reaches_every_build(tree: Path, tmp_path: Path) -> N
     # `pocketgpt device` builds the same simulator
     assert resolved(device.sources(fw)) == sim + engine_host + app
     # the Python extension
-    assert setup_py_sources(tree) == [tree / "host" / "pocketgpt" / "_engine.c"] + engine_host
+    binding = [tree / "host" / "pocketgpt" / f for f in ("_engine.c", "_engine_session.c", "_engine_pool.c")]
+    assert setup_py_sources(tree) == binding + engine_host
     # the ESP-IDF components: the engine with the S3 kernels, the app, and a port that adds neither
     comps = idf_components(tree, tmp_path)
     assert comps["engine"][0] == engine_s3
