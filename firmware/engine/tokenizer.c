@@ -706,23 +706,37 @@ int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokeniz
         logits[forced] = isfinite(keep) ? keep : 0.0f;
         return forced;
     }
-    // invite a variant that fits after the last byte: " word" after a non-space, "word" after an
-    // opening quote or bracket (not glued to a word, nor at the reply's start, where the model's
-    // first token carries its space)
+    // invite a variant that fits after the last byte: " Word" at the reply's start or after a
+    // sentence end, " word" after anything else but whitespace; "word" after an opening bracket,
+    // "Word" after whitespace (never glued to a word or punctuation)
     uint8_t c = tp->last;
-    int after_word = ascii_letter(c) || (c >= '0' && c <= '9');
-    int can_space = c != ' ' && c != '\n' && c != '\t';
-    int can_bare = tp->n_reply > 0 && !after_word && c != ' ' && c != '\'' && c != '-';
+    int white = c == ' ' || c == '\t' || c == '\n';
+    int opener = c == '(' || c == '[';
+    int sentence = tp->n_reply == 0 || c == '.' || c == '!' || c == '?' || c == ':';
     float b = tp->bias + tp->slope * (float)tp->n_reply;
+    int32_t biased[PG_TOPIC_MAX_VARIANTS];
+    int n_biased = 0;
     for (int v = 0; v < tp->n_var; v++) {
         int32_t id = tp->var[v][0];
-        if ((uint32_t)id >= t->n_vocab || !(tp->var_space[v] ? can_space : can_bare)) continue;
+        uint32_t len;
+        const uint8_t *bytes = pg_tokenizer_token_bytes(t, id, &len);
+        int capital = bytes && len && bytes[0] >= 'A' && bytes[0] <= 'Z';
+        int fits = tp->var_space[v] ? !white && capital == sentence : tp->n_reply > 0 && (white ? capital : opener);
+        if (!bytes || !fits) continue;
         int seen = 0;  // two variants sharing a first token get the bias once
-        for (int u = 0; u < v && !seen; u++) seen = tp->var[u][0] == id && (tp->var_space[u] ? can_space : can_bare);
-        if (!seen) logits[id] += b;
+        for (int u = 0; u < n_biased && !seen; u++) seen = biased[u] == id;
+        if (seen) continue;
+        biased[n_biased++] = id;
+        logits[id] += b;
     }
-    // no end before the subject: end-of-text and stop-string starts stay masked
+    // no end before the subject: end-of-text and stop-string starts stay masked (pg_textout_guard),
+    // and so are tokens of nothing but spaces and tabs (a model that wants to end pads with them)
     pg_textout_guard(o, t, logits, 0x7FFFFFFF);
+    for (uint32_t id = 0; id < t->n_vocab; id++) {
+        uint32_t a = t->offs[id], e = t->offs[id + 1], i = a;
+        while (i < e && (t->bytes[i] == ' ' || t->bytes[i] == '\t')) i++;
+        if (i == e && e > a) logits[id] = -INFINITY;
+    }
     return -1;
 }
 
@@ -730,6 +744,7 @@ int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokeniz
 static void topic_word_end(pg_topic *tp) {
     size_t n = tp->n_cur;
     while (n > 0 && tp->cur[n - 1] == '\'') n--;  // chatdata.words: a word ends in a letter
+    if (n >= 2 && tp->cur[n - 2] == '\'' && tp->cur[n - 1] == 's') n -= 2;  // chatdata.on_topic: "dirt's" names dirt
     if (n > 0 && !tp->cur_long) {
         char st[PG_TOPIC_MAX_WORD];
         size_t wl = strlen(tp->word);
