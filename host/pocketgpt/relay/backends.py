@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
 
@@ -52,6 +53,9 @@ class GenRequest:
     # `prompt` (kept for logs and limits); the reply stops at the template's stop strings and
     # cannot end before chat_format.MIN_WORDS words
     messages: tuple[tuple[str, str], ...] = ()
+    # a chat request's reply is subject-steered (chat_format.subject_of of the last user message:
+    # the C engine's pg_topic_steer); a raw continuation never is
+    steer: bool = True
 
     @property
     def chat(self) -> bool:
@@ -59,6 +63,14 @@ class GenRequest:
 
     def chat_messages(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]
+
+    def subject(self) -> str | None:
+        """What the reply is steered to name: the subject of the last user message (None: raw, steering
+        off, or small talk)."""
+        from pocketgpt.chat_format import subject_of
+
+        users = [c for r, c in self.messages if r == "user"]
+        return subject_of(users[-1]) if self.steer and users else None
 
 
 @dataclass
@@ -188,6 +200,9 @@ def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | No
               stop=stop, stop_at_eos=True)
     if req.chat:
         kw["need_word"] = chat_format.MIN_WORDS
+        subject = req.subject()
+        if subject:
+            kw["subject"] = subject
     return ids, kw
 
 
@@ -515,8 +530,9 @@ class EngineBackend(Backend):
     name = "engine"
 
     def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None,
-                 max_batch: int = 32, draft: Any = None) -> None:
+                 max_batch: int = 32, draft: Any = None, steer: bool = True) -> None:
         self.engine = engine
+        self.steer = steer  # False (serve --no-steer): no chat reply is subject-steered
         self.model_id = model_id
         self.n_vocab = int(engine.n_vocab)
         self.batched = hasattr(engine, "step")
@@ -527,6 +543,8 @@ class EngineBackend(Backend):
     async def start(self, req: GenRequest) -> Generation:
         gen = Generation(asyncio.get_running_loop())
         gen._on_abort.append(self.scheduler._wake)
+        if not self.steer:
+            req = dataclasses.replace(req, steer=False)
         self.scheduler.submit(_BatchJob(gen, req) if self.batched else _Job(gen, req))
         return gen
 
