@@ -683,8 +683,11 @@ int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokeniz
     if (tp->boundary) {  // the subject just came out whole: it stays a word of its own ("cache", not "cachelor")
         for (uint32_t id = 0; id < t->n_vocab; id++) {
             uint32_t a = t->offs[id];
-            if (a < t->offs[id + 1] && (ascii_letter(t->bytes[a]) || (t->bytes[a] >= '0' && t->bytes[a] <= '9')))
-                logits[id] = -INFINITY;
+            uint32_t e = t->offs[id + 1];
+            if (a == e) continue;
+            uint8_t c0 = t->bytes[a];
+            int possessive = c0 == '\'' && e - a >= 2 && t->bytes[a + 1] == 's' && (e - a == 2 || !ascii_letter(t->bytes[a + 2]));
+            if (ascii_letter(c0) || (c0 >= '0' && c0 <= '9') || (c0 == '\'' && !possessive)) logits[id] = -INFINITY;
         }
         return -1;
     }
@@ -693,7 +696,7 @@ int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokeniz
     int best = 0;
     for (int v = 0; v < tp->n_var; v++)
         for (int k = tp->var_len[v] - 1; k > best; k--) {
-            if (k > tp->n_recent) continue;
+            if (k > tp->n_recent || (!tp->var_space[v] && !tp->recent_wb[tp->n_recent - k])) continue;
             if (memcmp(tp->recent + tp->n_recent - k, tp->var[v], (size_t)k * sizeof(int32_t)) == 0) {
                 forced = tp->var[v][k];
                 best = k;
@@ -762,11 +765,13 @@ void pg_topic_push(pg_topic *tp, const pg_tokenizer *t, int32_t tok) {
     tp->boundary = 0;
     if (tp->n_recent == PG_TOPIC_MAX_TOKS) {
         memmove(tp->recent, tp->recent + 1, (PG_TOPIC_MAX_TOKS - 1) * sizeof(int32_t));
+        memmove(tp->recent_wb, tp->recent_wb + 1, PG_TOPIC_MAX_TOKS - 1);
         tp->n_recent--;
     }
+    tp->recent_wb[tp->n_recent] = !ascii_letter(tp->last) && !(tp->last >= '0' && tp->last <= '9');
     tp->recent[tp->n_recent++] = tok;
-    for (int v = 0; v < tp->n_var && !tp->said; v++)  // a whole variant just came out
-        if (tp->var_len[v] <= tp->n_recent &&
+    for (int v = 0; v < tp->n_var && !tp->said; v++)  // a whole variant just came out (as a word of its own)
+        if (tp->var_len[v] <= tp->n_recent && (tp->var_space[v] || tp->recent_wb[tp->n_recent - tp->var_len[v]]) &&
             memcmp(tp->recent + tp->n_recent - tp->var_len[v], tp->var[v], (size_t)tp->var_len[v] * sizeof(int32_t)) == 0)
             tp->said = tp->boundary = 1;
     uint32_t len;

@@ -89,8 +89,9 @@ int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logi
 // the tokens starting a stop string stay masked (pg_textout_guard). Once the reply names the
 // subject (a whole variant emitted, or a word of the same crude stem as chatdata.stem: dogs/dog,
 // loving/love), or after cap reply tokens, it does nothing: plain sampling, the reply ends freely;
-// except that right after a whole variant the next token cannot start with a letter or digit, so
-// the subject stays a word ("cache." rather than "cachelorance").
+// except that right after a whole variant the next token cannot start with a letter, a digit or
+// an apostrophe other than "'s", so the subject stays a word ("cache." rather than "cachelorance").
+// A variant without a space counts (is completed, or said) only where it starts a word.
 // Deterministic: the forced token and the biased logits go through the sampler as usual.
 #define PG_TOPIC_MAX_VARIANTS 4
 #define PG_TOPIC_MAX_TOKS 8
@@ -109,6 +110,7 @@ typedef struct {
     int var_len[PG_TOPIC_MAX_VARIANTS];
     int var_space[PG_TOPIC_MAX_VARIANTS];  // the variant starts with a space
     int32_t recent[PG_TOPIC_MAX_TOKS];     // the reply's last tokens, oldest first
+    uint8_t recent_wb[PG_TOPIC_MAX_TOKS];  // each came after a word boundary (not a letter or digit)
     int n_recent;
     char word[PG_TOPIC_MAX_WORD], stem[PG_TOPIC_MAX_WORD];
     char cur[PG_TOPIC_MAX_WORD];  // the reply's word in progress, lower case
