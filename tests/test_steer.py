@@ -125,3 +125,24 @@ def test_speculative_decoding_waits_for_steering_and_keeps_greedy_text() -> None
         spec = [p.token for p in sess._run(stream)]
         assert spec == plain, req
         assert on_topic(host.detokenize(spec), chat_format.subject_of(req))
+
+
+def test_the_device_console_steers_its_local_answers(tmp_path: Path) -> None:
+    """The firmware's own chat turn (firmware/app/pg_app.c, run as the simulator) with the shipped device model."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from pocketgpt.models import resolve
+
+    env = {**os.environ, "POCKETGPT_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "pocketgpt", "device", "--model", str(resolve("builtin:device")), "--settings",
+           str(tmp_path / "dev.conf"), "--set", "gen.seed=3", "--set", "gen.max_tokens=48"]
+    script = "".join(f"/local {r}\n" for r in REQUESTS)
+    out = subprocess.run(cmd, input=script, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    replies = re.findall(r"\[local\] (.*?)\n\(local: ", out.stdout, flags=re.S)
+    assert len(replies) == len(REQUESTS), out.stdout
+    for req, reply in zip(REQUESTS, replies):
+        assert on_topic(reply, chat_format.subject_of(req)), (req, reply)
