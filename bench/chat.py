@@ -14,8 +14,10 @@ Per system: answered (the reply has at least 3 words), on topic (the reply holds
 word or a word of the same stem: chatdata.on_topic), mean reply length in words, and how the
 reply ended. Sampling: the engine's defaults (temperature 0.8, top-k 40, top-p 0.95, repeat
 penalty 1.1), one fixed seed per request, at most 64 tokens, stop at end-of-text or a new "Q:"
-line. The prompt is rendered with chat_format.render_ids and run on the C engine directly, not
-through the relay, so this measures the models, not the product paths' reply guards.
+line. The prompt is rendered with chat_format.render_ids and run on the C engine directly. Each
+chat model runs twice: alone ("chat layout": the model's own reply, no guards) and as the product's
+chat paths run it ("chat layout, steered": subject-steered decoding to chat_format.subject_of of the
+request, no end before 3 words, the engine's pg_topic_steer and need_word).
 
 Writes bench/results/chat.json and prints the table and sample exchanges (docs/chat.md).
 """
@@ -46,12 +48,13 @@ def reply_words(text: str) -> int:
     return len(text.split())
 
 
-def generate(engine, ids: list[int], seed: int, max_tokens: int) -> tuple[str, str]:
-    from pocketgpt.chat_format import STOP_STRINGS
+def generate(engine, ids: list[int], seed: int, max_tokens: int, subject: str | None = None) -> tuple[str, str]:
+    from pocketgpt.chat_format import MIN_WORDS, STOP_STRINGS
 
     sess = engine.session()
+    kw = {"subject": subject, "need_word": MIN_WORDS} if subject is not None else {}
     text = "".join(p.text for p in sess.generate(ids, max_tokens=max_tokens, seed=seed, stop=STOP_STRINGS,
-                                                  stop_at_eos=True))
+                                                  stop_at_eos=True, **kw))
     return text.strip(), sess.last_stats.get("finish_reason", "?")
 
 
@@ -63,21 +66,25 @@ def run_model(spec: str, mode: str, requests, max_tokens: int, threads: int | No
     from pocketgpt.models import resolve
 
     path = resolve(spec)
-    template = read_gguf(path).metadata.get(chat_format.TEMPLATE_KEY) if mode == "chat" else None
+    template = read_gguf(path).metadata.get(chat_format.TEMPLATE_KEY) if mode != "raw" else None
     engine = Engine(str(path), threads=threads)
     rows = []
     t0 = time.time()
     for i, req in enumerate(requests):
-        if mode == "chat":
+        subject = None
+        if mode == "steered":  # the product's chat paths: subject_of the request, steered, no end before 3 words
+            subject = chat_format.subject_of(req.request) or ""
+        if mode in ("chat", "steered"):
             ids = [engine.eos_id] + chat_format.render_ids(engine.tokenize, engine.eos_id,
                                                            [{"role": "user", "content": req.request}], template)
         else:
             ids = [engine.eos_id] + engine.tokenize(req.request, special=False)
-        text, reason = generate(engine, ids, seed=1000 + i, max_tokens=max_tokens)
+        text, reason = generate(engine, ids, seed=1000 + i, max_tokens=max_tokens, subject=subject)
         rows.append({"request": req.request, "subject": req.subject, "kind": req.kind, "reply": text,
                      "finish": reason, "words": reply_words(text),
                      "on_topic": bool(req.subject and on_topic(text, req.subject))})
-    return summarize(f"{spec} ({mode})", rows, time.time() - t0)
+    label = {"chat": "chat layout", "steered": "chat layout, steered", "raw": "raw"}[mode]
+    return summarize(f"{spec} ({label})", rows, time.time() - t0)
 
 
 def run_anchor(train_docs: list[str], requests) -> dict:
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1337, help="split seed (the shipped models': 1337)")
     ap.add_argument("--val-fraction", type=float, default=0.05)
     ap.add_argument("--requests", type=int, default=240)
+    ap.add_argument("--first", type=int, default=None, help="run only the first N requests (a quick look)")
     ap.add_argument("--request-seed", type=int, default=7)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
@@ -158,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         keep = {d.strip() for d in held}
         train_docs += [d for d in read_documents(args.extra) if d.strip() not in keep]
     requests = eval_requests(held, args.requests, args.request_seed, picker=SubjectPicker(train_docs))
+    if args.first:
+        requests = requests[:args.first]
     print(f"{len(requests)} requests about {len({r.reply for r in requests})} held-out quotes", file=sys.stderr)
 
-    results = [run_model(m, "chat", requests, args.max_tokens, args.threads) for m in args.chat]
+    results = [run_model(m, mode, requests, args.max_tokens, args.threads) for m in args.chat
+               for mode in ("chat", "steered")]
     results += [run_model(m, "raw", requests, args.max_tokens, args.threads) for m in args.raw]
     results.append(run_anchor(train_docs, requests))
 

@@ -98,3 +98,31 @@ def test_the_prompt_uses_the_template_stored_in_the_model_file(tmp_path):
     assert chat_format.prompt_ids(eng, msgs) == [eng.eos_id] + eng.tokenize("Request: hi there\nReply:")
     # a file written without a template of its own gets the layout the shipped models are trained on
     assert chat_format.prompt_ids(plain, msgs) == [plain.eos_id] + plain.tokenize("Q: hi there\nA:")
+
+
+# ---- the subject a reply is steered to (firmware/app/chat.c's pg_chat_subject reads the same vectors) ----
+
+@pytest.mark.parametrize("vec", VECTORS["subjects"], ids=lambda v: repr(v["request"])[:30])
+def test_every_shared_request_has_the_vectors_subject(vec):
+    assert chat_format.subject_of(vec["request"]) == vec["subject"]
+
+
+def test_the_subject_is_what_a_training_request_asks_about_and_small_talk_has_none():
+    from pocketgpt import chatdata
+
+    for phrasings in chatdata.TRAIN.values():
+        for p in phrasings:
+            if "{x}" in p:
+                assert chat_format.subject_of(p.replace("{x}", "bicycles").replace("{a}", "Mark Twain")) == "bicycles", p
+    assert all(chat_format.subject_of(p) is None for p in chatdata.SMALL_TALK_TRAIN)
+
+
+def test_the_device_stop_list_is_the_python_one():
+    import re
+
+    src = (Path(__file__).resolve().parents[1] / "firmware" / "app" / "chat.c").read_text("utf-8")
+    body = src[src.index("s_subject_stop[] = {"):]
+    body = body[:body.index("};")]
+    words = re.findall(r'"([^"]*)"', body)
+    assert words == sorted(words)  # the C side looks words up by binary search
+    assert set(words) == chat_format.SUBJECT_STOP

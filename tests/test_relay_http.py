@@ -65,13 +65,16 @@ def test_openai_models_and_completions(oai: Any, engine: Any) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == r.usage.completion_tokens
 
 
-def chat_reference(engine: Any, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, int]:
-    """The shown greedy reply to `messages` in the model's chat template, and the prompt's token count."""
+def chat_reference(engine: Any, messages: list[dict[str, str]], max_tokens: int, steer: bool = True) -> tuple[str, int]:
+    """The shown greedy reply to `messages` in the model's chat template (steered to the last user
+    message's subject, as the relay does unless told not to), and the prompt's token count."""
     from pocketgpt import chat_format
 
     ids = chat_format.prompt_ids(engine, messages)
     sess = engine.session()
-    pieces = [p.text for p in sess.generate(ids, max_tokens=max_tokens, greedy=True,
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    subject = chat_format.subject_of(users[-1]) if steer and users else None
+    pieces = [p.text for p in sess.generate(ids, max_tokens=max_tokens, greedy=True, subject=subject,
                                             stop=chat_format.STOP_STRINGS, need_word=chat_format.MIN_WORDS)]
     return chat_format.shape_reply(pieces, sess.last_stats["finish_reason"]), len(ids)
 

@@ -148,3 +148,94 @@ size_t pg_reply_finish(pg_reply *r, int cut_by_length, int aborted, char *out) {
     if (has_word(out, end - from)) r->spoke = 1;
     return end - from;
 }
+
+// ---- the subject of a request (chat_format.subject_of) ----
+
+// chat_format.SUBJECT_STOP, sorted (tests/test_chat_format.py checks the two lists are equal)
+static const char *const s_subject_stop[] = {
+    "a", "able", "about", "above", "across", "advice", "advise", "after", "afternoon", "again", "against", "all",
+    "almost", "alone", "along", "already", "also", "although", "always", "am", "among", "an", "and", "another", "any",
+    "anybody", "anyone", "anything", "anywhere", "are", "aren't", "around", "as", "ask", "asked", "asking", "at",
+    "away", "back", "bad", "be", "became", "because", "become", "becomes", "been", "before", "being", "below",
+    "between", "big", "bored", "bot", "both", "but", "by", "bye", "call", "came", "can", "can't", "cannot", "cheer",
+    "come", "could", "couldn't", "deal", "describe", "did", "didn't", "do", "does", "doesn't", "doing", "don't",
+    "done", "down", "during", "each", "eight", "either", "else", "enough", "even", "evening", "ever", "every",
+    "everybody", "everyone", "everything", "explain", "fact", "facts", "feel", "feeling", "felt", "few", "find",
+    "first", "five", "for", "four", "from", "fun", "funny", "further", "gave", "gee", "get", "gets", "getting",
+    "give", "given", "gives", "go", "goes", "going", "gone", "good", "goodbye", "got", "great", "had", "hadn't",
+    "has", "hasn't", "have", "haven't", "having", "he", "he'd", "he'll", "he's", "hear", "heard", "hello", "help",
+    "her", "here", "here's", "hers", "herself", "hey", "hi", "him", "himself", "his", "hiya", "hmm", "how", "how's",
+    "howdy", "however", "humor", "humorous", "humour", "i", "i'd", "i'll", "i'm", "i've", "idea", "ideas", "if", "in",
+    "info", "information", "into", "is", "isn't", "it", "it's", "its", "itself", "joke", "jokes", "joking", "just",
+    "keep", "know", "knows", "last", "laugh", "laughs", "learn", "least", "less", "let", "let's", "like", "likely",
+    "little", "look", "lot", "lots", "made", "make", "makes", "many", "may", "maybe", "me", "mean", "means", "might",
+    "mine", "more", "morning", "most", "much", "must", "mustn't", "my", "myself", "name", "near", "need", "never",
+    "new", "next", "nice", "nine", "no", "nobody", "none", "nor", "not", "nothing", "now", "of", "off", "often", "oh",
+    "ok", "okay", "on", "once", "one", "ones", "only", "onto", "opinion", "opinions", "or", "other", "others",
+    "otherwise", "ought", "our", "ours", "ourselves", "out", "over", "own", "per", "perhaps", "please", "put",
+    "quite", "quotation", "quotations", "quote", "quotes", "rather", "really", "robot", "said", "same", "say",
+    "saying", "sayings", "says", "second", "see", "seem", "seemed", "seems", "seven", "several", "shall", "shan't",
+    "share", "she", "she'd", "she'll", "she's", "should", "shouldn't", "show", "since", "six", "so", "some",
+    "somebody", "someone", "something", "sometimes", "sorry", "speak", "still", "stories", "story", "such", "sure",
+    "surprise", "take", "talk", "talking", "teach", "tell", "telling", "ten", "than", "thank", "thanks", "that",
+    "that's", "the", "their", "theirs", "them", "themselves", "then", "there", "there's", "therefore", "these",
+    "they", "they'd", "they'll", "they're", "they've", "thing", "things", "think", "this", "those", "though",
+    "thought", "thoughts", "three", "through", "thus", "tip", "tips", "to", "today", "told", "tonight", "too", "took",
+    "toward", "towards", "try", "two", "under", "unless", "until", "up", "upon", "us", "use", "used", "very", "view",
+    "views", "want", "wants", "was", "wasn't", "way", "we", "we'd", "we'll", "we're", "we've", "well", "went", "were",
+    "weren't", "what", "what's", "whatever", "when", "when's", "where", "where's", "whether", "which", "while", "who",
+    "who's", "whole", "whom", "whose", "why", "why's", "will", "wit", "with", "within", "without", "witty", "won't",
+    "word", "words", "would", "wouldn't", "wow", "yeah", "yes", "yet", "you", "you'd", "you'll", "you're", "you've",
+    "your", "yours", "yourself", "yourselves",
+};
+
+static int is_stop(const char *w) {
+    size_t lo = 0, hi = sizeof s_subject_stop / sizeof s_subject_stop[0];
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s_subject_stop[mid], w);
+        if (c == 0) return 1;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return 0;
+}
+
+size_t pg_chat_subject(const char *text, size_t n, char *out, size_t cap) {
+    size_t best = 0, i = 0, k;
+    if (cap) out[0] = 0;
+    while (i < n) {
+        // a word: letters and numbers, an apostrophe between two of them included
+        uint32_t cp = next_cp(text, i, n, &k);
+        if (!pg_unicode_is_word(cp)) {
+            i += k;
+            continue;
+        }
+        char w[PG_CHAT_SUBJECT_MAX + 3];  // room for a trailing 's
+        size_t len = 0;  // the word's length (what did not fit w is counted, not kept)
+        int ok = 1;
+        for (;;) {
+            if (cp == '\'' || (cp < 0x80 && (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z')) {
+                if (len < sizeof w) w[len] = (char)(cp == '\'' ? cp : (cp | 0x20));
+                len++;
+            } else {
+                ok = 0;  // a digit or a letter outside ASCII
+            }
+            i += k;
+            if (i >= n) break;
+            size_t k2;
+            cp = next_cp(text, i, n, &k);
+            if (pg_unicode_is_word(cp)) continue;
+            if (cp == '\'' && i + k < n && pg_unicode_is_word(next_cp(text, i + k, n, &k2))) continue;
+            break;
+        }
+        if (len >= 2 && len <= sizeof w && w[len - 2] == '\'' && w[len - 1] == 's') len -= 2;
+        if (!ok || len < 3 || len > PG_CHAT_SUBJECT_MAX || memchr(w, '\'', len)) continue;
+        w[len] = 0;
+        if (is_stop(w)) continue;
+        if (len + 1 > cap) continue;
+        memcpy(out, w, len + 1);
+        best = len;
+    }
+    return best;
+}

@@ -40,4 +40,11 @@ size_t pg_reply_feed(pg_reply *r, const char *piece, size_t n, char *out);
 // before, for a reply without a word that was not aborted) and returns its length.
 size_t pg_reply_finish(pg_reply *r, int cut_by_length, int aborted, char *out);
 
+// What a request asks about (chat_format.subject_of): the last word of 3 to PG_CHAT_SUBJECT_MAX
+// ASCII letters that is not a stop or chat-intent word, lower case, a trailing 's dropped, into
+// out (NUL-terminated; cap >= PG_CHAT_SUBJECT_MAX + 1). Returns its length, 0 for none (small talk:
+// no steering).
+#define PG_CHAT_SUBJECT_MAX 31
+size_t pg_chat_subject(const char *text, size_t n, char *out, size_t cap);
+
 #endif

@@ -165,8 +165,9 @@ static void show(pg_app *app, size_t n) { out(app, app->reply_out, n); }
 
 // Continue from the chat prompt already in the KV cache; streams the reply after "[local] ",
 // sentence by sentence: no end before its first word, cut back to its last sentence end when
-// max_tokens cuts it, never empty (chat.h).
-static void local_answer(pg_app *app, int32_t n_prompt) {
+// max_tokens cuts it, never empty (chat.h), steered to name the request's subject (pg_chat_subject,
+// pg_topic_steer; as the relay's chat turns).
+static void local_answer(pg_app *app, int32_t n_prompt, const char *request) {
     pg_status st;
     pg_sampler_params sp;
     pg_sampler_defaults(&sp);
@@ -182,11 +183,19 @@ static void local_answer(pg_app *app, int32_t n_prompt) {
     pg_textout_init(&to, stops, stop_len, 1, &st);
     pg_reply reply;
     pg_reply_init(&reply, app->reply_buf, PG_APP_REPLY_HOLD);
+    char subject[PG_CHAT_SUBJECT_MAX + 1];
+    size_t req_len = strlen(request);
+    if (req_len > PG_CONSOLE_LINE) req_len = PG_CONSOLE_LINE;
+    size_t subject_len = pg_chat_subject(request, req_len, subject, sizeof subject);
+    pg_topic topic;
+    if (pg_topic_init(&topic, &app->model.tok, subject, subject_len, PG_TOPIC_BIAS, PG_TOPIC_SLOPE, PG_TOPIC_CAP, &st))
+        memset(&topic, 0, sizeof topic);  // cannot steer: the model's reply alone
     out(app, "[local] ", 8);
     int32_t n = n_prompt, produced = 0;
     const char *reason = "length";
     int engine_failed = 0;
     while (produced < app->set.gen_max_tokens && n < app->n_ctx) {
+        pg_topic_steer(&topic, &to, &app->model.tok, app->state.logits);
         pg_textout_guard(&to, &app->model.tok, app->state.logits, PG_CHAT_MIN_WORDS);
         int32_t next = pg_sample(app->state.logits, (int32_t)app->model.cfg.n_vocab, &sp, app->ids, n, &rng,
                                  app->state.probs, app->state.cand);
@@ -196,6 +205,7 @@ static void local_answer(pg_app *app, int32_t n_prompt) {
             break;
         }
         app->ids[n++] = next;
+        pg_topic_push(&topic, &app->model.tok, next);
         uint32_t tl;
         const uint8_t *tb = pg_tokenizer_token_bytes(&app->model.tok, next, &tl);
         size_t n_out = 0;
@@ -727,7 +737,7 @@ static void answer(pg_app *app, const char *prompt, int force_cloud, int force_l
         return;
     }
     if (ps.n_tokens == 0) return;
-    local_answer(app, ps.n_tokens);
+    local_answer(app, ps.n_tokens, prompt);
 }
 
 static void cmd_help(pg_app *app) {

@@ -611,3 +611,179 @@ int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logi
     }
     return masked;
 }
+
+// ---- subject steering (see tokenizer.h) ----
+
+static int ascii_letter(uint8_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static uint8_t ascii_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c; }
+
+size_t pg_topic_stem(const char *w, size_t n, char *out, size_t cap) {
+    static const char *const suffixes[] = {"iness", "ness", "ingly", "ings", "ing", "edly", "ies", "ied", "ers",
+                                           "er", "est", "ed", "ly", "es", "s", "e", "y"};
+    size_t keep = n;
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n >= k + 3 && memcmp(w + n - k, suffixes[i], k) == 0) {
+            keep = n - k;
+            break;
+        }
+    }
+    if (cap == 0) return 0;
+    if (keep >= cap) keep = cap - 1;
+    memcpy(out, w, keep);
+    out[keep] = 0;
+    return keep;
+}
+
+pg_code pg_topic_init(pg_topic *tp, const pg_tokenizer *t, const char *subject, size_t n, float bias, float slope,
+                      int cap, pg_status *st) {
+    memset(tp, 0, sizeof *tp);
+    if (n == 0 || n >= PG_TOPIC_MAX_WORD) return PG_OK;
+    for (size_t i = 0; i < n; i++)
+        if (!ascii_letter((uint8_t)subject[i])) return PG_OK;
+    for (size_t i = 0; i < n; i++) tp->word[i] = (char)ascii_lower((uint8_t)subject[i]);
+    pg_topic_stem(tp->word, n, tp->stem, sizeof tp->stem);
+    uint32_t scratch[9 * (PG_TOPIC_MAX_WORD + 2)];
+    for (int v = 0; v < PG_TOPIC_MAX_VARIANTS; v++) {
+        char text[PG_TOPIC_MAX_WORD + 1];
+        int space = v < 2;  // " word", " Word", "word", "Word"
+        size_t len = 0;
+        if (space) text[len++] = ' ';
+        memcpy(text + len, tp->word, n);
+        if (v & 1) text[len] = (char)(text[len] - 'a' + 'A');
+        len += n;
+        int32_t ids[PG_TOPIC_MAX_WORD + 1];
+        size_t n_ids = 0;
+        pg_code rc = pg_tokenizer_encode(t, (const uint8_t *)text, len, 0, ids, sizeof ids / sizeof ids[0], &n_ids,
+                                         scratch, sizeof scratch, st);
+        if (rc) return rc;
+        if (n_ids == 0 || n_ids > PG_TOPIC_MAX_TOKS) continue;  // too long to steer: left out
+        int dup = 0;
+        for (int u = 0; u < tp->n_var && !dup; u++)
+            dup = tp->var_len[u] == (int)n_ids && memcmp(tp->var[u], ids, n_ids * sizeof ids[0]) == 0;
+        if (dup) continue;
+        memcpy(tp->var[tp->n_var], ids, n_ids * sizeof ids[0]);
+        tp->var_len[tp->n_var] = (int)n_ids;
+        tp->var_space[tp->n_var] = space;
+        tp->n_var++;
+    }
+    tp->bias = bias;
+    tp->slope = slope;
+    tp->cap = cap;
+    tp->active = tp->n_var > 0;
+    return PG_OK;
+}
+
+int pg_topic_steering(const pg_topic *tp) {
+    return tp->active && (tp->boundary || (!tp->said && tp->n_reply < tp->cap));
+}
+
+int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokenizer *t, float *logits) {
+    if (!pg_topic_steering(tp)) return -1;
+    if (tp->boundary) {  // the subject just came out whole: it stays a word of its own ("cache", not "cachelor")
+        for (uint32_t id = 0; id < t->n_vocab; id++) {
+            uint32_t a = t->offs[id];
+            uint32_t e = t->offs[id + 1];
+            if (a == e) continue;
+            uint8_t c0 = t->bytes[a];
+            int possessive = c0 == '\'' && e - a >= 2 && t->bytes[a + 1] == 's' && (e - a == 2 || !ascii_letter(t->bytes[a + 2]));
+            if (ascii_letter(c0) || (c0 >= '0' && c0 <= '9') || (c0 == '\'' && !possessive)) logits[id] = -INFINITY;
+        }
+        return -1;
+    }
+    // a variant begun: force its next token (the longest begun prefix wins)
+    int32_t forced = -1;
+    int best = 0;
+    for (int v = 0; v < tp->n_var; v++)
+        for (int k = tp->var_len[v] - 1; k > best; k--) {
+            if (k > tp->n_recent || (!tp->var_space[v] && !tp->recent_wb[tp->n_recent - k])) continue;
+            if (memcmp(tp->recent + tp->n_recent - k, tp->var[v], (size_t)k * sizeof(int32_t)) == 0) {
+                forced = tp->var[v][k];
+                best = k;
+                break;
+            }
+        }
+    if (forced >= 0 && (uint32_t)forced < t->n_vocab) {
+        float keep = logits[forced];
+        for (uint32_t i = 0; i < t->n_vocab; i++) logits[i] = -INFINITY;
+        logits[forced] = isfinite(keep) ? keep : 0.0f;
+        return forced;
+    }
+    // invite a variant that fits after the last byte: " Word" at the reply's start or after a
+    // sentence end, " word" after anything else but whitespace; "word" after an opening bracket,
+    // "Word" after whitespace (never glued to a word or punctuation)
+    uint8_t c = tp->last;
+    int white = c == ' ' || c == '\t' || c == '\n';
+    int opener = c == '(' || c == '[';
+    int sentence = tp->n_reply == 0 || c == '.' || c == '!' || c == '?' || c == ':';
+    float b = tp->bias + tp->slope * (float)tp->n_reply;
+    int32_t biased[PG_TOPIC_MAX_VARIANTS];
+    int n_biased = 0;
+    for (int v = 0; v < tp->n_var; v++) {
+        int32_t id = tp->var[v][0];
+        uint32_t len;
+        const uint8_t *bytes = pg_tokenizer_token_bytes(t, id, &len);
+        int capital = bytes && len && bytes[0] >= 'A' && bytes[0] <= 'Z';
+        int fits = tp->var_space[v] ? !white && capital == sentence : tp->n_reply > 0 && (white ? capital : opener);
+        if (!bytes || !fits) continue;
+        int seen = 0;  // two variants sharing a first token get the bias once
+        for (int u = 0; u < n_biased && !seen; u++) seen = biased[u] == id;
+        if (seen) continue;
+        biased[n_biased++] = id;
+        logits[id] += b;
+    }
+    // no end before the subject: end-of-text and stop-string starts stay masked (pg_textout_guard),
+    // and so are tokens of nothing but spaces and tabs (a model that wants to end pads with them)
+    pg_textout_guard(o, t, logits, 0x7FFFFFFF);
+    for (uint32_t id = 0; id < t->n_vocab; id++) {
+        uint32_t a = t->offs[id], e = t->offs[id + 1], i = a;
+        while (i < e && (t->bytes[i] == ' ' || t->bytes[i] == '\t')) i++;
+        if (i == e && e > a) logits[id] = -INFINITY;
+    }
+    return -1;
+}
+
+// the word in progress ended: does it name the subject (chatdata.on_topic's test)?
+static void topic_word_end(pg_topic *tp) {
+    size_t n = tp->n_cur;
+    while (n > 0 && tp->cur[n - 1] == '\'') n--;  // chatdata.words: a word ends in a letter
+    if (n >= 2 && tp->cur[n - 2] == '\'' && tp->cur[n - 1] == 's') n -= 2;  // chatdata.on_topic: "dirt's" names dirt
+    if (n > 0 && !tp->cur_long) {
+        char st[PG_TOPIC_MAX_WORD];
+        size_t wl = strlen(tp->word);
+        size_t sl = pg_topic_stem(tp->cur, n, st, sizeof st);
+        if ((n == wl && memcmp(tp->cur, tp->word, n) == 0) || (sl == strlen(tp->stem) && memcmp(st, tp->stem, sl) == 0))
+            tp->said = 1;
+    }
+    tp->n_cur = 0;
+    tp->cur_long = 0;
+}
+
+void pg_topic_push(pg_topic *tp, const pg_tokenizer *t, int32_t tok) {
+    if (!tp->active) return;
+    tp->n_reply++;
+    tp->boundary = 0;
+    if (tp->n_recent == PG_TOPIC_MAX_TOKS) {
+        memmove(tp->recent, tp->recent + 1, (PG_TOPIC_MAX_TOKS - 1) * sizeof(int32_t));
+        memmove(tp->recent_wb, tp->recent_wb + 1, PG_TOPIC_MAX_TOKS - 1);
+        tp->n_recent--;
+    }
+    tp->recent_wb[tp->n_recent] = !ascii_letter(tp->last) && !(tp->last >= '0' && tp->last <= '9');
+    tp->recent[tp->n_recent++] = tok;
+    for (int v = 0; v < tp->n_var && !tp->said; v++)  // a whole variant just came out (as a word of its own)
+        if (tp->var_len[v] <= tp->n_recent && (tp->var_space[v] || tp->recent_wb[tp->n_recent - tp->var_len[v]]) &&
+            memcmp(tp->recent + tp->n_recent - tp->var_len[v], tp->var[v], (size_t)tp->var_len[v] * sizeof(int32_t)) == 0)
+            tp->said = tp->boundary = 1;
+    uint32_t len;
+    const uint8_t *b = pg_tokenizer_token_bytes(t, tok, &len);
+    for (uint32_t i = 0; b && i < len; i++) {
+        uint8_t c = b[i];
+        if (ascii_letter(c) || (c == '\'' && tp->n_cur > 0)) {
+            if (tp->n_cur < PG_TOPIC_MAX_WORD - 1) tp->cur[tp->n_cur++] = (char)ascii_lower(c);
+            else tp->cur_long = 1;
+        } else if (tp->n_cur > 0 || tp->cur_long) {
+            topic_word_end(tp);
+        }
+        tp->last = c;
+    }
+}

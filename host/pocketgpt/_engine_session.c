@@ -13,6 +13,7 @@ typedef struct {
     void *mem;
     pg_rng rng;
     pg_textout text;
+    pg_topic topic;   // subject steering of a chat reply (inactive unless topic_begin gave a subject)
     PyObject *stops;  // keeps the stop strings' bytes alive while text uses them
     int busy;
 } SessionObject;
@@ -167,6 +168,7 @@ static PyObject *Session_sample(SessionObject *self, PyObject *args, PyObject *k
     int32_t tok;
     pg_state *s = &self->state;
     Py_BEGIN_ALLOW_THREADS
+    pg_topic_steer(&self->topic, &self->text, &self->model->model.tok, s->logits);
     if (need_word > 0) pg_textout_guard(&self->text, &self->model->model.tok, s->logits, need_word);
     tok = pg_sample(s->logits, (int32_t)s->m->cfg.n_vocab, &p, hist, (int32_t)n, &self->rng, s->probs, s->cand);
     Py_END_ALLOW_THREADS
@@ -277,6 +279,7 @@ static PyObject *Session_text_begin(SessionObject *self, PyObject *arg) {
         return raise_status(&st, NULL);
     }
     Py_XSETREF(self->stops, seq);
+    memset(&self->topic, 0, sizeof self->topic);  // a new text stream: no steering until topic_begin
     Py_RETURN_NONE;
 }
 
@@ -290,6 +293,7 @@ static PyObject *Session_text_push(SessionObject *self, PyObject *args) {
     if (!out) return PyErr_NoMemory();
     size_t n_out = 0;
     int stopped = pg_textout_push(&self->text, b, len, out, &n_out);
+    pg_topic_push(&self->topic, &self->model->model.tok, id);
     PyObject *r = Py_BuildValue("(y#O)", (const char *)out, (Py_ssize_t)n_out, stopped ? Py_True : Py_False);
     free(out);
     return r;
@@ -301,6 +305,29 @@ static PyObject *Session_text_flush(SessionObject *self, PyObject *unused) {
     size_t n_out = 0;
     pg_textout_flush(&self->text, out, &n_out);
     return PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)n_out);
+}
+
+// topic_begin(subject: str, bias, slope, cap): steer the reply pushed from now on towards the
+// subject (pg_topic_steer in sample(), pg_topic_push in text_push); "" turns steering off
+static PyObject *Session_topic_begin(SessionObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"subject", "bias", "slope", "cap", NULL};
+    const char *subj;
+    Py_ssize_t n;
+    float bias = PG_TOPIC_BIAS, slope = PG_TOPIC_SLOPE;
+    int cap = PG_TOPIC_CAP;
+    if (!self->model || !PyArg_ParseTupleAndKeywords(args, kw, "s#|ffi", kwlist, &subj, &n, &bias, &slope, &cap))
+        return NULL;
+    pg_status st;
+    if (pg_topic_init(&self->topic, &self->model->model.tok, subj, (size_t)n, bias, slope, cap, &st))
+        return raise_status(&st, NULL);
+    return PyBool_FromLong(self->topic.active);
+}
+
+// (steering, said): whether steering acts on the next token, whether the reply named the subject
+static PyObject *Session_topic_state(SessionObject *self, PyObject *unused) {
+    (void)unused;
+    return Py_BuildValue("(OO)", pg_topic_steering(&self->topic) ? Py_True : Py_False,
+                         self->topic.said ? Py_True : Py_False);
 }
 
 // words (runs of letters and numbers) in the text pushed since text_begin: what need_word counts
@@ -350,6 +377,9 @@ static PyMethodDef Session_methods[] = {
     {"text_begin", (PyCFunction)Session_text_begin, METH_O, "text_begin(stops: sequence of bytes)"},
     {"text_push", (PyCFunction)Session_text_push, METH_VARARGS, "text_push(token) -> (utf8 bytes released, stopped)"},
     {"text_flush", (PyCFunction)Session_text_flush, METH_NOARGS, "end of stream -> remaining utf8 bytes"},
+    {"topic_begin", (PyCFunction)(void (*)(void))Session_topic_begin, METH_VARARGS | METH_KEYWORDS,
+     "topic_begin(subject, bias=2.0, slope=0.5, cap=48) -> bool: steer the reply towards subject (after text_begin)"},
+    {"topic_state", (PyCFunction)Session_topic_state, METH_NOARGS, "(steering, said) of the subject steering"},
     {"text_words", (PyCFunction)Session_text_words, METH_NOARGS, "words in the text pushed since text_begin"},
     {NULL, NULL, 0, NULL},
 };

@@ -214,3 +214,68 @@ def shape_reply(pieces: Sequence[str], finish_reason: str) -> str:
     """The whole shown reply for a finished generation's pieces (ReplyShaper fed at once)."""
     shaper = ReplyShaper()
     return "".join(shaper.feed(p) for p in pieces) + shaper.finish(finish_reason)
+
+
+# ---- the subject of a request (what subject steering makes a reply name) ----
+
+# General English function and filler words, and the words people use to ask a chat bot for
+# something (tell, joke, advice, quote, ...): none of them is what a request is about. The device
+# holds the same list (firmware/app/chat.c, tested equal). Made from general English and the
+# training request phrasings (chatdata.TRAIN), never from the held-out evaluation phrasings.
+SUBJECT_STOP = frozenset("""
+a about above across after again against all almost alone along already also although always am
+among an and another any anybody anyone anything anywhere are aren't around as at away back be
+became because become becomes been before being below between both but by came can can't cannot
+come could couldn't did didn't do does doesn't doing don't done down during each either else enough
+even ever every everybody everyone everything few for from further get gets getting give given gives
+go goes going gone got had hadn't has hasn't have haven't having he he'd he'll he's her here here's
+hers herself him himself his how how's however i i'd i'll i'm i've if in into is isn't it it's its
+itself just keep know knows last least less let let's like likely made make makes many may maybe me
+might mine more most much must mustn't my myself near need never new next no nobody none nor not
+nothing now of off often oh ok okay on once one ones only onto or other others otherwise ought our
+ours ourselves out over own per perhaps put quite rather really said same say says see seem seemed
+seems several shall shan't she she'd she'll she's should shouldn't since so some somebody someone
+something sometimes still such take than that that's the their theirs them themselves then there
+there's therefore these they they'd they'll they're they've thing things think this those though
+through thus to too took toward towards two under unless until up upon us use used very want wants
+was wasn't way we we'd we'll we're we've well went were weren't what what's whatever when when's
+where where's whether which while who who's whom whose why why's will with within without won't
+would wouldn't yes yet you you'd you'll you're you've your yours yourself yourselves three four five
+six seven eight nine ten first second yeah hey hmm gee wow hello hi hiya howdy bye goodbye thanks
+thank please sorry good great nice bad little big lot lots sure able whole
+tell telling told ask asked asking call find look mean means feel feeling felt try show talk talking
+speak share hear heard learn teach explain describe help give gave let's got
+thought thoughts opinion opinions view views idea ideas take deal word words something anything
+quote quotes quotation quotations saying sayings joke jokes joking funny fun laugh laughs humor
+humour humorous witty wit advice advise tip tips story stories fact facts info information
+name robot bot bored cheer surprise morning afternoon evening tonight today
+""".split())
+
+SUBJECT_MAX_LETTERS = 31  # longer words are not steered to (firmware: PG_TOPIC_MAX_WORD - 1)
+
+def _request_words(request: str) -> list[str]:
+    """Runs of letters and numbers (Unicode L*, N*), an apostrophe between two of them included."""
+    out, cur = [], ""
+    for i, c in enumerate(request):
+        if _is_word_char(c) or (c == "'" and cur and i + 1 < len(request) and _is_word_char(request[i + 1])):
+            cur += c
+        elif cur:
+            out.append(cur)
+            cur = ""
+    return out + [cur] if cur else out
+
+
+def subject_of(request: str) -> str | None:
+    """What a request asks about: the last word of 3 to 31 ASCII letters that is not in
+    SUBJECT_STOP (lower case, a trailing 's dropped; words with other characters, digits or
+    letters outside ASCII, are skipped), or None (small talk: "Who are you?", "hello").
+    firmware/app/chat.c's pg_chat_subject is the same, tested on docs/chat_vectors.json."""
+    best = None
+    for w in _request_words(request):
+        w = w.lower()
+        if w.endswith("'s"):
+            w = w[:-2]
+        if not (3 <= len(w) <= SUBJECT_MAX_LETTERS and w.isascii() and w.isalpha()) or w in SUBJECT_STOP:
+            continue
+        best = w
+    return best

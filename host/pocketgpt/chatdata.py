@@ -170,9 +170,10 @@ def stem(word: str) -> str:
 
 
 def on_topic(reply: str, subject: str) -> bool:
-    """The reply names the subject: the word itself or a word of the same stem."""
+    """The reply names the subject: the word itself or a word of the same stem (a possessive 's
+    dropped first, as content_words does: "Murphy's Law" names murphy)."""
     target = stem(subject)
-    return any(w == subject or stem(w) == target for w in words(reply))
+    return any(w == subject or stem(w) == target for w in (w.removesuffix("'s") for w in words(reply)))
 
 
 class SubjectPicker:

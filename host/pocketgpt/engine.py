@@ -203,7 +203,8 @@ class Session:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                  stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
-                 need_word: bool | int = False, draft: Draft | None = None) -> Iterator[Piece]:
+                 need_word: bool | int = False, draft: Draft | None = None,
+                 subject: str | None = None, steer_params: dict | None = None) -> Iterator[Piece]:
         """Stream pieces for `prompt` (text or token ids), starting from an empty context.
 
         Stops at `max_tokens` ('length'), at the end-of-text token or a stop string ('stop'; the
@@ -214,17 +215,23 @@ class Session:
         pg_textout_guard).
         `draft` (a `pocketgpt.speculative.Draft` for this engine) turns on speculative decoding:
         greedy output is the same tokens, sampled output the same distribution, fewer target passes.
+        `subject` (chat replies; chat_format.subject_of of the request): subject-steered decoding,
+        the reply is pushed to name that word (the C engine's pg_topic_steer: a begun word is
+        completed, the word's first token gets a bias growing with the reply's length, and the
+        reply cannot end until it named it or PG_TOPIC_CAP tokens passed). None: no steering.
+        `steer_params` (bias, slope, cap: the tuning knobs, bench/chat.py) override the C defaults.
         """
         stream = self.stream(prompt, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              repeat_penalty=repeat_penalty, seed=seed, greedy=greedy, stop=stop,
                              stop_at_eos=stop_at_eos, repeat_last_n=repeat_last_n, need_word=need_word,
-                             draft=draft)
+                             draft=draft, subject=subject, steer_params=steer_params)
         return self._run(stream)
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
-               need_word: bool | int = False, draft: Draft | None = None) -> "Stream":
+               need_word: bool | int = False, draft: Draft | None = None,
+               subject: str | None = None, steer_params: dict | None = None) -> "Stream":
         """A generation on this session that the caller advances: `Engine.step([streams])` moves
         several at once with one batched forward pass (what a server with many clients wants);
         `generate` is the same thing stepped alone. Starting a stream ends any earlier one here.
@@ -236,7 +243,7 @@ class Session:
             temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
             repeat_penalty=float(repeat_penalty), repeat_last_n=int(repeat_last_n), greedy=bool(greedy),
             need_word=int(need_word)),
-            seed, stop, stop_at_eos, draft)
+            seed, stop, stop_at_eos, draft, subject, steer_params)
 
     def _run(self, stream: "Stream") -> Iterator[Piece]:
         try:
@@ -262,7 +269,8 @@ class Stream:
 
     def __init__(self, session: Session, generation: int, prompt: str | Sequence[int], max_tokens: int,
                  params: dict, seed: int | None, stop: Sequence[str], stop_at_eos: bool,
-                 draft: Draft | None = None) -> None:
+                 draft: Draft | None = None, subject: str | None = None,
+                 steer_params: dict | None = None) -> None:
         eng = session.engine
         ids = eng.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
@@ -298,6 +306,7 @@ class Stream:
         s.reset()
         s.seed(seed & 0xFFFFFFFFFFFFFFFF)
         s.text_begin(stops)
+        self.steered = bool(subject) and s.topic_begin(subject, **(steer_params or {}))
         session.last_stats = self.stats
         if max_tokens == 0:
             self._end("length")
@@ -340,9 +349,12 @@ class Stream:
         return self._sample()
 
     def _spec_ready(self) -> bool:
-        """Speculation starts once the reply guard (need_word) is satisfied: until then the guard
-        masks end-of-text in each plain step, which a draft's verification pass does not apply."""
+        """Speculation starts once the reply guard (need_word) is satisfied and subject steering is
+        over: until then they shape each plain step's logits, which a draft's verification pass
+        does not apply."""
         need = self.params["need_word"]
+        if self.steered and self.session._s.topic_state()[0]:
+            return False  # subject steering shapes each plain step; a draft's verification does not
         return need <= 0 or self.session._s.text_words() >= need
 
     def _count_decode(self, seconds: float) -> None:

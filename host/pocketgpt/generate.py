@@ -32,7 +32,7 @@ def open_engine(spec: str, backend: str = "auto", threads: int | None = None) ->
 
 
 def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None = None, raw: bool = False,
-                 **sampling: Any) -> Iterator[str]:
+                 steer: bool = True, **sampling: Any) -> Iterator[str]:
     """The model's reply to the request `prompt` as text pieces.
 
     The request goes through the model's chat template (`tokenizer.chat_template` in its file;
@@ -40,6 +40,8 @@ def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None =
     request line, cannot end before three words (MIN_WORDS), is cut back to its last sentence end when
     max_tokens cuts it, and is never empty (chat_format.ReplyShaper). `raw=True` continues
     `prompt` as text instead (a quote starts after <|endoftext|>), as `pocketgpt run` does.
+    A chat reply is subject-steered unless `steer=False`: pushed to name what the request asks
+    about (chat_format.subject_of; the C engine's pg_topic_steer). Raw continuation never is.
     The prompt is cut from the left so prompt plus reply fit the context; `stats` (if given)
     receives the session's last_stats when the stream ends.
     """
@@ -51,6 +53,9 @@ def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None =
     else:
         ids = chat_format.prompt_ids(engine, chat_format.user_turn(prompt))
         kw = {"stop": chat_format.STOP_STRINGS, "need_word": chat_format.MIN_WORDS}
+        subject = chat_format.subject_of(prompt) if steer else None
+        if subject:
+            kw["subject"] = subject
     ids = ids[-max(1, engine.n_ctx - max_tokens):]
     sess = engine.session()
     shaper = None if raw else chat_format.ReplyShaper()

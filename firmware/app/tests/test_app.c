@@ -420,8 +420,23 @@ static void test_chat_vectors(const char *path) {
         if (got != wl || memcmp(mine, want, wl) != 0) fprintf(stderr, "reply %zu: got '%s' want '%s'\n", i, mine, want);
         n_replies++;
     }
-    CHECK(n_prompts >= 10 && n_replies >= 10);
-    printf("%d chat prompts and %d replies match the relay's\n", n_prompts, n_replies);
+    // the subject a request steers the reply to: chat_format.subject_of's answer (null: none)
+    int n_subjects = 0;
+    CHECK(pgj_get(&root, "subjects", &list));
+    for (size_t i = 0; pgj_at(&list, i, &vec); i++) {
+        size_t rl = 0, wl = 0;
+        CHECK(pgj_get(&vec, "request", &v) && pgj_string(&v, req, sizeof req, &rl) == 0);
+        CHECK(pgj_get(&vec, "subject", &v));
+        if (v.kind == PGJ_NULL) want[0] = 0;
+        else CHECK(pgj_string(&v, want, sizeof want, &wl) == 0);
+        char subj[PG_CHAT_SUBJECT_MAX + 1];
+        size_t got = pg_chat_subject(req, rl, subj, sizeof subj);
+        CHECK(got == wl && strcmp(subj, want) == 0);
+        if (got != wl || strcmp(subj, want) != 0) fprintf(stderr, "subject %zu: got '%s' want '%s'\n", i, subj, want);
+        n_subjects++;
+    }
+    CHECK(n_prompts >= 10 && n_replies >= 10 && n_subjects >= 40);
+    printf("%d chat prompts, %d replies and %d subjects match the relay's\n", n_prompts, n_replies, n_subjects);
     free(doc);
 }
 

@@ -505,6 +505,108 @@ static void test_kv_types(const pg_model *m) {
     free(mem32);
 }
 
+// Greedy reply from end-of-text alone, steered to subject (NULL: pg_topic_steer never called).
+// Writes the reply's bytes (NUL-terminated) and its tokens; returns the number of tokens.
+static int topic_reply(const pg_model *m, const char *subject, float bias, float slope, int cap, char *text,
+                       size_t text_cap, int32_t *toks, int *said) {
+    pg_status st;
+    int32_t T = (int32_t)m->cfg.n_ctx;
+    size_t need;
+    CHECK(pg_state_mem_size(m, T, 4, &need, &st) == PG_OK);
+    void *mem = malloc(need);
+    pg_state s;
+    CHECK(pg_state_init(&s, m, T, 4, mem, need, &st) == PG_OK);
+    pg_topic tp;
+    CHECK(pg_topic_init(&tp, &m->tok, subject ? subject : "", subject ? strlen(subject) : 0, bias, slope, cap, &st) ==
+          PG_OK);
+    pg_textout o;
+    pg_textout_init(&o, NULL, NULL, 0, &st);
+    pg_sampler_params p;
+    pg_sampler_defaults(&p);
+    p.greedy = 1;
+    float *probs = malloc(m->cfg.n_vocab * sizeof(float));
+    int32_t *cand = malloc(m->cfg.n_vocab * sizeof(int32_t));
+    pg_rng rng;
+    pg_rng_seed(&rng, 1);
+    int32_t hist[64] = {(int32_t)m->tok.eos_id};
+    int n = 1;
+    size_t nt = 0;
+    CHECK(pg_state_eval(&s, hist, 1, NULL, &st) == PG_OK);
+    while (n < T && n < 64) {
+        if (subject) pg_topic_steer(&tp, &o, &m->tok, s.logits);
+        int32_t tok = pg_sample(s.logits, (int32_t)m->cfg.n_vocab, &p, hist, n, &rng, probs, cand);
+        if ((uint32_t)tok == m->tok.eos_id) break;
+        toks[n - 1] = tok;
+        hist[n++] = tok;
+        pg_topic_push(&tp, &m->tok, tok);
+        uint32_t len;
+        const uint8_t *b = pg_tokenizer_token_bytes(&m->tok, tok, &len);
+        if (nt + len < text_cap) {
+            memcpy(text + nt, b, len);
+            nt += len;
+        }
+        if (n < T) CHECK(pg_state_eval(&s, &tok, 1, NULL, &st) == PG_OK);
+    }
+    text[nt] = 0;
+    *said = tp.said;
+    free(probs);
+    free(cand);
+    free(mem);
+    return n - 1;
+}
+
+// Subject steering: a steered reply names its subject (and a word begun is finished); without a
+// subject, or with an empty one, the reply is exactly the unsteered one; the end of text stays
+// masked while steering and is free once steering gives up (cap).
+static void test_topic(const pg_model *m) {
+    char plain[512], none[512], steered[512];
+    int32_t t_plain[64], t_none[64], t_steered[64];
+    int said;
+    int n_plain = topic_reply(m, NULL, 0, 0, 0, plain, sizeof plain, t_plain, &said);
+    int n_none = topic_reply(m, "", PG_TOPIC_BIAS, PG_TOPIC_SLOPE, PG_TOPIC_CAP, none, sizeof none, t_none, &said);
+    CHECK(n_none == n_plain && memcmp(t_none, t_plain, (size_t)n_plain * sizeof(int32_t)) == 0 && !said);
+    int n_st = topic_reply(m, "cab", 8.0f, 2.0f, PG_TOPIC_CAP, steered, sizeof steered, t_steered, &said);
+    CHECK(said && n_st > 0);
+    CHECK(strstr(steered, "cab") || strstr(steered, "Cab"));
+    if (!said) fprintf(stderr, "steered reply without its subject: '%s'\n", steered);
+    // the state: variants, masking, forcing, giving up
+    pg_status st;
+    pg_topic tp;
+    CHECK(pg_topic_init(&tp, &m->tok, "cab", 3, 1.0f, 0.0f, 2, &st) == PG_OK && tp.active && tp.n_var >= 2);
+    CHECK(pg_topic_init(&tp, &m->tok, "c4b", 3, 1.0f, 0.0f, 2, &st) == PG_OK && !tp.active);  // letters only
+    pg_textout o;
+    pg_textout_init(&o, NULL, NULL, 0, &st);
+    float *lg = malloc(m->cfg.n_vocab * sizeof(float)), *before = malloc(m->cfg.n_vocab * sizeof(float));
+    for (uint32_t v = 0; v < m->cfg.n_vocab; v++) lg[v] = before[v] = 0.01f * (float)(v % 17);
+    pg_topic_init(&tp, &m->tok, "", 0, 1.0f, 0.0f, 2, &st);
+    CHECK(pg_topic_steer(&tp, &o, &m->tok, lg) == -1 && memcmp(lg, before, m->cfg.n_vocab * sizeof(float)) == 0);
+    pg_topic_init(&tp, &m->tok, "cab", 3, 1.0f, 0.0f, 2, &st);
+    CHECK(pg_topic_steer(&tp, &o, &m->tok, lg) == -1 && isinf(lg[m->tok.eos_id]));  // no end before the subject
+    int v2 = -1;  // a variant of two tokens or more: its first token forces the second
+    for (int v = 0; v < tp.n_var && v2 < 0; v++)
+        if (tp.var_len[v] >= 2) v2 = v;
+    if (v2 >= 0) {
+        pg_topic_push(&tp, &m->tok, tp.var[v2][0]);
+        memcpy(lg, before, m->cfg.n_vocab * sizeof(float));
+        CHECK(pg_topic_steer(&tp, &o, &m->tok, lg) == tp.var[v2][1]);
+        int finite = 0;
+        for (uint32_t v = 0; v < m->cfg.n_vocab; v++) finite += !isinf(lg[v]);
+        CHECK(finite == 1 && !isinf(lg[tp.var[v2][1]]));
+    }
+    pg_topic_init(&tp, &m->tok, "cab", 3, 1.0f, 0.0f, 2, &st);
+    int32_t other = (int32_t)m->tok.byte_token['z'];
+    pg_topic_push(&tp, &m->tok, other);
+    pg_topic_push(&tp, &m->tok, other);  // cap 2 reached without the subject: steering gives up
+    memcpy(lg, before, m->cfg.n_vocab * sizeof(float));
+    CHECK(!pg_topic_steering(&tp) && pg_topic_steer(&tp, &o, &m->tok, lg) == -1 &&
+          memcmp(lg, before, m->cfg.n_vocab * sizeof(float)) == 0);
+    char stem[32];
+    CHECK(pg_topic_stem("loving", 6, stem, sizeof stem) == 3 && strcmp(stem, "lov") == 0);
+    CHECK(pg_topic_stem("dogs", 4, stem, sizeof stem) == 3 && strcmp(stem, "dog") == 0);
+    free(lg);
+    free(before);
+}
+
 static void test_model(const uint8_t *blob, size_t size) {
     loaded L;
     pg_status st;
@@ -588,6 +690,7 @@ static void test_model(const uint8_t *blob, size_t size) {
     test_batch(m);
     test_rewind_and_dist(m);
     test_kv_types(m);
+    test_topic(m);
     free(L.mem);
 }
 

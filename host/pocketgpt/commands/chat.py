@@ -8,7 +8,10 @@ import sys
 HELP = """\
 Chat with MODEL (default builtin:host). Each line you type is a request; the model answers it with
 a quote-like reply. The request goes through the model's chat template (tokenizer.chat_template in
-the GGUF; "Q: <request>\nA:" for a file without one). --raw continues your line as text instead.
+the GGUF; "Q: <request>\nA:" for a file without one). The reply is steered to name what you ask
+about (the last content word of your line: "Tell me about love" -> love), because the shipped
+models do not do it on their own (docs/chat.md); --no-steer turns that off, --raw continues your
+line as text instead (never steered).
 
   pocketgpt chat                         interactive on a terminal (Ctrl-D or /quit to leave)
   echo "Tell me about love" | pocketgpt chat   one reply per input line, for scripts
@@ -35,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="fixed seed for repeatable replies")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (no sampling, no penalty)")
     p.add_argument("--raw", action="store_true", help="continue each line as text instead of answering it")
+    p.add_argument("--no-steer", action="store_true",
+                   help="no subject steering: the reply is the model's alone, which rarely names what was asked")
     p.add_argument("--backend", choices=["auto", "engine", "torch"], default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--draft", default="auto", metavar="MODEL",
@@ -48,7 +53,8 @@ def _reply(engine, prompt: str, args: argparse.Namespace, out) -> None:
 
     out.write("bot> ")
     out.flush()
-    for piece in stream_reply(engine, prompt, args.max_tokens, raw=args.raw, temperature=args.temperature,
+    for piece in stream_reply(engine, prompt, args.max_tokens, raw=args.raw, steer=not args.no_steer,
+                              temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
                               greedy=args.greedy,
                               **({"draft": args.draft_obj} if getattr(args, "draft_obj", None) else {})):

@@ -89,6 +89,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "espeak-ng, Opus out) and fail when its packages are missing. Without --voice or "
                             "--no-voice, voice is on when the voice extra, libopus0 and espeak-ng are installed")
     voice.add_argument("--no-voice", action="store_true", help="turn voice off (text turns only)")
+    p.add_argument("--no-steer", action="store_true",
+                   help="no subject steering of chat replies (on by default: a reply is pushed to name what the "
+                        "request asks about; pg.generate's 'steer' field turns it off per request)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt text (off by default: prompts are private)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
@@ -123,7 +126,7 @@ def build_backend(args: argparse.Namespace):
     elif args.draft not in ("auto", "none"):
         raise PocketError("--draft needs --backend engine")
     return EngineBackend(engine, model_id, workers=max(1, args.workers), max_batch=max(1, args.max_batch),
-                         draft=draft)
+                         draft=draft, steer=not args.no_steer)
 
 
 def voice_choice(args: argparse.Namespace) -> dict:

@@ -13,6 +13,7 @@ in scheduler.py. `OpenAIBackend` streams from a remote /v1/completions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -36,8 +37,9 @@ class EngineBackend(Backend):
     name = "engine"
 
     def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None,
-                 max_batch: int = 32, draft: Any = None) -> None:
+                 max_batch: int = 32, draft: Any = None, steer: bool = True) -> None:
         self.engine = engine
+        self.steer = steer  # False (serve --no-steer): no chat reply is subject-steered
         self.model_id = model_id
         self.n_vocab = int(engine.n_vocab)
         self.batched = hasattr(engine, "step")
@@ -48,6 +50,8 @@ class EngineBackend(Backend):
     async def start(self, req: GenRequest) -> Generation:
         gen = Generation(asyncio.get_running_loop())
         gen._on_abort.append(self.scheduler._wake)
+        if not self.steer:
+            req = dataclasses.replace(req, steer=False)
         self.scheduler.submit(_BatchJob(gen, req) if self.batched else _Job(gen, req))
         return gen
 

@@ -39,6 +39,9 @@ class GenRequest:
     # `prompt` (kept for logs and limits); the reply stops at the template's stop strings and
     # cannot end before chat_format.MIN_WORDS words
     messages: tuple[tuple[str, str], ...] = ()
+    # a chat request's reply is subject-steered (chat_format.subject_of of the last user message:
+    # the C engine's pg_topic_steer); a raw continuation never is
+    steer: bool = True
 
     @property
     def chat(self) -> bool:
@@ -46,6 +49,14 @@ class GenRequest:
 
     def chat_messages(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]
+
+    def subject(self) -> str | None:
+        """What the reply is steered to name: the subject of the last user message (None: raw, steering
+        off, or small talk)."""
+        from pocketgpt.chat_format import subject_of
+
+        users = [c for r, c in self.messages if r == "user"]
+        return subject_of(users[-1]) if self.steer and users else None
 
 
 @dataclass

@@ -75,6 +75,7 @@ class GenerateParams:
     greedy: bool = False
     stop: tuple[str, ...] = ()
     raw: bool = False  # continue the prompt as text instead of answering it as a chat request
+    steer: bool = True  # chat mode: subject-steered decoding (the reply names what was asked about)
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,10 @@ def _parse_generate(obj: dict[str, Any], sid: str | None) -> ClientMessage:
     raw = obj.get("raw", False)
     if not isinstance(raw, bool):
         raise ProtocolError("bad_message", f"{what}: 'raw' must be true or false", rid)
-    params = GenerateParams(max_tokens, temperature, top_k, top_p, seed, greedy, tuple(stop), raw)
+    steer = obj.get("steer", True)
+    if not isinstance(steer, bool):
+        raise ProtocolError("bad_message", f"{what}: 'steer' must be true or false", rid)
+    params = GenerateParams(max_tokens, temperature, top_k, top_p, seed, greedy, tuple(stop), raw, steer)
     return ClientMessage("pg.generate", sid, request_id=rid, prompt=prompt, params=params)
 
 

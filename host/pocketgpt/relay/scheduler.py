@@ -59,6 +59,9 @@ def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | No
               stop=stop, stop_at_eos=True)
     if req.chat:
         kw["need_word"] = chat_format.MIN_WORDS
+        subject = req.subject()
+        if subject:
+            kw["subject"] = subject
     return ids, kw
 
 

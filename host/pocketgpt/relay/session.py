@@ -317,7 +317,8 @@ class WsSession:
             temperature=defaults.temperature if p.temperature is None else p.temperature,
             top_k=defaults.top_k if p.top_k is None else p.top_k,
             top_p=defaults.top_p if p.top_p is None else p.top_p,
-            seed=p.seed, greedy=p.greedy, stop=p.stop, messages=() if p.raw else (("user", msg.prompt),))
+            seed=p.seed, greedy=p.greedy, stop=p.stop, messages=() if p.raw else (("user", msg.prompt),),
+            steer=p.steer)
         self.relay.log_request(self.device_id, "pg.generate", msg.prompt)
         self.request_id = rid
         self.task = asyncio.create_task(self._pg_turn(rid, req))

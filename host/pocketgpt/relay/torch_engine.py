@@ -74,7 +74,9 @@ class TorchSession:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 64, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None,
                  greedy: bool = False, stop: Sequence[str] = (), stop_at_eos: bool = True,
-                 need_word: bool | int = False) -> Iterator[Piece]:
+                 need_word: bool | int = False, subject: str | None = None) -> Iterator[Piece]:
+        """As Session.generate, but `subject` is accepted and ignored: the reference engine does
+        not steer replies towards the request's subject (the C engine's pg_topic_steer does)."""
         import os
         import time
 
