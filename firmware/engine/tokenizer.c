@@ -507,6 +507,27 @@ int pg_unicode_is_word(uint32_t cp) {
     return c == CL_LETTER || c == CL_NUMBER;
 }
 
+int pg_unicode_is_word_sep(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+int pg_unicode_count_words(const uint8_t *text, size_t n) {
+    int words = 0, counted = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += utf8_next(text + i, n - i, &cp);  // an invalid byte (PG_NONE) is like U+FFFD: no letter, no space
+        if (cp != PG_NONE && pg_unicode_is_word_sep(cp)) {
+            counted = 0;
+        } else if (!counted && cp != PG_NONE && pg_unicode_is_word(cp)) {
+            words++;
+            counted = 1;
+        }
+    }
+    return words;
+}
+
 // the code point of one complete, valid UTF-8 character of k bytes
 static uint32_t char_cp(const uint8_t *c, size_t k) {
     if (k == 1) return c[0];
@@ -517,9 +538,13 @@ static uint32_t char_cp(const uint8_t *c, size_t k) {
 
 // One complete character into hold; 1 when it completes a stop string.
 static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, size_t *n_out) {
-    int word = pg_unicode_is_word(char_cp(c, k));
-    if (word && !o->in_word) o->n_words++;
-    o->in_word = word;
+    uint32_t cp = char_cp(c, k);
+    if (pg_unicode_is_word_sep(cp)) {
+        o->counted = 0;
+    } else if (!o->counted && pg_unicode_is_word(cp)) {
+        o->n_words++;
+        o->counted = 1;
+    }
     if (o->n_hold + k > PG_TEXTOUT_HOLD) release(o, out, n_out);
     memcpy(o->hold + o->n_hold, c, k);
     o->n_hold += k;

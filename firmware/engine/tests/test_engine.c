@@ -84,6 +84,28 @@ static void test_textout(void) {
     CHECK(n == 3 && memcmp(out, "\xEF\xBF\xBD", 3) == 0);
 }
 
+// A reply's words are whitespace-separated runs with a letter or number, as bench/chat.py's answered
+// test and chat_format.count_words count them: "<Everf Wis_Our/T>" is 2 words, so the reply guard
+// (min 3) still holds end-of-text back after it.
+static void test_textout_words(void) {
+    pg_textout o;
+    uint8_t out[256];
+    size_t n;
+    CHECK(pg_textout_init(&o, NULL, NULL, 0, NULL) == PG_OK);
+    const char *pieces[] = {" <Ever", "f W", "is_", "Our/", "T>"};
+    for (int i = 0; i < 5; i++) pg_textout_push(&o, (const uint8_t *)pieces[i], strlen(pieces[i]), out, &n);
+    CHECK(o.n_words == 2);
+    pg_textout_push(&o, (const uint8_t *)"\xE3\x80\x80ok\x1C-\xC2", 7, out, &n);  // U+3000 ok U+001C - (U+00A0 split)
+    CHECK(o.n_words == 3);
+    pg_textout_push(&o, (const uint8_t *)"\xA0" "42", 3, out, &n);
+    CHECK(o.n_words == 4);
+    const char *t = "a - b ... 42 cats \xE2\x80\xA8x\xFFy";
+    CHECK(pg_unicode_count_words((const uint8_t *)t, strlen(t)) == 5);  // a b 42 cats x<FF>y
+    CHECK(pg_unicode_count_words((const uint8_t *)"!? \xF0\x9F\x98\x80", 7) == 0);
+    CHECK(pg_unicode_is_word_sep(0x1F) && pg_unicode_is_word_sep(0x3000) && !pg_unicode_is_word_sep('_') &&
+          !pg_unicode_is_word_sep(0x200B));
+}
+
 static void test_sampler(void) {
     float logits[8] = {0.1f, 3.0f, -1.0f, 2.9f, 0.0f, 0.5f, 2.0f, -3.0f};
     float work[8], probs[8];
@@ -682,6 +704,7 @@ int main(int argc, char **argv) {
     test_k_format();
     test_arena();
     test_textout();
+    test_textout_words();
     test_sampler();
     test_sampler_vocab();
     if (argc < 2) {
