@@ -197,7 +197,8 @@ class ReplyShaper:
     def finish(self, finish_reason: str) -> str:
         """The rest of the reply once the generation ended with `finish_reason`."""
         rest, self.pending = self.pending, ""
-        if finish_reason == "length" and self.spoke and not _sentence_ends(rest) and count_words(self.sent) >= MIN_WORDS:
+        cut = finish_reason == "length" and self.spoke and not _sentence_ends(rest)
+        if cut and count_words(self.sent) >= MIN_WORDS:
             rest = ""  # cut mid-sentence after whole sentences of MIN_WORDS words: drop the fragment
         if not self.sent:
             rest = rest.lstrip()
