@@ -539,7 +539,8 @@ static uint32_t char_cp(const uint8_t *c, size_t k) {
 // One complete character into hold; 1 when it completes a stop string.
 static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, size_t *n_out) {
     uint32_t cp = char_cp(c, k);
-    if (pg_unicode_is_word_sep(cp)) {
+    o->after_text = !pg_unicode_is_word_sep(cp);
+    if (!o->after_text) {
         o->counted = 0;
     } else if (!o->counted && pg_unicode_is_word(cp)) {
         o->n_words++;
@@ -615,6 +616,8 @@ void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out) {
     o->n_hold = 0;
 }
 
+static int is_blank_byte(uint8_t b) { return b == ' ' || (b >= 0x09 && b <= 0x0D); }
+
 int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words) {
     if (o->n_words >= min_words) return 0;
     int32_t masked = 0;
@@ -622,17 +625,25 @@ int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logi
         logits[t->eos_id] = -INFINITY;
         masked++;
     }
-    if (o->n_stop == 0) return masked;
+    int no_blank = !o->after_text;  // no second run of whitespace tokens before the words
+    if (o->n_stop == 0 && !no_blank) return masked;
     uint8_t first[256] = {0};
     for (int s = 0; s < o->n_stop; s++) first[o->stop[s][0]] = 1;
     for (uint32_t id = 0; id < t->n_vocab; id++) {
         if (id == t->eos_id) continue;
-        for (uint32_t i = t->offs[id]; i < t->offs[id + 1]; i++)
-            if (first[t->bytes[i]]) {
-                logits[id] = -INFINITY;
-                masked++;
+        uint32_t a = t->offs[id], b = t->offs[id + 1];
+        int mask = no_blank && b > a;  // a whitespace-only token, until a byte says otherwise
+        for (uint32_t i = a; i < b; i++) {
+            if (first[t->bytes[i]]) {  // holds a stop string's first byte
+                mask = 1;
                 break;
             }
+            if (!is_blank_byte(t->bytes[i])) mask = 0;
+        }
+        if (mask) {
+            logits[id] = -INFINITY;
+            masked++;
+        }
     }
     return masked;
 }

@@ -72,6 +72,7 @@ typedef struct {
     int stopped;  // a stop string was seen: nothing more is released
     int n_words;  // words that have come through (pg_unicode_is_word_sep: whitespace-separated runs with a letter or number)
     int counted;  // the run of non-space characters the last character belongs to was counted
+    int after_text;  // the last character that came through was not a separator (0 before any)
 } pg_textout;
 
 pg_code pg_textout_init(pg_textout *o, const uint8_t *const *stops, const size_t *stop_lens, int n_stops, pg_status *st);
@@ -81,9 +82,11 @@ int pg_textout_push(pg_textout *o, const uint8_t *in, size_t n, uint8_t *out, si
 void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out);
 // A reply's guard against ending before it says anything: until min_words words have come through
 // o, make end-of-text and every token holding the first byte of one of o's stop strings
-// unsampleable (logits (n_vocab,) set to -inf). A stop string then cannot begin before those
-// words, and the sampler (greedy or not) picks among the rest. Returns the number of tokens masked
-// (0 once the words have been seen).
+// unsampleable (logits (n_vocab,) set to -inf), and, while the text so far is empty or ends in
+// whitespace, every token of whitespace only (a model that wants to end pads with spaces instead:
+// 64 tokens of " " was a reply). A stop string then cannot begin before those words, and the
+// sampler (greedy or not) picks among the rest. Returns the number of tokens masked (0 once the
+// words have been seen).
 int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words);
 
 #endif
