@@ -12,7 +12,8 @@ paths instead of the C engine directly, for each model:
 Every path runs with its product defaults (relay: 64 tokens a reply; device: gen.max_tokens 48,
 its sampler settings) and its reply guards (no end before 3 words, a cut reply ends at its last
 sentence end, a reply without a word becomes chat_format.EMPTY_REPLY). Per path and model:
-answered (at least 3 words, chat_format.count_words: the engine's and the bench's one count), how
+answered (at least 3 words of the model's, chat_format.count_words: the engine's and the
+bench's one count; the empty-reply sentence has 6 words but is not counted as answered), how
 often the empty-reply sentence stood in for a reply, replies with 1-2 words, replies with none,
 and errors (a refusal, a turn with no tts stop, a crash). The relay runs with its rate limit
 raised (one bench device asks hundreds of times a minute); nothing else is changed.
@@ -171,13 +172,13 @@ def summarize(model: str, path: str, rows: list[dict], seconds: float) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | path | requests | answered (>= 3 words) | of them the empty-reply sentence | "
+    lines = ["| model | path | requests | answered: >= 3 words of the model's | the empty-reply sentence instead | "
              "1-2 words | no word | errors | mean words |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        n = r["n"]
-        lines.append(f"| {r['model']} | {r['path']} | {n} | {r['answered']} ({100 * r['answered'] / n:.1f} %) | "
-                     f"{r['fallback']} | {r['short']} | {r['empty']} | {r['errors']} | {r['mean_words']:.1f} |")
+        n, a = r["n"], r["answered_not_fallback"]
+        lines.append(f"| {r['model']} | {r['path']} | {n} | {a} ({100 * a / n:.1f} %) | {r['fallback']} | "
+                     f"{r['short']} | {r['empty']} | {r['errors']} | {r['mean_words']:.1f} |")
     return "\n".join(lines)
 
 
