@@ -3,8 +3,8 @@
 // A request becomes "Q: <request>\nA:" (the request trimmed of the whitespace Python's str.strip
 // removes), the layout both shipped models are trained on and store as tokenizer.chat_template. A
 // reply goes out sentence by sentence; at its end a reply cut by max_tokens is cut back to its last
-// sentence end when it has one, and a reply without a word becomes PG_CHAT_EMPTY_REPLY. Both sides
-// are tested on docs/chat_vectors.json.
+// sentence end when it has one and 3 words remain, and a reply without a word becomes
+// PG_CHAT_EMPTY_REPLY. Both sides are tested on docs/chat_vectors.json.
 #ifndef PG_CHAT_H
 #define PG_CHAT_H
 
