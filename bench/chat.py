@@ -10,7 +10,8 @@ Requests: `pocketgpt.chatdata.eval_requests` over the held-out quotes of the shi
 heldout.txt and every bpb in docs/models.md is measured on), in the evaluation phrasings, none
 of which training used. A request's subject is a content word of its held-out quote.
 
-Per system: answered (the reply has at least 3 words), on topic (the reply holds the subject
+Per system: answered (the reply has at least 3 words, counted as every chat path counts them:
+chat_format.count_words), on topic (the reply holds the subject
 word or a word of the same stem: chatdata.on_topic), mean reply length in words, and how the
 reply ended. Sampling: the engine's defaults (temperature 0.8, top-k 40, top-p 0.95, repeat
 penalty 1.1), one fixed seed per request, at most 64 tokens, stop at end-of-text or a new "Q:"
@@ -45,7 +46,24 @@ def held_out_split(corpus: list[str], seed: int, val_fraction: float) -> tuple[l
 
 
 def reply_words(text: str) -> int:
-    return len(text.split())
+    """Words as every chat path counts them (chat_format.count_words: whitespace-separated, with a
+    letter or number); answered means at least 3."""
+    from pocketgpt.chat_format import count_words
+
+    return count_words(text)
+
+
+def held_out_requests(corpus: list[str], seed: int, val_fraction: float, extra: list[str], n: int,
+                      request_seed: int) -> tuple[list[str], list]:
+    """(training documents, n evaluation requests about held-out quotes): what every chat bench asks."""
+    from pocketgpt.chatdata import SubjectPicker, eval_requests
+    from pocketgpt.corpus import read_documents
+
+    train_docs, held = held_out_split(corpus, seed, val_fraction)
+    if extra:
+        keep = {d.strip() for d in held}
+        train_docs += [d for d in read_documents(extra) if d.strip() not in keep]
+    return train_docs, eval_requests(held, n, request_seed, picker=SubjectPicker(train_docs))
 
 
 def generate(engine, ids: list[int], seed: int, max_tokens: int, subject: str | None = None) -> tuple[str, str]:
@@ -158,14 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "chat.json"))
     args = ap.parse_args(argv)
 
-    from pocketgpt.chatdata import SubjectPicker, eval_requests
-    from pocketgpt.corpus import read_documents
-
-    train_docs, held = held_out_split(args.corpus, args.seed, args.val_fraction)
-    if args.extra:
-        keep = {d.strip() for d in held}
-        train_docs += [d for d in read_documents(args.extra) if d.strip() not in keep]
-    requests = eval_requests(held, args.requests, args.request_seed, picker=SubjectPicker(train_docs))
+    train_docs, requests = held_out_requests(args.corpus, args.seed, args.val_fraction, args.extra, args.requests,
+                                             args.request_seed)
     if args.first:
         requests = requests[:args.first]
     print(f"{len(requests)} requests about {len({r.reply for r in requests})} held-out quotes", file=sys.stderr)

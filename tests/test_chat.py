@@ -39,6 +39,15 @@ def test_odd_requests_get_a_reply_never_silence(tmp_path):
     assert len(replies) == len(lines) and all(any(c.isalnum() for c in r) for r in replies), replies
 
 
+def test_an_empty_request_gets_one_line_that_says_what_to_do(tmp_path):
+    model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=64, seed=2)
+    gg = write_model(tmp_path / "m.gguf", model, vocab)
+    res = pocketgpt("chat", str(gg), "-n", "12", "--seed", "4", input="\n   \nHi\n")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("(an empty line: type a request, or /quit to leave)") == 2, res.stdout
+    assert len([l for l in res.stdout.splitlines() if l.startswith("bot> ")]) == 1  # only "Hi" is answered
+
+
 def test_raw_continues_the_line_and_chat_answers_it(tmp_path):
     model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=64, seed=2)
     gg = write_model(tmp_path / "m.gguf", model, vocab)

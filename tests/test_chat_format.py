@@ -53,6 +53,20 @@ def test_every_shared_reply_is_shown_as_the_vectors_say(vec):
     assert chat_format.shape_reply(vec["pieces"], vec["finish"]) == vec["shown"]
 
 
+@pytest.mark.parametrize("vec", VECTORS["words"], ids=lambda v: repr(v["text"])[:30])
+def test_a_reply_has_the_shared_number_of_words(vec):
+    """One word count for the engine's guard, the device and the relay (firmware tests read the same list)."""
+    assert chat_format.count_words(vec["text"]) == vec["words"]
+    assert chat_format.has_word(vec["text"]) == (vec["words"] > 0)
+
+
+def test_a_cut_reply_is_cut_back_only_when_three_words_are_left():
+    # "<Everf Wis_Our/T>" counted as three words (runs of letters) was a two-word reply through the device
+    assert chat_format.count_words("<Everf Wis_Our/T>") == 2
+    assert chat_format.shape_reply([" Hi.", " There you", " go"], "length") == "Hi. There you go"
+    assert chat_format.shape_reply([" Hi there you.", " Going"], "length") == "Hi there you."
+
+
 def test_vectors_cover_the_cases_users_hit():
     shown = {(tuple(v["pieces"]), v["finish"]): v["shown"] for v in VECTORS["replies"]}
     assert VECTORS["stop"] == list(chat_format.STOP_STRINGS) and VECTORS["empty_reply"] == chat_format.EMPTY_REPLY

@@ -85,15 +85,20 @@ def test_local_answer_without_a_relay(tmp_path: Path, device_gguf: Path) -> None
 def test_every_local_request_gets_words_even_punctuation_emoji_and_other_languages(tmp_path: Path,
                                                                                     device_gguf: Path) -> None:
     """The device's chat turn (its prompt is the relay's template, checked on docs/chat_vectors.json by the C
-    tests) answers every request in words: no empty reply, no silence, whatever the model does."""
+    tests) answers every request in words: no empty reply, no silence, whatever the model does; a request
+    longer than the context and an empty one get one line that says what to do."""
     lines = ["?!", "...", "\U0001F600\U0001F389", "\u00bfQu\u00e9 es la vida?", "\u4eba\u751f\u306e\u610f\u5473",
              "What is the meaning of life?"]
-    out = sim(tmp_path, device_gguf, "".join(f"/local {ln}\n" for ln in lines) + "/set gen.max_tokens 1\n/local Hi\n \n")
+    too_long = "\U0001F600" * 100  # about 300 tokens: more than the 128-token context
+    out = sim(tmp_path, device_gguf, "".join(f"/local {ln}\n" for ln in lines) + "/set gen.max_tokens 1\n/local Hi\n \n"
+              + f"/local {too_long}\n/local\n")
     assert out.returncode == 0, out.stderr
     assert "(an empty line: type a request, or /help for the commands)" in out.stdout
+    assert "(give a prompt: /local TEXT)" in out.stdout
     got = [a[len("[local] "):] for a in answers(out.stdout)]
-    assert len(got) == len(lines) + 1, out.stdout
+    assert len(got) == len(lines) + 2, out.stdout
     assert all(any(c.isalnum() for c in a) for a in got), got
+    assert got[-1].startswith("the prompt does not fit the device context") and got[-1].endswith("shorten it"), got
 
 
 def test_cloud_streams_from_the_relay(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:

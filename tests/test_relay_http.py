@@ -239,7 +239,7 @@ def test_ota_behind_a_load_balancer_and_mac_from_the_body(engine: Any, home: tup
 def test_chat_bad_input_gets_a_reply_or_one_clear_error(oai: Any) -> None:
     import openai
 
-    for content in ("", "?!", "\U0001F600", "\u00bfQu\u00e9 es la vida?"):
+    for content in ("", "   ", "?!", "\U0001F600", "\u00bfQu\u00e9 es la vida?", "\u4eba\u751f\u306e\u610f\u5473"):
         r = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}], max_tokens=8)
         assert any(c.isalnum() for c in r.choices[0].message.content), (content, r.choices[0].message.content)
     with pytest.raises(openai.BadRequestError, match="roles system, user or assistant"):

@@ -27,12 +27,8 @@ static uint32_t next_cp(const char *s, size_t i, size_t n, size_t *len) {
     return v;
 }
 
-// Python's str.isspace (what str.strip and Jinja's trim remove)
-static int is_space(uint32_t cp) {
-    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-           cp == 0x3000;
-}
+// Python's str.isspace (what str.strip and Jinja's trim remove, and what separates a reply's words)
+static int is_space(uint32_t cp) { return pg_unicode_is_word_sep(cp); }
 
 static int is_terminal(uint32_t cp) { return cp == '.' || cp == '!' || cp == '?'; }
 
@@ -98,6 +94,19 @@ void pg_reply_init(pg_reply *r, char *buf, size_t cap) {
     r->cap = cap;
 }
 
+// Count the words of released text s[0..n), continuing the run the last release ended in.
+static void count_released(pg_reply *r, const char *s, size_t n) {
+    for (size_t i = 0, k; i < n; i += k) {
+        uint32_t cp = next_cp(s, i, n, &k);
+        if (is_space(cp)) {
+            r->counted = 0;
+        } else if (!r->counted && pg_unicode_is_word(cp)) {
+            r->n_words++;
+            r->counted = 1;
+        }
+    }
+}
+
 // Copy buf[from..to) to out (left-trimmed while nothing went out yet), drop buf[0..drop).
 static size_t emit(pg_reply *r, size_t to, size_t drop, char *out) {
     size_t from = r->n_sent ? 0 : skip_space(r->buf, 0, to);
@@ -105,6 +114,7 @@ static size_t emit(pg_reply *r, size_t to, size_t drop, char *out) {
     memcpy(out, r->buf + from, n);
     r->n_sent += n;
     if (has_word(out, n)) r->spoke = 1;
+    count_released(r, out, n);
     memmove(r->buf, r->buf + drop, r->n - drop);
     r->n -= drop;
     return n;
@@ -131,7 +141,8 @@ size_t pg_reply_finish(pg_reply *r, int cut_by_length, int aborted, char *out) {
     size_t n = r->n, last, k;
     int at_end;
     sentence_ends(r->buf, n, &last, &at_end);
-    if (cut_by_length && r->spoke && !at_end && !last) n = 0;  // drop the unfinished sentence
+    // drop the unfinished sentence, unless the reply would then be shorter than PG_CHAT_MIN_WORDS words
+    if (cut_by_length && r->spoke && !at_end && !last && r->n_words >= PG_CHAT_MIN_WORDS) n = 0;
     size_t from = r->n_sent ? 0 : skip_space(r->buf, 0, n), end = from;
     for (size_t i = from; i < n; i += k)  // right-trim
         if (!is_space(next_cp(r->buf, i, n, &k))) end = i + k;
@@ -146,6 +157,7 @@ size_t pg_reply_finish(pg_reply *r, int cut_by_length, int aborted, char *out) {
     memcpy(out, r->buf + from, end - from);
     r->n_sent += end - from;
     if (has_word(out, end - from)) r->spoke = 1;
+    count_released(r, out, end - from);
     return end - from;
 }
 

@@ -3,8 +3,8 @@
 // A request becomes "Q: <request>\nA:" (the request trimmed of the whitespace Python's str.strip
 // removes), the layout both shipped models are trained on and store as tokenizer.chat_template. A
 // reply goes out sentence by sentence; at its end a reply cut by max_tokens is cut back to its last
-// sentence end when it has one, and a reply without a word becomes PG_CHAT_EMPTY_REPLY. Both sides
-// are tested on docs/chat_vectors.json.
+// sentence end when it has one and 3 words remain, and a reply without a word becomes
+// PG_CHAT_EMPTY_REPLY. Both sides are tested on docs/chat_vectors.json.
 #ifndef PG_CHAT_H
 #define PG_CHAT_H
 
@@ -26,6 +26,8 @@ typedef struct {
     size_t cap, n;
     size_t n_sent;  // bytes released so far
     int spoke;      // released text had a word
+    int n_words;    // words released so far (pg_unicode_is_word_sep: whitespace-separated, with a letter or number)
+    int counted;    // the last released character's run of non-space characters was counted
 } pg_reply;
 
 #define PG_REPLY_OUT(cap) ((cap) + sizeof PG_CHAT_EMPTY_REPLY + 1)  // bytes an out buffer needs
@@ -36,7 +38,8 @@ void pg_reply_init(pg_reply *r, char *buf, size_t cap);
 // buf is shown in parts).
 size_t pg_reply_feed(pg_reply *r, const char *piece, size_t n, char *out);
 // The end of the reply: cut_by_length when max_tokens (or the context) ended it, aborted when the
-// user did. Writes the rest to show to out (PG_CHAT_EMPTY_REPLY, after a space when text went out
+// user did. A cut reply drops its unfinished last sentence only when what went out already has
+// PG_CHAT_MIN_WORDS words (a cut-back never makes a reply shorter than that). Writes the rest to show to out (PG_CHAT_EMPTY_REPLY, after a space when text went out
 // before, for a reply without a word that was not aborted) and returns its length.
 size_t pg_reply_finish(pg_reply *r, int cut_by_length, int aborted, char *out);
 

@@ -732,7 +732,7 @@ static void answer(pg_app *app, const char *prompt, int force_cloud, int force_l
         pg_app_printf(app, "[local] (relay unreachable: %s; answering on the device)\n", err);
     }
     if (ps.n_tokens > app->n_ctx - 1) {
-        pg_app_printf(app, "[local] the prompt does not fit the device context (%ld tokens, %ld max)\n",
+        pg_app_printf(app, "[local] the prompt does not fit the device context (%ld tokens, %ld max); shorten it\n",
                       (long)ps.n_tokens, (long)app->n_ctx - 1);
         return;
     }

@@ -507,6 +507,27 @@ int pg_unicode_is_word(uint32_t cp) {
     return c == CL_LETTER || c == CL_NUMBER;
 }
 
+int pg_unicode_is_word_sep(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+int pg_unicode_count_words(const uint8_t *text, size_t n) {
+    int words = 0, counted = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += utf8_next(text + i, n - i, &cp);  // an invalid byte (PG_NONE) is like U+FFFD: no letter, no space
+        if (cp != PG_NONE && pg_unicode_is_word_sep(cp)) {
+            counted = 0;
+        } else if (!counted && cp != PG_NONE && pg_unicode_is_word(cp)) {
+            words++;
+            counted = 1;
+        }
+    }
+    return words;
+}
+
 // the code point of one complete, valid UTF-8 character of k bytes
 static uint32_t char_cp(const uint8_t *c, size_t k) {
     if (k == 1) return c[0];
@@ -517,9 +538,14 @@ static uint32_t char_cp(const uint8_t *c, size_t k) {
 
 // One complete character into hold; 1 when it completes a stop string.
 static int put_char(pg_textout *o, const uint8_t *c, size_t k, uint8_t *out, size_t *n_out) {
-    int word = pg_unicode_is_word(char_cp(c, k));
-    if (word && !o->in_word) o->n_words++;
-    o->in_word = word;
+    uint32_t cp = char_cp(c, k);
+    o->after_text = !pg_unicode_is_word_sep(cp);
+    if (!o->after_text) {
+        o->counted = 0;
+    } else if (!o->counted && pg_unicode_is_word(cp)) {
+        o->n_words++;
+        o->counted = 1;
+    }
     if (o->n_hold + k > PG_TEXTOUT_HOLD) release(o, out, n_out);
     memcpy(o->hold + o->n_hold, c, k);
     o->n_hold += k;
@@ -590,6 +616,8 @@ void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out) {
     o->n_hold = 0;
 }
 
+static int is_blank_byte(uint8_t b) { return b == ' ' || (b >= 0x09 && b <= 0x0D); }
+
 int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words) {
     if (o->n_words >= min_words) return 0;
     int32_t masked = 0;
@@ -597,17 +625,25 @@ int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logi
         logits[t->eos_id] = -INFINITY;
         masked++;
     }
-    if (o->n_stop == 0) return masked;
+    int no_blank = !o->after_text;  // no second run of whitespace tokens before the words
+    if (o->n_stop == 0 && !no_blank) return masked;
     uint8_t first[256] = {0};
     for (int s = 0; s < o->n_stop; s++) first[o->stop[s][0]] = 1;
     for (uint32_t id = 0; id < t->n_vocab; id++) {
         if (id == t->eos_id) continue;
-        for (uint32_t i = t->offs[id]; i < t->offs[id + 1]; i++)
-            if (first[t->bytes[i]]) {
-                logits[id] = -INFINITY;
-                masked++;
+        uint32_t a = t->offs[id], b = t->offs[id + 1];
+        int mask = no_blank && b > a;  // a whitespace-only token, until a byte says otherwise
+        for (uint32_t i = a; i < b; i++) {
+            if (first[t->bytes[i]]) {  // holds a stop string's first byte
+                mask = 1;
                 break;
             }
+            if (!is_blank_byte(t->bytes[i])) mask = 0;
+        }
+        if (mask) {
+            logits[id] = -INFINITY;
+            masked++;
+        }
     }
     return masked;
 }

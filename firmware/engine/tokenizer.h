@@ -47,6 +47,13 @@ const uint8_t *pg_tokenizer_token_bytes(const pg_tokenizer *t, int32_t id, uint3
 
 // Whether a code point is a letter or a number (\p{L}, \p{N}: what makes a word of a reply).
 int pg_unicode_is_word(uint32_t cp);
+// Whether a code point separates words: Python's str.isspace (what str.split splits on). A reply's
+// words are its runs of non-separators that hold at least one letter or number, one definition for
+// the engine's guard, firmware/app/chat.c and host/pocketgpt/chat_format.count_words: "<Everf
+// Wis_Our/T>" is two words, "a - b" two, "42 cats" two.
+int pg_unicode_is_word_sep(uint32_t cp);
+// Words (as above) in text[0..n) (UTF-8; an invalid byte separates nothing and is no letter).
+int pg_unicode_count_words(const uint8_t *text, size_t n);
 
 #define PG_TEXTOUT_MAX_STOPS 8
 #define PG_TEXTOUT_MAX_STOP_LEN 255
@@ -63,8 +70,9 @@ typedef struct {
     size_t stop_len[PG_TEXTOUT_MAX_STOPS];
     int n_stop;
     int stopped;  // a stop string was seen: nothing more is released
-    int n_words;  // runs of letters and numbers (Unicode \p{L}, \p{N}) that have come through
-    int in_word;  // the last character was one of them
+    int n_words;  // words that have come through (pg_unicode_is_word_sep: whitespace-separated runs with a letter or number)
+    int counted;  // the run of non-space characters the last character belongs to was counted
+    int after_text;  // the last character that came through was not a separator (0 before any)
 } pg_textout;
 
 pg_code pg_textout_init(pg_textout *o, const uint8_t *const *stops, const size_t *stop_lens, int n_stops, pg_status *st);
@@ -74,9 +82,11 @@ int pg_textout_push(pg_textout *o, const uint8_t *in, size_t n, uint8_t *out, si
 void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out);
 // A reply's guard against ending before it says anything: until min_words words have come through
 // o, make end-of-text and every token holding the first byte of one of o's stop strings
-// unsampleable (logits (n_vocab,) set to -inf). A stop string then cannot begin before those
-// words, and the sampler (greedy or not) picks among the rest. Returns the number of tokens masked
-// (0 once the words have been seen).
+// unsampleable (logits (n_vocab,) set to -inf), and, while the text so far is empty or ends in
+// whitespace, every token of whitespace only (a model that wants to end pads with spaces instead:
+// 64 tokens of " " was a reply). A stop string then cannot begin before those words, and the
+// sampler (greedy or not) picks among the rest. Returns the number of tokens masked (0 once the
+// words have been seen).
 int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words);
 
 // Subject steering for a chat reply (lexically constrained decoding): a reply that has not yet

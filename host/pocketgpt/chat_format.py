@@ -152,13 +152,11 @@ def _is_word_char(c: str) -> bool:
 
 
 def count_words(text: str) -> int:
-    """Runs of letters and numbers, as the C engine's pg_textout counts them."""
-    n, inside = 0, False
-    for c in text:
-        w = _is_word_char(c)
-        n += w and not inside
-        inside = w
-    return n
+    """A reply's words: its whitespace-separated runs (str.split) that hold a letter or a number
+    (Unicode L* or N*). One definition for the C engine's reply guard (pg_textout, need_word),
+    the device's reply shaping (pg_unicode_count_words) and what bench/chat.py calls answered:
+    "<Everf Wis_Our/T>" is two words, "a - b" two. Tested on docs/chat_vectors.json's "words"."""
+    return sum(1 for w in text.split() if has_word(w))
 
 
 def has_word(text: str) -> bool:
@@ -169,7 +167,8 @@ def has_word(text: str) -> bool:
 class ReplyShaper:
     """Turns a streamed chat reply into what a user is shown: text goes out up to its last complete
     sentence as it arrives; at the end a reply cut by max_tokens ('length') is cut back to its last
-    sentence end when it has one, and a reply without a word becomes EMPTY_REPLY, never silence.
+    sentence end when it has one and the cut-back keeps at least MIN_WORDS words, and a reply
+    without a word becomes EMPTY_REPLY, never silence.
     The device does the same in C (firmware/app/chat.c) and both are tested on docs/chat_vectors.json.
     """
 
@@ -198,8 +197,9 @@ class ReplyShaper:
     def finish(self, finish_reason: str) -> str:
         """The rest of the reply once the generation ended with `finish_reason`."""
         rest, self.pending = self.pending, ""
-        if finish_reason == "length" and self.spoke and not _sentence_ends(rest):
-            rest = ""  # cut mid-sentence after at least one whole sentence: drop the fragment
+        cut = finish_reason == "length" and self.spoke and not _sentence_ends(rest)
+        if cut and count_words(self.sent) >= MIN_WORDS:
+            rest = ""  # cut mid-sentence after whole sentences of MIN_WORDS words: drop the fragment
         if not self.sent:
             rest = rest.lstrip()
         rest = rest.rstrip()

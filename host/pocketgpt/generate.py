@@ -37,8 +37,9 @@ def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None =
 
     The request goes through the model's chat template (`tokenizer.chat_template` in its file;
     chat_format.CHAT_TEMPLATE for a file without one), the reply stops at end-of-text or the next
-    request line, cannot end before three words (MIN_WORDS), is cut back to its last sentence end when
-    max_tokens cuts it, and is never empty (chat_format.ReplyShaper). `raw=True` continues
+    request line, cannot end before three words (MIN_WORDS, chat_format.count_words), is cut back to
+    its last sentence end when max_tokens cuts it and three words remain, and is never empty
+    (chat_format.ReplyShaper). `raw=True` continues
     `prompt` as text instead (a quote starts after <|endoftext|>), as `pocketgpt run` does.
     A chat reply is subject-steered unless `steer=False`: pushed to name what the request asks
     about (chat_format.subject_of; the C engine's pg_topic_steer). Raw continuation never is.

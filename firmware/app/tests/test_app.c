@@ -14,6 +14,7 @@
 #include "relay_proto.h"
 #include "router.h"
 #include "settings.h"
+#include "tokenizer.h"
 
 static int failures = 0, checks = 0;
 #define CHECK(cond)                                                          \
@@ -435,8 +436,28 @@ static void test_chat_vectors(const char *path) {
         if (got != wl || strcmp(subj, want) != 0) fprintf(stderr, "subject %zu: got '%s' want '%s'\n", i, subj, want);
         n_subjects++;
     }
-    CHECK(n_prompts >= 10 && n_replies >= 10 && n_subjects >= 40);
-    printf("%d chat prompts, %d replies and %d subjects match the relay's\n", n_prompts, n_replies, n_subjects);
+    int n_words = 0;
+    CHECK(pgj_get(&root, "words", &list));
+    for (size_t i = 0; pgj_at(&list, i, &vec); i++) {  // the word count of the relay, the engine's guard and here
+        size_t tl = 0;
+        CHECK(pgj_get(&vec, "text", &v) && pgj_string(&v, req, sizeof req, &tl) == 0);
+        long long want_ll = -1;
+        CHECK(pgj_get(&vec, "words", &v) && pgj_int(&v, &want_ll) == 0);
+        int want_n = (int)want_ll;
+        int got_n = pg_unicode_count_words((const uint8_t *)req, tl);
+        pg_reply r;  // released text is counted the same, however it is cut into pieces
+        pg_reply_init(&r, buf, sizeof buf);
+        for (size_t j = 0; j < tl; j++) pg_reply_feed(&r, req + j, 1, out);
+        pg_reply_finish(&r, 0, 0, out);
+        int shaped_n = r.n_words;
+        CHECK(got_n == want_n && (shaped_n == want_n || want_n == 0));
+        if (got_n != want_n || (shaped_n != want_n && want_n))
+            fprintf(stderr, "words %zu: %d, shaped %d, want %d\n", i, got_n, shaped_n, want_n);
+        n_words++;
+    }
+    CHECK(n_prompts >= 10 && n_replies >= 10 && n_subjects >= 40 && n_words >= 10);
+    printf("%d chat prompts, %d replies, %d subjects and %d word counts match the relay's\n", n_prompts, n_replies,
+           n_subjects, n_words);
     free(doc);
 }
 

@@ -84,6 +84,28 @@ static void test_textout(void) {
     CHECK(n == 3 && memcmp(out, "\xEF\xBF\xBD", 3) == 0);
 }
 
+// A reply's words are whitespace-separated runs with a letter or number, as bench/chat.py's answered
+// test and chat_format.count_words count them: "<Everf Wis_Our/T>" is 2 words, so the reply guard
+// (min 3) still holds end-of-text back after it.
+static void test_textout_words(void) {
+    pg_textout o;
+    uint8_t out[256];
+    size_t n;
+    CHECK(pg_textout_init(&o, NULL, NULL, 0, NULL) == PG_OK);
+    const char *pieces[] = {" <Ever", "f W", "is_", "Our/", "T>"};
+    for (int i = 0; i < 5; i++) pg_textout_push(&o, (const uint8_t *)pieces[i], strlen(pieces[i]), out, &n);
+    CHECK(o.n_words == 2);
+    pg_textout_push(&o, (const uint8_t *)"\xE3\x80\x80ok\x1C-\xC2", 7, out, &n);  // U+3000 ok U+001C - (U+00A0 split)
+    CHECK(o.n_words == 3);
+    pg_textout_push(&o, (const uint8_t *)"\xA0" "42", 3, out, &n);
+    CHECK(o.n_words == 4);
+    const char *t = "a - b ... 42 cats \xE2\x80\xA8x\xFFy";
+    CHECK(pg_unicode_count_words((const uint8_t *)t, strlen(t)) == 5);  // a b 42 cats x<FF>y
+    CHECK(pg_unicode_count_words((const uint8_t *)"!? \xF0\x9F\x98\x80", 7) == 0);
+    CHECK(pg_unicode_is_word_sep(0x1F) && pg_unicode_is_word_sep(0x3000) && !pg_unicode_is_word_sep('_') &&
+          !pg_unicode_is_word_sep(0x200B));
+}
+
 static void test_sampler(void) {
     float logits[8] = {0.1f, 3.0f, -1.0f, 2.9f, 0.0f, 0.5f, 2.0f, -3.0f};
     float work[8], probs[8];
@@ -607,6 +629,44 @@ static void test_topic(const pg_model *m) {
     free(before);
 }
 
+// the id of the token whose bytes are exactly s (-1 when the vocabulary has none)
+static int32_t token_of(const pg_tokenizer *t, const char *s) {
+    for (uint32_t id = 0; id < t->n_vocab; id++) {
+        uint32_t len;
+        const uint8_t *b = pg_tokenizer_token_bytes(t, (int32_t)id, &len);
+        if (len == strlen(s) && memcmp(b, s, len) == 0) return (int32_t)id;
+    }
+    return -1;
+}
+
+// The reply guard: no end-of-text, no stop string and no run of whitespace tokens before 3 words
+// ("<Everf Wis_Our/T>" is 2); then nothing is masked.
+static void test_reply_guard(const pg_model *m) {
+    const pg_tokenizer *t = &m->tok;
+    int32_t sp = token_of(t, " "), nl = token_of(t, "\n"), a = token_of(t, "a"), lt = token_of(t, "<");
+    CHECK(sp >= 0 && nl >= 0 && a >= 0 && lt >= 0);
+    if (sp < 0 || nl < 0 || a < 0 || lt < 0) return;
+    float *logits = malloc(t->n_vocab * sizeof(float));
+    const uint8_t *stops[1] = {(const uint8_t *)"\nQ:"};
+    size_t lens[1] = {3}, n;
+    uint8_t out[256];
+    pg_textout o;
+    CHECK(pg_textout_init(&o, stops, lens, 1, NULL) == PG_OK);
+#define GUARD() (memset(logits, 0, t->n_vocab * sizeof(float)), pg_textout_guard(&o, t, logits, 3))
+    CHECK(GUARD() > 2 && isinf(logits[t->eos_id]) && isinf(logits[nl]) && isinf(logits[sp]) &&  // nothing yet
+          logits[a] == 0.0f && logits[lt] == 0.0f);
+    pg_textout_push(&o, (const uint8_t *)" <Everf", 7, out, &n);
+    CHECK(GUARD() > 1 && isinf(logits[t->eos_id]) && isinf(logits[nl]) && logits[sp] == 0.0f);  // one space may follow
+    pg_textout_push(&o, (const uint8_t *)" ", 1, out, &n);
+    CHECK(GUARD() > 2 && isinf(logits[sp]) && logits[a] == 0.0f);  // not a second one
+    pg_textout_push(&o, (const uint8_t *)"Wis_Our/T>", 10, out, &n);
+    CHECK(o.n_words == 2 && GUARD() > 1 && isinf(logits[t->eos_id]));
+    pg_textout_push(&o, (const uint8_t *)" a", 2, out, &n);
+    CHECK(o.n_words == 3 && GUARD() == 0 && logits[t->eos_id] == 0.0f && logits[nl] == 0.0f && logits[sp] == 0.0f);
+#undef GUARD
+    free(logits);
+}
+
 static void test_model(const uint8_t *blob, size_t size) {
     loaded L;
     pg_status st;
@@ -618,6 +678,7 @@ static void test_model(const uint8_t *blob, size_t size) {
         return;
     }
     const pg_model *m = &L.model;
+    test_reply_guard(m);
     const char *text = "Hello, world! It's 2024: naïve café 😀.";
     size_t n = strlen(text), n_ids;
     int32_t ids[256];
@@ -785,6 +846,7 @@ int main(int argc, char **argv) {
     test_k_format();
     test_arena();
     test_textout();
+    test_textout_words();
     test_sampler();
     test_sampler_vocab();
     if (argc < 2) {

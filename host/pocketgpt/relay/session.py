@@ -150,7 +150,7 @@ class WsSession:
             elif msg.state == "stop":
                 if self.listener is not None:
                     self.listener.stop()
-            elif msg.state == "detect" and msg.text:
+            elif msg.state == "detect" and msg.text is not None:  # typed text, "" too: answered, never silence
                 if msg.text.strip().lower() in self.relay.cfg.wake_words:
                     return  # a wake word fired: nothing to answer until the user speaks
                 await self.start_xiaozhi_turn(msg.text)
@@ -179,7 +179,8 @@ class WsSession:
         if self.relay.draining:
             return "shutting_down", "the relay is shutting down; reconnect to another relay"
         if len(prompt) > cfg.max_prompt_chars:
-            return "prompt_too_long", f"prompt is {len(prompt)} characters; this relay takes at most {cfg.max_prompt_chars}"
+            return "prompt_too_long", (f"prompt is {len(prompt)} characters; this relay takes at most "
+                                       f"{cfg.max_prompt_chars}: shorten it")
         wait = self.relay.limiter.allow(self.device_id)
         if wait:
             return "rate_limited", f"too many requests from this device; retry in {wait:.1f} s"
@@ -192,6 +193,7 @@ class WsSession:
         refusal = self._check_request(text, None)
         if refusal:
             await self.refuse(*refusal)
+            await self.send(P.tts("stop", self.session_id))  # the turn is over: a client waiting for it stops
             return
         req = GenRequest(prompt=text, max_tokens=self.relay.cfg.default_max_tokens, messages=(("user", text),))
         self.relay.log_request(self.device_id, "xiaozhi", text)

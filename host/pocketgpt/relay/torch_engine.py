@@ -46,6 +46,12 @@ class TorchEngine:
     def session(self) -> "TorchSession":
         return TorchSession(self)
 
+    def blank_tokens(self) -> list[int]:
+        """Ids of the tokens of ASCII whitespace only (the C engine's guard masks them after whitespace)."""
+        spell = _byte_spelling()
+        chars = {spell[b] for b in b" \t\n\v\f\r"}
+        return [i for i, t in enumerate(self._tokens) if t and all(c in chars for c in t)]
+
     def holding(self, first_bytes: set[int]) -> list[int]:
         """Ids of the tokens that contain any of these bytes (the C engine's pg_textout_guard)."""
         spell = _byte_spelling()
@@ -94,6 +100,7 @@ class TorchSession:
         out: list[int] = []
         emitted = ""
         masked: list[int] | None = None
+        blank: list[int] = []
         t0 = time.perf_counter()
         past = None
         inp = torch.tensor([ids], dtype=torch.long)
@@ -110,7 +117,10 @@ class TorchSession:
                     if need_word and count_words(emitted) < int(need_word):  # as the C engine: no early end
                         if masked is None:
                             masked = [eng.eos_id] + eng.holding({s.encode()[0] for s in stop if s})
+                            blank = eng.blank_tokens()
                         logits[masked] = float("-inf")
+                        if not emitted or emitted[-1].isspace():  # no run of whitespace tokens before the words
+                            logits[blank] = float("-inf")
                     tok = _sample(logits, ids + out, temperature, top_k, top_p, repeat_penalty, greedy, gen)
                     if stop_at_eos and tok == eng.eos_id:
                         stats["finish_reason"] = "stop"
