@@ -131,7 +131,10 @@ static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena 
 #undef PG_NAME
     }
     if ((rc = pg_tokenizer_init(&m->tok, &m->gguf, V, a, st))) return rc;
-    m->kern = pg_kernels_select(kernels);
+    // the kernel set lives in the caller's model memory, its reference slots filled
+    pg_kernels *kern = pg_arena_take(a, sizeof(pg_kernels), 8);
+    if (kern && !pg_arena_overflow(a)) pg_kernels_select(kern, kernels);
+    m->kern = kern;
     m->mem_needed = a->used;
     return PG_OK;
 }
@@ -390,7 +393,7 @@ static PG_NOINLINE void matmul_rows_k16(const pg_matmul_job *j, int32_t r0, int3
             float o[8][64];
             for (int32_t q = 0; q < nr; q++)
                 for (int32_t b = c0; b < c1; b += 16)
-                    k->dot_q8kx16[t](base + (size_t)(r + q) * j->w->row_bytes, j->xq + (size_t)b * (size_t)cols,
+                    k->type[t].dot_q8kx16(base + (size_t)(r + q) * j->w->row_bytes, j->xq + (size_t)b * (size_t)cols,
                                      xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o[q] + (b - c0));
             store_tile(j, r, nr, c0, c1 - c0, &o[0][0], 64);
         }
@@ -405,7 +408,7 @@ static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_
     int32_t cols = j->w->cols;
     size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
     const uint8_t *base = (const uint8_t *)j->w->data;
-    int32_t b16 = k->dot_q8kx16[t] && blocks <= 16 ? j->B / 16 * 16 : 0;
+    int32_t b16 = k->type[t].dot_q8kx16 && blocks <= 16 ? j->B / 16 * 16 : 0;
     if (b16) matmul_rows_k16(j, r0, r1, b16);
     if (j->B - b16 < 4) {  // one to three rows (decode): straight, which measured faster there
         for (int32_t r = r0; r < r1; r++) {
@@ -413,7 +416,7 @@ static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_
             float bias = j->bias ? j->bias[r] : 0.0f;
             for (int32_t b = b16; b < j->B; b++)
                 j->out[(size_t)b * j->out_stride + (size_t)r] =
-                    k->dot_q8k[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks,
+                    k->type[t].dot_q8k(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks,
                                   j->xk + (size_t)b * sums, cols) + bias;
         }
         return;
@@ -431,16 +434,16 @@ static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_
             for (int32_t q = 0; q < nr; q++) {
                 const void *row = base + (size_t)(r + q) * j->w->row_bytes;
                 int32_t b = 0;
-                if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
+                if (k->type[t].dot_q8kx8)  // eight activation rows per weight unpacking (same bits as one by one)
                     for (; b + 8 <= nb; b += 8)
-                        k->dot_q8kx8[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
+                        k->type[t].dot_q8kx8(row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
                                         cols, o[q] + b);
-                if (k->dot_q8kx4[t])
+                if (k->type[t].dot_q8kx4)
                     for (; b + 4 <= nb; b += 4)
-                        k->dot_q8kx4[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
+                        k->type[t].dot_q8kx4(row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
                                         cols, o[q] + b);
                 for (; b < nb; b++)
-                    o[q][b] = k->dot_q8k[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
+                    o[q][b] = k->type[t].dot_q8k(row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
                                             cols);
             }
             store_tile(j, r, nr, c0, nb, &o[0][0], PG_K_TILE);
@@ -458,15 +461,16 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         matmul_rows_k(j, r0, r1);
         return;
     }
-    pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
-    pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
-    pg_dot_q8x4_fn dot_q8x4 = j->k->dot_q8x4[j->w->type], dot_q8x8 = j->k->dot_q8x8[j->w->type];
+    const pg_type_kernels *tk = &j->k->type[j->w->type];
+    pg_dot_fn dot = tk->dot;
+    pg_dot_q8_fn dot_q8 = tk->dot_q8;
+    pg_dot_q8x4_fn dot_q8x4 = tk->dot_q8x4, dot_q8x8 = tk->dot_q8x8;
     const uint8_t *base = (const uint8_t *)j->w->data;
     size_t groups = (size_t)cols / 32, sums = (size_t)cols / 16;
     // a float batch (prefill) dequantizes each row once and reuses it for every token
     int reuse = j->B > 2 && !j->xq && j->w->type != PG_TYPE_F32 && !j->row_exact;
     float *buf = j->rowbuf + (size_t)task * (size_t)cols;
-    pg_dot_fn dot_f32 = j->k->dot[PG_TYPE_F32] ? j->k->dot[PG_TYPE_F32] : pg_kernels_ref()->dot[PG_TYPE_F32];
+    pg_dot_fn dot_f32 = j->k->type[PG_TYPE_F32].dot;
     for (int32_t r = r0; r < r1; r++) {
         const void *row = base + (size_t)r * j->w->row_bytes;
         float bias = j->bias ? j->bias[r] : 0.0f;
@@ -519,13 +523,10 @@ static void quant_row(const void *ctx, int32_t b) {
     size_t c = q->cols;
     const float *x = q->x + (size_t)b * c;
     int8_t *xq = q->xq + (size_t)b * c;
-    if (q->xk) {
-        pg_quantize_k_fn f = q->k->quantize_k ? q->k->quantize_k : pg_quantize_act_k;
-        f(x, xq, q->xd + (size_t)b * (c / 256), q->xk + (size_t)b * (c / 16), (int)c);
-    } else {
-        pg_quantize_fn f = q->k->quantize ? q->k->quantize : pg_quantize_act;
-        f(x, xq, q->xd + (size_t)b * (c / 32), q->xs + (size_t)b * (c / 16), (int)c);
-    }
+    if (q->xk)
+        q->k->quantize_k(x, xq, q->xd + (size_t)b * (c / 256), q->xk + (size_t)b * (c / 16), (int)c);
+    else
+        q->k->quantize(x, xq, q->xd + (size_t)b * (c / 32), q->xs + (size_t)b * (c / 16), (int)c);
 }
 
 // W (rows, cols) @ x (B, cols) + bias -> out (B, out_stride)
@@ -537,7 +538,7 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
     // measured slower (the shared task counter moves between cores more often).
     int threads = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
     size_t cols = (size_t)w->cols;
-    int integer = m->kern->dot_q8[w->type] && cols % 32 == 0;
+    int integer = m->kern->type[w->type].dot_q8 && cols % 32 == 0;
     int cap = PG_MAX_TASKS;
     if (threads > cap) threads = cap;
     int n = threads;
@@ -547,7 +548,7 @@ static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, con
         if (k > cap / threads) k = cap / threads;
         if (k > 1) n = threads * k;
     }
-    int kfmt = m->kern->dot_q8k[w->type] && cols % 256 == 0;
+    int kfmt = m->kern->type[w->type].dot_q8k && cols % 256 == 0;
     if (!integer && !kfmt) {
         pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, NULL, ws->rowbuf, out, B, out_stride, ws->row_exact, NULL};
         run_tasks(ws->par, matmul_task, &j, n);
@@ -596,8 +597,8 @@ static void attn_task(void *arg, int task, int n_tasks) {
         int32_t b = p / H, h = p % H, pos = row_pos(j->rows, b);
         const pg_state *s = row_state(j->rows, b);
         uint32_t kt = s->kv_type;
-        pg_dot_fn dot = k->dot[kt] ? k->dot[kt] : pg_kernels_ref()->dot[kt];
-        pg_axpy_fn axpy = k->axpy[kt] ? k->axpy[kt] : pg_axpy_ref(kt);
+        pg_dot_fn dot = k->type[kt].dot;
+        pg_axpy_fn axpy = k->type[kt].axpy;
         // head-major cache: this head's positions are contiguous, rb bytes apart
         size_t rb = s->kv_row_bytes / (size_t)H;
         size_t at = kv_offset(s, (uint32_t)j->layer, h, H, 0);
@@ -612,15 +613,7 @@ static void attn_task(void *arg, int task, int n_tasks) {
             if (!fused) sc[t] = dot(kc + (size_t)t * rb, q, D) * scale;
             if (sc[t] > mx) mx = sc[t];
         }
-        float sum = 0.0f;
-        if (k->exp_sum) {
-            sum = k->exp_sum(sc, pos + 1, mx);
-        } else {
-            for (int32_t t = 0; t <= pos; t++) {
-                sc[t] = expf(sc[t] - mx);
-                sum += sc[t];
-            }
-        }
+        float sum = k->exp_sum(sc, pos + 1, mx);
         float inv = 1.0f / sum;
         float *o = w->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
         if (fused) {
@@ -639,7 +632,7 @@ static void kv_store(const pg_kernels *k, uint32_t kv_type, const float *x, void
     if (kv_type == PG_TYPE_F16) {
         uint16_t *h = (uint16_t *)dst;
         for (int32_t i = 0; i < E; i++) h[i] = pg_f32_to_f16(x[i]);
-    } else if (kv_type == PG_TYPE_Q8_0 && k->quantize) {
+    } else if (kv_type == PG_TYPE_Q8_0) {
         uint8_t *b = (uint8_t *)dst;
         for (int32_t i = 0; i < E; i += 32, b += 34) {
             float d;
@@ -647,8 +640,6 @@ static void kv_store(const pg_kernels *k, uint32_t kv_type, const float *x, void
             uint16_t h = pg_f32_to_f16(d);
             memcpy(b, &h, 2);
         }
-    } else if (kv_type == PG_TYPE_Q8_0) {
-        pg_quantize_q8_0(x, dst, E);
     } else {
         memcpy(dst, x, (size_t)E * sizeof(float));
     }
@@ -666,15 +657,6 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
     var /= (float)n;
     float inv = 1.0f / sqrtf(var + eps);
     for (int32_t i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
-}
-
-// GPT-2's tanh approximation of GELU, in place
-static void gelu(float *x, size_t n) {
-    const float k = 0.7978845608028654f;  // sqrt(2/pi)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
-    }
 }
 
 // ---- forward -------------------------------------------------------------------------------
@@ -706,8 +688,7 @@ typedef struct {
 
 static void gelu_row(const void *ctx, int32_t b) {
     const pg_gelu_rows *c = (const pg_gelu_rows *)ctx;
-    if (c->k->gelu) c->k->gelu(c->x + (size_t)b * c->n, c->n);
-    else gelu(c->x + (size_t)b * c->n, c->n);
+    c->k->gelu(c->x + (size_t)b * c->n, c->n);
 }
 
 // row b's k and v (from qkv) -> its state's cache at its position, one head at a time

@@ -352,8 +352,9 @@ static void test_rewind_and_dist(const pg_model *m) {
 
 // the fast set's activation quantizer equals pg_quantize_act bit for bit (ties, zeros, signs)
 static void test_quantize_act(void) {
-    const pg_kernels *k = pg_kernels_select(PG_KERNELS_BEST);
-    if (!k->quantize) return;
+    pg_kernels kern;
+    pg_kernels_select(&kern, PG_KERNELS_BEST);
+    const pg_kernels *k = &kern;
     enum { N = 256 };
     float x[N], xd1[N / 32], xd2[N / 32], xs1[N / 16], xs2[N / 16];
     int8_t q1[N], q2[N];
@@ -404,14 +405,16 @@ static void test_k_format_n(int N) {
     CHECK(xd1[0] == 0.0f && q1[3] == 0 && s1[0] == 0);
     const uint32_t types[3] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K, PG_TYPE_Q6_K};
     for (int mode = 0; mode < 5; mode++) {
-        const pg_kernels *k = pg_kernels_select(mode);
-        if (k->quantize_k) {
+        pg_kernels kern;
+        pg_kernels_select(&kern, mode);
+        const pg_kernels *k = &kern;
+        {
             for (int b = 0; b < ROWS; b++) k->quantize_k(x + b * N, q2 + b * N, xd2 + b * N / 256, s2 + b * N / 16, N);
             CHECK(memcmp(q1, q2, (size_t)(ROWS * N)) == 0 && memcmp(xd1, xd2, sizeof(float) * (size_t)(ROWS * N / 256)) == 0 &&
                   memcmp(s1, s2, sizeof(int16_t) * (size_t)(ROWS * N / 16)) == 0);
         }
         for (int t = 0; t < 3; t++) {
-            if (!k->dot_q8k[types[t]]) continue;
+            if (!k->type[types[t]].dot_q8k) continue;
             size_t bb = pg_type_block_bytes(types[t]);
             for (int trial = 0; trial < 20; trial++) {
                 for (size_t i = 0; i < N / 256 * bb; i++) {
@@ -428,7 +431,7 @@ static void test_k_format_n(int N) {
                 float one[ROWS], o4[ROWS], o8[ROWS], o16[ROWS];
                 pg_dequant_row(types[t], w, deq, N);
                 for (int b = 0; b < ROWS; b++) {
-                    one[b] = k->dot_q8k[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
+                    one[b] = k->type[types[t]].dot_q8k(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
                     float want = pg_dot_q8k_ref(types[t])(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
                     double exact = 0.0, mag = 0.0;  // the definition is the dot of the dequantized values
                     for (int i = 0; i < N; i++) {
@@ -441,21 +444,21 @@ static void test_k_format_n(int N) {
                     if (types[t] == PG_TYPE_Q6_K) CHECK(one[b] == want);
                 }
                 // the 4-, 8- and 16-row kernels give each row the one-row kernel's bits
-                if (k->dot_q8kx4[types[t]]) {
+                if (k->type[types[t]].dot_q8kx4) {
                     for (int b = 0; b < ROWS; b += 4)
-                        k->dot_q8kx4[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o4 + b);
+                        k->type[types[t]].dot_q8kx4(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o4 + b);
                     CHECK(memcmp(o4, one, sizeof one) == 0);
                 }
-                if (k->dot_q8kx8[types[t]]) {
+                if (k->type[types[t]].dot_q8kx8) {
                     for (int b = 0; b < ROWS; b += 8)
-                        k->dot_q8kx8[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o8 + b);
+                        k->type[types[t]].dot_q8kx8(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o8 + b);
                     CHECK(memcmp(o8, one, sizeof one) == 0);
                 }
-                if (k->dot_q8kx16[types[t]]) {
+                if (k->type[types[t]].dot_q8kx16) {
                     float xdt[NMAX / 256 * 16];
                     int32_t xat[NMAX / 256 * 16];
                     pg_k_rows16_prepare(xd1, s1, N, xdt, xat);
-                    k->dot_q8kx16[types[t]](w, q1, xdt, xat, N, o16);
+                    k->type[types[t]].dot_q8kx16(w, q1, xdt, xat, N, o16);
                     CHECK(memcmp(o16, one, sizeof one) == 0);
                 }
             }
