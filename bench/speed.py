@@ -289,7 +289,7 @@ def c_memory(model: str, tmp: Path) -> dict | None:
     exe = tmp / "bench_memory"
     srcs = [str(eng / "tests" / "bench_memory.c")] + [str(eng / f"{n}.c") for n in
                                                         ("pg_common", "gguf", "kernels_ref", "kernels_x86", "tokenizer",
-                                                         "sampler", "gpt2")]
+                                                         "sampler", "gpt2", "matmul")]
     subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", f"-I{eng}", "-o", str(exe), *srcs, "-lm"], check=True,
                    capture_output=True)
     proc = subprocess.run([str(exe), model, str(MEM_CTX)], capture_output=True, text=True, check=True, timeout=600)

@@ -16,7 +16,7 @@ from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "firmware" / "engine"
 ENGINE_SRC = [str(ENGINE / f) for f in ("pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c",
-                                        "sampler.c", "gpt2.c")]
+                                        "sampler.c", "gpt2.c", "matmul.c")]
 CHECK = ROOT / "firmware" / "app" / "tests" / "gen_check.c"
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
