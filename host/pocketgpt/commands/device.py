@@ -20,7 +20,7 @@ from pathlib import Path
 from pocketgpt.errors import PocketError
 
 ENGINE_FILES = ["pg_common.c", "gguf.c", "kernels_ref.c", "kernels_x86.c", "tokenizer.c", "sampler.c", "gpt2.c", "matmul.c"]
-APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c", "audio.c", "chat.c"]
+APP_FILES = ["pg_json.c", "relay_proto.c", "router.c", "settings.c", "pg_ws.c", "console.c", "pg_app.c", "app_relay.c", "app_voice.c", "audio.c", "chat.c"]
 CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-sign-conversion", "-Wno-format-truncation"]
 
 
