@@ -45,7 +45,7 @@ XT_CFLAGS = ["-std=c11", "-O2", "-mlongcalls", "-ffp-contract=off", "-Wall", f"-
 # function -> part of the forward pass, for the per-token table
 CATEGORY = [
     ("matmul", r"^(matmul.*|pg_matmul|store_tile.*|quant_row|pg_quantize_act.*|pg_quantize_q8_0|pg_dot_q8.*|dot_q[0-9].*|"
-               r"dot_iq.*|dot_blocks_ref|dq_.*|pg_dequant.*|f16|pg_k_rows16_prepare|pg_run_rows|pg_run_tasks|rows_task|scale_min_k4|q3_k_scales)$"),
+               r"dot_iq.*|dot_blocks_ref|dq_.*|pg_dequant.*|f16|pg_k_rows16_prepare|pg_run_rows|pg_run_tasks|pg_rows_task|scale_min_k4|q3_k_scales)$"),
     ("attention", r"^(attn_task|kv_store|kv_row|axpy_.*|exp_sum_ref|dot_f32_ref|dot_f16_ref)$"),
     ("norm", r"^(layernorm|norm_row|sqrtf)$"),
     ("gelu", r"^(gelu_row|gelu_ref|tanhf|expm1f)$"),

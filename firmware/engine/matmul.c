@@ -4,35 +4,6 @@
 // kernels' (kernels.h); nothing here changes a result's bits, whatever the thread count.
 #include "matmul.h"
 
-void pg_run_tasks(const pg_parallel *par, pg_task_fn fn, void *arg, int n_tasks) {
-    if (par->run && n_tasks > 1) {
-        par->run(par->pool, fn, arg, n_tasks);
-    } else {
-        for (int i = 0; i < n_tasks; i++) fn(arg, i, n_tasks);
-    }
-}
-
-typedef struct {
-    pg_row_fn fn;
-    const void *ctx;
-    int32_t B;
-} pg_rows_job;
-
-// contiguous rows per task: interleaved rows had two cores writing neighbouring scales and sums
-// (a few floats per row) into the same cache lines
-static void rows_task(void *arg, int task, int n_tasks) {
-    const pg_rows_job *j = (const pg_rows_job *)arg;
-    int32_t per = (j->B + n_tasks - 1) / n_tasks, b1 = (task + 1) * per < j->B ? (task + 1) * per : j->B;
-    for (int32_t b = task * per; b < b1; b++) j->fn(j->ctx, b);
-}
-
-void pg_run_rows(const pg_parallel *par, int32_t B, pg_row_fn fn, const void *ctx) {
-    int n = par->n_threads > 1 ? par->n_threads : 1;
-    if (n > B) n = B;
-    pg_rows_job j = {fn, ctx, B};
-    pg_run_tasks(par, rows_task, &j, n);
-}
-
 typedef struct {
     const pg_kernels *k;
     const pg_matrix *w;
