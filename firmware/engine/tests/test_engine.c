@@ -350,6 +350,28 @@ static void test_rewind_and_dist(const pg_model *m) {
     free(mb);
 }
 
+// every selected set, whatever it fills itself, has each reference slot the forward pass calls
+// without checking (a dot for every runnable type, an axpy for the KV cache types, the quantizers,
+// GELU, the softmax's exponentials), and a set's own kernels stay its own
+static void test_kernels_filled(void) {
+    pg_kernels ref;
+    pg_kernels_select(&ref, PG_KERNELS_REF);
+    for (int mode = 0; mode < 5; mode++) {
+        pg_kernels k;
+        pg_kernels_select(&k, mode);
+        CHECK(k.name && k.quantize && k.quantize_k && k.gelu && k.exp_sum);
+        for (uint32_t t = 0; t < PG_TYPE_COUNT; t++) {
+            CHECK(!pg_type_supported(t) || k.type[t].dot);
+            if (t == PG_TYPE_F32 || t == PG_TYPE_F16 || t == PG_TYPE_Q8_0) CHECK(k.type[t].axpy != NULL);
+        }
+        if (mode == PG_KERNELS_REF_Q8) {  // the integer definitions on top of the float reference
+            CHECK(k.type[PG_TYPE_Q4_K].dot_q8k && k.type[PG_TYPE_Q4_K].dot == ref.type[PG_TYPE_Q4_K].dot);
+            CHECK(k.quantize == pg_quantize_act && k.gelu == ref.gelu);
+        }
+    }
+    CHECK(!ref.type[PG_TYPE_Q8_0].dot_q8 && !ref.attn_scores_q8_0_64);  // optional paths stay off
+}
+
 // the fast set's activation quantizer equals pg_quantize_act bit for bit (ties, zeros, signs)
 static void test_quantize_act(void) {
     pg_kernels kern;
@@ -681,6 +703,7 @@ static void fuzz_tokenizer(const pg_model *m, int rounds) {
 
 int main(int argc, char **argv) {
     test_f16();
+    test_kernels_filled();
     test_quantize_act();
     test_k_format();
     test_arena();
