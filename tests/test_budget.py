@@ -36,7 +36,8 @@ int main(int argc, char **argv) {
     if (pg_state_mem_size(&m, atoi(argv[2]), atoi(argv[3]), &state, &st)) { puts(st.msg); return 6; }
     size_t f16 = 0;
     if (pg_state_mem_size_kv(&m, atoi(argv[2]), atoi(argv[3]), PG_TYPE_F16, &f16, &st)) { puts(st.msg); return 7; }
-    printf("%zu %zu %zu %zu %zu %zu\n", need, state, sizeof(pg_model), sizeof(pg_state), sizeof(pg_layer), f16);
+    printf("%zu %zu %zu %zu %zu %zu %zu\n", need, state, sizeof(pg_model), sizeof(pg_state), sizeof(pg_layer), f16,
+           sizeof(pg_kernels));
     return 0;
 }
 """
@@ -82,16 +83,16 @@ def test_memory_arithmetic_equals_the_engines_own_size_queries(tiny, tmp_path, m
         pytest.skip("no 32-bit gcc here (apt-get install gcc-multilib)")
     for n_ctx, n_batch in ((64, 1), (17, 8)):
         got = _probe(exe, tiny, n_ctx, n_batch)
-        model_need, state_need, s_model, s_state, s_layer, f16_need = got
+        model_need, state_need, s_model, s_state, s_layer, f16_need, s_kernels = got
         token_bytes = sum(budget._token_raw_len(t) for t in mf.vocab.tokens)
         assert budget.model_arena_bytes(c.n_layer, c.n_vocab, len(mf.vocab.merges), token_bytes,
-                                        sizeof_layer=s_layer) == model_need
+                                        sizeof_layer=s_layer, sizeof_kernels=s_kernels) == model_need
         assert budget.state_arena_bytes(c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_vocab, n_ctx, n_batch) == state_need
         assert budget.state_arena_bytes(c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_vocab, n_ctx, n_batch,
                                         "f16") == f16_need
         if m32:  # the chip's struct sizes the budget uses
-            assert (s_model, s_state, s_layer) == (budget.SIZEOF_PG_MODEL, budget.SIZEOF_PG_STATE,
-                                                   budget.SIZEOF_PG_LAYER)
+            assert (s_model, s_state, s_layer, s_kernels) == (budget.SIZEOF_PG_MODEL, budget.SIZEOF_PG_STATE,
+                                                              budget.SIZEOF_PG_LAYER, budget.SIZEOF_PG_KERNELS)
 
 
 def test_report_says_it_is_a_model_and_lists_its_assumptions(tiny):

@@ -1,7 +1,7 @@
 """Voice on the device: the simulator's microphone (a WAV) streamed as Opus, the reply played to a WAV.
 
 The simulator runs the firmware's own voice code (firmware/app/audio.c and the turn loop in
-pg_app.c) with the POSIX port (WAV microphone, WAV speaker, the host's libopus). The other end
+app_voice.c) with the POSIX port (WAV microphone, WAV speaker, the host's libopus). The other end
 is a small XiaoZhi-protocol server in this file that records what the device sends, decodes it
 with opuslib, and answers with Opus it encodes itself: so these tests check the device's side of
 the wire format (16 kHz mono 60 ms packets up, 24 kHz down, listen start/stop, abort) without the

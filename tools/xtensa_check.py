@@ -47,11 +47,11 @@ XT_CFLAGS = ["-std=c11", "-O2", "-mlongcalls", "-ffp-contract=off", *WARN, f"-I{
 
 # function -> part of the forward pass, for the per-token table
 CATEGORY = [
-    ("matmul", r"^(matmul.*|store_tile.*|quant_row|pg_quantize_act.*|pg_quantize_q8_0|pg_dot_q8.*|dot_q[0-9].*|"
-               r"dot_iq.*|dot_blocks_ref|dq_.*|pg_dequant.*|f16|pg_k_rows16_prepare|run_rows|rows_task|scale_min_k4|q3_k_scales)$"),
-    ("attention", r"^(attn_task|kv_store|kv_row|axpy_.*|pg_axpy_ref|dot_f32_ref|dot_f16_ref)$"),
+    ("matmul", r"^(matmul.*|pg_matmul|store_tile.*|quant_row|pg_quantize_act.*|pg_quantize_q8_0|pg_dot_q8.*|dot_q[0-9].*|"
+               r"dot_iq.*|dot_blocks_ref|dq_.*|pg_dequant.*|f16|pg_k_rows16_prepare|pg_run_rows|pg_run_tasks|pg_rows_task|scale_min_k4|q3_k_scales)$"),
+    ("attention", r"^(attn_task|kv_store|kv_row|axpy_.*|exp_sum_ref|dot_f32_ref|dot_f16_ref)$"),
     ("norm", r"^(layernorm|norm_row|sqrtf)$"),
-    ("gelu", r"^(gelu_row|gelu|tanhf|expm1f)$"),
+    ("gelu", r"^(gelu_row|gelu_ref|tanhf|expm1f)$"),
     ("sampler", r"^(pg_sample|argmax.*|heap_down|sort_desc|any8.*|pg_rng.*)$"),
     ("tokenizer", r"^(pg_tokenizer.*|merge_slot.*|lookup_token|classify|utf8_next|spelling_to_bytes|heap_push|pg_textout.*)$"),
     ("runtime (rt.c)", r"^(memcpy|memset|memmove|memcmp|memchr|strlen|__divsf3|pack_round|__truncdfsf2|__u?divdi3|__u?moddi3|udivmod64|fabsf)$"),

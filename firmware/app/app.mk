@@ -6,4 +6,4 @@
 # Format, kept simple so that CMake and Python read it too: `NAME := file.c file.c ...`, one line
 # per list (no `\` continuation), file names relative to this folder.
 
-APP_SRCS := pg_json.c relay_proto.c router.c settings.c pg_ws.c console.c pg_app.c audio.c chat.c
+APP_SRCS := pg_json.c relay_proto.c router.c settings.c pg_ws.c console.c pg_app.c app_relay.c app_voice.c audio.c chat.c

@@ -9,7 +9,7 @@
 // This file holds what can be tested without a microphone: the push-to-talk state machine, the
 // listen/abort messages, the playback queue of received packets, and the port interface the
 // microphone, speaker, button and Opus codec come through (I2S + esp_audio_codec on the chip,
-// WAV files + libopus in the simulator). The turn loop that moves the bytes is in pg_app.c.
+// WAV files + libopus in the simulator). The turn loop that moves the bytes is in app_voice.c.
 #ifndef PG_AUDIO_H
 #define PG_AUDIO_H
 

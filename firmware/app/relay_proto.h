@@ -1,7 +1,7 @@
 // pocketgpt app: the relay's websocket messages (docs/protocol.md), sans I/O.
 //
 // Builders write the exact compact JSON of docs/protocol_vectors.json; the parser reads any JSON
-// spelling of the relay's frames. No sockets here: the app's relay client (pg_app.c) moves the bytes.
+// spelling of the relay's frames. No sockets here: the relay client (app_relay.c, app_voice.c) moves the bytes.
 #ifndef PG_RELAY_PROTO_H
 #define PG_RELAY_PROTO_H
 

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "matmul.h"
+
 // ---- model init ----------------------------------------------------------------------------
 
 typedef struct {
@@ -131,7 +133,10 @@ static pg_code model_build(pg_model *m, const void *blob, size_t size, pg_arena 
 #undef PG_NAME
     }
     if ((rc = pg_tokenizer_init(&m->tok, &m->gguf, V, a, st))) return rc;
-    m->kern = pg_kernels_select(kernels);
+    // the kernel set lives in the caller's model memory, its reference slots filled
+    pg_kernels *kern = pg_arena_take(a, sizeof(pg_kernels), 8);
+    if (kern && !pg_arena_overflow(a)) pg_kernels_select(kern, kernels);
+    m->kern = kern;
     m->mem_needed = a->used;
     return PG_OK;
 }
@@ -278,296 +283,8 @@ typedef struct {
     float *ff;            // (B, F)
     float *scores;        // (score_rows(B, n_head), scores_stride): one row per attention task
     size_t scores_stride;
-    int row_exact;        // every row computed as if alone (batched decode: same bits as pg_state_eval)
-    float *rowbuf;        // (PG_MAX_TASKS, max(E, F))
-    int8_t *xq;           // (B, max(E, F))
-    float *xd;            // (B, max(E, F) / 32)
-    const pg_parallel *par;
+    pg_matmul_work mm;    // the matrix products' buffers and threads (matmul.h)
 } pg_work;
-
-// ---- parallel pieces -----------------------------------------------------------------------
-
-static void run_tasks(const pg_parallel *par, pg_task_fn fn, void *arg, int n_tasks) {
-    if (par->run && n_tasks > 1) {
-        par->run(par->pool, fn, arg, n_tasks);
-    } else {
-        for (int i = 0; i < n_tasks; i++) fn(arg, i, n_tasks);
-    }
-}
-
-// A per-row operation (layer norm, activation quantization, GELU, KV store) over B independent
-// rows, spread over the threads: in a prefill chunk or a batch these were serial work between
-// the parallel matrix products (~7 % of a one-thread prefill). Each row is computed by the same
-// function whichever thread runs it, so the results do not depend on the thread count.
-typedef void (*pg_row_fn)(const void *ctx, int32_t b);
-typedef struct {
-    pg_row_fn fn;
-    const void *ctx;
-    int32_t B;
-} pg_rows_job;
-
-// contiguous rows per task: interleaved rows had two cores writing neighbouring scales and sums
-// (a few floats per row) into the same cache lines
-static void rows_task(void *arg, int task, int n_tasks) {
-    const pg_rows_job *j = (const pg_rows_job *)arg;
-    int32_t per = (j->B + n_tasks - 1) / n_tasks, b1 = (task + 1) * per < j->B ? (task + 1) * per : j->B;
-    for (int32_t b = task * per; b < b1; b++) j->fn(j->ctx, b);
-}
-
-static void run_rows(const pg_parallel *par, int32_t B, pg_row_fn fn, const void *ctx) {
-    int n = par->n_threads > 1 ? par->n_threads : 1;
-    if (n > B) n = B;
-    pg_rows_job j = {fn, ctx, B};
-    run_tasks(par, rows_task, &j, n);
-}
-
-typedef struct {
-    const pg_kernels *k;
-    const pg_matrix *w;
-    const float *bias;  // (rows,) or NULL
-    const float *x;     // (B, cols)
-    const int8_t *xq;   // (B, cols) quantized x, or NULL
-    const float *xd;    // (B, cols / 32) its scales
-    const float *xs;    // (B, cols / 16) sums of the int8 codes per 16 values
-    float *rowbuf;      // (n_tasks, cols) per-task dequantized row
-    float *out;         // (B, out_stride) -> out[b][r]
-    int32_t B;
-    size_t out_stride;
-    int row_exact;      // no shared dequantized row: each b gets the single-row kernel's bits
-    const int16_t *xk;  // (B, cols / 16) K-format code sums when x is in the K format (xd: (B, cols / 256)), else NULL
-} pg_matmul_job;
-
-#if defined(__GNUC__)
-#define PG_NOINLINE __attribute__((noinline))
-#else
-#define PG_NOINLINE
-#endif
-
-// Activation rows per tile of the K-format path below: its result tile takes 8 x PG_K_TILE floats
-// of stack, 2 KiB on the host; the chip's worker tasks have 4 KiB stacks (its own kernels never
-// come here, but "ref-q8", the check the port's README suggests, does), so 512 bytes there.
-#if defined(PG_TARGET_ESP32S3)
-#define PG_K_TILE 16
-#else
-#define PG_K_TILE 64
-#endif
-
-// a tile of results o (nr weight rows from r, each a row of activation rows b0..b0 + nb - 1 at
-// o + q * stride) plus the bias, stored so each activation row's nr results go out together (one
-// float per activation row and weight row went to places 9-200 KiB apart)
-static void store_tile(const pg_matmul_job *j, int32_t r, int32_t nr, int32_t b0, int32_t nb, const float *o,
-                       size_t stride) {
-    float bias[8] = {0};
-    if (j->bias)
-        for (int32_t q = 0; q < nr; q++) bias[q] = j->bias[r + q];
-    for (int32_t b = 0; b < nb; b++) {
-        float *dst = j->out + (size_t)(b0 + b) * j->out_stride + (size_t)r;
-        for (int32_t q = 0; q < nr; q++) dst[q] = o[(size_t)q * stride + (size_t)b] + bias[q];
-    }
-}
-
-// rows r0..r1 of W against the first b16 activation rows, sixteen at a time through the 16-row
-// kernel (the same bits as one by one), their per-block scales and code sums transposed once per
-// task for up to 64 rows at a time (rows of up to 16 blocks, 4,096 columns). Its own function,
-// never inlined: its ~10 KiB of stack scratch exists only on kernel sets with a 16-row kernel
-// (x86), never in the frames the chip's 4 KiB worker stacks run
-static PG_NOINLINE void matmul_rows_k16(const pg_matmul_job *j, int32_t r0, int32_t r1, int32_t b16) {
-    const pg_kernels *k = j->k;
-    uint32_t t = j->w->type;
-    int32_t cols = j->w->cols;
-    size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
-    const uint8_t *base = (const uint8_t *)j->w->data;
-    for (int32_t c0 = 0; c0 < b16; c0 += 64) {
-        int32_t c1 = b16 - c0 < 64 ? b16 : c0 + 64;
-        float xdt[4][16 * 16];
-        int32_t xat[4][16 * 16];
-        for (int32_t b = c0; b < c1; b += 16)
-            pg_k_rows16_prepare(j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums, cols, xdt[(b - c0) / 16],
-                                xat[(b - c0) / 16]);
-        // tiles of 8 weight rows x these up to 64 activation rows
-        for (int32_t r = r0; r < r1; r += 8) {
-            int32_t nr = r1 - r < 8 ? r1 - r : 8;
-            float o[8][64];
-            for (int32_t q = 0; q < nr; q++)
-                for (int32_t b = c0; b < c1; b += 16)
-                    k->dot_q8kx16[t](base + (size_t)(r + q) * j->w->row_bytes, j->xq + (size_t)b * (size_t)cols,
-                                     xdt[(b - c0) / 16], xat[(b - c0) / 16], cols, o[q] + (b - c0));
-            store_tile(j, r, nr, c0, c1 - c0, &o[0][0], 64);
-        }
-    }
-}
-
-// the K-format integer path of matmul_task: rows r0..r1 of W against all B activation rows
-// (never inlined, so its result tile stays out of matmul_task's frame)
-static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_t r1) {
-    const pg_kernels *k = j->k;
-    uint32_t t = j->w->type;
-    int32_t cols = j->w->cols;
-    size_t blocks = (size_t)cols / 256, sums = (size_t)cols / 16;
-    const uint8_t *base = (const uint8_t *)j->w->data;
-    int32_t b16 = k->dot_q8kx16[t] && blocks <= 16 ? j->B / 16 * 16 : 0;
-    if (b16) matmul_rows_k16(j, r0, r1, b16);
-    if (j->B - b16 < 4) {  // one to three rows (decode): straight, which measured faster there
-        for (int32_t r = r0; r < r1; r++) {
-            const void *row = base + (size_t)r * j->w->row_bytes;
-            float bias = j->bias ? j->bias[r] : 0.0f;
-            for (int32_t b = b16; b < j->B; b++)
-                j->out[(size_t)b * j->out_stride + (size_t)r] =
-                    k->dot_q8k[t](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * blocks,
-                                  j->xk + (size_t)b * sums, cols) + bias;
-        }
-        return;
-    }
-    // the rest (rows past the multiples of 16, or types without a 16-row kernel) in tiles of 8
-    // weight rows x up to PG_K_TILE activation rows
-    for (int32_t c0 = b16; c0 < j->B; c0 += PG_K_TILE) {
-        int32_t nb = j->B - c0 < PG_K_TILE ? j->B - c0 : PG_K_TILE;
-        const int8_t *xq = j->xq + (size_t)c0 * (size_t)cols;
-        const float *xd = j->xd + (size_t)c0 * blocks;
-        const int16_t *xk = j->xk + (size_t)c0 * sums;
-        for (int32_t r = r0; r < r1; r += 8) {
-            int32_t nr = r1 - r < 8 ? r1 - r : 8;
-            float o[8][PG_K_TILE];
-            for (int32_t q = 0; q < nr; q++) {
-                const void *row = base + (size_t)(r + q) * j->w->row_bytes;
-                int32_t b = 0;
-                if (k->dot_q8kx8[t])  // eight activation rows per weight unpacking (same bits as one by one)
-                    for (; b + 8 <= nb; b += 8)
-                        k->dot_q8kx8[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
-                                        cols, o[q] + b);
-                if (k->dot_q8kx4[t])
-                    for (; b + 4 <= nb; b += 4)
-                        k->dot_q8kx4[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
-                                        cols, o[q] + b);
-                for (; b < nb; b++)
-                    o[q][b] = k->dot_q8k[t](row, xq + (size_t)b * (size_t)cols, xd + (size_t)b * blocks, xk + (size_t)b * sums,
-                                            cols);
-            }
-            store_tile(j, r, nr, c0, nb, &o[0][0], PG_K_TILE);
-        }
-    }
-}
-
-// W (rows, cols) @ x[b] (cols,) + bias -> out[b] (rows,), rows split across tasks
-static void matmul_task(void *arg, int task, int n_tasks) {
-    const pg_matmul_job *j = (const pg_matmul_job *)arg;
-    int32_t rows = j->w->rows, cols = j->w->cols;
-    int32_t per = (rows + n_tasks - 1) / n_tasks;
-    int32_t r0 = task * per, r1 = r0 + per < rows ? r0 + per : rows;
-    if (j->xk) {
-        matmul_rows_k(j, r0, r1);
-        return;
-    }
-    pg_dot_fn dot = j->k->dot[j->w->type] ? j->k->dot[j->w->type] : pg_kernels_ref()->dot[j->w->type];
-    pg_dot_q8_fn dot_q8 = j->k->dot_q8[j->w->type];
-    pg_dot_q8x4_fn dot_q8x4 = j->k->dot_q8x4[j->w->type], dot_q8x8 = j->k->dot_q8x8[j->w->type];
-    const uint8_t *base = (const uint8_t *)j->w->data;
-    size_t groups = (size_t)cols / 32, sums = (size_t)cols / 16;
-    // a float batch (prefill) dequantizes each row once and reuses it for every token
-    int reuse = j->B > 2 && !j->xq && j->w->type != PG_TYPE_F32 && !j->row_exact;
-    float *buf = j->rowbuf + (size_t)task * (size_t)cols;
-    pg_dot_fn dot_f32 = j->k->dot[PG_TYPE_F32] ? j->k->dot[PG_TYPE_F32] : pg_kernels_ref()->dot[PG_TYPE_F32];
-    for (int32_t r = r0; r < r1; r++) {
-        const void *row = base + (size_t)r * j->w->row_bytes;
-        float bias = j->bias ? j->bias[r] : 0.0f;
-        if (j->xq) {  // integer path: the row stays in L1 while every activation row passes
-            int32_t b = 0;
-            if (dot_q8x8) {  // eight activation rows per weight unpacking (same bits as one by one)
-                for (; b + 8 <= j->B; b += 8) {
-                    float o[8];
-                    dot_q8x8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
-                             cols, o);
-                    for (int k = 0; k < 8; k++) j->out[(size_t)(b + k) * j->out_stride + (size_t)r] = o[k] + bias;
-                }
-            }
-            if (dot_q8x4) {  // four activation rows per weight unpacking (same bits as one by one)
-                for (; b + 4 <= j->B; b += 4) {
-                    float o[4];
-                    dot_q8x4(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
-                             cols, o);
-                    for (int k = 0; k < 4; k++) j->out[(size_t)(b + k) * j->out_stride + (size_t)r] = o[k] + bias;
-                }
-            }
-            for (; b < j->B; b++)
-                j->out[(size_t)b * j->out_stride + (size_t)r] =
-                    dot_q8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
-                           cols) + bias;
-        } else if (reuse) {
-            pg_dequant_row(j->w->type, row, buf, cols);
-            for (int32_t b = 0; b < j->B; b++)
-                j->out[(size_t)b * j->out_stride + (size_t)r] = dot_f32(buf, j->x + (size_t)b * (size_t)cols, cols) + bias;
-        } else {
-            for (int32_t b = 0; b < j->B; b++)
-                j->out[(size_t)b * j->out_stride + (size_t)r] = dot(row, j->x + (size_t)b * (size_t)cols, cols) + bias;
-        }
-    }
-}
-
-// activation rows x (B, cols) -> xq (B, cols) and per 32 values xd (B, cols / 32) and float sums
-// xs (B, cols / 16), or in the K format (xk set: xd (B, cols / 256), int16 sums xk (B, cols / 16))
-typedef struct {
-    const pg_kernels *k;
-    const float *x;
-    int8_t *xq;
-    float *xd, *xs;
-    int16_t *xk;
-    size_t cols;
-} pg_quant_rows;
-
-static void quant_row(const void *ctx, int32_t b) {
-    const pg_quant_rows *q = (const pg_quant_rows *)ctx;
-    size_t c = q->cols;
-    const float *x = q->x + (size_t)b * c;
-    int8_t *xq = q->xq + (size_t)b * c;
-    if (q->xk) {
-        pg_quantize_k_fn f = q->k->quantize_k ? q->k->quantize_k : pg_quantize_act_k;
-        f(x, xq, q->xd + (size_t)b * (c / 256), q->xk + (size_t)b * (c / 16), (int)c);
-    } else {
-        pg_quantize_fn f = q->k->quantize ? q->k->quantize : pg_quantize_act;
-        f(x, xq, q->xd + (size_t)b * (c / 32), q->xs + (size_t)b * (c / 16), (int)c);
-    }
-}
-
-// W (rows, cols) @ x (B, cols) + bias -> out (B, out_stride)
-static void matmul(const pg_model *m, const pg_work *ws, const pg_matrix *w, const float *bias, const float *x,
-                   float *out, int32_t B, size_t out_stride) {
-    // several tasks per thread on big matrices (about 256 rows each, at most PG_MAX_TASKS: the
-    // float path keeps a row buffer per task), handed out as threads come free, so a thread the OS
-    // descheduled (a shared machine) does not leave the others waiting on its half. 128-row tasks
-    // measured slower (the shared task counter moves between cores more often).
-    int threads = ws->par->n_threads > 1 ? ws->par->n_threads : 1;
-    size_t cols = (size_t)w->cols;
-    int integer = m->kern->dot_q8[w->type] && cols % 32 == 0;
-    int cap = PG_MAX_TASKS;
-    if (threads > cap) threads = cap;
-    int n = threads;
-    if (w->rows < 64 * n) n = 1;
-    else if (n > 1) {
-        int k = w->rows / (256 * threads);
-        if (k > cap / threads) k = cap / threads;
-        if (k > 1) n = threads * k;
-    }
-    int kfmt = m->kern->dot_q8k[w->type] && cols % 256 == 0;
-    if (!integer && !kfmt) {
-        pg_matmul_job j = {m->kern, w, bias, x, NULL, NULL, NULL, ws->rowbuf, out, B, out_stride, ws->row_exact, NULL};
-        run_tasks(ws->par, matmul_task, &j, n);
-        return;
-    }
-    // integer paths: quantize x once (per 32 values, or per 256 in the K format); the code sums
-    // (float per 32, int16 in the K format) live in rowbuf (unused by these paths), which holds
-    // PG_MAX_TASKS * cols floats, i.e. the sums of up to 16 * PG_MAX_TASKS rows at a time
-    float *xs = kfmt ? NULL : ws->rowbuf;
-    int16_t *xk = kfmt ? (int16_t *)ws->rowbuf : NULL;
-    int32_t chunk = 16 * PG_MAX_TASKS;
-    for (int32_t b0 = 0; b0 < B; b0 += chunk) {
-        int32_t nb = B - b0 < chunk ? B - b0 : chunk;
-        pg_quant_rows q = {m->kern, x + (size_t)b0 * cols, ws->xq, ws->xd, xs, xk, cols};
-        run_rows(ws->par, nb, quant_row, &q);
-        pg_matmul_job j = {m->kern, w, bias, NULL, ws->xq, ws->xd, xs, NULL, out + (size_t)b0 * out_stride, nb,
-                           out_stride, ws->row_exact, xk};
-        run_tasks(ws->par, matmul_task, &j, n);
-    }
-}
 
 typedef struct {
     const pg_model *m;
@@ -596,8 +313,8 @@ static void attn_task(void *arg, int task, int n_tasks) {
         int32_t b = p / H, h = p % H, pos = row_pos(j->rows, b);
         const pg_state *s = row_state(j->rows, b);
         uint32_t kt = s->kv_type;
-        pg_dot_fn dot = k->dot[kt] ? k->dot[kt] : pg_kernels_ref()->dot[kt];
-        pg_axpy_fn axpy = k->axpy[kt] ? k->axpy[kt] : pg_axpy_ref(kt);
+        pg_dot_fn dot = k->type[kt].dot;
+        pg_axpy_fn axpy = k->type[kt].axpy;
         // head-major cache: this head's positions are contiguous, rb bytes apart
         size_t rb = s->kv_row_bytes / (size_t)H;
         size_t at = kv_offset(s, (uint32_t)j->layer, h, H, 0);
@@ -612,15 +329,7 @@ static void attn_task(void *arg, int task, int n_tasks) {
             if (!fused) sc[t] = dot(kc + (size_t)t * rb, q, D) * scale;
             if (sc[t] > mx) mx = sc[t];
         }
-        float sum = 0.0f;
-        if (k->exp_sum) {
-            sum = k->exp_sum(sc, pos + 1, mx);
-        } else {
-            for (int32_t t = 0; t <= pos; t++) {
-                sc[t] = expf(sc[t] - mx);
-                sum += sc[t];
-            }
-        }
+        float sum = k->exp_sum(sc, pos + 1, mx);
         float inv = 1.0f / sum;
         float *o = w->att + (size_t)b * (size_t)E + (size_t)h * (size_t)D;
         if (fused) {
@@ -639,7 +348,7 @@ static void kv_store(const pg_kernels *k, uint32_t kv_type, const float *x, void
     if (kv_type == PG_TYPE_F16) {
         uint16_t *h = (uint16_t *)dst;
         for (int32_t i = 0; i < E; i++) h[i] = pg_f32_to_f16(x[i]);
-    } else if (kv_type == PG_TYPE_Q8_0 && k->quantize) {
+    } else if (kv_type == PG_TYPE_Q8_0) {
         uint8_t *b = (uint8_t *)dst;
         for (int32_t i = 0; i < E; i += 32, b += 34) {
             float d;
@@ -647,8 +356,6 @@ static void kv_store(const pg_kernels *k, uint32_t kv_type, const float *x, void
             uint16_t h = pg_f32_to_f16(d);
             memcpy(b, &h, 2);
         }
-    } else if (kv_type == PG_TYPE_Q8_0) {
-        pg_quantize_q8_0(x, dst, E);
     } else {
         memcpy(dst, x, (size_t)E * sizeof(float));
     }
@@ -668,18 +375,9 @@ static void layernorm(float *out, const float *x, const float *w, const float *b
     for (int32_t i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
-// GPT-2's tanh approximation of GELU, in place
-static void gelu(float *x, size_t n) {
-    const float k = 0.7978845608028654f;  // sqrt(2/pi)
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
-    }
-}
-
 // ---- forward -------------------------------------------------------------------------------
 
-// per-row pieces of a forward pass, for run_rows
+// per-row pieces of a forward pass, for pg_run_rows
 typedef struct {
     float *out;
     const float *x, *w, *b;
@@ -695,7 +393,7 @@ static void norm_row(const void *ctx, int32_t b) {
 static void norm_rows(const pg_work *w, float *out, const float *x, const float *wt, const float *bias, int32_t B,
                       int32_t n, float eps) {
     pg_norm_rows c = {out, x, wt, bias, n, eps};
-    run_rows(w->par, B, norm_row, &c);
+    pg_run_rows(w->mm.par, B, norm_row, &c);
 }
 
 typedef struct {
@@ -706,8 +404,7 @@ typedef struct {
 
 static void gelu_row(const void *ctx, int32_t b) {
     const pg_gelu_rows *c = (const pg_gelu_rows *)ctx;
-    if (c->k->gelu) c->k->gelu(c->x + (size_t)b * c->n, c->n);
-    else gelu(c->x + (size_t)b * c->n, c->n);
+    c->k->gelu(c->x + (size_t)b * c->n, c->n);
 }
 
 // row b's k and v (from qkv) -> its state's cache at its position, one head at a time
@@ -746,34 +443,35 @@ static void forward_rows(const pg_model *m, const pg_work *w, const pg_rows *row
     for (uint32_t li = 0; li < c->n_layer; li++) {
         const pg_layer *l = &m->layers[li];
         norm_rows(w, w->xn, w->x, l->ln1_w, l->ln1_b, B, E, c->eps);
-        matmul(m, w, &l->qkv, l->qkv_b, w->xn, w->qkv, B, 3 * (size_t)E);
+        pg_matmul(m->kern, &w->mm, &l->qkv, l->qkv_b, w->xn, w->qkv, B, 3 * (size_t)E);
         pg_kv_rows kv = {m, w, rows, li};
-        run_rows(w->par, B, kv_row, &kv);
+        pg_run_rows(w->mm.par, B, kv_row, &kv);
         pg_attn_job aj = {m, w, rows, (int32_t)li, B};
-        int n_att = w->par->n_threads > 1 ? w->par->n_threads : 1, rows_att = (int)score_rows((size_t)B, c->n_head);
+        int n_att = w->mm.par->n_threads > 1 ? w->mm.par->n_threads : 1;
+        int rows_att = (int)score_rows((size_t)B, c->n_head);
         if (n_att > rows_att) n_att = rows_att;
-        run_tasks(w->par, attn_task, &aj, n_att);
-        matmul(m, w, &l->proj, l->proj_b, w->att, w->xn, B, (size_t)E);
+        pg_run_tasks(w->mm.par, attn_task, &aj, n_att);
+        pg_matmul(m->kern, &w->mm, &l->proj, l->proj_b, w->att, w->xn, B, (size_t)E);
         for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
         norm_rows(w, w->xn, w->x, l->ln2_w, l->ln2_b, B, E, c->eps);
-        matmul(m, w, &l->up, l->up_b, w->xn, w->ff, B, (size_t)F);
+        pg_matmul(m->kern, &w->mm, &l->up, l->up_b, w->xn, w->ff, B, (size_t)F);
         pg_gelu_rows gr = {m->kern, w->ff, (size_t)F};
-        run_rows(w->par, B, gelu_row, &gr);
-        matmul(m, w, &l->down, l->down_b, w->ff, w->xn, B, (size_t)E);
+        pg_run_rows(w->mm.par, B, gelu_row, &gr);
+        pg_matmul(m->kern, &w->mm, &l->down, l->down_b, w->ff, w->xn, B, (size_t)E);
         for (size_t i = 0; i < (size_t)B * E; i++) w->x[i] += w->xn[i];
     }
     if (!logits) return;  // a prompt chunk that is not the last: only the KV cache matters
     if (all) {
         norm_rows(w, w->xn, w->x, m->lnf_w, m->lnf_b, B, E, c->eps);
-        matmul(m, w, &m->head, NULL, w->xn, logits, B, c->n_vocab);
+        pg_matmul(m->kern, &w->mm, &m->head, NULL, w->xn, logits, B, c->n_vocab);
     } else {
         layernorm(w->xn, w->x + (size_t)(B - 1) * E, m->lnf_w, m->lnf_b, E, c->eps);
-        matmul(m, w, &m->head, NULL, w->xn, logits, 1, c->n_vocab);
+        pg_matmul(m->kern, &w->mm, &m->head, NULL, w->xn, logits, 1, c->n_vocab);
     }
 }
 
 static pg_work state_work(pg_state *s) {
-    pg_work w = {s->x, s->xn, s->qkv, s->att, s->ff, s->scores, (size_t)s->n_ctx, 0, s->rowbuf, s->xq, s->xd, &s->par};
+    pg_work w = {s->x, s->xn, s->qkv, s->att, s->ff, s->scores, (size_t)s->n_ctx, {s->rowbuf, s->xq, s->xd, 0, &s->par}};
     return w;
 }
 
@@ -868,7 +566,7 @@ pg_code pg_batch_decode(pg_batch *b, pg_state *const *states, const int32_t *tok
         for (int32_t k = 0; k < i; k++)
             if (states[k] == s) return pg_fail(st, PG_ERR_ARG, "session %d appears twice in one batch", (int)i);
     }
-    pg_work w = {b->x, b->xn, b->qkv, b->att, b->ff, b->scores, (size_t)m->cfg.n_ctx, 1, b->rowbuf, b->xq, b->xd, &b->par};
+    pg_work w = {b->x, b->xn, b->qkv, b->att, b->ff, b->scores, (size_t)m->cfg.n_ctx, {b->rowbuf, b->xq, b->xd, 1, &b->par}};
     pg_rows rows = {NULL, 0, states};
     forward_rows(m, &w, &rows, tokens, n, b->logits, 1);
     for (int32_t i = 0; i < n; i++) {

@@ -57,32 +57,42 @@ typedef void (*pg_dot_q8k_x16_fn)(const void *row, const int8_t *xq, const float
 // 16 K-format activation rows (xd (16, n / 256), xs (16, n / 16)) -> xdt, xat as pg_dot_q8k_x16_fn takes
 void pg_k_rows16_prepare(const float *xd, const int16_t *xs, int n, float *xdt, int32_t *xat);
 
+// One weight type's kernels (as ggml's per-type traits). `dot` (and `axpy` for the KV cache types)
+// is the reference slot: pg_kernels_select fills it from the portable set when a fast set leaves it
+// empty, so every selected set has one for each supported type. The rest are optional paths the
+// engine takes only when present.
+typedef struct {
+    pg_dot_fn dot;                 // NULL in a set: the portable one (unsupported types stay NULL)
+    pg_axpy_fn axpy;               // y += a * row, for the KV cache types F32, F16, Q8_0 (attention)
+    pg_dot_q8_fn dot_q8;           // non-NULL: the engine quantizes activations for this type
+    pg_dot_q8x4_fn dot_q8x4;       // optional: dot_q8 for 4 activation rows at once
+    pg_dot_q8x4_fn dot_q8x8;       // optional: the same for 8 rows (out[0..7])
+    // optional K-format integer path: non-NULL dot_q8k makes the engine quantize activations per
+    // 256 values (quantize_k) for matrices of this type whose rows 256 divides; it takes
+    // precedence over dot_q8
+    pg_dot_q8k_fn dot_q8k;
+    pg_dot_q8k_rows_fn dot_q8kx4;  // optional: 4 activation rows at once
+    pg_dot_q8k_rows_fn dot_q8kx8;  // optional: 8 activation rows at once
+    pg_dot_q8k_x16_fn dot_q8kx16;  // optional: 16 activation rows at once (see the type)
+} pg_type_kernels;
+
+// A kernel set: filled by name (designated initializers), one pg_type_kernels per weight type.
+// The reference slots (each type's dot and axpy, quantize, quantize_k, gelu, exp_sum) may be left
+// empty in a set's table; pg_kernels_select fills them from the portable set, as esp-nn falls back
+// to its _ansi functions, so the engine never checks them.
 typedef struct {
     const char *name;
-    pg_dot_fn dot[PG_TYPE_COUNT];        // NULL: type not supported
-    pg_dot_q8_fn dot_q8[PG_TYPE_COUNT];  // non-NULL: the engine quantizes activations for this type
-    pg_quantize_fn quantize;             // NULL: pg_quantize_act
-    pg_axpy_fn axpy[PG_TYPE_COUNT];      // NULL: the reference (attention over the value cache)
-    pg_dot_q8x4_fn dot_q8x4[PG_TYPE_COUNT];  // optional: dot_q8 for 4 activation rows at once
-    void (*gelu)(float *x, size_t n);    // GPT-2's tanh GELU in place; NULL: the portable one (tanhf)
-    float (*exp_sum)(float *x, int n, float mx);  // x[i] = e^(x[i] - mx) in place, returns the sum; NULL: expf
-    pg_dot_q8x4_fn dot_q8x8[PG_TYPE_COUNT];  // optional: the same for 8 rows (out[0..7])
+    pg_type_kernels type[PG_TYPE_COUNT];
+    pg_quantize_fn quantize;             // pg_quantize_act's contract (per 32 values)
+    pg_quantize_k_fn quantize_k;         // pg_quantize_act_k's contract (per 256 values)
+    void (*gelu)(float *x, size_t n);    // GPT-2's tanh GELU in place
+    float (*exp_sum)(float *x, int n, float mx);  // x[i] = e^(x[i] - mx) in place, returns the sum
     // optional attention over a Q8_0 KV cache for 64-wide heads, the per-position loops fused:
     // scores[t] = q . k_t * scale for t < n (rows `stride` bytes apart), and o (64,) = sum_t w[t] v_t
     void (*attn_scores_q8_0_64)(const float *q, const uint8_t *k, size_t stride, int n, float scale, float *scores);
     void (*attn_values_q8_0_64)(float *o, const float *w, const uint8_t *v, size_t stride, int n);
-    // optional K-format integer path: non-NULL dot_q8k[type] makes the engine quantize activations
-    // per 256 values (quantize_k, NULL: pg_quantize_act_k) for matrices of that type whose rows
-    // 256 divides; it takes precedence over dot_q8
-    pg_dot_q8k_fn dot_q8k[PG_TYPE_COUNT];
-    pg_dot_q8k_rows_fn dot_q8kx4[PG_TYPE_COUNT];  // optional: 4 activation rows at once
-    pg_dot_q8k_rows_fn dot_q8kx8[PG_TYPE_COUNT];  // optional: 8 activation rows at once
-    pg_quantize_k_fn quantize_k;
-    pg_dot_q8k_x16_fn dot_q8kx16[PG_TYPE_COUNT];  // optional: 16 activation rows at once (see the type)
 } pg_kernels;
 
-// the portable y += a * row for the KV cache types (F32, F16, Q8_0); NULL for others
-pg_axpy_fn pg_axpy_ref(uint32_t type);
 // x (n,) -> Q8_0 blocks (n / 32 of them) as ggml's reference quantizer: d = max|x| / 127 stored
 // as a half, q = round(x / d)
 void pg_quantize_q8_0(const float *x, void *out, int n);
@@ -109,19 +119,19 @@ void pg_dequant_row(uint32_t type, const void *row, float *out, int n);
 // 1 when the type has a dequantizer/dot in this build.
 int pg_type_supported(uint32_t type);
 
-const pg_kernels *pg_kernels_ref(void);
 // the portable integer-activation dot of a type (NULL when the type has none)
 pg_dot_q8_fn pg_dot_q8_ref(uint32_t type);
-// mode PG_KERNELS_BEST: the fastest set this CPU runs; PG_KERNELS_REF: portable float reference;
+// mode -> *out, the kernel set with its empty reference slots filled from the portable set.
+// PG_KERNELS_BEST: the fastest set this CPU runs; PG_KERNELS_REF: portable float reference;
 // PG_KERNELS_REF_Q8: portable reference of the integer-activation paths (per-32 scales, what the
 // chip uses; the K format for Q3_K/Q4_K, what the x86 sets use);
 // PG_KERNELS_NO_AVX512: the best set without AVX-512 (to test the AVX2 kernels on any machine);
 // PG_KERNELS_FLOAT: the best set with float activations only (no dot_q8), the pre-integer path.
-const pg_kernels *pg_kernels_select(int mode);
+void pg_kernels_select(pg_kernels *out, int mode);
 
 #if defined(__x86_64__) || defined(__i386__)
 // AVX-512 when allowed and present, else AVX2; with allow_int the integer-activation kernels
-// (dot_q8); NULL when the CPU lacks AVX2/FMA/F16C
+// (dot_q8); NULL when the CPU lacks AVX2/FMA/F16C. The raw table: pg_kernels_select fills it.
 const pg_kernels *pg_kernels_x86(int allow_avx512, int allow_int);
 #endif
 #if defined(PG_TARGET_ESP32S3) && !defined(PG_FORCE_REF)

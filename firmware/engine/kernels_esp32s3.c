@@ -64,9 +64,12 @@ static float dot_q8_0_q8_esp32s3(const void *row, const int8_t *xq, const float 
     return s;
 }
 
-// dot[] and every other member left empty: the engine falls back to the _ref kernel for each type
-// (designated, so a member added to pg_kernels is zero here without an edit)
-static const pg_kernels s_esp32s3 = {.name = "esp32s3-pie", .dot_q8 = {[PG_TYPE_Q8_0] = dot_q8_0_q8_esp32s3}};
+// every other slot left empty: pg_kernels_select fills the reference ones (each type's dot, the
+// activation quantizer, ...) from the _ref set; the optional ones stay off
+static const pg_kernels s_esp32s3 = {
+    .name = "esp32s3-pie",
+    .type = {[PG_TYPE_Q8_0] = {.dot_q8 = dot_q8_0_q8_esp32s3}},
+};
 
 const pg_kernels *pg_kernels_esp32s3(void) { return &s_esp32s3; }
 

@@ -2,6 +2,7 @@
 // written here from its documented structure: every type dequantizes block by block.
 #include "kernels.h"
 
+#include <math.h>
 #include <string.h>
 
 static float f16(const uint8_t *p) {
@@ -265,16 +266,6 @@ PG_DOT_BLOCKS(q4_k, PG_TYPE_Q4_K)
 PG_DOT_BLOCKS(q5_k, PG_TYPE_Q5_K)
 PG_DOT_BLOCKS(q6_k, PG_TYPE_Q6_K)
 
-#define PG_REF_DOTS                                                                                     \
-    {                                                                                                   \
-        [PG_TYPE_F32] = dot_f32_ref,     [PG_TYPE_F16] = dot_f16_ref,   [PG_TYPE_Q4_0] = dot_q4_0_ref, \
-        [PG_TYPE_Q4_1] = dot_q4_1_ref,   [PG_TYPE_Q5_0] = dot_q5_0_ref, [PG_TYPE_Q5_1] = dot_q5_1_ref, \
-        [PG_TYPE_Q8_0] = dot_q8_0_ref,   [PG_TYPE_Q2_K] = dot_q2_k_ref, [PG_TYPE_Q3_K] = dot_q3_k_ref, \
-        [PG_TYPE_Q4_K] = dot_q4_k_ref,   [PG_TYPE_Q5_K] = dot_q5_k_ref, [PG_TYPE_Q6_K] = dot_q6_k_ref, \
-        [PG_TYPE_IQ4_NL] = dot_iq4_nl_ref,                                                              \
-    }
-
-static const pg_kernels s_ref = {"ref", PG_REF_DOTS, {0}, NULL, {0}, {0}, NULL, NULL, {0}, NULL, NULL, {0}, {0}, {0}, NULL, {0}};
 
 void pg_quantize_act(const float *x, int8_t *xq, float *xd, float *xs, int n) {
     for (int i = 0; i < n; i += 32) {
@@ -495,23 +486,6 @@ static float dot_q6_k_q8k_ref(const void *row, const int8_t *xq, const float *xd
     return s;
 }
 
-static const pg_kernels s_ref_q8 = {"ref-q8", PG_REF_DOTS,
-                                    {[PG_TYPE_Q8_0] = dot_q8_0_q8_ref, [PG_TYPE_Q3_K] = dot_q3_k_q8_ref,
-                                     [PG_TYPE_Q4_K] = dot_q4_k_q8_ref},
-                                    NULL,
-                                    {0},
-                                    {0},
-                                    NULL,
-                                    NULL,
-                                    {0},
-                                    NULL,
-                                    NULL,
-                                    {[PG_TYPE_Q3_K] = dot_q3_k_q8k_ref, [PG_TYPE_Q4_K] = dot_q4_k_q8k_ref,
-                                     [PG_TYPE_Q6_K] = dot_q6_k_q8k_ref},
-                                    {0},
-                                    {0},
-                                    NULL,
-                                    {0}};
 
 static void axpy_f32_ref(float *y, float a, const void *row, int n) {
     const float *x = (const float *)row;
@@ -532,14 +506,6 @@ static void axpy_q8_0_ref(float *y, float a, const void *row, int n) {
     }
 }
 
-pg_axpy_fn pg_axpy_ref(uint32_t type) {
-    switch (type) {
-    case PG_TYPE_F32: return axpy_f32_ref;
-    case PG_TYPE_F16: return axpy_f16_ref;
-    case PG_TYPE_Q8_0: return axpy_q8_0_ref;
-    default: return NULL;
-    }
-}
 
 void pg_quantize_q8_0(const float *x, void *out, int n) {
     uint8_t *b = (uint8_t *)out;
@@ -559,13 +525,71 @@ void pg_quantize_q8_0(const float *x, void *out, int n) {
     }
 }
 
+// GPT-2's tanh approximation of GELU, in place
+static void gelu_ref(float *x, size_t n) {
+    const float k = 0.7978845608028654f;  // sqrt(2/pi)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+// x[i] = e^(x[i] - mx) in place -> the sum, added in order
+static float exp_sum_ref(float *x, int n, float mx) {
+    float sum = 0.0f;
+    for (int t = 0; t < n; t++) {
+        x[t] = expf(x[t] - mx);
+        sum += x[t];
+    }
+    return sum;
+}
+
+// The portable set: the definition of every kernel, and what pg_kernels_select fills other sets'
+// empty reference slots from.
+static const pg_kernels s_ref = {
+    .name = "ref",
+    .type =
+        {
+            [PG_TYPE_F32] = {.dot = dot_f32_ref, .axpy = axpy_f32_ref},
+            [PG_TYPE_F16] = {.dot = dot_f16_ref, .axpy = axpy_f16_ref},
+            [PG_TYPE_Q4_0] = {.dot = dot_q4_0_ref},
+            [PG_TYPE_Q4_1] = {.dot = dot_q4_1_ref},
+            [PG_TYPE_Q5_0] = {.dot = dot_q5_0_ref},
+            [PG_TYPE_Q5_1] = {.dot = dot_q5_1_ref},
+            [PG_TYPE_Q8_0] = {.dot = dot_q8_0_ref, .axpy = axpy_q8_0_ref},
+            [PG_TYPE_Q2_K] = {.dot = dot_q2_k_ref},
+            [PG_TYPE_Q3_K] = {.dot = dot_q3_k_ref},
+            [PG_TYPE_Q4_K] = {.dot = dot_q4_k_ref},
+            [PG_TYPE_Q5_K] = {.dot = dot_q5_k_ref},
+            [PG_TYPE_Q6_K] = {.dot = dot_q6_k_ref},
+            [PG_TYPE_IQ4_NL] = {.dot = dot_iq4_nl_ref},
+        },
+    .quantize = pg_quantize_act,
+    .quantize_k = pg_quantize_act_k,
+    .gelu = gelu_ref,
+    .exp_sum = exp_sum_ref,
+};
+
+// The portable integer-activation paths (what the chip runs, on the host): the float set plus the
+// _q8_ref dots (per-32 scales for Q8_0; the K format for Q3_K, Q4_K, Q6_K), the reference slots
+// left to pg_kernels_select.
+static const pg_kernels s_ref_q8 = {
+    .name = "ref-q8",
+    .type =
+        {
+            [PG_TYPE_Q8_0] = {.dot_q8 = dot_q8_0_q8_ref},
+            [PG_TYPE_Q3_K] = {.dot_q8 = dot_q3_k_q8_ref, .dot_q8k = dot_q3_k_q8k_ref},
+            [PG_TYPE_Q4_K] = {.dot_q8 = dot_q4_k_q8_ref, .dot_q8k = dot_q4_k_q8k_ref},
+            [PG_TYPE_Q6_K] = {.dot_q8k = dot_q6_k_q8k_ref},
+        },
+};
+
 // The integer-activation definitions, for fast sets to reuse where they have no kernel of their own.
-pg_dot_q8_fn pg_dot_q8_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.dot_q8[type] : NULL; }
-pg_dot_q8k_fn pg_dot_q8k_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.dot_q8k[type] : NULL; }
+pg_dot_q8_fn pg_dot_q8_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.type[type].dot_q8 : NULL; }
+pg_dot_q8k_fn pg_dot_q8k_ref(uint32_t type) { return type < PG_TYPE_COUNT ? s_ref_q8.type[type].dot_q8k : NULL; }
 
-const pg_kernels *pg_kernels_ref(void) { return &s_ref; }
-
-const pg_kernels *pg_kernels_select(int mode) {
+// the raw table a mode names (its reference slots possibly empty)
+static const pg_kernels *kernels_for(int mode) {
     if (mode == PG_KERNELS_REF_Q8) return &s_ref_q8;
 #if defined(PG_FORCE_REF)
     return &s_ref;
@@ -580,4 +604,16 @@ const pg_kernels *pg_kernels_select(int mode) {
 #endif
     return &s_ref;
 #endif
+}
+
+void pg_kernels_select(pg_kernels *out, int mode) {
+    *out = *kernels_for(mode);
+    for (int t = 0; t < PG_TYPE_COUNT; t++) {
+        if (!out->type[t].dot) out->type[t].dot = s_ref.type[t].dot;
+        if (!out->type[t].axpy) out->type[t].axpy = s_ref.type[t].axpy;
+    }
+    if (!out->quantize) out->quantize = s_ref.quantize;
+    if (!out->quantize_k) out->quantize_k = s_ref.quantize_k;
+    if (!out->gelu) out->gelu = s_ref.gelu;
+    if (!out->exp_sum) out->exp_sum = s_ref.exp_sum;
 }

@@ -286,8 +286,9 @@ static PyObject *engine_dot(PyObject *mod, PyObject *args) {
         if (w && xv) {
             memcpy(w, raw.buf, (size_t)raw.len);
             memcpy(xv, x.buf, (size_t)x.len);
-            const pg_kernels *k = pg_kernels_select(mode);
-            float r = (k->dot[type] ? k->dot[type] : pg_kernels_ref()->dot[type])(w, xv, (int)n);
+            pg_kernels k;
+            pg_kernels_select(&k, mode);
+            float r = k.type[type].dot(w, xv, (int)n);
             res = PyFloat_FromDouble((double)r);
         } else {
             PyErr_NoMemory();
@@ -311,11 +312,12 @@ static PyObject *engine_dot_q8(PyObject *mod, PyObject *args) {
     Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
     uint32_t blk = pg_type_block(type);
     PyObject *res = NULL;
-    const pg_kernels *k = pg_kernels_select(mode);
+    pg_kernels k;
+    pg_kernels_select(&k, mode);
     if (!pg_type_supported(type) || blk == 0 || n <= 0 || n % blk != 0 || n % 32 != 0 ||
         (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(type)) {
         PyErr_Format(s_error, "dot_q8: bad type %u or size", type);
-    } else if (!k->dot_q8[type]) {
+    } else if (!k.type[type].dot_q8) {
         res = Py_None;
         Py_INCREF(res);
     } else {
@@ -327,7 +329,7 @@ static PyObject *engine_dot_q8(PyObject *mod, PyObject *args) {
             memcpy(xv, x.buf, (size_t)x.len);
             int8_t *xa = (int8_t *)(((uintptr_t)xq + 63) & ~(uintptr_t)63);
             pg_quantize_act(xv, xa, xd, xd + n / 32, (int)n);
-            res = PyFloat_FromDouble((double)k->dot_q8[type](w, xa, xd, xd + n / 32, (int)n));
+            res = PyFloat_FromDouble((double)k.type[type].dot_q8(w, xa, xd, xd + n / 32, (int)n));
         } else {
             PyErr_NoMemory();
         }

@@ -36,6 +36,7 @@ MIB = 1024 * 1024
 SIZEOF_PG_MODEL = 1220
 SIZEOF_PG_STATE = 92
 SIZEOF_PG_LAYER = 112
+SIZEOF_PG_KERNELS = 784    # the model's kernel set, kept in its arena
 PG_MAX_TASKS = 16          # gpt2.h: row buffers per matmul task
 
 # GGML type ids the speed model distinguishes (quant/formats.py has them all)
@@ -226,9 +227,9 @@ def _table_cap(n: int) -> int:
 
 
 def model_arena_bytes(n_layer: int, n_vocab: int, n_merges: int, token_bytes: int,
-                      sizeof_layer: int = SIZEOF_PG_LAYER) -> int:
+                      sizeof_layer: int = SIZEOF_PG_LAYER, sizeof_kernels: int = SIZEOF_PG_KERNELS) -> int:
     """pg_model_mem_size: the layer table, then the tokenizer's byte table, offsets, token hash,
-    merge hash (8-byte packed entries) and merged ids."""
+    merge hash (8-byte packed entries) and merged ids, then the kernel set."""
     a = _Arena()
     a.take(n_layer * sizeof_layer, 8)
     a.take(token_bytes + 1, 1)
@@ -236,6 +237,7 @@ def model_arena_bytes(n_layer: int, n_vocab: int, n_merges: int, token_bytes: in
     a.take(_table_cap(n_vocab) * 4, 4)
     a.take(_table_cap(n_merges) * 8, 8)
     a.take(n_merges * 4, 4)
+    a.take(sizeof_kernels, 8)
     return a.used
 
 

@@ -372,10 +372,33 @@ static void test_rewind_and_dist(const pg_model *m) {
     free(mb);
 }
 
+// every selected set, whatever it fills itself, has each reference slot the forward pass calls
+// without checking (a dot for every runnable type, an axpy for the KV cache types, the quantizers,
+// GELU, the softmax's exponentials), and a set's own kernels stay its own
+static void test_kernels_filled(void) {
+    pg_kernels ref;
+    pg_kernels_select(&ref, PG_KERNELS_REF);
+    for (int mode = 0; mode < 5; mode++) {
+        pg_kernels k;
+        pg_kernels_select(&k, mode);
+        CHECK(k.name && k.quantize && k.quantize_k && k.gelu && k.exp_sum);
+        for (uint32_t t = 0; t < PG_TYPE_COUNT; t++) {
+            CHECK(!pg_type_supported(t) || k.type[t].dot);
+            if (t == PG_TYPE_F32 || t == PG_TYPE_F16 || t == PG_TYPE_Q8_0) CHECK(k.type[t].axpy != NULL);
+        }
+        if (mode == PG_KERNELS_REF_Q8) {  // the integer definitions on top of the float reference
+            CHECK(k.type[PG_TYPE_Q4_K].dot_q8k && k.type[PG_TYPE_Q4_K].dot == ref.type[PG_TYPE_Q4_K].dot);
+            CHECK(k.quantize == pg_quantize_act && k.gelu == ref.gelu);
+        }
+    }
+    CHECK(!ref.type[PG_TYPE_Q8_0].dot_q8 && !ref.attn_scores_q8_0_64);  // optional paths stay off
+}
+
 // the fast set's activation quantizer equals pg_quantize_act bit for bit (ties, zeros, signs)
 static void test_quantize_act(void) {
-    const pg_kernels *k = pg_kernels_select(PG_KERNELS_BEST);
-    if (!k->quantize) return;
+    pg_kernels kern;
+    pg_kernels_select(&kern, PG_KERNELS_BEST);
+    const pg_kernels *k = &kern;
     enum { N = 256 };
     float x[N], xd1[N / 32], xd2[N / 32], xs1[N / 16], xs2[N / 16];
     int8_t q1[N], q2[N];
@@ -426,14 +449,16 @@ static void test_k_format_n(int N) {
     CHECK(xd1[0] == 0.0f && q1[3] == 0 && s1[0] == 0);
     const uint32_t types[3] = {PG_TYPE_Q3_K, PG_TYPE_Q4_K, PG_TYPE_Q6_K};
     for (int mode = 0; mode < 5; mode++) {
-        const pg_kernels *k = pg_kernels_select(mode);
-        if (k->quantize_k) {
+        pg_kernels kern;
+        pg_kernels_select(&kern, mode);
+        const pg_kernels *k = &kern;
+        {
             for (int b = 0; b < ROWS; b++) k->quantize_k(x + b * N, q2 + b * N, xd2 + b * N / 256, s2 + b * N / 16, N);
             CHECK(memcmp(q1, q2, (size_t)(ROWS * N)) == 0 && memcmp(xd1, xd2, sizeof(float) * (size_t)(ROWS * N / 256)) == 0 &&
                   memcmp(s1, s2, sizeof(int16_t) * (size_t)(ROWS * N / 16)) == 0);
         }
         for (int t = 0; t < 3; t++) {
-            if (!k->dot_q8k[types[t]]) continue;
+            if (!k->type[types[t]].dot_q8k) continue;
             size_t bb = pg_type_block_bytes(types[t]);
             for (int trial = 0; trial < 20; trial++) {
                 for (size_t i = 0; i < N / 256 * bb; i++) {
@@ -450,7 +475,7 @@ static void test_k_format_n(int N) {
                 float one[ROWS], o4[ROWS], o8[ROWS], o16[ROWS];
                 pg_dequant_row(types[t], w, deq, N);
                 for (int b = 0; b < ROWS; b++) {
-                    one[b] = k->dot_q8k[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
+                    one[b] = k->type[types[t]].dot_q8k(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
                     float want = pg_dot_q8k_ref(types[t])(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N);
                     double exact = 0.0, mag = 0.0;  // the definition is the dot of the dequantized values
                     for (int i = 0; i < N; i++) {
@@ -463,21 +488,21 @@ static void test_k_format_n(int N) {
                     if (types[t] == PG_TYPE_Q6_K) CHECK(one[b] == want);
                 }
                 // the 4-, 8- and 16-row kernels give each row the one-row kernel's bits
-                if (k->dot_q8kx4[types[t]]) {
+                if (k->type[types[t]].dot_q8kx4) {
                     for (int b = 0; b < ROWS; b += 4)
-                        k->dot_q8kx4[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o4 + b);
+                        k->type[types[t]].dot_q8kx4(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o4 + b);
                     CHECK(memcmp(o4, one, sizeof one) == 0);
                 }
-                if (k->dot_q8kx8[types[t]]) {
+                if (k->type[types[t]].dot_q8kx8) {
                     for (int b = 0; b < ROWS; b += 8)
-                        k->dot_q8kx8[types[t]](w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o8 + b);
+                        k->type[types[t]].dot_q8kx8(w, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o8 + b);
                     CHECK(memcmp(o8, one, sizeof one) == 0);
                 }
-                if (k->dot_q8kx16[types[t]]) {
+                if (k->type[types[t]].dot_q8kx16) {
                     float xdt[NMAX / 256 * 16];
                     int32_t xat[NMAX / 256 * 16];
                     pg_k_rows16_prepare(xd1, s1, N, xdt, xat);
-                    k->dot_q8kx16[types[t]](w, q1, xdt, xat, N, o16);
+                    k->type[types[t]].dot_q8kx16(w, q1, xdt, xat, N, o16);
                     CHECK(memcmp(o16, one, sizeof one) == 0);
                 }
             }
@@ -842,6 +867,7 @@ static void fuzz_tokenizer(const pg_model *m, int rounds) {
 
 int main(int argc, char **argv) {
     test_f16();
+    test_kernels_filled();
     test_quantize_act();
     test_k_format();
     test_arena();
