@@ -14,8 +14,9 @@ KL(reference || model)) is the sharp one for quantization, where perplexity bare
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 

@@ -7,7 +7,8 @@ pieces of whole UTF-8 characters). Callers see one interface either way.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pocketgpt.errors import PocketError
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from pocketgpt.errors import PocketError
-from pocketgpt.gguf_io import GPT2Config, ModelFile, tensors_to_hf_state, hf_state_to_tensors
-from pocketgpt.tokenizer import BPEVocab, EOT, gpt2_vocab
+from pocketgpt.gguf_io import GPT2Config, ModelFile, hf_state_to_tensors, tensors_to_hf_state
+from pocketgpt.tokenizer import EOT, BPEVocab, gpt2_vocab
 
 
 def require_toolchain() -> None:
@@ -99,7 +99,7 @@ def load_hf(src: str) -> tuple[Any, BPEVocab]:
         model = GPT2LMHeadModel.from_pretrained(src, local_files_only=local, dtype="float32")
     except PocketError:
         raise
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if local:
             raise PocketError(f"{src}: not a loadable GPT-2 checkpoint folder ({first})") from None

@@ -38,7 +38,7 @@ class Draft:
     tokens it proposes per round). One Draft serves any number of streams (each gets its own
     draft session)."""
 
-    def __init__(self, target: "Engine", draft: "Engine | str", k: int = DEFAULT_K, threads: int | None = None) -> None:
+    def __init__(self, target: Engine, draft: Engine | str, k: int = DEFAULT_K, threads: int | None = None) -> None:
         from pocketgpt.engine import Engine
 
         if k < 1:
@@ -136,7 +136,7 @@ def _draw(rng: random.Random, cand: bytes, weights: bytes, total: float) -> int:
     return int(c[min(i, len(c) - 1)])
 
 
-def spec_round(stream: "Stream") -> list[int]:
+def spec_round(stream: Stream) -> list[int]:
     """One round for a stream whose prompt is evaluated and whose last token is sampled but not
     yet in the target's cache: draft up to k tokens, verify them in one target pass, and return the
     tokens now settled (at least one). The target's cache ends holding every settled token but the
@@ -228,7 +228,7 @@ def spec_round(stream: "Stream") -> list[int]:
     return out
 
 
-def next_token(stream: "Stream") -> int:
+def next_token(stream: Stream) -> int:
     """The stream's next token once its first is sampled: from the queue that each round fills."""
     spec: SpecState = stream._spec
     if not spec.queue:
@@ -247,7 +247,7 @@ def next_token(stream: "Stream") -> int:
 AUTO_DRAFTS: dict[str, str] = {}
 
 
-def open_draft(target: "Engine", model_spec: str, draft_spec: str | None, k: int = DEFAULT_K) -> Draft | None:
+def open_draft(target: Engine, model_spec: str, draft_spec: str | None, k: int = DEFAULT_K) -> Draft | None:
     """The Draft that `--draft` names for a target opened from model_spec: 'auto' (the default:
     the shipped pair's draft, else none), 'none', or a model spec."""
     if draft_spec is None or draft_spec == "auto":

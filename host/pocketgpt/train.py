@@ -166,9 +166,9 @@ def _save_checkpoint(out: Path, model: Any, opt: Any, state: dict[str, Any]) -> 
 
 def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or fine-tune) and write a Hugging Face folder to `out_dir`. See the module docstring."""
-    from pocketgpt.hf import folder_chat_template, hf_config, load_hf, require_toolchain, save_vocab
     from pocketgpt.corpus import read_documents
     from pocketgpt.gguf_io import GPT2Config
+    from pocketgpt.hf import folder_chat_template, hf_config, load_hf, require_toolchain, save_vocab
     from pocketgpt.tokenizer import gpt2_vocab
 
     require_toolchain()

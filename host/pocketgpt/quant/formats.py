@@ -22,8 +22,8 @@ truncate ``x/d + 8.5``. Arithmetic is float32 throughout, as in C.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -18,8 +18,9 @@ every linear input; the tied head's input is the final layer norm output.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Calibration:
     full: bool
     # tied embedding/head only: input frequency per row, and the KL a unit of error costs in each
     # of its two roles (see TiedRoles)
-    tied: "TiedRoles | None" = None
+    tied: TiedRoles | None = None
 
     def importance(self, name: str) -> np.ndarray | None:
         s = self.stats.get(name)

@@ -21,8 +21,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 log = logging.getLogger("pocketgpt.relay")
 

@@ -21,7 +21,7 @@ import re
 import ssl
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from pocketgpt.errors import PocketError
 from pocketgpt.relay import protocol as P
 from pocketgpt.relay.auth import DEVICE_ID_RE, TokenStore, bearer
-from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
+from pocketgpt.relay.backends import Backend, BackendError, Generation, GenRequest
 from pocketgpt.relay.httpguard import ConnectionGuard, GuardedSite
 from pocketgpt.relay.limits import LiveCaps, check_number, check_sampling
 from pocketgpt.relay.pairing import PairingBook, PairingFull
@@ -188,7 +188,7 @@ class Metrics:
 class WsSession:
     """One device connection: the protocol state machine between socket and backend."""
 
-    def __init__(self, relay: "Relay", ws: Any, device_id: str, token: str | None = None) -> None:
+    def __init__(self, relay: Relay, ws: Any, device_id: str, token: str | None = None) -> None:
         self.relay = relay
         self.ws = ws
         self.device_id = device_id

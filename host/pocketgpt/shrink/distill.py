@@ -72,7 +72,6 @@ def _soft_loss(logp: Any, targets: Any, pos: np.ndarray) -> Any:
     the teacher's top-k student tokens, and one bin for all the rest (the mass the top-k leaves).
     logp: (positions, vocab) the student's log-probabilities (shared with the cross-entropy)."""
     import torch
-    import torch.nn.functional as Fn
 
     has = targets.has[pos]
     p = torch.from_numpy(targets.probs[pos[has]].astype(np.float32))

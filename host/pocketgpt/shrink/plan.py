@@ -11,8 +11,9 @@ deeper one, then the larger vocabulary). The margin absorbs what the budget mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from pocketgpt.errors import PocketError
 from pocketgpt.gguf_io import GPT2Config, expected_shapes

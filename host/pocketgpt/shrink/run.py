@@ -53,7 +53,8 @@ def _one(values: list[int] | None, default: int, what: str) -> int:
 
 def training_documents(corpus: list[str], exclude: str | None) -> tuple[list[str], list[str], int]:
     """(train, held-out) documents with pocketgpt train's split, minus every quote of `exclude`."""
-    from pocketgpt.corpus import read_documents, read_text, split_documents as split_text
+    from pocketgpt.corpus import read_documents, read_text
+    from pocketgpt.corpus import split_documents as split_text
     from pocketgpt.train import split_documents
 
     docs = read_documents(corpus)

@@ -25,8 +25,8 @@ import math
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pocketgpt.errors import PocketError, atomic_path
 from pocketgpt.relay.voice import commands, evalsets
