@@ -414,8 +414,8 @@ def _plot(data: dict, path: Path) -> None:
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        per_mb = 8e6 / data["n_params"]
-        secax = ax.secondary_xaxis("top", functions=(lambda mb: mb * per_mb, lambda b: b / per_mb))
+        per_mb = 8e6 / data["n_params"]  # the same on every axis: bind it once per plot
+        secax = ax.secondary_xaxis("top", functions=(lambda mb, k=per_mb: mb * k, lambda b, k=per_mb: b / k))
         secax.set_xlabel("bits per parameter (whole file)")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{data['name']}: quantized vs float ({data['n_params']:,} parameters)")

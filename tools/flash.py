@@ -296,9 +296,10 @@ def build_state(project: Path, build: Build) -> str:
         return "missing"
     built = min(p.stat().st_mtime for p in images)
     newest = 0.0
+    suffixes = (".c", ".h", ".S", ".txt", ".cmake", ".projbuild", ".yml")
     for rel in FIRMWARE_SOURCES:
         for f in (project / rel).rglob("*"):
-            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in (".c", ".h", ".S", ".txt", ".cmake", ".projbuild", ".yml"):
+            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in suffixes:
                 newest = max(newest, f.stat().st_mtime)
     for rel in FIRMWARE_FILES:
         if (project / rel).is_file():

@@ -962,7 +962,8 @@ class Relay:
     def _gen_request(self, body: dict[str, Any], prompt: str, default_max: int = 16) -> GenRequest | Any:
         cfg = self.cfg
         if len(prompt) > cfg.max_prompt_chars:
-            return _api_error(400, "prompt_too_long", f"prompt is {len(prompt)} characters; this relay takes at most {cfg.max_prompt_chars}")
+            return _api_error(400, "prompt_too_long",
+                              f"prompt is {len(prompt)} characters; this relay takes at most {cfg.max_prompt_chars}")
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens", default_max))
         if max_tokens is None:
             max_tokens = default_max

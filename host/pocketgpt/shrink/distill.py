@@ -10,7 +10,8 @@ The loss is
 
 where alpha can fall linearly to 0 over the first `kl_anneal` of training (soft targets early,
 while the student knows little; data alone late, so the student is not held to a teacher it is
-about to match); from then on a step skips the KL and costs exactly a from-scratch step. With the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
+about to match); from then on a step skips the KL and costs exactly a from-scratch step. With
+the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
 probability the top-k leaves out, so the student is not taught that the rest has none), averaged
 over the positions that have a target. Without targets (`targets=None`) this
 is plain training from the given initialisation: the from-scratch baseline uses the same loop,

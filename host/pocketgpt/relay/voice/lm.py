@@ -104,13 +104,13 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
         if u == BOS and v == BOS:
             big_raw[(v, w)] += n  # (<s>, w): sentence-initial bigram, raw count
     cont2: collections.Counter[tuple[str, str]] = collections.Counter()
-    for (u, v, w) in tri:
+    for (_u, v, w) in tri:
         cont2[(v, w)] += 1
     a2: dict[tuple[str, str], int] = dict(cont2)
     for k, n in big_raw.items():
         a2[k] = n
     cont1: collections.Counter[str] = collections.Counter()
-    for (v, w) in a2:
+    for (_v, w) in a2:
         cont1[w] += 1
 
     d3 = _discount(tri.values())
@@ -128,9 +128,9 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
         if UNK in (v, w):
             continue
         hist2[v].append((w, n))
-    tot2 = collections.Counter()
-    types2 = collections.Counter()
-    for (v, w), n in a2.items():
+    tot2: collections.Counter[str] = collections.Counter()
+    types2: collections.Counter[str] = collections.Counter()
+    for (v, _w), n in a2.items():
         tot2[v] += n
         types2[v] += 1
     p2: dict[tuple[str, str], float] = {}
@@ -149,8 +149,8 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
 
     # order 3 (highest: raw counts), trigrams seen fewer than `prune` times dropped
     hist3: dict[tuple[str, str], list[tuple[str, int]]] = collections.defaultdict(list)
-    tot3 = collections.Counter()
-    types3 = collections.Counter()
+    tot3: collections.Counter[tuple[str, str]] = collections.Counter()
+    types3: collections.Counter[tuple[str, str]] = collections.Counter()
     for (u, v, w), n in tri.items():
         tot3[(u, v)] += n
         types3[(u, v)] += 1
