@@ -256,9 +256,9 @@ def state_arena_bytes(n_layer: int, n_embd: int, n_ff: int, n_head: int, n_vocab
     E, F, V, B, T = n_embd, n_ff, n_vocab, n_batch, n_ctx
     widest = max(E, F)
     a = _Arena()
-    kv = n_layer * T * kv_row_bytes(E, kv)
+    kv_bytes = n_layer * T * kv_row_bytes(E, kv)
     score_rows = min(B * n_head, PG_MAX_TASKS)  # one row of attention scores per task
-    for n in (kv, kv, B * E * 4, B * E * 4, B * 3 * E * 4, B * E * 4, B * F * 4, score_rows * T * 4,
+    for n in (kv_bytes, kv_bytes, B * E * 4, B * E * 4, B * 3 * E * 4, B * E * 4, B * F * 4, score_rows * T * 4,
               PG_MAX_TASKS * widest * 4, B * widest, B * (widest // 32 + 1) * 4, V * 4, V * 4, V * 4):
         a.take(n, 64)
     return a.used

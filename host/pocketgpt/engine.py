@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def _native():
     try:
-        from pocketgpt import _engine
+        import pocketgpt._engine as _engine
     except ImportError as exc:  # a source checkout without the compiled extension
         raise PocketError(f"the C engine is not built ({exc}); run: pip install -e .") from None
     return _engine
@@ -304,7 +304,7 @@ class Stream:
 
     @property
     def finish_reason(self) -> str:
-        return self.stats["finish_reason"]
+        return str(self.stats["finish_reason"])
 
     @property
     def needs_prefill(self) -> bool:

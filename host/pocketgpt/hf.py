@@ -55,7 +55,8 @@ def config_from_hf(hf_cfg: Any) -> GPT2Config:
 def _vocab_from_folder(folder: Path, n_vocab: int) -> BPEVocab:
     """The folder's own tokenizer when it has one, else GPT-2's if the sizes agree."""
     vj, mt, tj = folder / "vocab.json", folder / "merges.txt", folder / "tokenizer.json"
-    enc = merges = None
+    enc: dict[str, int] | None = None
+    merges: list[str] = []
     if vj.exists() and mt.exists():
         enc = json.loads(vj.read_text(encoding="utf-8"))
         merges = [l for l in mt.read_text(encoding="utf-8").split("\n") if l and not l.startswith("#version")]

@@ -28,6 +28,8 @@ from pocketgpt.errors import PocketError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import numpy as np
+
     from pocketgpt.engine import Engine, Stream
 
 DEFAULT_K = 3  # draft tokens per round (measured: docs/speed.md, "Speculative decoding")
@@ -63,7 +65,7 @@ class Draft:
         if sum(1 for x in self.d2t if x >= 0) < d.n_vocab // 2:
             raise PocketError(f"{d.path} cannot draft for {t.path}: fewer than half of its tokens are target tokens")
         self._t2d: dict[int, list[int]] = {t.eos_id: [d.eos_id]}
-        self._index_map = None
+        self._index_map: np.ndarray | None = None
         self.proposed = self.accepted = 0  # over every stream (the relay reports them)
 
     @property
@@ -144,7 +146,8 @@ def spec_round(stream: Stream) -> list[int]:
     start of the next round."""
     import numpy as np
 
-    spec: SpecState = stream._spec
+    spec = stream._spec
+    assert spec is not None  # a speculative stream
     draft = spec.draft
     eng = stream.session.engine
     s, ds = stream.session._s, spec.ds
@@ -230,7 +233,8 @@ def spec_round(stream: Stream) -> list[int]:
 
 def next_token(stream: Stream) -> int:
     """The stream's next token once its first is sampled: from the queue that each round fills."""
-    spec: SpecState = stream._spec
+    spec = stream._spec
+    assert spec is not None  # a speculative stream
     if not spec.queue:
         t = time.perf_counter()
         spec.queue = spec_round(stream)

@@ -60,7 +60,7 @@ def _hf_tokenizer(tokens: tuple[str, ...], merges: tuple[str, ...], eos_id: int)
 
 
 def _data_file(name: str) -> bytes:
-    return resources.files("pocketgpt").joinpath("data", "tokenizer", name).read_bytes()
+    return (resources.files("pocketgpt") / "data" / "tokenizer" / name).read_bytes()
 
 
 def _verify(name: str, data: bytes) -> None:

@@ -267,6 +267,7 @@ def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool =
             starts = rng.integers(0, len(train_ids) - cfg.n_ctx - 1, size=cfg.batch_size)
             batch = np.stack([train_ids[s : s + cfg.n_ctx + 1] for s in starts])
         else:
+            assert chat_starts is not None  # made with chat_ids
             rows = []
             for _ in range(cfg.batch_size):
                 if rng.random() < cfg.chat_mix:

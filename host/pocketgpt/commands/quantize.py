@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         from pocketgpt.evaluate import evaluate, make_scorer
 
         res = evaluate(make_scorer(str(out)), eval_text, ref=make_scorer(args.input), progress=progress)
-        ev = {"ppl": res.ppl, "bpb": res.bpb, "kl": res.kl, "top1": res.top1, "ref_ppl": res.ref_ppl,
+        # scored against a reference: evaluate filled its fields
+        assert res.kl is not None and res.top1 is not None and res.ref_ppl is not None and res.ref_bpb is not None
+        ev: dict[str, float] = {"ppl": res.ppl, "bpb": res.bpb, "kl": res.kl, "top1": res.top1, "ref_ppl": res.ref_ppl,
               "ref_bpb": res.ref_bpb, "ppl_change": res.ppl / res.ref_ppl - 1, "bpb_change": res.bpb - res.ref_bpb,
               "eval_tokens": res.tokens}
         result.update({k: (round(v, 6) if isinstance(v, float) and k != "kl" else v) for k, v in ev.items()})

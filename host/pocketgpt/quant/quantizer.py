@@ -28,6 +28,8 @@ from pocketgpt.errors import PocketError
 from pocketgpt.quant import formats as F
 
 if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
+
     from pocketgpt.gguf_io import ModelFile, StoredTensor
     from pocketgpt.quant.presets import Choice
 
@@ -113,8 +115,8 @@ def collect(mf: ModelFile, text: str, full: bool, max_tokens: int = DEFAULT_CALI
     acc: dict[str, torch.Tensor] = {}
     hooks = []
 
-    def hook_for(name: str):
-        def hook(_module, inputs):
+    def hook_for(name: str) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
             if full:
                 s = x.T @ x
@@ -153,7 +155,7 @@ def collect(mf: ModelFile, text: str, full: bool, max_tokens: int = DEFAULT_CALI
     return calib
 
 
-def _tied_roles(mf: ModelFile, model, ids: np.ndarray, H: np.ndarray, window: int, probe_tokens: int = 1024) -> TiedRoles:
+def _tied_roles(mf: ModelFile, model: GPT2LMHeadModel, ids: np.ndarray, H: np.ndarray, window: int, probe_tokens: int = 1024) -> TiedRoles:
     """Measure a_head and c_in (TiedRoles) with Q4_K round-to-nearest errors, one role at a time."""
     import torch
 
@@ -323,10 +325,11 @@ def quantize_matrix(arr: np.ndarray, qtype: int, method: str, calib: Calibration
     imp = calib.importance(name) if calib is not None else None
     if qtype in (F.F32, F.F16) or arr.ndim < 2:
         return F.quantize(arr, qtype)
-    if method == "gptq" and calib is not None and calib.hessian(name) is not None:
+    H = calib.hessian(name) if calib is not None else None
+    if method == "gptq" and calib is not None and H is not None:
         if name == "token_embd.weight" and calib.tied is not None:
-            return gptq_tied(arr, qtype, calib.hessian(name), calib.tied)
-        return gptq_quantize(arr, qtype, calib.hessian(name))
+            return gptq_tied(arr, qtype, H, calib.tied)
+        return gptq_quantize(arr, qtype, H)
     if method in ("weighted", "gptq") and imp is not None:
         return F.quantize(arr, qtype, np.maximum(imp, 1e-12))
     return F.quantize(arr, qtype)
@@ -379,7 +382,7 @@ def measure_sensitivity(mf: ModelFile, calib: Calibration | None, text: str, typ
     blocks = model.transformer.h
     paths = {"attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
 
-    def param(name: str):
+    def param(name: str) -> tuple[torch.nn.Parameter, bool]:
         if name == "token_embd.weight":
             return model.transformer.wte.weight, False
         if name == "output.weight":

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +157,7 @@ class _Job:
     def __init__(self, gen: Generation, req: GenRequest) -> None:
         self.gen = gen
         self.req = req
-        self.iterator: Iterator[Any] | None = None
+        self.iterator: Generator[Any, None, None] | None = None
         self.session: Any = None
         self.prompt_ids: list[int] = []
 
@@ -685,7 +685,7 @@ def _parse_chunk(data: str, base: str) -> tuple[list[str], str | None, tuple[int
             if isinstance(usage, dict) else (None, None)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt, completion)):
             raise BackendError("backend_error", f"OpenAI backend {base} sent a malformed usage object")
-        counts = (prompt, completion)
+        counts = (int(prompt or 0), int(completion or 0))  # both checked to be ints >= 0 above
     choices = chunk.get("choices") or []
     if not isinstance(choices, list):
         raise BackendError("backend_error", f"OpenAI backend {base} sent choices that are not a list")

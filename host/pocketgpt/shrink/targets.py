@@ -292,6 +292,7 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
                         tp, ti = _carry_topk(p[torch.from_numpy(r[at])], t2s_used, V, k)
                         ids[qp[at]], probs[qp[at]], has[qp[at]] = ti.numpy(), tp.numpy().astype(np.float16), True
                     if (~at).any():
+                        assert table is not None  # inside positions exist only with a prefix table
                         tp, ti = _inside_topk(p, r[~at], qn[~at], table, V, k)
                         ids[qp[~at]], probs[qp[~at]], has[qp[~at]] = ti.numpy(), tp.numpy().astype(np.float16), True
                 bar.update(x.numel())

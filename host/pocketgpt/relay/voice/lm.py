@@ -179,9 +179,9 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
         model[1][(w,)] = (lg(p1[w]), lg(bow1[w]) if w in bow1 else None)
     for k, p in p2.items():
         model[2][k] = (lg(p), lg(bow2[k]) if k in bow2 else None)
-    for k, p in p3.items():
-        if k[:2] in p2:
-            model[3][k] = (lg(p), None)
+    for k3, p in p3.items():
+        if k3[:2] in p2:
+            model[3][k3] = (lg(p), None)
     return model
 
 
