@@ -25,9 +25,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    from pocketgpt.gguf_io import GPT2Config, ModelFile
+    from pocketgpt.tokenizer import BPEVocab
+
+    # a model not written yet: its configuration and {tensor name: (GGML type, stored bytes)}
+    PlannedModel = tuple[GPT2Config, Mapping[str, tuple[int, int]]]
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -273,8 +280,9 @@ def _gguf_overhead_estimate(n_vocab: int, n_merges: int, token_bytes: int, n_ten
     return int(4096 + tokens + merges + types + tensor_info + 32 * n_tensors)
 
 
-def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str = "psram",
-             n_batch: int = 1, spec: DeviceSpec = ESP32S3, vocab: Any = None, kv: str = "f32") -> BudgetReport:
+def estimate(model: ModelFile | PlannedModel, n_ctx: int = 256, cache_line: int = 64, weights_in: str = "psram",
+             n_batch: int = 1, spec: DeviceSpec = ESP32S3, vocab: BPEVocab | None = None,
+             kv: str = "f32") -> BudgetReport:
     """The device budget of `model` for an `n_ctx`-token session.
 
     `model` is a pocketgpt.gguf_io.ModelFile, or a pair (GPT2Config, {tensor name: (GGML type,
@@ -295,7 +303,7 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
 
     if isinstance(model, ModelFile):
         cfg = model.cfg
-        types = {n: (t.qtype, t.n_bytes) for n, t in model.tensors.items()}
+        types: Mapping[str, tuple[int, int]] = {n: (t.qtype, t.n_bytes) for n, t in model.tensors.items()}
         vocab = model.vocab
         label = str(model.path)
         file_bytes = model.file_bytes

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pocketgpt.engine import Engine, Stream
+    from pocketgpt.relay.torch_engine import TorchEngine
 
 DEFAULT_K = 3  # draft tokens per round (measured: docs/speed.md, "Speculative decoding")
 
@@ -251,13 +252,16 @@ def next_token(stream: Stream) -> int:
 AUTO_DRAFTS: dict[str, str] = {}
 
 
-def open_draft(target: Engine, model_spec: str, draft_spec: str | None, k: int = DEFAULT_K) -> Draft | None:
+def open_draft(target: Engine | TorchEngine, model_spec: str, draft_spec: str | None,
+               k: int = DEFAULT_K) -> Draft | None:
     """The Draft that `--draft` names for a target opened from model_spec: 'auto' (the default:
     the shipped pair's draft, else none), 'none', or a model spec."""
     if draft_spec is None or draft_spec == "auto":
         draft_spec = AUTO_DRAFTS.get(model_spec)
     if not draft_spec or draft_spec == "none":
         return None
-    if not hasattr(target, "step"):
+    from pocketgpt.engine import Engine
+
+    if not isinstance(target, Engine):
         raise PocketError("--draft needs the C engine (a .gguf model), not the PyTorch reference")
     return Draft(target, draft_spec, k=k)

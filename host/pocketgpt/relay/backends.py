@@ -23,7 +23,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pocketgpt.engine import Engine
+    from pocketgpt.relay.torch_engine import TorchEngine
 
 log = logging.getLogger("pocketgpt.relay")
 
@@ -545,7 +549,7 @@ class EngineBackend(Backend):
         await asyncio.get_running_loop().run_in_executor(None, self.scheduler.close)
 
 
-def load_engine(path: str, threads: int | None, reference: bool = False, kv: str = "f16") -> Any:
+def load_engine(path: str, threads: int | None, reference: bool = False, kv: str = "f16") -> Engine | TorchEngine:
     """The C engine for a model file (`kv`: each session's KV cache type, f32/f16/q8_0);
     `reference=True` picks the PyTorch reference engine."""
     if reference:
