@@ -124,9 +124,11 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
     from pocketgpt.shrink.distill import distill
 
     p = prepare(o)
-    assert p.train_ids is not None and p.val_ids is not None  # prepare encodes both
-    res = distill(p.student, p.train_ids, p.val_ids, distill_config(o), targets=p.targets,
-                  progress=o.progress) if o.steps > 0 else None
+    res = None
+    if o.steps > 0:
+        assert p.train_ids is not None and p.val_ids is not None  # prepare encodes both for training
+        res = distill(p.student, p.train_ids, p.val_ids, distill_config(o), targets=p.targets,
+                      progress=o.progress)
     return finish(o, p, res)
 
 
