@@ -23,11 +23,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from pocketgpt.engine import Engine
+    from pocketgpt.engine import Engine, Session, Stream
     from pocketgpt.relay.torch_engine import TorchEngine
+    from pocketgpt.speculative import Draft
 
 log = logging.getLogger("pocketgpt.relay")
 
@@ -166,7 +167,7 @@ class _Job:
         self.prompt_ids: list[int] = []
 
 
-def _prompt_and_params(engine: Any, req: GenRequest, max_prompt_tokens: int | None) -> tuple[list[int], dict[str, Any]]:
+def _prompt_and_params(engine: Engine | TorchEngine, req: GenRequest, max_prompt_tokens: int | None) -> tuple[list[int], dict[str, Any]]:
     """The request's prompt as token ids (refused when empty or too long) and its generation settings."""
     from pocketgpt import chat_format
 
@@ -248,7 +249,7 @@ class TokenScheduler(_Scheduler):
     checked before every step. New jobs enter at the head, once, to keep time to first token short.
     """
 
-    def __init__(self, engine: Any, workers: int, max_prompt_tokens: int | None = None) -> None:
+    def __init__(self, engine: Engine | TorchEngine, workers: int, max_prompt_tokens: int | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.max_prompt_tokens = max_prompt_tokens
@@ -342,8 +343,8 @@ class TokenScheduler(_Scheduler):
         job.gen._put_threadsafe("done", stats)
 
 
-def _open_stream(engine: Any, session: Any, req: GenRequest, max_prompt_tokens: int | None,
-                 draft: Any = None) -> tuple[Any, list[int]]:
+def _open_stream(engine: Engine, session: Session, req: GenRequest, max_prompt_tokens: int | None,
+                 draft: Draft | None = None) -> tuple[Stream, list[int]]:
     """Tokenize and check a request's prompt, then start its stream on `session` (speculatively
     with `draft`, a pocketgpt.speculative.Draft, when given)."""
     ids, kw = _prompt_and_params(engine, req, max_prompt_tokens)
@@ -375,8 +376,8 @@ class BatchScheduler(_Scheduler):
     decodes speculatively (a single stream gains from it; batched streams already share reads).
     """
 
-    def __init__(self, engine: Any, max_batch: int = 32, max_prompt_tokens: int | None = None,
-                 prefill_per_step: int = 2, draft: Any = None) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 32, max_prompt_tokens: int | None = None,
+                 prefill_per_step: int = 2, draft: Draft | None = None) -> None:
         super().__init__()
         self.engine = engine
         self.draft = draft
@@ -519,15 +520,15 @@ class EngineBackend(Backend):
 
     name = "engine"
 
-    def __init__(self, engine: Any, model_id: str, workers: int = 2, max_prompt_tokens: int | None = None,
-                 max_batch: int = 32, draft: Any = None) -> None:
+    def __init__(self, engine: Engine | TorchEngine, model_id: str, workers: int = 2,
+                 max_prompt_tokens: int | None = None, max_batch: int = 32, draft: Draft | None = None) -> None:
         self.engine = engine
         self.model_id = model_id
         self.n_vocab = int(engine.n_vocab)
         self.batched = hasattr(engine, "step")
         self.draft = draft
-        self.scheduler: Any = (BatchScheduler(engine, max_batch, max_prompt_tokens, draft=draft) if self.batched
-                               else TokenScheduler(engine, workers, max_prompt_tokens))
+        self.scheduler: Any = (BatchScheduler(cast("Engine", engine), max_batch, max_prompt_tokens, draft=draft)
+                               if self.batched else TokenScheduler(engine, workers, max_prompt_tokens))
 
     async def start(self, req: GenRequest) -> Generation:
         gen = Generation(asyncio.get_running_loop())
