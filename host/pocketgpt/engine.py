@@ -20,6 +20,7 @@ from pocketgpt.errors import PocketError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any
 
     import numpy as np
 
@@ -137,7 +138,7 @@ class Engine:
     def session(self) -> Session:
         return Session(self)
 
-    def generate(self, prompt: str | Sequence[int], **kw) -> Iterator[Piece]:
+    def generate(self, prompt: str | Sequence[int], **kw: Any) -> Iterator[Piece]:
         """`Session.generate` on a fresh session."""
         return self.session().generate(prompt, **kw)
 

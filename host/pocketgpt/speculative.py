@@ -28,6 +28,8 @@ from pocketgpt.errors import PocketError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
 
     from pocketgpt.engine import Engine, Stream
@@ -78,7 +80,7 @@ class Draft:
             self._index_map = np.array(self.d2t, dtype=np.int64)
         return self._index_map
 
-    def to_draft(self, target_ids) -> list[int]:
+    def to_draft(self, target_ids: Iterable[int]) -> list[int]:
         """The draft's ids for these target tokens (each token's bytes tokenized by the draft)."""
         out: list[int] = []
         for tok in target_ids:
@@ -103,7 +105,7 @@ class SpecState:
         self.rounds = self.proposed = self.accepted = 0
         self.started = False
 
-    def start(self, ids) -> None:
+    def start(self, ids: list[int]) -> None:
         """A new generation whose prompt and tokens so far are ids (the last not yet evaluated)."""
         self.started = True
         self.ds.reset()
@@ -114,7 +116,8 @@ class SpecState:
             self.dctx = self.dctx[-room:]
 
 
-def _dense(n_vocab: int, cand: bytes, weights: bytes, total: float, index_map=None):
+def _dense(n_vocab: int, cand: bytes, weights: bytes, total: float,
+           index_map: np.ndarray | None = None) -> np.ndarray:
     import numpy as np
 
     c = np.frombuffer(cand, dtype=np.int32)
