@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-relay flash test venv clean xtensa-check firmware
+.PHONY: demo demo-relay flash test lint venv clean xtensa-check firmware
 
 venv: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --upgrade pip
 	# exactly this torch: the CPU build lies on these machines' disks; a bare `torch` pulls CUDA
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[toolchain,test,voice,flash]'
+	$(PY) -m pip install -e '.[toolchain,test,voice,flash,lint]'
 	touch $(STAMP)
 
 # The whole system on one machine: the relay (builtin:host) on free local ports, a simulated
@@ -44,6 +44,11 @@ firmware:
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# ruff's lint rules and mypy's checks, both configured in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build host/*.egg-info

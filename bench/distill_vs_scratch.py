@@ -85,7 +85,9 @@ def main() -> int:
     from pocketgpt.shrink.distill import Trainer
     from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, prepare
 
-    ints = (lambda v: [int(x) for x in v.split(",")] if v else None)
+    def ints(v: str | None) -> list[int] | None:
+        return [int(x) for x in v.split(",")] if v else None
+
     out_dir = Path(a.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     heldout = Path(a.heldout) if a.heldout else Path(a.teacher) / "heldout.txt"
@@ -104,7 +106,7 @@ def main() -> int:
     start = time.time()
     last_print = start
     while not all(tr.done() for _, _, tr in runs.values()):
-        for mode, (_, _, tr) in runs.items():
+        for _, _, tr in runs.values():
             if not tr.done():
                 tr.step()
         if time.time() - last_print > 60:
@@ -195,7 +197,9 @@ def variants_main(a: argparse.Namespace) -> int:
     from pocketgpt.shrink.distill import Trainer
     from pocketgpt.shrink.run import ShrinkOptions, distill_config, finish, fresh_student, prepare, training_documents
 
-    ints = (lambda v: [int(x) for x in v.split(",")] if v else None)
+    def ints(v: str | None) -> list[int] | None:
+        return [int(x) for x in v.split(",")] if v else None
+
     if a.threads:
         torch.set_num_threads(a.threads)
     out_dir = Path(a.out_dir)

@@ -30,6 +30,10 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from pocketgpt.quant.presets import Choice
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -74,8 +78,9 @@ def eval_slice(text: str, max_bytes: int) -> str:
 def run(args: argparse.Namespace) -> None:
     from pocketgpt.corpus import read_text
     from pocketgpt.evaluate import TorchScorer, evaluate
-    from pocketgpt.gguf_io import read_gguf, write_gguf
+    from pocketgpt.gguf_io import read_gguf
     from pocketgpt.quant import presets, quantizer
+    from pocketgpt.quant.pipeline import Method, quantize_model, write_quantized
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     res_path = RESULTS / f"quality_{args.name}.json"
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"sensitivity: reused from {res_path.name}", flush=True)
     else:
         sens = quantizer.measure_sensitivity(mf, calib, calib_text, presets.MEASURED_LADDER, "gptq",
-                                             tokens=args.sens_tokens)
+                                             tokens=args.sens_tokens)  # its tensors serve the gptq rows
         print(f"sensitivity (gptq, {sens.tokens} tokens): {time.time() - t0:.0f} s", flush=True)
     meta = {"name": args.name, "model": _portable(args.model), "n_params": mf.n_params(),
             "n_embd": mf.cfg.n_embd, "n_layer": mf.cfg.n_layer, "eval": _portable(args.eval),
@@ -115,19 +120,19 @@ def run(args: argparse.Namespace) -> None:
     def save() -> None:
         res_path.write_text(json.dumps({**meta, "rows": list(rows.values())}, indent=1))
 
-    def score(label: str, plan: dict, method: str, group: str, note: str = "") -> dict:
+    def score(label: str, spec: str, plan: dict[str, Choice], method: str, group: str, note: str = "") -> dict:
         if label in rows and not args.redo:
             return rows[label]
         t1 = time.time()
         base_method, tuned = method.removesuffix("+tune"), method.endswith("+tune")
-        stored, _ = quantizer.quantize_tensors(mf, plan, base_method, calib if base_method != "rtn" else None,
-                                               done=sens if base_method == "gptq" else None)
-        tune = None
-        if tuned:
-            stored, tune = quantizer.tune_float(mf, stored, calib_text)
+        if base_method not in quantizer.METHODS:
+            raise SystemExit(f"--methods {method}: use rtn, weighted or gptq, each optionally +tune")
+        q = quantize_model(mf, spec, cast(Method, base_method), calib_text=calib_text, calibration=calib,
+                           sensitivity=sens, choices=plan, tune="on" if tuned else "off")
+        stored, tune = q.stored, q.tune
         qtime = time.time() - t1
         out = tmp / "q.gguf"
-        size = write_gguf(out, mf.cfg, mf.vocab, stored)
+        size = write_quantized(out, mf, q)
         qmf = read_gguf(out)
         r = evaluate(TorchScorer(qmf), eval_text, ref=ref)
         mats = [n for n, s in shapes.items() if presets.is_matrix(n, s)]
@@ -150,7 +155,7 @@ def run(args: argparse.Namespace) -> None:
     for p in args.presets.split(","):
         plan = presets.plan(shapes, mf.cfg.n_layer, mf.tied, p, measured=sens.kl, ladder=presets.MEASURED_LADDER)
         for m in methods:
-            score(f"{p} {m}", plan, m, "ours", f"preset {p} ({presets.PRESETS[p].bpw} bits/weight), measured allocation")
+            score(f"{p} {m}", p, plan, m, "ours", f"preset {p} ({presets.PRESETS[p].bpw} bits/weight), measured allocation")
     if args.llama_cpp:
         files = _llama_cpp_files(fpath, Path(args.calib), tmp, args.tools)
         for label, path in files.items():
@@ -163,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
         budget = _budget_for(shapes, mf, limit, sens)
         plan = presets.plan(shapes, mf.cfg.n_layer, mf.tied, "q4", bpw=budget, measured=sens.kl, ladder=presets.MEASURED_LADDER)
         for m in args.matched_methods.split(","):
-            score(f"ours<={label} {m}", plan, m, "matched",
+            score(f"ours<={label} {m}", "q4", plan, m, "matched",
                   f"measured allocation at {budget:.3f} bits/weight: file no larger than {label}")
     save()
 
@@ -409,8 +414,8 @@ def _plot(data: dict, path: Path) -> None:
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        per_mb = 8e6 / data["n_params"]
-        secax = ax.secondary_xaxis("top", functions=(lambda mb: mb * per_mb, lambda b: b / per_mb))
+        per_mb = 8e6 / data["n_params"]  # the same on every axis: bind it once per plot
+        secax = ax.secondary_xaxis("top", functions=(lambda mb, k=per_mb: mb * k, lambda b, k=per_mb: b / k))
         secax.set_xlabel("bits per parameter (whole file)")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{data['name']}: quantized vs float ({data['n_params']:,} parameters)")

@@ -36,7 +36,6 @@ from typing import Any
 
 from _common import rss_kib, start_relay, stop_process
 
-
 KINDS = {  # kind: (weight, class)
     "ws_generate": (30, "normal"), "xiaozhi_turn": (10, "normal"), "http_completion": (15, "normal"),
     "abort_mid_reply": (10, "aborted"), "drop_connection": (5, "aborted"),

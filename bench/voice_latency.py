@@ -110,7 +110,7 @@ async def run_bench(url: str, rounds: int, modes: list[str]) -> dict:
     out: dict = {}
     for mode in modes:
         rows = []
-        for r in range(rounds):
+        for _ in range(rounds):
             for text in REQUESTS:
                 row = await one_turn(url, text, mode, cache)
                 rows.append(row)

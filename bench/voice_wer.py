@@ -47,7 +47,7 @@ def main() -> int:
     rows = []
     for voice in args.voices.split(","):
         audio = {}
-        for name, sentences in sets.items():
+        for sentences in sets.values():
             for s in sentences:
                 pcm = synthesize(s, rate=16000, voice=voice, wpm=args.wpm)
                 pcm = np.concatenate([np.zeros(4800, np.int16), pcm, np.zeros(16000, np.int16)])

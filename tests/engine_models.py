@@ -6,8 +6,9 @@ with the same code path `pocketgpt convert` uses, with the matrix type picked pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -142,7 +142,7 @@ class RomDouble:
         if self._sock:
             self._sock.close()
 
-    def __enter__(self) -> "RomDouble":
+    def __enter__(self) -> RomDouble:
         self.start()
         return self
 
@@ -154,7 +154,7 @@ class RomDouble:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with conn:
                 conn.settimeout(0.2)
@@ -168,7 +168,7 @@ class RomDouble:
         while not self._stop.is_set():
             try:
                 chunk = conn.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -197,7 +197,7 @@ class RomDouble:
         while not self._stop.is_set():
             try:
                 chunk = conn.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 self._finish()

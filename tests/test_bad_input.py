@@ -49,7 +49,10 @@ def test_gguf_of_another_architecture(tmp_path):
     w = gguf.GGUFWriter(str(other), arch="llama")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     assert_one_line_error(pocketgpt("inspect", str(other)), "llama", "gpt2")
     assert_one_line_error(pocketgpt("eval", str(other), "--text", str(other)), "llama.gguf")
 

@@ -49,8 +49,9 @@ def test_gguf_uses_llamacpp_names_keys_and_tokenizer(hf_dir, tmp_path):
 
 
 def test_hf_to_gguf_reproduces_every_tensor_bit_for_bit(hf_dir, tmp_path):
-    from pocketgpt.gguf_io import read_gguf, tensors_to_hf_state
     from safetensors.numpy import load_file
+
+    from pocketgpt.gguf_io import read_gguf, tensors_to_hf_state
 
     out = tmp_path / "m.gguf"
     assert pocketgpt("convert", str(hf_dir), str(out)).returncode == 0

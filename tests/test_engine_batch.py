@@ -13,7 +13,6 @@ import pytest
 from engine_models import make_hf_model, write_model
 
 
-
 @pytest.fixture(scope="module", params=["f32", "quant"])
 def eng(request, tmp_path_factory):
     from pocketgpt.engine import Engine

@@ -18,7 +18,8 @@ ENGINE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "engine"
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory) -> Path:
-    model, vocab = make_hf_model(n_embd=64, n_layer=2, n_head=2, n_ctx=16, vocab=small_vocab(), seed=9)  # head size 32: the Q8_0 KV cache runs too
+    # head size 32: the Q8_0 KV cache runs too
+    model, vocab = make_hf_model(n_embd=64, n_layer=2, n_head=2, n_ctx=16, vocab=small_vocab(), seed=9)
     return write_model(tmp_path_factory.mktemp("c") / "tiny.gguf", model, vocab)
 
 

@@ -3,7 +3,6 @@ reading it generates the same tokens as reading the file; --partition writes the
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess

@@ -124,13 +124,13 @@ def test_gptq_beats_rounding_on_the_layer_output():
     X[:, :8] *= 6.0  # a few loud input channels, as transformers have
     W = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
     H = (X.T.astype(np.float64) @ X) / n
-    for qtype in (F.Q2_K, F.Q3_K, F.Q4_0):
-        def out_err(raw):
-            dq = F.dequantize(raw, qtype, W.shape)
-            return float((((dq - W) @ X.T) ** 2).mean())
+    def out_err(raw, qtype):
+        dq = F.dequantize(raw, qtype, W.shape)
+        return float((((dq - W) @ X.T) ** 2).mean())
 
-        e_rtn = out_err(F.quantize(W, qtype))
-        e_gptq = out_err(gptq_quantize(W, qtype, H))
+    for qtype in (F.Q2_K, F.Q3_K, F.Q4_0):
+        e_rtn = out_err(F.quantize(W, qtype), qtype)
+        e_gptq = out_err(gptq_quantize(W, qtype, H), qtype)
         assert e_gptq < 0.7 * e_rtn, (F.type_name(qtype), e_rtn, e_gptq)
 
 

@@ -151,7 +151,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
             got += chunk
     except (ConnectionResetError, BrokenPipeError):
         return got
-    except socket.timeout:
+    except TimeoutError:
         return None
 
 

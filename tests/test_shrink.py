@@ -4,7 +4,6 @@ writes a model the engine runs, with a device budget, never training on held-out
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -37,9 +37,10 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "host") not in sys.path:  # run from a checkout without `pip install -e .`
@@ -295,9 +296,10 @@ def build_state(project: Path, build: Build) -> str:
         return "missing"
     built = min(p.stat().st_mtime for p in images)
     newest = 0.0
+    suffixes = (".c", ".h", ".S", ".txt", ".mk", ".cmake", ".projbuild", ".yml")
     for rel in FIRMWARE_SOURCES:
         for f in (project / rel).rglob("*"):
-            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in (".c", ".h", ".S", ".txt", ".mk", ".cmake", ".projbuild", ".yml"):
+            if f.is_file() and "tests" not in f.relative_to(project).parts and f.suffix in suffixes:
                 newest = max(newest, f.stat().st_mtime)
     for rel in FIRMWARE_FILES:
         if (project / rel).is_file():

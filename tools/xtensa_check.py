@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,8 @@ CATEGORY = [
     ("gelu", r"^(gelu_row|gelu_ref|tanhf|expm1f)$"),
     ("sampler", r"^(pg_sample|argmax.*|heap_down|sort_desc|any8.*|pg_rng.*)$"),
     ("tokenizer", r"^(pg_tokenizer.*|merge_slot.*|lookup_token|classify|utf8_next|spelling_to_bytes|heap_push|pg_textout.*)$"),
-    ("runtime (rt.c)", r"^(memcpy|memset|memmove|memcmp|memchr|strlen|__divsf3|pack_round|__truncdfsf2|__u?divdi3|__u?moddi3|udivmod64|fabsf)$"),
+    ("runtime (rt.c)", r"^(memcpy|memset|memmove|memcmp|memchr|strlen|__divsf3|pack_round|__truncdfsf2"
+                       r"|__u?divdi3|__u?moddi3|udivmod64|fabsf)$"),
 ]
 
 

@@ -22,12 +22,19 @@ one per session):
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    from pocketgpt.gguf_io import GPT2Config, ModelFile
+    from pocketgpt.tokenizer import BPEVocab
+
+    # a model not written yet: its configuration and {tensor name: (GGML type, stored bytes)}
+    PlannedModel = tuple[GPT2Config, Mapping[str, tuple[int, int]]]
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -258,9 +265,9 @@ def state_arena_bytes(n_layer: int, n_embd: int, n_ff: int, n_head: int, n_vocab
     E, F, V, B, T = n_embd, n_ff, n_vocab, n_batch, n_ctx
     widest = max(E, F)
     a = _Arena()
-    kv = n_layer * T * kv_row_bytes(E, kv)
+    kv_bytes = n_layer * T * kv_row_bytes(E, kv)
     score_rows = min(B * n_head, PG_MAX_TASKS)  # one row of attention scores per task
-    for n in (kv, kv, B * E * 4, B * E * 4, B * 3 * E * 4, B * E * 4, B * F * 4, score_rows * T * 4,
+    for n in (kv_bytes, kv_bytes, B * E * 4, B * E * 4, B * 3 * E * 4, B * E * 4, B * F * 4, score_rows * T * 4,
               PG_MAX_TASKS * widest * 4, B * widest, B * (widest // 32 + 1) * 4, V * 4, V * 4, V * 4):
         a.take(n, 64)
     return a.used
@@ -275,8 +282,9 @@ def _gguf_overhead_estimate(n_vocab: int, n_merges: int, token_bytes: int, n_ten
     return int(4096 + tokens + merges + types + tensor_info + 32 * n_tensors)
 
 
-def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str = "psram",
-             n_batch: int = 1, spec: DeviceSpec = ESP32S3, vocab: Any = None, kv: str = "f32") -> BudgetReport:
+def estimate(model: ModelFile | PlannedModel, n_ctx: int = 256, cache_line: int = 64, weights_in: str = "psram",
+             n_batch: int = 1, spec: DeviceSpec = ESP32S3, vocab: BPEVocab | None = None,
+             kv: str = "f32") -> BudgetReport:
     """The device budget of `model` for an `n_ctx`-token session.
 
     `model` is a pocketgpt.gguf_io.ModelFile, or a pair (GPT2Config, {tensor name: (GGML type,
@@ -297,7 +305,7 @@ def estimate(model: Any, n_ctx: int = 256, cache_line: int = 64, weights_in: str
 
     if isinstance(model, ModelFile):
         cfg = model.cfg
-        types = {n: (t.qtype, t.n_bytes) for n, t in model.tensors.items()}
+        types: Mapping[str, tuple[int, int]] = {n: (t.qtype, t.n_bytes) for n, t in model.tensors.items()}
         vocab = model.vocab
         label = str(model.path)
         file_bytes = model.file_bytes

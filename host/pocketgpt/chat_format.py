@@ -14,7 +14,8 @@ compares the two on shared vectors.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 TEMPLATE_KEY = "tokenizer.chat_template"
 EOS_TEXT = "<|endoftext|>"

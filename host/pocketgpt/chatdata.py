@@ -16,8 +16,8 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from pocketgpt.chat_format import training_text
 

@@ -19,7 +19,8 @@ from pocketgpt.errors import PocketError
 # where logits are returned: generation alone does not need it
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any
 
     import numpy as np
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 def _native():
     try:
-        from pocketgpt import _engine
+        import pocketgpt._engine as _engine
     except ImportError as exc:  # a source checkout without the compiled extension
         raise PocketError(f"the C engine is not built ({exc}); run: pip install -e .") from None
     return _engine
@@ -134,15 +135,15 @@ class Engine:
         return out
 
     # -- generation -------------------------------------------------------------------------
-    def session(self) -> "Session":
+    def session(self) -> Session:
         return Session(self)
 
-    def generate(self, prompt: str | Sequence[int], **kw) -> Iterator[Piece]:
+    def generate(self, prompt: str | Sequence[int], **kw: Any) -> Iterator[Piece]:
         """`Session.generate` on a fresh session."""
         return self.session().generate(prompt, **kw)
 
     # -- batched decode -----------------------------------------------------------------------
-    def decode_batch(self, pairs: Sequence[tuple["Session", int]]) -> list[np.ndarray]:
+    def decode_batch(self, pairs: Sequence[tuple[Session, int]]) -> list[np.ndarray]:
         """Append one token to each session, all in one forward pass, and return each session's
         next-token logits (n_vocab float32 arrays, copies) in the same order.
 
@@ -157,13 +158,13 @@ class Engine:
         self._decode([s for s, _ in pairs], [int(t) for _, t in pairs])
         return [np.frombuffer(s._s.last_logits(), dtype=np.float32) for s, _ in pairs]
 
-    def _decode(self, sessions: Sequence["Session"], tokens: Sequence[int]) -> None:
+    def _decode(self, sessions: Sequence[Session], tokens: Sequence[int]) -> None:
         for s in sessions:
             if s.engine is not self:
                 raise PocketError("decode_batch: a session of another Engine was given")
         self._model.decode_batch([s._s for s in sessions], tokens)
 
-    def step(self, streams: Sequence["Stream"]) -> list[Piece | None]:
+    def step(self, streams: Sequence[Stream]) -> list[Piece | None]:
         """Advance every live stream by one token and return its Piece (None for a stream that is
         done, or that a newer generation on its session replaced).
 
@@ -231,7 +232,7 @@ class Session:
                top_p: float = 0.95, repeat_penalty: float = 1.1, seed: int | None = None, greedy: bool = False,
                stop: Sequence[str] = (), stop_at_eos: bool = True, repeat_last_n: int = 64,
                need_word: bool | int = False, draft: Draft | None = None,
-               subject: str | None = None, steer_params: dict | None = None) -> "Stream":
+               subject: str | None = None, steer_params: dict | None = None) -> Stream:
         """A generation on this session that the caller advances: `Engine.step([streams])` moves
         several at once with one batched forward pass (what a server with many clients wants);
         `generate` is the same thing stepped alone. Starting a stream ends any earlier one here.
@@ -245,7 +246,7 @@ class Session:
             need_word=int(need_word)),
             seed, stop, stop_at_eos, draft, subject, steer_params)
 
-    def _run(self, stream: "Stream") -> Iterator[Piece]:
+    def _run(self, stream: Stream) -> Iterator[Piece]:
         try:
             while not stream.done:
                 if stream.generation != self._generation:
@@ -313,7 +314,7 @@ class Stream:
 
     @property
     def finish_reason(self) -> str:
-        return self.stats["finish_reason"]
+        return str(self.stats["finish_reason"])
 
     @property
     def needs_prefill(self) -> bool:

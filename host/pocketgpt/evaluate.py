@@ -14,12 +14,16 @@ KL(reference || model)) is the sharp one for quantization, where perplexity bare
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    from pocketgpt.gguf_io import ModelFile
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]  # token ids (n,) -> logits (n, n_vocab)
 
@@ -139,7 +143,7 @@ def evaluate(scorer: Scorer, text: str, ref: Scorer | None = None, stride: int |
 class TorchScorer:
     """Scores with transformers (float32) — for Hugging Face folders and as the engine's reference."""
 
-    def __init__(self, model_file) -> None:
+    def __init__(self, model_file: ModelFile) -> None:
         from pocketgpt.hf import torch_model
 
         self.mf = model_file

@@ -7,12 +7,17 @@ pieces of whole UTF-8 characters). Callers see one interface either way.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from pocketgpt.errors import PocketError
 
+if TYPE_CHECKING:
+    from pocketgpt.engine import Engine
+    from pocketgpt.relay.torch_engine import TorchEngine
 
-def open_engine(spec: str, backend: str = "auto", threads: int | None = None) -> Any:
+
+def open_engine(spec: str, backend: str = "auto", threads: int | None = None) -> Engine | TorchEngine:
     """An Engine (or TorchEngine) for `spec`: a .gguf path, a Hugging Face folder or builtin:NAME."""
     from pocketgpt import models
     from pocketgpt.evaluate import engine_available
@@ -31,8 +36,8 @@ def open_engine(spec: str, backend: str = "auto", threads: int | None = None) ->
     return TorchEngine(str(path))
 
 
-def stream_reply(engine: Any, prompt: str, max_tokens: int, stats: dict | None = None, raw: bool = False,
-                 steer: bool = True, **sampling: Any) -> Iterator[str]:
+def stream_reply(engine: Engine | TorchEngine, prompt: str, max_tokens: int, stats: dict | None = None,
+                 raw: bool = False, steer: bool = True, **sampling: Any) -> Iterator[str]:
     """The model's reply to the request `prompt` as text pieces.
 
     The request goes through the model's chat template (`tokenizer.chat_template` in its file;

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -194,7 +195,8 @@ class ModelFile:
 
 def _file_type_for(types: Iterable[int]) -> int:
     """llama.cpp's general.file_type: the type most of the matrices use."""
-    from gguf import GGMLQuantizationType as Q, LlamaFileType as F
+    from gguf import GGMLQuantizationType as Q
+    from gguf import LlamaFileType as F
 
     mapping = {
         Q.F32: F.ALL_F32, Q.F16: F.MOSTLY_F16, Q.Q8_0: F.MOSTLY_Q8_0, Q.Q4_0: F.MOSTLY_Q4_0,

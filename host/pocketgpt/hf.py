@@ -11,13 +11,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pocketgpt.errors import PocketError
-from pocketgpt.gguf_io import GPT2Config, ModelFile, tensors_to_hf_state, hf_state_to_tensors
-from pocketgpt.tokenizer import BPEVocab, EOT, gpt2_vocab
+from pocketgpt.gguf_io import GPT2Config, ModelFile, hf_state_to_tensors, tensors_to_hf_state
+from pocketgpt.tokenizer import EOT, BPEVocab, gpt2_vocab
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2Config as HFConfig
+    from transformers import GPT2LMHeadModel
 
 
 def require_toolchain() -> None:
@@ -31,7 +36,7 @@ def require_toolchain() -> None:
         ) from None
 
 
-def hf_config(cfg: GPT2Config, vocab: BPEVocab, tied: bool = True, dropout: float = 0.0) -> Any:
+def hf_config(cfg: GPT2Config, vocab: BPEVocab, tied: bool = True, dropout: float = 0.0) -> HFConfig:
     from transformers import GPT2Config as HFConfig
 
     return HFConfig(
@@ -42,7 +47,7 @@ def hf_config(cfg: GPT2Config, vocab: BPEVocab, tied: bool = True, dropout: floa
     )
 
 
-def config_from_hf(hf_cfg: Any) -> GPT2Config:
+def config_from_hf(hf_cfg: HFConfig) -> GPT2Config:
     if getattr(hf_cfg, "model_type", "gpt2") != "gpt2":
         raise PocketError(f"model type is {hf_cfg.model_type!r}; pocketgpt converts GPT-2-family checkpoints only")
     if getattr(hf_cfg, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -55,7 +60,8 @@ def config_from_hf(hf_cfg: Any) -> GPT2Config:
 def _vocab_from_folder(folder: Path, n_vocab: int) -> BPEVocab:
     """The folder's own tokenizer when it has one, else GPT-2's if the sizes agree."""
     vj, mt, tj = folder / "vocab.json", folder / "merges.txt", folder / "tokenizer.json"
-    enc = merges = None
+    enc: dict[str, int] | None = None
+    merges: list[str] = []
     if vj.exists() and mt.exists():
         enc = json.loads(vj.read_text(encoding="utf-8"))
         merges = [l for l in mt.read_text(encoding="utf-8").split("\n") if l and not l.startswith("#version")]
@@ -84,7 +90,7 @@ def _vocab_from_folder(folder: Path, n_vocab: int) -> BPEVocab:
     return vocab
 
 
-def load_hf(src: str) -> tuple[Any, BPEVocab]:
+def load_hf(src: str) -> tuple[GPT2LMHeadModel, BPEVocab]:
     """A GPT-2-family checkpoint (local folder or hub id) as (GPT2LMHeadModel, vocabulary)."""
     require_toolchain()
     from transformers import GPT2LMHeadModel
@@ -99,7 +105,7 @@ def load_hf(src: str) -> tuple[Any, BPEVocab]:
         model = GPT2LMHeadModel.from_pretrained(src, local_files_only=local, dtype="float32")
     except PocketError:
         raise
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if local:
             raise PocketError(f"{src}: not a loadable GPT-2 checkpoint folder ({first})") from None
@@ -126,7 +132,7 @@ def _vocab_from_hub(src: str, n_vocab: int) -> BPEVocab:
     return _vocab_from_folder(Path("/nonexistent"), n_vocab)
 
 
-def hf_to_tensors(model: Any) -> tuple[GPT2Config, dict[str, np.ndarray], bool]:
+def hf_to_tensors(model: GPT2LMHeadModel) -> tuple[GPT2Config, dict[str, np.ndarray], bool]:
     cfg = config_from_hf(model.config)
     state = {k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}
     tied = bool(getattr(model.config, "tie_word_embeddings", True))
@@ -135,7 +141,7 @@ def hf_to_tensors(model: Any) -> tuple[GPT2Config, dict[str, np.ndarray], bool]:
     return cfg, hf_state_to_tensors(state, tied), tied
 
 
-def torch_model(mf: ModelFile, dtype: Any = None) -> Any:
+def torch_model(mf: ModelFile, dtype: torch.dtype | None = None) -> GPT2LMHeadModel:
     """A transformers GPT2LMHeadModel holding the file's weights (dequantized to float32)."""
     require_toolchain()
     import torch

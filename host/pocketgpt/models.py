@@ -10,6 +10,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (with re 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from pocketgpt.gguf_io import ModelFile
+
 # pathlib (with urllib.parse and ipaddress behind it) and importlib.resources (tempfile, shutil,
 # random, bz2, lzma) cost ~1.1 MiB of a process that only wants `pocketgpt.engine` on a model
 # path: they are imported where a function needs them. The package is always unpacked on disk
@@ -44,7 +46,7 @@ def resolve(spec: str) -> Path:
     return Path(spec).expanduser()
 
 
-def load(spec: str):
+def load(spec: str) -> ModelFile:
     """A GGUF model file (path or builtin); a Hugging Face folder is converted in memory."""
     from pocketgpt.gguf_io import read_gguf
 
@@ -54,7 +56,7 @@ def load(spec: str):
     return read_gguf(path)
 
 
-def from_hf_folder(src: str):
+def from_hf_folder(src: str) -> ModelFile:
     """A Hugging Face checkpoint as an in-memory F32 ModelFile (same tensors `convert` writes)."""
     from pathlib import Path
 

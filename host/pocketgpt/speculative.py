@@ -28,7 +28,12 @@ from pocketgpt.errors import PocketError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import numpy as np
+
     from pocketgpt.engine import Engine, Stream
+    from pocketgpt.relay.torch_engine import TorchEngine
 
 DEFAULT_K = 3  # draft tokens per round (measured: docs/speed.md, "Speculative decoding")
 
@@ -38,7 +43,7 @@ class Draft:
     tokens it proposes per round). One Draft serves any number of streams (each gets its own
     draft session)."""
 
-    def __init__(self, target: "Engine", draft: "Engine | str", k: int = DEFAULT_K, threads: int | None = None) -> None:
+    def __init__(self, target: Engine, draft: Engine | str, k: int = DEFAULT_K, threads: int | None = None) -> None:
         from pocketgpt.engine import Engine
 
         if k < 1:
@@ -63,7 +68,7 @@ class Draft:
         if sum(1 for x in self.d2t if x >= 0) < d.n_vocab // 2:
             raise PocketError(f"{d.path} cannot draft for {t.path}: fewer than half of its tokens are target tokens")
         self._t2d: dict[int, list[int]] = {t.eos_id: [d.eos_id]}
-        self._index_map = None
+        self._index_map: np.ndarray | None = None
         self.proposed = self.accepted = 0  # over every stream (the relay reports them)
 
     @property
@@ -75,7 +80,7 @@ class Draft:
             self._index_map = np.array(self.d2t, dtype=np.int64)
         return self._index_map
 
-    def to_draft(self, target_ids) -> list[int]:
+    def to_draft(self, target_ids: Iterable[int]) -> list[int]:
         """The draft's ids for these target tokens (each token's bytes tokenized by the draft)."""
         out: list[int] = []
         for tok in target_ids:
@@ -100,7 +105,7 @@ class SpecState:
         self.rounds = self.proposed = self.accepted = 0
         self.started = False
 
-    def start(self, ids) -> None:
+    def start(self, ids: list[int]) -> None:
         """A new generation whose prompt and tokens so far are ids (the last not yet evaluated)."""
         self.started = True
         self.ds.reset()
@@ -111,7 +116,8 @@ class SpecState:
             self.dctx = self.dctx[-room:]
 
 
-def _dense(n_vocab: int, cand: bytes, weights: bytes, total: float, index_map=None):
+def _dense(n_vocab: int, cand: bytes, weights: bytes, total: float,
+           index_map: np.ndarray | None = None) -> np.ndarray:
     import numpy as np
 
     c = np.frombuffer(cand, dtype=np.int32)
@@ -136,7 +142,7 @@ def _draw(rng: random.Random, cand: bytes, weights: bytes, total: float) -> int:
     return int(c[min(i, len(c) - 1)])
 
 
-def spec_round(stream: "Stream") -> list[int]:
+def spec_round(stream: Stream) -> list[int]:
     """One round for a stream whose prompt is evaluated and whose last token is sampled but not
     yet in the target's cache: draft up to k tokens, verify them in one target pass, and return the
     tokens now settled (at least one). The target's cache ends holding every settled token but the
@@ -144,7 +150,8 @@ def spec_round(stream: "Stream") -> list[int]:
     start of the next round."""
     import numpy as np
 
-    spec: SpecState = stream._spec
+    spec = stream._spec
+    assert spec is not None  # a speculative stream
     draft = spec.draft
     eng = stream.session.engine
     s, ds = stream.session._s, spec.ds
@@ -228,9 +235,10 @@ def spec_round(stream: "Stream") -> list[int]:
     return out
 
 
-def next_token(stream: "Stream") -> int:
+def next_token(stream: Stream) -> int:
     """The stream's next token once its first is sampled: from the queue that each round fills."""
-    spec: SpecState = stream._spec
+    spec = stream._spec
+    assert spec is not None  # a speculative stream
     if not spec.queue:
         t = time.perf_counter()
         spec.queue = spec_round(stream)
@@ -247,13 +255,16 @@ def next_token(stream: "Stream") -> int:
 AUTO_DRAFTS: dict[str, str] = {}
 
 
-def open_draft(target: "Engine", model_spec: str, draft_spec: str | None, k: int = DEFAULT_K) -> Draft | None:
+def open_draft(target: Engine | TorchEngine, model_spec: str, draft_spec: str | None,
+               k: int = DEFAULT_K) -> Draft | None:
     """The Draft that `--draft` names for a target opened from model_spec: 'auto' (the default:
     the shipped pair's draft, else none), 'none', or a model spec."""
     if draft_spec is None or draft_spec == "auto":
         draft_spec = AUTO_DRAFTS.get(model_spec)
     if not draft_spec or draft_spec == "none":
         return None
-    if not hasattr(target, "step"):
+    from pocketgpt.engine import Engine
+
+    if not isinstance(target, Engine):
         raise PocketError("--draft needs the C engine (a .gguf model), not the PyTorch reference")
     return Draft(target, draft_spec, k=k)

@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOT = "<|endoftext|>"
 
@@ -42,13 +45,13 @@ class BPEVocab:
             return list(self.token_types)
         return [TOKEN_CONTROL if t == EOT else TOKEN_NORMAL for t in self.tokens]
 
-    def hf_tokenizer(self) -> Any:
+    def hf_tokenizer(self) -> PreTrainedTokenizerFast:
         """A ``transformers`` fast tokenizer with exactly these tokens and merges."""
         return _hf_tokenizer(tuple(self.tokens), tuple(self.merges), self.eos_id)
 
 
 @lru_cache(maxsize=4)
-def _hf_tokenizer(tokens: tuple[str, ...], merges: tuple[str, ...], eos_id: int) -> Any:
+def _hf_tokenizer(tokens: tuple[str, ...], merges: tuple[str, ...], eos_id: int) -> PreTrainedTokenizerFast:
     from transformers import GPT2TokenizerFast
 
     vocab = {t: i for i, t in enumerate(tokens)}
@@ -60,7 +63,7 @@ def _hf_tokenizer(tokens: tuple[str, ...], merges: tuple[str, ...], eos_id: int)
 
 
 def _data_file(name: str) -> bytes:
-    return resources.files("pocketgpt").joinpath("data", "tokenizer", name).read_bytes()
+    return (resources.files("pocketgpt") / "data" / "tokenizer" / name).read_bytes()
 
 
 def _verify(name: str, data: bytes) -> None:

@@ -22,11 +22,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pocketgpt.errors import PocketError, write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 
 @dataclass
@@ -77,7 +81,7 @@ def split_documents(docs: list[str], val_fraction: float, seed: int) -> tuple[li
     return train, val
 
 
-def encode_documents(tok: Any, docs: list[str], eos: int) -> np.ndarray:
+def encode_documents(tok: PreTrainedTokenizerFast, docs: list[str], eos: int) -> np.ndarray:
     ids: list[int] = []
     for enc in tok(docs, add_special_tokens=False)["input_ids"]:
         ids.extend(enc)
@@ -85,7 +89,7 @@ def encode_documents(tok: Any, docs: list[str], eos: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _encode_with_starts(tok: Any, docs: list[str], eos: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+def _encode_with_starts(tok: PreTrainedTokenizerFast, docs: list[str], eos: int, window: int) -> tuple[np.ndarray, np.ndarray]:
     """The documents as one stream (end-of-text after each) and the offsets where a full window
     starting at a document's first token fits."""
     ids: list[int] = []
@@ -127,7 +131,7 @@ def _val_windows(val_ids: np.ndarray, n_ctx: int, limit: int) -> list[np.ndarray
     return out
 
 
-def _evaluate(model: Any, windows: list[np.ndarray]) -> float:
+def _evaluate(model: GPT2LMHeadModel, windows: list[np.ndarray]) -> float:
     import torch
 
     model.eval()
@@ -144,7 +148,7 @@ def _evaluate(model: Any, windows: list[np.ndarray]) -> float:
     return total / max(count, 1)
 
 
-def _save_checkpoint(out: Path, model: Any, opt: Any, state: dict[str, Any]) -> None:
+def _save_checkpoint(out: Path, model: GPT2LMHeadModel, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     import torch
 
     final = out / "checkpoint"
@@ -166,9 +170,9 @@ def _save_checkpoint(out: Path, model: Any, opt: Any, state: dict[str, Any]) -> 
 
 def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or fine-tune) and write a Hugging Face folder to `out_dir`. See the module docstring."""
-    from pocketgpt.hf import folder_chat_template, hf_config, load_hf, require_toolchain, save_vocab
     from pocketgpt.corpus import read_documents
     from pocketgpt.gguf_io import GPT2Config
+    from pocketgpt.hf import folder_chat_template, hf_config, load_hf, require_toolchain, save_vocab
     from pocketgpt.tokenizer import gpt2_vocab
 
     require_toolchain()
@@ -267,6 +271,7 @@ def train(cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool =
             starts = rng.integers(0, len(train_ids) - cfg.n_ctx - 1, size=cfg.batch_size)
             batch = np.stack([train_ids[s : s + cfg.n_ctx + 1] for s in starts])
         else:
+            assert chat_starts is not None  # made with chat_ids
             rows = []
             for _ in range(cfg.batch_size):
                 if rng.random() < cfg.chat_mix:

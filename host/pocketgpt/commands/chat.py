@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pocketgpt.engine import Engine
+    from pocketgpt.relay.torch_engine import TorchEngine
 
 HELP = """\
 Chat with MODEL (default builtin:host). Each line you type is a request; the model answers it with
@@ -48,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _reply(engine, prompt: str, args: argparse.Namespace, out) -> None:
+def _reply(engine: Engine | TorchEngine, prompt: str, args: argparse.Namespace, out: TextIO) -> None:
     from pocketgpt.generate import stream_reply
 
     out.write("bot> ")

@@ -207,7 +207,8 @@ def run_demo(args: argparse.Namespace, exe: Path) -> int:
             deadline = time.monotonic() + 120
             while True:
                 if relay.poll() is not None:
-                    raise PocketError(f"the relay did not start: {relay.stderr.read().strip()[-400:]}")
+                    err = relay.stderr.read() if relay.stderr is not None else ""
+                    raise PocketError(f"the relay did not start: {err.strip()[-400:]}")
                 try:
                     urllib.request.urlopen(f"http://127.0.0.1:{ws_port}/healthz", timeout=1).read()
                     break

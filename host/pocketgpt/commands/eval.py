@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(scorer, text, ref=ref, stride=args.stride, progress=sys.stderr.isatty())
     lines = [f"{args.model} on {args.text}: perplexity {res.ppl:.3f}, {res.bpb:.4f} bits/byte "
              f"({res.tokens:,} tokens, {res.bytes:,} bytes)"]
-    if ref is not None:
+    if res.ref_ppl is not None and res.top1 is not None:  # scored against a reference
         lines.append(f"  against {args.ref}: mean KL {res.kl:.6f} nats/token, top-1 agreement {100 * res.top1:.2f} %, "
                      f"reference perplexity {res.ref_ppl:.3f} ({100 * (res.ppl / res.ref_ppl - 1):+.2f} %)")
     emit(args, {"model": args.model, **res.as_dict()}, "\n".join(lines))

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         "  by type: " + ", ".join(f"{k} {v:,} B" for k, v in sorted(types.items())),
     ]
     if args.tensors:
-        lines += [f"  {t['name']:<28} {t['type']:<6} {str(tuple(t['shape'])):<16} {t['bytes']:>12,}"
-                  for t in result["tensors"]]
+        lines += [f"  {t.name:<28} {type_name(t.qtype):<6} {str(tuple(t.shape)):<16} {t.n_bytes:>12,}"
+                  for t in mf.tensors.values()]
     emit(args, result, "\n".join(lines))
     return 0

@@ -61,23 +61,15 @@ def run(args: argparse.Namespace) -> int:
     from pocketgpt import models
     from pocketgpt.cli import emit
     from pocketgpt.errors import PocketError
-    from pocketgpt.chat_format import TEMPLATE_KEY
-    from pocketgpt.gguf_io import write_gguf
     from pocketgpt.quant import formats as F
-    from pocketgpt.quant import presets, quantizer
+    from pocketgpt.quant.pipeline import check_options, quantize_model, write_quantized
 
     out = Path(args.output)
     if out.suffix != ".gguf":
         raise PocketError(f"{out}: output must end in .gguf")
-    presets.parse_type(args.type)  # unknown types fail before any work
-    if args.bpw is not None and not 1.0 < args.bpw < 16.0:
-        raise PocketError(f"--bpw {args.bpw}: give a budget between 1 and 16 bits per weight")
-    if args.method != "rtn" and not args.calib:
-        raise PocketError(f"--method {args.method} needs calibration text: pass --calib FILE")
-    if args.tune == "on" and not args.calib:
-        raise PocketError("--tune on needs calibration text: pass --calib FILE")
-    if args.calib_tokens is not None and args.calib_tokens < quantizer.MIN_CALIB_TOKENS:
-        raise PocketError(f"--calib-tokens {args.calib_tokens}: at least {quantizer.MIN_CALIB_TOKENS} are needed")
+    # unknown types and impossible option sets fail before any work
+    check_options(args.type, args.method, calib=bool(args.calib), bpw=args.bpw, tune=args.tune,
+                  alloc=args.alloc, calib_tokens=args.calib_tokens)
     in_path = models.resolve(args.input)
     if in_path.resolve() == out.resolve():
         raise PocketError(f"{out}: output would overwrite the input; choose another name")
@@ -88,58 +80,28 @@ def run(args: argparse.Namespace) -> int:
         calib_text = read_text(args.calib) if args.calib else None
         eval_text = read_text(args.eval) if args.eval else None
 
-    if args.alloc == "measured" and not args.calib:
-        raise PocketError("--alloc measured needs calibration text: pass --calib FILE")
     mf = models.load(args.input)
-    shapes = {n: t.shape for n, t in mf.tensors.items()}
-    preset, _single = presets.parse_type(args.type)
-    measure = (preset is not None and (args.bpw is not None or preset.bpw is not None)
-               and args.alloc in ("auto", "measured") and calib_text is not None)
     progress = sys.stderr.isatty() and not args.json
-
-    calib = sens = None
-    if args.method != "rtn" or measure:
-        from pocketgpt.hf import require_toolchain
-
-        require_toolchain()
-    if args.method != "rtn":
-        calib = quantizer.collect(mf, calib_text, full=args.method == "gptq",
-                                  max_tokens=args.calib_tokens or quantizer.DEFAULT_CALIB_TOKENS,
-                                  source=args.calib)
-    if measure:
-        sens = quantizer.measure_sensitivity(mf, calib, calib_text, presets.MEASURED_LADDER, args.method,
-                                             progress=progress)
-        choices = presets.plan(shapes, mf.cfg.n_layer, mf.tied, args.type, args.bpw, measured=sens.kl,
-                               ladder=presets.MEASURED_LADDER)
-    else:
-        choices = presets.plan(shapes, mf.cfg.n_layer, mf.tied, args.type, args.bpw)
-    stored, report = quantizer.quantize_tensors(mf, choices, args.method, calib, progress=progress, done=sens)
-    tune = None
-    if args.tune == "on" or (args.tune == "auto" and args.method != "rtn"):
-        stored, tune = quantizer.tune_float(mf, stored, calib_text, progress=progress)
+    q = quantize_model(mf, args.type, args.method, calib_text=calib_text, calib_source=args.calib,
+                       calib_tokens=args.calib_tokens, bpw=args.bpw, alloc=args.alloc, tune=args.tune,
+                       progress=progress)
     name = str(mf.metadata.get("general.name") or Path(args.input).stem)
-    template = mf.metadata.get(TEMPLATE_KEY)
-    size = write_gguf(out, mf.cfg, mf.vocab, stored, name=name, chat_template=template if isinstance(template, str) else None,
-                      extra={"pocketgpt.quantize.type": args.type, "pocketgpt.quantize.method": args.method})
+    size = write_quantized(out, mf, q, name=name)
 
-    mat = [r for r in report if r.name != "position_embd.weight"]
-    n_w = sum(int(r.shape[0]) * int(r.shape[1]) for r in mat)
-    bpw = 8.0 * sum(r.n_bytes for r in mat) / n_w
+    bpw = q.matrix_bpw()
     n_params = mf.n_params()
-    fallbacks = [{"tensor": r.name, "wanted": F.type_name(r.wanted), "type": F.type_name(r.qtype), "why": r.note}
-                 for r in report if r.note]
-    counts: dict[str, int] = {}
-    for r in report:
-        counts[F.type_name(r.qtype)] = counts.get(F.type_name(r.qtype), 0) + 1
+    fallbacks = q.fallbacks()
+    counts = q.type_counts()
+    tune = q.tune
     result = {
         "out": str(out), "type": args.type, "method": args.method, "bpw": round(bpw, 4),
         "file_bytes": size, "file_bpw": round(8.0 * size / n_params, 4), "n_params": n_params,
         "types": counts, "fallbacks": fallbacks,
-        "calib_tokens": calib.tokens if calib else 0,
-        "allocation": "measured" if sens is not None else "model",
+        "calib_tokens": q.calib_tokens,
+        "allocation": q.allocation,
         "tune": None if tune is None else tune.as_dict(),
         "tensors": [{"name": r.name, "type": F.type_name(r.qtype), "bytes": r.n_bytes,
-                     "rel_rmse": round(r.rel_rmse, 6)} for r in report],
+                     "rel_rmse": round(r.rel_rmse, 6)} for r in q.report],
     }
     lines = [f"wrote {out}: {size:,} bytes ({size / 1e6:.2f} MB), {bpw:.3f} bits/weight in the matrices, "
              f"{8.0 * size / n_params:.3f} bits/parameter overall; method {args.method}",
@@ -152,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         from pocketgpt.evaluate import evaluate, make_scorer
 
         res = evaluate(make_scorer(str(out)), eval_text, ref=make_scorer(args.input), progress=progress)
-        ev = {"ppl": res.ppl, "bpb": res.bpb, "kl": res.kl, "top1": res.top1, "ref_ppl": res.ref_ppl,
+        # scored against a reference: evaluate filled its fields
+        assert res.kl is not None and res.top1 is not None and res.ref_ppl is not None and res.ref_bpb is not None
+        ev: dict[str, float] = {"ppl": res.ppl, "bpb": res.bpb, "kl": res.kl, "top1": res.top1, "ref_ppl": res.ref_ppl,
               "ref_bpb": res.ref_bpb, "ppl_change": res.ppl / res.ref_ppl - 1, "bpb_change": res.bpb - res.ref_bpb,
               "eval_tokens": res.tokens}
         result.update({k: (round(v, 6) if isinstance(v, float) and k != "kl" else v) for k, v in ev.items()})

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pocketgpt.relay.backends import Backend
 
 HELP = """\
 Serve a model to devices and clients.
@@ -97,7 +101,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_backend(args: argparse.Namespace):
+def build_backend(args: argparse.Namespace) -> Backend:
     import logging
     from pathlib import Path
 

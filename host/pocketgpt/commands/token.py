@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
         token = store.add(device_id)
         emit(args, {"device_id": device_id, "token": token, "home": str(store.home)}, token)
     elif args.action == "show":
-        token = store.token_for(device_id)
-        if token is None:
+        shown = store.token_for(device_id)
+        if shown is None:
             raise PocketError(f"device {device_id!r} is not registered in {store.home}: "
                               f"'pocketgpt token add {device_id}' registers it")
-        emit(args, {"device_id": device_id, "token": token}, token)
+        emit(args, {"device_id": device_id, "token": shown}, shown)
     else:
         store.revoke(device_id)
         emit(args, {"device_id": device_id, "revoked": True}, f"revoked {device_id}")

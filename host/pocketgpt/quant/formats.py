@@ -26,8 +26,8 @@ place. What uses them (presets.py, quantizer.py) lives beside it in quant/.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -164,7 +164,8 @@ def _pick_signed_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.abs(mx), mx
 
 
-def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None, rmse: bool = True):
+def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None,
+                   rmse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric scale search: levels in [-nmax, nmax-1]. Returns (scale (N,), L (N, n) signed)."""
     x = x.astype(np.float32, copy=False)
     amax, mx = _pick_signed_max(x)
@@ -204,7 +205,7 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None, rmse: bool =
     return scale, L
 
 
-def make_q3_quants(x: np.ndarray, nmax: int):
+def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     """ggml's make_q3_quants with do_rmse: a signed scale refined one level at a time."""
     x = x.astype(np.float32, copy=False)
     n_rows, n = x.shape
@@ -240,7 +241,7 @@ def make_q3_quants(x: np.ndarray, nmax: int):
 
 
 def make_qkx_quants(x: np.ndarray, nmax: int, w: np.ndarray, rmin: float, rdelta: float,
-                    nstep: int, use_mad: bool, clamp_v: bool = False):
+                    nstep: int, use_mad: bool, clamp_v: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Asymmetric (scale, min) search of ggml's make_qkx2/qkx3_quants.
 
     Levels are in [0, nmax]; value = scale * L - the_min. Returns (scale, the_min, L).
@@ -305,7 +306,7 @@ def make_qkx_quants(x: np.ndarray, nmax: int, w: np.ndarray, rmin: float, rdelta
     return scale, (-mn).astype(np.float32), L
 
 
-def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray):
+def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positive-only scale for a set of non-negative values (the sub-block scales). Returns (scale, L)."""
     x = x.astype(np.float32, copy=False)
     n_rows, n = x.shape
@@ -812,7 +813,7 @@ def dequantize(raw: np.ndarray, qtype: int, shape: tuple[int, ...]) -> np.ndarra
     return out.astype(np.float32, copy=False).reshape(shape)
 
 
-def simple_chooser(outtype: str):
+def simple_chooser(outtype: str) -> Callable[[str, np.ndarray], int]:
     """Type choice for plain conversion: vectors stay F32; matrices as `outtype` (f32, f16, q8_0).
 
     A matrix whose rows a block does not divide falls back to F16 (reported by `inspect`).

@@ -123,6 +123,7 @@ def plan(shapes: dict[str, tuple[int, ...]], n_layer: int, tied: bool, spec: str
         for n in matrices:
             out[n] = _choice(single, shapes[n])
         return _check_quantizable(out, matrices, shapes)
+    assert preset is not None  # parse_type gives a preset or a single type
     ladder = ladder or preset.ladder
     budget_bpw = bpw if bpw is not None else preset.bpw
     level = {n: 0 for n in matrices}

@@ -18,13 +18,20 @@ every linear input; the tied head's input is the final layer norm output.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pocketgpt.errors import PocketError
 from pocketgpt.quant import formats as F
+
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
+
+    from pocketgpt.gguf_io import ModelFile, StoredTensor
+    from pocketgpt.quant.presets import Choice
 
 METHODS = ("rtn", "weighted", "gptq")
 MIN_CALIB_TOKENS = 512
@@ -40,7 +47,7 @@ class Calibration:
     full: bool
     # tied embedding/head only: input frequency per row, and the KL a unit of error costs in each
     # of its two roles (see TiedRoles)
-    tied: "TiedRoles | None" = None
+    tied: TiedRoles | None = None
 
     def importance(self, name: str) -> np.ndarray | None:
         s = self.stats.get(name)
@@ -76,7 +83,7 @@ class TiedRoles:
         return self.c_in / max(self.a_head, 1e-30)
 
 
-def calibration_ids(mf, text: str) -> np.ndarray:
+def calibration_ids(mf: ModelFile, text: str) -> np.ndarray:
     """The calibration text as token ids, quotes joined by <|endoftext|> (as training saw them)."""
     from pocketgpt.corpus import split_documents
 
@@ -90,7 +97,7 @@ def calibration_ids(mf, text: str) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def collect(mf, text: str, full: bool, max_tokens: int = DEFAULT_CALIB_TOKENS,
+def collect(mf: ModelFile, text: str, full: bool, max_tokens: int = DEFAULT_CALIB_TOKENS,
             window: int = 512, source: str = "calibration text",
             progress: Callable | None = None) -> Calibration:
     """Run the float model over the text and gather input statistics of every weight matrix."""
@@ -108,8 +115,8 @@ def collect(mf, text: str, full: bool, max_tokens: int = DEFAULT_CALIB_TOKENS,
     acc: dict[str, torch.Tensor] = {}
     hooks = []
 
-    def hook_for(name: str):
-        def hook(_module, inputs):
+    def hook_for(name: str) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
             if full:
                 s = x.T @ x
@@ -148,7 +155,7 @@ def collect(mf, text: str, full: bool, max_tokens: int = DEFAULT_CALIB_TOKENS,
     return calib
 
 
-def _tied_roles(mf, model, ids: np.ndarray, H: np.ndarray, window: int, probe_tokens: int = 1024) -> TiedRoles:
+def _tied_roles(mf: ModelFile, model: GPT2LMHeadModel, ids: np.ndarray, H: np.ndarray, window: int, probe_tokens: int = 1024) -> TiedRoles:
     """Measure a_head and c_in (TiedRoles) with Q4_K round-to-nearest errors, one role at a time."""
     import torch
 
@@ -275,8 +282,9 @@ class TensorReport:
     rel_rmse: float  # relative RMS error of the stored weights (importance-weighted when known)
 
 
-def quantize_tensors(mf, choices: dict, method: str, calib: Calibration | None = None,
-                     progress: bool = False, done: Sensitivity | None = None) -> tuple[dict, list[TensorReport]]:
+def quantize_tensors(mf: ModelFile, choices: dict[str, Choice], method: str, calib: Calibration | None = None,
+                     progress: bool = False, done: Sensitivity | None = None
+                     ) -> tuple[dict[str, StoredTensor], list[TensorReport]]:
     """Every tensor of `mf` at its chosen type by `method`. Returns (stored tensors, report).
 
     `done` (a Sensitivity measured with the same method) supplies tensors already quantized."""
@@ -317,10 +325,11 @@ def quantize_matrix(arr: np.ndarray, qtype: int, method: str, calib: Calibration
     imp = calib.importance(name) if calib is not None else None
     if qtype in (F.F32, F.F16) or arr.ndim < 2:
         return F.quantize(arr, qtype)
-    if method == "gptq" and calib is not None and calib.hessian(name) is not None:
+    H = calib.hessian(name) if calib is not None else None
+    if method == "gptq" and calib is not None and H is not None:
         if name == "token_embd.weight" and calib.tied is not None:
-            return gptq_tied(arr, qtype, calib.hessian(name), calib.tied)
-        return gptq_quantize(arr, qtype, calib.hessian(name))
+            return gptq_tied(arr, qtype, H, calib.tied)
+        return gptq_quantize(arr, qtype, H)
     if method in ("weighted", "gptq") and imp is not None:
         return F.quantize(arr, qtype, np.maximum(imp, 1e-12))
     return F.quantize(arr, qtype)
@@ -335,11 +344,12 @@ class Sensitivity:
     """
 
     kl: dict[str, dict[int, float]]
-    stored: dict[str, dict[int, object]]
+    stored: dict[str, dict[int, StoredTensor]]
     tokens: int
+    method: str = ""   # the method the stored tensors were made by ("" when none are kept)
 
 
-def measure_sensitivity(mf, calib: Calibration | None, text: str, types: tuple[int, ...], method: str,
+def measure_sensitivity(mf: ModelFile, calib: Calibration | None, text: str, types: tuple[int, ...], method: str,
                         tokens: int = 1024, progress: bool = False) -> Sensitivity:
     """Quantize each weight matrix alone at each type and measure the KL it causes on `text`.
 
@@ -372,7 +382,7 @@ def measure_sensitivity(mf, calib: Calibration | None, text: str, types: tuple[i
     blocks = model.transformer.h
     paths = {"attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
 
-    def param(name: str):
+    def param(name: str) -> tuple[torch.nn.Parameter, bool]:
         if name == "token_embd.weight":
             return model.transformer.wte.weight, False
         if name == "output.weight":
@@ -387,7 +397,7 @@ def measure_sensitivity(mf, calib: Calibration | None, text: str, types: tuple[i
 
     names = [n for n, t in mf.tensors.items() if is_matrix(n, t.shape) and n != "position_embd.weight"]
     out_kl: dict[str, dict[int, float]] = {}
-    out_st: dict[str, dict[int, object]] = {}
+    out_st: dict[str, dict[int, StoredTensor]] = {}
     work = [(n, t) for n in names for t in types]
     bar = tqdm(work, disable=not progress, unit="trial", leave=False)
     for name, t in bar:
@@ -401,7 +411,7 @@ def measure_sensitivity(mf, calib: Calibration | None, text: str, types: tuple[i
         out_kl.setdefault(name, {})[got] = kl()
         out_st.setdefault(name, {})[got] = st
         put(name, arr)
-    return Sensitivity(out_kl, out_st, usable)
+    return Sensitivity(out_kl, out_st, usable, method)
 
 
 
@@ -426,9 +436,9 @@ class TuneReport:
                 "check_tokens": self.check_tokens, "steps": self.steps, "parameters": self.parameters}
 
 
-def tune_float(mf, stored: dict, text: str, tokens: int = TUNE_TOKENS, steps: int = TUNE_STEPS,
+def tune_float(mf: ModelFile, stored: dict[str, StoredTensor], text: str, tokens: int = TUNE_TOKENS, steps: int = TUNE_STEPS,
                lr: float = 1e-3, batch: int = 4, seed: int = 0,
-               progress: bool = False) -> tuple[dict, TuneReport]:
+               progress: bool = False) -> tuple[dict[str, StoredTensor], TuneReport]:
     """Tune what stays float after quantization so the quantized model's next-token distribution
     matches the float model's on calibration text: minimise mean KL(float || quantized) with Adam,
     every quantized level frozen. Tuned: layer-norm gains and biases, linear biases, and

@@ -34,6 +34,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,7 @@ class TokenStore:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @contextlib.contextmanager
-    def locked(self):  # type: ignore[no-untyped-def]
+    def locked(self) -> Iterator[None]:
         """This store's thread lock plus an exclusive file lock shared with other processes
         (the relay and `pocketgpt token` both write), with devices.json re-read inside it."""
         import fcntl

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from pocketgpt.relay import protocol as P
 
@@ -38,7 +39,7 @@ class RelayClient:
         self.hello: dict[str, Any] = {}
         self._n = 0
 
-    async def __aenter__(self) -> "RelayClient":
+    async def __aenter__(self) -> RelayClient:
         from websockets.asyncio.client import connect
 
         headers = {"Protocol-Version": str(P.PROTOCOL_VERSION)}

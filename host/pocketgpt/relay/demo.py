@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import signal
 import subprocess
@@ -88,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                "--port", "0", "--http-port", "0", "--home", home, "--log-level", "warning", "--no-voice"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
+            assert proc.stdout is not None  # stdout=PIPE
             line = proc.stdout.readline()
             m = re.search(r"http_port=(\d+)", line)
             if not m:

@@ -9,8 +9,9 @@ times slower than the C engine; the relay's default stays the C engine.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class TorchEngine:
         with self._tok_lock:
             return self._tok.decode(list(ids), clean_up_tokenization_spaces=False)
 
-    def session(self) -> "TorchSession":
+    def session(self) -> TorchSession:
         return TorchSession(self)
 
     def blank_tokens(self) -> list[int]:

@@ -10,7 +10,8 @@ The loss is
 
 where alpha can fall linearly to 0 over the first `kl_anneal` of training (soft targets early,
 while the student knows little; data alone late, so the student is not held to a teacher it is
-about to match); from then on a step skips the KL and costs exactly a from-scratch step. With the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
+about to match); from then on a step skips the KL and costs exactly a from-scratch step. With
+the KL over k + 1 bins (the teacher's top-k tokens and "anything else", which holds the
 probability the top-k leaves out, so the student is not taught that the rest has none), averaged
 over the positions that have a target. Without targets (`targets=None`) this
 is plain training from the given initialisation: the from-scratch baseline uses the same loop,
@@ -25,9 +26,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from pocketgpt.shrink.targets import TeacherTargets
 
 
 @dataclass
@@ -67,12 +74,11 @@ def kl_weight(cfg: DistillConfig, progress: float) -> float:
     return cfg.alpha * max(0.0, 1.0 - progress / cfg.kl_anneal)
 
 
-def _soft_loss(logp: Any, targets: Any, pos: np.ndarray) -> Any:
+def _soft_loss(logp: torch.Tensor, targets: TeacherTargets, pos: np.ndarray) -> torch.Tensor:
     """KL(teacher || student) over k + 1 bins, averaged over the positions `pos` that have a target:
     the teacher's top-k student tokens, and one bin for all the rest (the mass the top-k leaves).
     logp: (positions, vocab) the student's log-probabilities (shared with the cross-entropy)."""
     import torch
-    import torch.nn.functional as Fn
 
     has = targets.has[pos]
     p = torch.from_numpy(targets.probs[pos[has]].astype(np.float32))
@@ -84,7 +90,7 @@ def _soft_loss(logp: Any, targets: Any, pos: np.ndarray) -> Any:
     return kl.mean()
 
 
-def val_loss(model: Any, ids: np.ndarray, n_ctx: int, max_windows: int = 32) -> float:
+def val_loss(model: GPT2LMHeadModel, ids: np.ndarray, n_ctx: int, max_windows: int = 32) -> float:
     """Mean next-token cross-entropy (nats) over fixed non-overlapping windows of `ids`."""
     import torch
 
@@ -111,7 +117,8 @@ class Trainer:
     see the same machine load, each on its own clock (the time its own steps took).
     """
 
-    def __init__(self, student: Any, train_ids: np.ndarray, cfg: DistillConfig, targets: Any | None = None) -> None:
+    def __init__(self, student: GPT2LMHeadModel, train_ids: np.ndarray, cfg: DistillConfig,
+                 targets: TeacherTargets | None = None) -> None:
         import torch
 
         torch.manual_seed(cfg.seed)
@@ -180,8 +187,8 @@ class Trainer:
                              train_loss=self.ema, val_loss=vl)
 
 
-def distill(student: Any, train_ids: np.ndarray, val_ids: np.ndarray, cfg: DistillConfig,
-            targets: Any | None = None, progress: bool = True) -> DistillResult:
+def distill(student: GPT2LMHeadModel, train_ids: np.ndarray, val_ids: np.ndarray, cfg: DistillConfig,
+            targets: TeacherTargets | None = None, progress: bool = True) -> DistillResult:
     """Train `student` in place on windows of `train_ids` (student tokens). See the module docstring.
 
     targets: a targets.TeacherTargets over `train_ids` (None: cross-entropy only).

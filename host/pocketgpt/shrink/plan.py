@@ -11,12 +11,16 @@ deeper one, then the larger vocabulary). The margin absorbs what the budget mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING
 
 from pocketgpt.errors import PocketError
 from pocketgpt.gguf_io import GPT2Config, expected_shapes
 from pocketgpt.shrink.prune import Shape
+
+if TYPE_CHECKING:
+    from pocketgpt.budget import BudgetReport
 
 DEFAULT_MERGES = (1000, 1500, 2000)  # up to 2047: the tokenizer's merge table stays 64 KiB of SRAM
 
@@ -24,7 +28,7 @@ DEFAULT_MERGES = (1000, 1500, 2000)  # up to 2047: the tokenizer's merge table s
 @dataclass
 class PlanResult:
     shape: Shape
-    report: Any          # budget.BudgetReport of the planned (not yet written) model
+    report: BudgetReport  # of the planned (not yet written) model
     n_candidates: int
     n_fitting: int
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    from transformers import GPT2LMHeadModel
+
+    from pocketgpt.gguf_io import GPT2Config, ModelFile
+    from pocketgpt.shrink.distill import DistillConfig, DistillResult
+    from pocketgpt.shrink.prune import Shape
+    from pocketgpt.shrink.targets import TeacherTargets
+    from pocketgpt.shrink.vocab import TrimmedVocab
+    from pocketgpt.tokenizer import BPEVocab
 
 VAL_FRACTION = 0.05   # pocketgpt train's split: the same quotes stay held out
 SPLIT_SEED = 1337
@@ -53,7 +63,8 @@ def _one(values: list[int] | None, default: int, what: str) -> int:
 
 def training_documents(corpus: list[str], exclude: str | None) -> tuple[list[str], list[str], int]:
     """(train, held-out) documents with pocketgpt train's split, minus every quote of `exclude`."""
-    from pocketgpt.corpus import read_documents, read_text, split_documents as split_text
+    from pocketgpt.corpus import read_documents, read_text
+    from pocketgpt.corpus import split_documents as split_text
     from pocketgpt.train import split_documents
 
     docs = read_documents(corpus)
@@ -82,21 +93,21 @@ def _dtype_spec(qtype: str) -> str:
 class Prepared:
     """Everything before training: the teacher, the student's shape, initial weights and data."""
 
-    tmf: Any
-    shape: Any
-    cfg: Any
-    vocab: Any
-    student: Any
+    tmf: ModelFile                  # the teacher, as read
+    shape: Shape
+    cfg: GPT2Config
+    vocab: BPEVocab                 # the student's (trimmed) tokenizer
+    student: GPT2LMHeadModel
     plan_note: str
     qspec: str
     train_ids: np.ndarray | None = None
     val_ids: np.ndarray | None = None
-    targets: Any = None
+    targets: TeacherTargets | None = None
     n_train_docs: int = 0
     dropped: int = 0
 
 
-def fresh_student(cfg: Any, vocab: Any, seed: int) -> Any:
+def fresh_student(cfg: GPT2Config, vocab: BPEVocab, seed: int) -> GPT2LMHeadModel:
     """The student's random start (transformers' initialisation under `seed`): what training from
     scratch begins with, and what pruning then overwrites."""
     import torch
@@ -113,12 +124,15 @@ def shrink(o: ShrinkOptions) -> tuple[dict[str, Any], str]:
     from pocketgpt.shrink.distill import distill
 
     p = prepare(o)
-    res = distill(p.student, p.train_ids, p.val_ids, distill_config(o), targets=p.targets,
-                  progress=o.progress) if o.steps > 0 else None
+    res = None
+    if o.steps > 0:
+        assert p.train_ids is not None and p.val_ids is not None  # prepare encodes both for training
+        res = distill(p.student, p.train_ids, p.val_ids, distill_config(o), targets=p.targets,
+                      progress=o.progress)
     return finish(o, p, res)
 
 
-def distill_config(o: ShrinkOptions) -> Any:
+def distill_config(o: ShrinkOptions) -> DistillConfig:
     from pocketgpt.shrink.distill import DistillConfig
 
     return DistillConfig(steps=o.steps, max_minutes=o.max_minutes, batch_size=o.batch, lr=o.lr, alpha=o.alpha,
@@ -194,7 +208,7 @@ def prepare(o: ShrinkOptions) -> Prepared:
     return p
 
 
-def finish(o: ShrinkOptions, p: Prepared, res: Any) -> tuple[dict[str, Any], str]:
+def finish(o: ShrinkOptions, p: Prepared, res: DistillResult | None) -> tuple[dict[str, Any], str]:
     """Store the trained student (quantized to --type), size it for the device, report."""
     from pocketgpt.budget import estimate
     from pocketgpt.chat_format import TEMPLATE_KEY
@@ -261,7 +275,8 @@ def finish(o: ShrinkOptions, p: Prepared, res: Any) -> tuple[dict[str, Any], str
     return result, "\n".join(lines)
 
 
-def _targets(o: ShrinkOptions, tmf: Any, trimmed: Any, docs: list[str], train_ids: np.ndarray) -> Any:
+def _targets(o: ShrinkOptions, tmf: ModelFile, trimmed: TrimmedVocab, docs: list[str],
+             train_ids: np.ndarray) -> TeacherTargets:
     """The teacher's top-k targets over the training stream: from --teacher-cache when it holds
     them for this teacher, vocabulary and corpus, else computed now (and saved there)."""
     import hashlib

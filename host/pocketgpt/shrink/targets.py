@@ -35,11 +35,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pocketgpt.errors import PocketError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from pocketgpt.shrink.vocab import TrimmedVocab
+    from pocketgpt.tokenizer import BPEVocab
 
 
 @dataclass
@@ -106,7 +113,7 @@ def align(student_ids: np.ndarray, student_len: np.ndarray, teacher_ids: np.ndar
     return np.where(hit, j, -1)
 
 
-def used_head(teacher: Any, teacher_ids: np.ndarray, t2s: np.ndarray) -> tuple[Any, Any]:
+def used_head(teacher: GPT2LMHeadModel, teacher_ids: np.ndarray, t2s: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's head rows over the teacher tokens the corpus uses (teacher_ids: the corpus's
     stream, or its unique ids), and their student ids: the rest are tokens it never saw in
     training, whose probabilities the tied head has pushed to nothing."""
@@ -117,13 +124,14 @@ def used_head(teacher: Any, teacher_ids: np.ndarray, t2s: np.ndarray) -> tuple[A
     return head, torch.from_numpy(t2s[used])
 
 
-def teacher_topk(teacher: Any, head: Any, t2s_used: Any, n_student: int, k: int, x: Any) -> tuple[Any, Any]:
+def teacher_topk(teacher: GPT2LMHeadModel, head: torch.Tensor, t2s_used: torch.Tensor, n_student: int, k: int,
+                 x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher token windows x (B, T) -> the top k of each position's next-token distribution
     carried onto the student's vocabulary: (probabilities, student ids), each (B * T, k)."""
     return _carry_topk(_teacher_probs(teacher, head, x), t2s_used, n_student, k)
 
 
-def _teacher_probs(teacher: Any, head: Any, x: Any) -> Any:
+def _teacher_probs(teacher: GPT2LMHeadModel, head: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B * T, used tokens) the teacher's next-token distribution at every position of x (B, T)."""
     import torch
 
@@ -131,7 +139,7 @@ def _teacher_probs(teacher: Any, head: Any, x: Any) -> Any:
     return torch.softmax(hidden @ head.T, dim=-1)
 
 
-def _carry_topk(p: Any, t2s_used: Any, n_student: int, k: int) -> tuple[Any, Any]:
+def _carry_topk(p: torch.Tensor, t2s_used: torch.Tensor, n_student: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
     return torch.zeros(p.shape[0], n_student).index_add_(1, t2s_used, p).topk(k, dim=-1)
@@ -197,8 +205,8 @@ def inside_queries(student_ids: np.ndarray, student_len: np.ndarray, teacher_ids
     return pos[keep_a], mm[keep_a] - 1, np.asarray(nodes, dtype=np.int64)
 
 
-def _inside_topk(p: Any, rows: np.ndarray, nodes: np.ndarray, table: PrefixTable, n_student: int, k: int,
-                 chunk: int = 2048) -> tuple[Any, Any]:
+def _inside_topk(p: torch.Tensor, rows: np.ndarray, nodes: np.ndarray, table: PrefixTable, n_student: int, k: int,
+                 chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """For queries (row of p, prefix node): the teacher's distribution over the next student piece
     given that its next token starts with the node's pieces, top k: (probabilities, ids), each
     (queries, k). The mass of tokens that end at the prefix is in neither (the KL's rest bin)."""
@@ -226,7 +234,7 @@ def _inside_topk(p: Any, rows: np.ndarray, nodes: np.ndarray, table: PrefixTable
     return torch.cat(out_p), torch.cat(out_i)
 
 
-def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str], student_ids: np.ndarray,
+def build_targets(teacher: GPT2LMHeadModel, teacher_vocab: BPEVocab, trimmed: TrimmedVocab, docs: list[str], student_ids: np.ndarray,
                   k: int = 32, batch_windows: int = 16, max_minutes: float | None = None, seed: int = 1337,
                   progress: bool = False, fraction: float = 1.0, inside: bool = True) -> TeacherTargets:
     """Run `teacher` (a transformers GPT2LMHeadModel) once over `docs`. See the module docstring.
@@ -292,6 +300,7 @@ def build_targets(teacher: Any, teacher_vocab: Any, trimmed: Any, docs: list[str
                         tp, ti = _carry_topk(p[torch.from_numpy(r[at])], t2s_used, V, k)
                         ids[qp[at]], probs[qp[at]], has[qp[at]] = ti.numpy(), tp.numpy().astype(np.float16), True
                     if (~at).any():
+                        assert table is not None  # inside positions exist only with a prefix table
                         tp, ti = _inside_topk(p, r[~at], qn[~at], table, V, k)
                         ids[qp[~at]], probs[qp[~at]], has[qp[~at]] = ti.numpy(), tp.numpy().astype(np.float16), True
                 bar.update(x.numel())

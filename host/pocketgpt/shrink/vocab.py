@@ -101,7 +101,7 @@ def student_pieces(teacher: BPEVocab, trimmed: TrimmedVocab) -> list[tuple[int, 
     return out
 
 
-def _bpe_pieces(spelling: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+def _bpe_pieces(spelling: str, ranks: dict[tuple[str, ...], int]) -> list[str]:
     """BPE over `spelling` (one pre-token) with the given merge ranks."""
     parts = list(spelling)
     while len(parts) > 1:

@@ -25,8 +25,8 @@ import math
 import re
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pocketgpt.errors import PocketError, atomic_path
 from pocketgpt.relay.voice import commands, evalsets
@@ -104,13 +104,13 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
         if u == BOS and v == BOS:
             big_raw[(v, w)] += n  # (<s>, w): sentence-initial bigram, raw count
     cont2: collections.Counter[tuple[str, str]] = collections.Counter()
-    for (u, v, w) in tri:
+    for (_u, v, w) in tri:
         cont2[(v, w)] += 1
     a2: dict[tuple[str, str], int] = dict(cont2)
     for k, n in big_raw.items():
         a2[k] = n
     cont1: collections.Counter[str] = collections.Counter()
-    for (v, w) in a2:
+    for (_v, w) in a2:
         cont1[w] += 1
 
     d3 = _discount(tri.values())
@@ -128,9 +128,9 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
         if UNK in (v, w):
             continue
         hist2[v].append((w, n))
-    tot2 = collections.Counter()
-    types2 = collections.Counter()
-    for (v, w), n in a2.items():
+    tot2: collections.Counter[str] = collections.Counter()
+    types2: collections.Counter[str] = collections.Counter()
+    for (v, _w), n in a2.items():
         tot2[v] += n
         types2[v] += 1
     p2: dict[tuple[str, str], float] = {}
@@ -149,8 +149,8 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
 
     # order 3 (highest: raw counts), trigrams seen fewer than `prune` times dropped
     hist3: dict[tuple[str, str], list[tuple[str, int]]] = collections.defaultdict(list)
-    tot3 = collections.Counter()
-    types3 = collections.Counter()
+    tot3: collections.Counter[tuple[str, str]] = collections.Counter()
+    types3: collections.Counter[tuple[str, str]] = collections.Counter()
     for (u, v, w), n in tri.items():
         tot3[(u, v)] += n
         types3[(u, v)] += 1
@@ -179,9 +179,9 @@ def train_trigram(sentences: Iterable[tuple[list[str], int]], vocab: set[str], p
         model[1][(w,)] = (lg(p1[w]), lg(bow1[w]) if w in bow1 else None)
     for k, p in p2.items():
         model[2][k] = (lg(p), lg(bow2[k]) if k in bow2 else None)
-    for k, p in p3.items():
-        if k[:2] in p2:
-            model[3][k] = (lg(p), None)
+    for k3, p in p3.items():
+        if k3[:2] in p2:
+            model[3][k3] = (lg(p), None)
     return model
 
 

@@ -45,7 +45,7 @@ class SpeechSplitter(SentenceSplitter):
                 self._buf = buf[m.end():]
                 self._released += 1
                 return head.strip()
-        run = re.match(r"\s*(?:\S+\s+){%d}" % self.max_words, buf)  # max_words complete words
+        run = re.match(rf"\s*(?:\S+\s+){{{self.max_words}}}", buf)  # max_words complete words
         if run:
             self._buf = buf[run.end():]
             self._released += 1

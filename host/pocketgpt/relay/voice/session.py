@@ -15,9 +15,10 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class VoiceService:
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self.submit(fn, *args)
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Start fn(*args) in a voice thread now; await the future later (synthesis runs ahead)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
