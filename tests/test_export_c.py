@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from pocketgpt.srclists import engine_sources
-
 from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,6 @@ from pathlib import Path
 from pocketgpt.errors import PocketError
 
 
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "device",

@@ -18,7 +18,7 @@ import json
 import logging
 from typing import Any
 
-from pocketgpt.relay.generation import Backend, BackendError, GenRequest, GenStats, Generation
+from pocketgpt.relay.generation import Backend, BackendError, Generation, GenRequest, GenStats
 from pocketgpt.relay.scheduler import BatchScheduler, TokenScheduler, _BatchJob, _Job
 
 __all__ = ["Backend", "BackendError", "BatchScheduler", "EngineBackend", "GenRequest", "GenStats", "Generation",
@@ -209,7 +209,7 @@ def _parse_chunk(data: str, base: str) -> tuple[list[str], str | None, tuple[int
             if isinstance(usage, dict) else (None, None)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt, completion)):
             raise BackendError("backend_error", f"OpenAI backend {base} sent a malformed usage object")
-        counts = (prompt, completion)
+        counts = (int(prompt or 0), int(completion or 0))  # both checked to be ints >= 0 above
     choices = chunk.get("choices") or []
     if not isinstance(choices, list):
         raise BackendError("backend_error", f"OpenAI backend {base} sent choices that are not a list")

@@ -63,8 +63,9 @@ class HttpApi:
         def log_request(self, device_id: str, kind: str, prompt: str) -> None: ...
 
     def _gauges(self) -> dict[str, float]:
-        gauges = {"pocketgpt_sessions_active": len(self.sessions), "pocketgpt_generations_active": len(self.active),
-                  "pocketgpt_draining": 1 if self.draining else 0, "pocketgpt_open_mode": 1 if self.cfg.open else 0}
+        gauges: dict[str, float] = {
+            "pocketgpt_sessions_active": len(self.sessions), "pocketgpt_generations_active": len(self.active),
+            "pocketgpt_draining": 1 if self.draining else 0, "pocketgpt_open_mode": 1 if self.cfg.open else 0}
         sched = getattr(self.backend, "scheduler", None)
         if sched is not None and hasattr(sched, "steps"):  # batched decode: tokens per step = the batch size
             gauges["pocketgpt_batch_steps"] = sched.steps
@@ -169,8 +170,9 @@ class HttpApi:
         body = await _json_body(request, "the OTA request body must be a JSON object", self.cfg.http_body_timeout)
         if not isinstance(body, dict):
             return body
-        app = body.get("application") if isinstance(body.get("application"), dict) else {}
-        version = app.get("version") if isinstance(app.get("version"), str) else ""
+        app = body.get("application")
+        version = app.get("version") if isinstance(app, dict) else None
+        version = version if isinstance(version, str) else ""
         version = version if len(version) <= 64 else ""
         device_id = request.headers.get("Device-Id") or (body.get("mac_address") if isinstance(body.get("mac_address"), str) else None)
         refused = self._ota_device_gate(device_id)
@@ -410,8 +412,9 @@ def chat_messages(messages: Any) -> tuple[tuple[str, str], ...] | None:
             return None
         content = m.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            if not all(isinstance(t, str) for t in texts):
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            texts = [t for t in parts if isinstance(t, str)]
+            if len(texts) != len(parts):
                 return None
             content = "".join(texts)
         if not isinstance(content, str):

@@ -6,7 +6,6 @@ rendered (`http_api.HttpApi._gauges`); everything counted as it happens lives he
 
 from __future__ import annotations
 
-
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

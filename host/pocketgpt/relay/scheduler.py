@@ -14,9 +14,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Any, Iterator
+from collections.abc import Generator
+from typing import Any
 
-from pocketgpt.relay.generation import BackendError, GenRequest, GenStats, Generation
+from pocketgpt.relay.generation import BackendError, Generation, GenRequest, GenStats
 
 log = logging.getLogger("pocketgpt.relay")
 
@@ -27,7 +28,7 @@ class _Job:
     def __init__(self, gen: Generation, req: GenRequest) -> None:
         self.gen = gen
         self.req = req
-        self.iterator: Iterator[Any] | None = None
+        self.iterator: Generator[Any, None, None] | None = None
         self.session: Any = None
         self.prompt_ids: list[int] = []
 

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from pocketgpt.errors import PocketError
 from pocketgpt.relay import protocol as P
 from pocketgpt.relay.auth import DEVICE_ID_RE, TokenStore, bearer
-from pocketgpt.relay.backends import Backend, BackendError, GenRequest, Generation
+from pocketgpt.relay.backends import Backend, BackendError, Generation, GenRequest
 from pocketgpt.relay.http_api import HttpApi, _close_after_response, chat_messages
 from pocketgpt.relay.httpguard import ConnectionGuard, GuardedSite
 from pocketgpt.relay.limits import LiveCaps, RateLimiter, check_sampling

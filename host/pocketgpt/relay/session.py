@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.exceptions import ConnectionClosed
 
 from pocketgpt.relay import protocol as P
-from pocketgpt.relay.backends import BackendError, GenRequest, Generation
+from pocketgpt.relay.backends import BackendError, Generation, GenRequest
 
 if TYPE_CHECKING:
     from pocketgpt.relay.server import Relay
@@ -30,7 +30,7 @@ NOTHING_HEARD = "Sorry, I did not hear anything. Hold the button and speak."
 class WsSession:
     """One device connection: the protocol state machine between socket and backend."""
 
-    def __init__(self, relay: "Relay", ws: Any, device_id: str, token: str | None = None) -> None:
+    def __init__(self, relay: Relay, ws: Any, device_id: str, token: str | None = None) -> None:
         self.relay = relay
         self.ws = ws
         self.device_id = device_id
