@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_one_line_error, pocketgpt
-from engine_models import make_hf_model, write_model
+from support import assert_one_line_error, make_hf_model, pocketgpt, write_model
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_models import make_hf_model, small_vocab, write_model
+from support import make_hf_model, small_vocab, write_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_DIR = ROOT / "firmware" / "engine"

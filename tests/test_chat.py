@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from cli_util import pocketgpt
-from engine_models import make_hf_model, write_model
+from support import make_hf_model, pocketgpt, write_model
 
 
 def test_one_reply_per_input_line_without_a_terminal(tmp_path):

@@ -11,8 +11,7 @@ import gguf
 import numpy as np
 import pytest
 
-from cli_util import pocketgpt_json
-from engine_models import make_hf_model
+from support import make_hf_model, pocketgpt_json
 from pocketgpt import hf
 from pocketgpt.chat_format import CHAT_TEMPLATE, TEMPLATE_KEY
 from pocketgpt.gguf_io import store_tensors, write_gguf

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import pocketgpt, pocketgpt_json
-from engine_models import make_hf_model
+from support import make_hf_model, pocketgpt, pocketgpt_json
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_models import make_hf_model, small_vocab, write_model
+from support import make_hf_model, small_vocab, write_model
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "engine"
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import pocketgpt_json
-from engine_models import make_hf_model, write_model
+from support import make_hf_model, pocketgpt_json, write_model
 
 
 @pytest.mark.parametrize("n,ctx,stride", [(10, 4, 2), (100, 32, 16), (33, 32, 16), (32, 32, 16), (7, 64, 32),

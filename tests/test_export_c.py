@@ -3,7 +3,6 @@ reading it generates the same tokens as reading the file; --partition writes the
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
+from support import assert_one_line_error, pocketgpt, pocketgpt_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "firmware" / "engine"
@@ -23,8 +22,6 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C co
 
 
 def export(model: Path, out: Path, *extra: str) -> dict:
-    from cli_util import pocketgpt_json
-
     return pocketgpt_json("export-c", str(model), "--out", str(out), *extra)
 
 
@@ -68,8 +65,6 @@ def test_partition_image_and_its_offset(tmp_path: Path, device_gguf: Path) -> No
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
-    from cli_util import assert_one_line_error, pocketgpt
-
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 20)
     assert_one_line_error(pocketgpt("export-c", str(bad), "--out", str(tmp_path / "o")), "bad.gguf")

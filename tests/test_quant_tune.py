@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from engine_models import quant_subject
+from support import quant_subject
 from pocketgpt.cli import main
 from pocketgpt.evaluate import TorchScorer, evaluate
 from pocketgpt.gguf_io import read_gguf

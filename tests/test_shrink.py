@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_one_line_error, pocketgpt, pocketgpt_json
-from engine_models import make_hf_model, write_model
+from support import assert_one_line_error, make_hf_model, pocketgpt, pocketgpt_json, write_model
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",

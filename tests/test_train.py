@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_util import pocketgpt, pocketgpt_json
+from support import pocketgpt, pocketgpt_json
 
 FORTUNES = Path("/usr/share/games/fortunes")
 
@@ -102,7 +102,7 @@ def test_chat_mix_trains_on_pairs_of_training_quotes_and_the_model_carries_the_t
 
 
 def test_chat_mix_outside_zero_to_one_is_a_one_line_error(corpus, tmp_path):
-    from cli_util import assert_one_line_error
+    from support import assert_one_line_error
 
     res = pocketgpt("train", str(corpus), "--out", str(tmp_path / "x"), "--steps", "2", "--chat-mix", "1.5", *ARGS)
     assert_one_line_error(res, "--chat-mix")
