@@ -42,8 +42,10 @@ xtensa-check: $(STAMP)
 firmware:
 	tools/firmware_build.sh
 
+# On every core (pytest-xdist); a file's tests stay together on one worker, so its module fixtures
+# (a trained model, a relay) are made once. `make test ARGS="-m 'not slow'"` is the quick subset.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
 
 clean:
 	rm -rf $(VENV) build host/*.egg-info

@@ -18,7 +18,8 @@ ENGINE_SRC = [str(ENGINE / f) for f in ("pg_common.c", "gguf.c", "kernels_ref.c"
                                         "sampler.c", "gpt2.c")]
 CHECK = ROOT / "firmware" / "app" / "tests" / "gen_check.c"
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+pytestmark = [pytest.mark.c,
+              pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")]
 
 
 def export(model: Path, out: Path, *extra: str) -> dict:

@@ -20,7 +20,8 @@ from support import DEVICE_ID
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = ROOT / "firmware" / "ports" / "posix"
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+pytestmark = [pytest.mark.c,
+              pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")]
 
 
 def make(target: str, out: Path) -> subprocess.CompletedProcess:
@@ -60,6 +61,7 @@ def test_simulator_session_under_sanitizers(sim_asan: Path, device_gguf: Path) -
     assert "does not fit the device context" in out  # 2000 bytes: cut to the line, still too long
 
 
+@pytest.mark.relay
 def test_relay_client_under_sanitizers(sim_asan: Path, device_gguf: Path, sim_relay: Any) -> None:
     """The websocket, HTTP and JSON code on real relay traffic: OTA call, streamed reply, a relay error."""
     script = "/cloud Once upon a time\n/cloud " + "word " * 100 + "\n/cloud again\n"

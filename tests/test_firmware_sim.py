@@ -20,7 +20,8 @@ import pytest
 from support import DEVICE_ID as DEV
 
 # every `pocketgpt device` here finds the simulator conftest built (under a lock) in the shared cache
-pytestmark = pytest.mark.usefixtures("shared_sim")
+pytestmark = [pytest.mark.c, pytest.mark.relay,
+              pytest.mark.usefixtures("shared_sim")]
 
 
 def sim(home: Path, model: Path, script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:

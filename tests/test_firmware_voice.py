@@ -32,6 +32,8 @@ POSIX = ROOT / "firmware" / "ports" / "posix"
 
 opuslib = need_opuslib()
 pytestmark = [
+    pytest.mark.c,
+    pytest.mark.voice,
     pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt install espeak-ng)"),
 ]
@@ -326,6 +328,7 @@ def voice_relay(engine: Any) -> Any:
     rt.stop()
 
 
+@pytest.mark.relay
 @pytest.mark.parametrize("mode", ["manual", "auto"])
 def test_the_relay_hears_the_simulator_and_answers_aloud(tmp_path: Path, voice_sim: Path, device_gguf: Path,
                                                          voice_relay: Any, mode: str) -> None:
@@ -369,6 +372,7 @@ def test_pocketgpt_device_passes_the_voice_options(tmp_path: Path, device_gguf: 
     assert "[voice] the relay is unreachable (no relay configured" in out.stdout  # got past the options
 
 
+@pytest.mark.relay
 def test_barge_in_against_the_relay(tmp_path: Path, voice_sim: Path, device_gguf: Path, voice_relay: Any) -> None:
     """A press over the relay's reply: the device aborts it (the relay owes one tts stop for it), the
     second utterance is heard and answered in the same turn."""

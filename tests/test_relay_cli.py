@@ -19,6 +19,8 @@ from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.client import RelayClient
 from support import engine_kind, readline_within, run
 
+pytestmark = pytest.mark.relay
+
 
 class Served:
     """`pocketgpt serve ... --port 0 --http-port 0` and the ports it printed."""
@@ -145,6 +147,7 @@ def test_tls_wss_and_https(tiny_gguf: Path, tmp_path: Path) -> None:
         srv.stop()
 
 
+@pytest.mark.voice
 def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> None:
     """Voice is on by default when its packages are here (as with --voice the hello's audio parameters are
     checked); --no-voice turns it off (a text-only relay ignores them)."""

@@ -29,7 +29,8 @@ DEV = "aa:bb:cc:00:00:0a"      # the one sending bad requests
 VICTIM = "aa:bb:cc:00:00:0b"   # another device, generating at the same time
 LONG = dict(max_tokens=900, greedy=True, raw=True)  # continuations: they run to their length
 
-pytestmark = pytest.mark.skipif(engine_kind() != "engine", reason="batched decode needs the C engine (pip install -e .)")
+pytestmark = [pytest.mark.relay,
+              pytest.mark.skipif(engine_kind() != "engine", reason="batched decode needs the C engine (pip install -e .)")]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from pocketgpt.relay.backends import EngineBackend, OpenAIBackend
 from pocketgpt.relay.client import RelayClient
 from support import RelayThread, chat_reference, reference_run, run
 
+pytestmark = pytest.mark.relay
+
 DEV = "api-user-1"
 
 

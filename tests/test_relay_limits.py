@@ -30,6 +30,8 @@ from pocketgpt.relay.client import RelayClient
 from pocketgpt.relay.server import RelayConfig, exposure_warnings
 from support import RelayThread, engine_kind, readline_within, run
 
+pytestmark = pytest.mark.relay
+
 DEVS = [f"ee:00:00:00:00:0{i}" for i in range(4)]
 
 

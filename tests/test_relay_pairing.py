@@ -22,6 +22,8 @@ from pocketgpt.relay.backends import EngineBackend
 from pocketgpt.relay.client import RelayClient
 from support import RelayThread, run, token_env
 
+pytestmark = pytest.mark.relay
+
 MAC = "02:11:22:33:44:55"
 BODY = {"application": {"version": "1.7.0", "name": "xiaozhi"}, "mac_address": MAC, "chip_model_name": "esp32s3"}
 HEADERS = {"Device-Id": MAC, "Client-Id": "3f2a9c1e-0000-4000-8000-00000000c1d0", "Activation-Version": "1"}

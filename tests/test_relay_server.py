@@ -20,6 +20,8 @@ from pocketgpt.relay.backends import EngineBackend
 from pocketgpt.relay.client import RelayClient
 from support import RelayThread, chat_reference, reference, run
 
+pytestmark = pytest.mark.relay
+
 DEV = "aa:bb:cc:00:00:01"
 DEV2 = "aa:bb:cc:00:00:02"
 STOCK_HELLO = {"type": "hello", "version": 1, "features": {"mcp": True}, "transport": "websocket",

@@ -133,6 +133,7 @@ def test_bad_drafts_are_refused(host: Engine) -> None:
         host.session().stream("x", draft=Draft(other, "builtin:device"))
 
 
+@pytest.mark.relay
 def test_relay_single_stream_uses_the_draft_with_the_same_greedy_text(host: Engine, draft: Draft) -> None:
     import asyncio
 

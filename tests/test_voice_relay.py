@@ -19,7 +19,8 @@ import pytest
 from pocketgpt.relay.voice.session import VoiceService
 
 MISSING = VoiceService.missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"voice dependencies missing: {MISSING}")
+pytestmark = [pytest.mark.relay, pytest.mark.voice,
+              pytest.mark.skipif(MISSING is not None, reason=f"voice dependencies missing: {MISSING}")]
 
 from pocketgpt.relay.backends import EngineBackend  # noqa: E402
 from pocketgpt.relay.voice.codec import OpusDecoder, OpusEncoder, decode_all  # noqa: E402
