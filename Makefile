@@ -43,9 +43,10 @@ firmware:
 	tools/firmware_build.sh
 
 # On every core (pytest-xdist); a file's tests stay together on one worker, so its module fixtures
-# (a trained model, a relay) are made once. `make test ARGS="-m 'not slow'"` is the quick subset.
+# (a trained model, a relay) are made once; files go out in conftest.py's order, the slowest first.
+# `make test ARGS="-m 'not slow'"` is the quick subset.
 test: $(STAMP)
-	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder $(ARGS)
 
 clean:
 	rm -rf $(VENV) build host/*.egg-info

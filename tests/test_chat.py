@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from support import make_hf_model, pocketgpt, write_model
 
 
@@ -38,6 +40,7 @@ def test_odd_requests_get_a_reply_never_silence(tmp_path):
     assert len(replies) == len(lines) and all(any(c.isalnum() for c in r) for r in replies), replies
 
 
+@pytest.mark.slow
 def test_raw_continues_the_line_and_chat_answers_it(tmp_path):
     model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=64, seed=2)
     gg = write_model(tmp_path / "m.gguf", model, vocab)

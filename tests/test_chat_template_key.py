@@ -40,6 +40,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {"plain": folder, "custom": custom, "dir": d}
 
 
+@pytest.mark.slow
 def test_converting_a_folder_without_a_template_writes_the_projects_layout(models):
     out = models["dir"] / "plain.gguf"
     pocketgpt_json("convert", str(models["plain"]), str(out))
@@ -52,6 +53,7 @@ def test_quantize_keeps_the_inputs_template(models, tmp_path):
     assert _key(out) == CUSTOM
 
 
+@pytest.mark.slow
 def test_the_template_survives_a_round_trip_through_a_hugging_face_folder(models, tmp_path):
     from transformers import AutoTokenizer
 

@@ -22,6 +22,7 @@ def tiny_path(tmp_path_factory) -> Path:
     return write_model(tmp_path_factory.mktemp("c") / "tiny.gguf", model, vocab)
 
 
+@pytest.mark.slow
 @pytest.mark.c
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("gcc") is None, reason="needs make and gcc")
 def test_c_unit_tests_pass_under_address_and_ub_sanitizers(tiny_path, tmp_path):
@@ -41,6 +42,7 @@ def _can_build_32bit(tmp_path: Path) -> bool:
     return proc.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.c
 def test_c_tests_pass_as_a_32_bit_build(tiny_path, tmp_path):
     """The ESP32-S3 is 32-bit: sizes and offsets must not wrap with a 4-byte size_t."""

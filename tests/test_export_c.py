@@ -26,6 +26,7 @@ def export(model: Path, out: Path, *extra: str) -> dict:
     return pocketgpt_json("export-c", str(model), "--out", str(out), *extra)
 
 
+@pytest.mark.slow
 def test_array_is_the_gguf_compiles_clean_and_generates_the_same(tmp_path: Path, device_gguf: Path) -> None:
     res = export(device_gguf, tmp_path)
     for key in ("flash_bytes", "psram_bytes", "sram_bytes", "modeled_tok_s"):

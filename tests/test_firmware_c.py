@@ -38,12 +38,14 @@ def sim_asan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "pocketgpt-sim-asan"
 
 
+@pytest.mark.slow
 def test_app_unit_tests_and_protocol_vectors(tmp_path: Path) -> None:
     res = make("test-asan", tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "client frames built" in res.stdout and ", 0 failures" in res.stdout
 
 
+@pytest.mark.slow
 def test_simulator_session_under_sanitizers(sim_asan: Path, device_gguf: Path) -> None:
     script = ("/help\nOnce upon a time\n/route the cat sat on the mat\n/set gen.temperature 0\n"
               "/local Once upon a time\n/local Once upon a time\n/set relay.url ws://127.0.0.1:1/\n"
@@ -61,6 +63,7 @@ def test_simulator_session_under_sanitizers(sim_asan: Path, device_gguf: Path) -
     assert "does not fit the device context" in out  # 2000 bytes: cut to the line, still too long
 
 
+@pytest.mark.slow
 @pytest.mark.relay
 def test_relay_client_under_sanitizers(sim_asan: Path, device_gguf: Path, sim_relay: Any) -> None:
     """The websocket, HTTP and JSON code on real relay traffic: OTA call, streamed reply, a relay error."""
