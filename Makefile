@@ -42,8 +42,11 @@ xtensa-check: $(STAMP)
 firmware:
 	tools/firmware_build.sh
 
+# On every core (pytest-xdist); a file's tests stay together on one worker, so its module fixtures
+# (a trained model, a relay) are made once; files go out in conftest.py's order, the slowest first.
+# `make test ARGS="-m 'not slow'"` is the quick subset.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # ruff's lint rules and mypy's checks, both configured in pyproject.toml
 lint: $(STAMP)

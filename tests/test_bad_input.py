@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_one_line_error, pocketgpt
-from engine_models import make_hf_model, write_model
+from support import assert_one_line_error, make_hf_model, pocketgpt, write_model
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +31,7 @@ def test_not_a_gguf(tmp_path):
     assert_one_line_error(pocketgpt("inspect", str(bad)), "notes.gguf", "not a GGUF")
 
 
+@pytest.mark.slow
 def test_truncated_gguf(good_gguf, tmp_path):
     cut = tmp_path / "cut.gguf"
     data = good_gguf.read_bytes()
@@ -57,6 +57,7 @@ def test_gguf_of_another_architecture(tmp_path):
     assert_one_line_error(pocketgpt("eval", str(other), "--text", str(other)), "llama.gguf")
 
 
+@pytest.mark.slow
 def test_non_utf8_corpus_and_empty_corpus(tmp_path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1") * 100)
@@ -81,6 +82,7 @@ def test_unknown_hub_id_offline(tmp_path):
     _no_debris(tmp_path, set())
 
 
+@pytest.mark.slow
 def test_failed_conversion_leaves_no_file(tmp_path):
     folder = tmp_path / "broken"
     folder.mkdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_models import make_hf_model, small_vocab, write_model
 from pocketgpt.srclists import engine_sources
+from support import make_hf_model, small_vocab, write_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_DIR = ROOT / "firmware" / "engine"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from cli_util import pocketgpt
-from engine_models import make_hf_model, write_model
+import pytest
+
+from support import make_hf_model, pocketgpt, write_model
 
 
 def test_one_reply_per_input_line_without_a_terminal(tmp_path):
@@ -48,6 +49,7 @@ def test_an_empty_request_gets_one_line_that_says_what_to_do(tmp_path):
     assert len([l for l in res.stdout.splitlines() if l.startswith("bot> ")]) == 1  # only "Hi" is answered
 
 
+@pytest.mark.slow
 def test_raw_continues_the_line_and_chat_answers_it(tmp_path):
     model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=64, seed=2)
     gg = write_model(tmp_path / "m.gguf", model, vocab)

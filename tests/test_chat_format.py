@@ -93,7 +93,8 @@ def test_an_empty_reply_is_said_in_words_unless_the_user_aborted():
 
 
 def test_the_prompt_uses_the_template_stored_in_the_model_file(tmp_path):
-    from engine_models import make_hf_model
+    from support import make_hf_model
+
     from pocketgpt import hf
     from pocketgpt.engine import Engine
     from pocketgpt.gguf_io import store_tensors, write_gguf

@@ -11,8 +11,7 @@ import gguf
 import numpy as np
 import pytest
 
-from cli_util import pocketgpt_json
-from engine_models import make_hf_model
+from support import make_hf_model, pocketgpt_json
 from pocketgpt import hf
 from pocketgpt.chat_format import CHAT_TEMPLATE, TEMPLATE_KEY
 from pocketgpt.gguf_io import store_tensors, write_gguf
@@ -41,6 +40,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {"plain": folder, "custom": custom, "dir": d}
 
 
+@pytest.mark.slow
 def test_converting_a_folder_without_a_template_writes_the_projects_layout(models):
     out = models["dir"] / "plain.gguf"
     pocketgpt_json("convert", str(models["plain"]), str(out))
@@ -53,6 +53,7 @@ def test_quantize_keeps_the_inputs_template(models, tmp_path):
     assert _key(out) == CUSTOM
 
 
+@pytest.mark.slow
 def test_the_template_survives_a_round_trip_through_a_hugging_face_folder(models, tmp_path):
     from transformers import AutoTokenizer
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import pocketgpt, pocketgpt_json
-from engine_models import make_hf_model
+from support import make_hf_model, pocketgpt, pocketgpt_json
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +19,7 @@ def hf_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_gguf_uses_llamacpp_names_keys_and_tokenizer(hf_dir, tmp_path):
     import gguf
 
@@ -67,6 +67,7 @@ def test_hf_to_gguf_reproduces_every_tensor_bit_for_bit(hf_dir, tmp_path):
     assert compared == len(mf.tensors)
 
 
+@pytest.mark.slow
 def test_gguf_back_to_hf_gives_the_same_logits(hf_dir, tmp_path):
     import torch
     from transformers import GPT2LMHeadModel
@@ -87,6 +88,7 @@ def test_gguf_back_to_hf_gives_the_same_logits(hf_dir, tmp_path):
     assert tok("Hello world")["input_ids"] == [15496, 995]
 
 
+@pytest.mark.slow
 def test_q8_0_conversion_matches_ggufs_reference_decoder(hf_dir, tmp_path):
     import gguf
     from gguf.quants import dequantize
@@ -110,6 +112,7 @@ def test_q8_0_conversion_matches_ggufs_reference_decoder(hf_dir, tmp_path):
     assert mf.tensors["blk.0.ffn_up.bias"].qtype == int(gguf.GGMLQuantizationType.F32)
 
 
+@pytest.mark.slow
 def test_inspect_reports_the_contract_keys(hf_dir, tmp_path):
     out = tmp_path / "m.gguf"
     pocketgpt("convert", str(hf_dir), str(out), "--outtype", "f16")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
-from engine_models import make_hf_model, write_model
+from support import make_hf_model, write_model
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,9 @@ def test_engine_reports_the_model_shape(eng):
 def test_same_seed_same_text_and_pieces_add_up(eng):
     kw = dict(max_tokens=24, temperature=1.0, top_k=50, top_p=0.9, seed=7, stop_at_eos=False)
     s = eng.session()
+    t0 = time.perf_counter()
     a = list(s.generate("Once upon a time", **kw))
+    elapsed = time.perf_counter() - t0
     stats = s.last_stats
     b = list(eng.generate("Once upon a time", **kw))
     c = list(eng.generate("Once upon a time", **{**kw, "seed": 8}))
@@ -41,7 +44,16 @@ def test_same_seed_same_text_and_pieces_add_up(eng):
     assert "".join(p.text for p in a) == eng.detokenize([p.token for p in a])
     assert stats["tokens"] == [p.token for p in a] and stats["finish_reason"] == "length"
     assert stats["prompt_tokens"] == len(eng.tokenize("Once upon a time"))
-    assert stats["prefill_tok_s"] > 0 and stats["decode_tok_s"] > 0
+    # the rates are tokens per second of the work they name: the prompt's tokens in the prefill,
+    # the 23 steps after the first token in the decode, each done within the call's elapsed time
+    assert stats["prefill_tok_s"] * elapsed >= stats["prompt_tokens"]
+    assert stats["decode_tok_s"] * elapsed >= len(a) - 1
+    one = eng.session()
+    list(one.generate("Once upon a time", **{**kw, "max_tokens": 1}))
+    assert one.last_stats["prefill_tok_s"] > 0 and one.last_stats["decode_tok_s"] == 0  # no decode step: no rate
+    none = eng.session()
+    assert list(none.generate("Once upon a time", **{**kw, "max_tokens": 0})) == []
+    assert none.last_stats["prefill_tok_s"] == none.last_stats["decode_tok_s"] == 0 and none.last_stats["tokens"] == []
 
 
 def test_stop_string_ends_generation_before_it(eng):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_models import make_hf_model, small_vocab, write_model
+from support import make_hf_model, small_vocab, write_model
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "engine"
 
@@ -23,6 +23,8 @@ def tiny_path(tmp_path_factory) -> Path:
     return write_model(tmp_path_factory.mktemp("c") / "tiny.gguf", model, vocab)
 
 
+@pytest.mark.slow
+@pytest.mark.c
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("gcc") is None, reason="needs make and gcc")
 def test_c_unit_tests_pass_under_address_and_ub_sanitizers(tiny_path, tmp_path):
     proc = subprocess.run(
@@ -41,6 +43,8 @@ def _can_build_32bit(tmp_path: Path) -> bool:
     return proc.returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.c
 def test_c_tests_pass_as_a_32_bit_build(tiny_path, tmp_path):
     """The ESP32-S3 is 32-bit: sizes and offsets must not wrap with a 4-byte size_t."""
     if shutil.which("gcc") is None or not _can_build_32bit(tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine_models import make_hf_model, small_vocab, torch_greedy, write_model
+from support import make_hf_model, small_vocab, torch_greedy, write_model
 
 # Logits of the engine versus PyTorch running the same (dequantized) weights in float32: both
 # compute in float32 (the engine with its exact kv="f32" cache), so only summation order differs. Stated tolerance: max abs difference over

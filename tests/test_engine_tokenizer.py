@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from engine_models import make_hf_model, write_model
+from support import make_hf_model, write_model
 
 AWKWARD = [
     "", " ", "  ", "\n", "\n\n\n", " \n ", "\t\tx", "a  b   c    d", "trailing   ", "   leading",

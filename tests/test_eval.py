@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from cli_util import pocketgpt_json
-from engine_models import make_hf_model, write_model
+from support import make_hf_model, pocketgpt_json, write_model
 
 
 @pytest.mark.parametrize("n,ctx,stride", [(10, 4, 2), (100, 32, 16), (33, 32, 16), (32, 32, 16), (7, 64, 32),
@@ -37,6 +36,7 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Naïve café owners sell c
         "twice on Sundays, 3 times on holidays! ") * 3
 
 
+@pytest.mark.slow
 def test_perplexity_and_bpb_match_a_direct_computation(model_pair, tmp_path):
     import torch
 
@@ -68,6 +68,7 @@ def test_perplexity_and_bpb_match_a_direct_computation(model_pair, tmp_path):
     assert res["bpb"] == pytest.approx(nll / math.log(2) / len(TEXT.encode()), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_the_engine_and_transformers_agree(model_pair, tmp_path):
     _, f32, _ = model_pair
     txt = tmp_path / "t.txt"
@@ -78,6 +79,7 @@ def test_the_engine_and_transformers_agree(model_pair, tmp_path):
     assert b["ppl"] == pytest.approx(a["ppl"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_kl_against_a_reference(model_pair, tmp_path):
     _, f32, f16 = model_pair
     txt = tmp_path / "t.txt"
@@ -89,6 +91,7 @@ def test_kl_against_a_reference(model_pair, tmp_path):
     assert half["ref_ppl"] == pytest.approx(same["ppl"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fortune_files_are_scored_quote_by_quote(model_pair, tmp_path):
     _, f32, _ = model_pair
     quotes = ["Know thyself.", "Nothing in excess.", "A pledge, and ruin is near."]

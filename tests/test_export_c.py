@@ -11,22 +11,22 @@ from pathlib import Path
 import pytest
 
 from pocketgpt.srclists import engine_sources
-from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
+from support import assert_one_line_error, pocketgpt, pocketgpt_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "firmware" / "engine"
 ENGINE_SRC = [str(p) for p in engine_sources(ENGINE)]
 CHECK = ROOT / "firmware" / "app" / "tests" / "gen_check.c"
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+pytestmark = [pytest.mark.c,
+              pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")]
 
 
 def export(model: Path, out: Path, *extra: str) -> dict:
-    from cli_util import pocketgpt_json
-
     return pocketgpt_json("export-c", str(model), "--out", str(out), *extra)
 
 
+@pytest.mark.slow
 def test_array_is_the_gguf_compiles_clean_and_generates_the_same(tmp_path: Path, device_gguf: Path) -> None:
     res = export(device_gguf, tmp_path)
     for key in ("flash_bytes", "psram_bytes", "sram_bytes", "modeled_tok_s"):
@@ -67,8 +67,6 @@ def test_partition_image_and_its_offset(tmp_path: Path, device_gguf: Path) -> No
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
-    from cli_util import assert_one_line_error, pocketgpt
-
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 20)
     assert_one_line_error(pocketgpt("export-c", str(bad), "--out", str(tmp_path / "o")), "bad.gguf")

@@ -17,48 +17,11 @@ from typing import Any
 
 import pytest
 
-from pocketgpt.relay.auth import TokenStore
-from pocketgpt.relay.backends import EngineBackend
-from test_relay_support import RelayThread, engine, tiny_gguf  # noqa: F401  (fixtures)
+from support import DEVICE_ID as DEV
 
-DEV = "02:00:00:00:00:2a"
-DEVICE_NAME = "device-tiny-v1.gguf"
-
-
-@pytest.fixture(scope="session")
-def device_gguf(pytestconfig: pytest.Config) -> Path:
-    """A device-sized model: trimmed ~560-token vocabulary, 128-token context (kept in pytest's cache)."""
-    path = Path(pytestconfig.cache.mkdir("pocketgpt-firmware")) / DEVICE_NAME
-    if not path.exists():
-        from engine_models import make_hf_model, small_vocab, write_model
-
-        model, vocab = make_hf_model(n_embd=64, n_layer=2, n_head=4, n_ctx=128, seed=7, vocab=small_vocab())
-        write_model(path, model, vocab)
-    return path
-
-
-@pytest.fixture(scope="session")
-def sim_cache(pytestconfig: pytest.Config) -> Path:
-    """One simulator build for the whole run (rebuilt only when a firmware source changes)."""
-    return Path(pytestconfig.cache.mkdir("pocketgpt-sim-build"))
-
-
-@pytest.fixture(autouse=True)
-def _shared_build(sim_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POCKETGPT_CACHE", str(sim_cache))
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("fw-home")
-    return path, TokenStore(path).add(DEV)
-
-
-@pytest.fixture(scope="module")
-def relay(engine: Any, home: tuple[Path, str]) -> Any:
-    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), home=home[0], max_prompt_chars=400)
-    yield rt
-    rt.stop()
+# every `pocketgpt device` here finds the simulator conftest built (under a lock) in the shared cache
+pytestmark = [pytest.mark.c, pytest.mark.relay,
+              pytest.mark.usefixtures("shared_sim")]
 
 
 def sim(home: Path, model: Path, script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
@@ -101,30 +64,30 @@ def test_every_local_request_gets_words_even_punctuation_emoji_and_other_languag
     assert got[-1].startswith("the prompt does not fit the device context") and got[-1].endswith("shorten it"), got
 
 
-def test_cloud_streams_from_the_relay(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
-    out = sim(home[0], device_gguf, "/cloud Once upon a time\n", "--relay", relay.ws_url, "--token", home[1])
+def test_cloud_streams_from_the_relay(sim_relay: Any, sim_home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(sim_home[0], device_gguf, "/cloud Once upon a time\n", "--relay", sim_relay.ws_url, "--token", sim_home[1])
     assert out.returncode == 0, out.stderr
     got = answers(out.stdout)
     assert got and got[0].startswith("[relay] "), out.stdout
     assert re.search(r"\(relay: [1-9]\d* tokens, (length|stop)\)", out.stdout), out.stdout
 
 
-def test_ota_configuration_then_relay(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
-    out = sim(home[0], device_gguf, "/cloud Hello\n", "--ota", relay.http_url + "/xiaozhi/ota/")
+def test_ota_configuration_then_relay(sim_relay: Any, sim_home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(sim_home[0], device_gguf, "/cloud Hello\n", "--ota", sim_relay.http_url + "/xiaozhi/ota/")
     assert out.returncode == 0, out.stderr
     assert answers(out.stdout)[0].startswith("[relay] "), out.stdout
 
 
-def test_an_unpaired_device_shows_its_code_then_pairs_and_keeps_its_token(relay: Any, device_gguf: Path,
+def test_an_unpaired_device_shows_its_code_then_pairs_and_keeps_its_token(sim_relay: Any, device_gguf: Path,
                                                                           tmp_path: Path) -> None:
     """The firmware's side of pairing: it prints the relay's code, and after `token pair CODE` its
     next configuration call gets the token (handed out once), which it saves for later boots."""
-    home = Path(relay.relay.store.home)
+    home = Path(sim_relay.relay.store.home)
     env = {**os.environ, "POCKETGPT_HOME": str(home)}
     cmd = [sys.executable, "-m", "pocketgpt", "device", "--model", str(device_gguf), "--settings",
            str(tmp_path / "dev.conf"), "--device-id", "02:00:00:00:00:2b", "--set", "route.max_surprisal=0",
            "--set", "route.max_bytefrac=2", "--set", "gen.max_tokens=8", "--set", "relay.timeout_ms=20000",
-           "--ota", relay.http_url + "/xiaozhi/ota/"]
+           "--ota", sim_relay.http_url + "/xiaozhi/ota/"]
 
     def boot() -> subprocess.CompletedProcess:
         return subprocess.run(cmd, input="/cloud Hello\n", capture_output=True, text=True, timeout=90, env=env)
@@ -141,9 +104,9 @@ def test_an_unpaired_device_shows_its_code_then_pairs_and_keeps_its_token(relay:
         assert answers(again.stdout)[0].startswith("[relay] "), again.stdout
 
 
-def test_long_prompt_is_escalated(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+def test_long_prompt_is_escalated(sim_relay: Any, sim_home: tuple[Path, str], device_gguf: Path) -> None:
     prompt = " ".join(["the cat sat on the mat"] * 25)  # ~150 tokens > the device's 128-token context
-    out = sim(home[0], device_gguf, prompt + "\n", "--relay", relay.ws_url, "--token", home[1])
+    out = sim(sim_home[0], device_gguf, prompt + "\n", "--relay", sim_relay.ws_url, "--token", sim_home[1])
     assert "longer than the device context" in out.stdout
     assert answers(out.stdout)[0].startswith("[relay] "), out.stdout
 
@@ -159,19 +122,19 @@ def test_relay_unreachable_answers_locally_with_a_notice(tmp_path: Path, device_
     assert got[1].startswith("[local] ") and "(local: " in out.stdout
 
 
-def test_bad_token_is_a_refusal_then_local(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
-    out = sim(home[0], device_gguf, "/cloud hi there\n", "--relay", relay.ws_url, "--token", "wrong")
+def test_bad_token_is_a_refusal_then_local(sim_relay: Any, sim_home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(sim_home[0], device_gguf, "/cloud hi there\n", "--relay", sim_relay.ws_url, "--token", "wrong")
     assert "relay unreachable: the relay refused the websocket: HTTP 401" in out.stdout, out.stdout
 
 
-def test_relay_error_is_shown(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
+def test_relay_error_is_shown(sim_relay: Any, sim_home: tuple[Path, str], device_gguf: Path) -> None:
     prompt = "/cloud " + "word " * 100  # 500 characters > the relay's max_prompt_chars (400)
-    out = sim(home[0], device_gguf, prompt + "\n", "--relay", relay.ws_url, "--token", home[1])
+    out = sim(sim_home[0], device_gguf, prompt + "\n", "--relay", sim_relay.ws_url, "--token", sim_home[1])
     assert "[relay] error prompt_too_long: " in out.stdout, out.stdout
 
 
-def test_router_escalates_a_surprising_prompt(relay: Any, home: tuple[Path, str], device_gguf: Path) -> None:
-    out = sim(home[0], device_gguf, "the quick brown fox jumps\n", "--relay", relay.ws_url, "--token", home[1],
+def test_router_escalates_a_surprising_prompt(sim_relay: Any, sim_home: tuple[Path, str], device_gguf: Path) -> None:
+    out = sim(sim_home[0], device_gguf, "the quick brown fox jumps\n", "--relay", sim_relay.ws_url, "--token", sim_home[1],
               "--set", "route.max_surprisal=0.5")
     assert "(to the relay: the device model finds the prompt unfamiliar)" in out.stdout
     assert answers(out.stdout)[0].startswith("[relay] ")

@@ -25,14 +25,15 @@ from typing import Any
 
 import pytest
 
-from optional_deps import need_opuslib
-from test_firmware_sim import device_gguf  # noqa: F401  (fixture)
+from support import RelayThread, need_opuslib
 
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = ROOT / "firmware" / "ports" / "posix"
 
 opuslib = need_opuslib()
 pytestmark = [
+    pytest.mark.c,
+    pytest.mark.voice,
     pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt install espeak-ng)"),
 ]
@@ -156,22 +157,13 @@ class FakeXiaozhi:
 
 
 @pytest.fixture(scope="module")
-def sim_exe(pytestconfig: pytest.Config) -> Path:
-    """The simulator exactly as `pocketgpt device` builds it (libopus found), in the build cache the
-    other firmware tests share: one compile per source state for the whole run."""
+def voice_sim(sim_exe: Path) -> Path:
+    """The simulator exactly as `pocketgpt device` builds it (conftest's sim_exe), with libopus found."""
     from pocketgpt.commands import device
 
-    before = os.environ.get("POCKETGPT_CACHE")
-    os.environ["POCKETGPT_CACHE"] = str(pytestconfig.cache.mkdir("pocketgpt-sim-build"))
-    try:
-        if not device.opus_flags()[0]:
-            pytest.skip("the simulator's voice needs libopus headers (Debian: apt-get install libopus-dev)")
-        return device.build()
-    finally:
-        if before is None:
-            del os.environ["POCKETGPT_CACHE"]
-        else:
-            os.environ["POCKETGPT_CACHE"] = before
+    if not device.opus_flags()[0]:
+        pytest.skip("the simulator's voice needs libopus headers (Debian: apt-get install libopus-dev)")
+    return sim_exe
 
 
 def test_voice_c_unit_tests_under_sanitizers(tmp_path: Path) -> None:
@@ -201,12 +193,12 @@ def decode_up(packets: list[bytes]) -> array:
     return pcm
 
 
-def test_push_to_talk_streams_opus_and_plays_the_reply(tmp_path: Path, sim_exe: Path, device_gguf: Path) -> None:
+def test_push_to_talk_streams_opus_and_plays_the_reply(tmp_path: Path, voice_sim: Path, device_gguf: Path) -> None:
     wav = speech(tmp_path / "kitchen.wav", "turn on the kitchen light")
     rate, said = read_wav(wav)
     server = FakeXiaozhi(reply_packets=[20])
     try:
-        out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", server.url, "--mic", str(wav),
+        out = run_sim(voice_sim, device_gguf, "/talk\n", "--relay", server.url, "--mic", str(wav),
                       "--speaker", str(tmp_path / "heard.wav"))
     finally:
         server.stop()
@@ -237,14 +229,14 @@ def test_push_to_talk_streams_opus_and_plays_the_reply(tmp_path: Path, sim_exe: 
     assert "manual mode" in line and "reply 1.20 s in 20 packets" in line and "first reply audio" in line, line
 
 
-def test_barge_in_aborts_the_reply_and_starts_listening(tmp_path: Path, sim_exe: Path, device_gguf: Path) -> None:
+def test_barge_in_aborts_the_reply_and_starts_listening(tmp_path: Path, voice_sim: Path, device_gguf: Path) -> None:
     folder = tmp_path / "mic"
     folder.mkdir()
     speech(folder / "1.wav", "tell me a long story")
     speech(folder / "2.wav", "stop")
     server = FakeXiaozhi(reply_packets=[80, 5])  # 4.8 s, interrupted; then a short one
     try:
-        out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", server.url, "--mic", str(folder),
+        out = run_sim(voice_sim, device_gguf, "/talk\n", "--relay", server.url, "--mic", str(folder),
                       "--speaker", str(tmp_path / "heard.wav"), "--barge-in", "1200")
     finally:
         server.stop()
@@ -260,11 +252,11 @@ def test_barge_in_aborts_the_reply_and_starts_listening(tmp_path: Path, sim_exe:
     assert "1 abort" in voice_lines(out.stdout)[0]
 
 
-def test_malformed_packets_are_skipped_and_the_turn_finishes(tmp_path: Path, sim_exe: Path, device_gguf: Path) -> None:
+def test_malformed_packets_are_skipped_and_the_turn_finishes(tmp_path: Path, voice_sim: Path, device_gguf: Path) -> None:
     wav = speech(tmp_path / "hi.wav", "hello")
     server = FakeXiaozhi(reply_packets=[6], garbage=2)
     try:
-        out = run_sim(sim_exe, device_gguf, "/talk\n/talk\n", "--relay", server.url, "--mic", str(wav),
+        out = run_sim(voice_sim, device_gguf, "/talk\n/talk\n", "--relay", server.url, "--mic", str(wav),
                       "--speaker", str(tmp_path / "heard.wav"))
     finally:
         server.stop()
@@ -276,14 +268,14 @@ def test_malformed_packets_are_skipped_and_the_turn_finishes(tmp_path: Path, sim
     assert len(heard) == 2 * 6 * DOWN_FRAME
 
 
-def test_microphone_folder_and_bad_input(tmp_path: Path, sim_exe: Path, device_gguf: Path) -> None:
+def test_microphone_folder_and_bad_input(tmp_path: Path, voice_sim: Path, device_gguf: Path) -> None:
     folder = tmp_path / "mic"
     folder.mkdir()
     speech(folder / "a.wav", "one")
     (tmp_path / "notwav.wav").write_bytes(b"this is not audio at all")
     server = FakeXiaozhi(reply_packets=[3])
     try:
-        out = run_sim(sim_exe, device_gguf, f"/talk\n/talk\n/talk {tmp_path / 'notwav.wav'}\n/status\n",
+        out = run_sim(voice_sim, device_gguf, f"/talk\n/talk\n/talk {tmp_path / 'notwav.wav'}\n/status\n",
                       "--relay", server.url, "--mic", str(folder))
     finally:
         server.stop()
@@ -295,11 +287,11 @@ def test_microphone_folder_and_bad_input(tmp_path: Path, sim_exe: Path, device_g
     # no microphone given; then no relay to talk to
     server = FakeXiaozhi(reply_packets=[3])
     try:
-        out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", server.url)
+        out = run_sim(voice_sim, device_gguf, "/talk\n", "--relay", server.url)
     finally:
         server.stop()
     assert "[voice] no microphone: start the simulator with --mic FILE.wav|FOLDER" in out.stdout, out.stdout
-    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", "ws://127.0.0.1:1/", "--mic", str(folder))
+    out = run_sim(voice_sim, device_gguf, "/talk\n", "--relay", "ws://127.0.0.1:1/", "--mic", str(folder))
     assert "[voice] the relay is unreachable (cannot connect to 127.0.0.1:1); voice needs the relay" in out.stdout
     # bad command lines: one line, exit 2, nothing written
     for args, msg in ((["--mic", str(tmp_path / "missing")], "--mic " + str(tmp_path / "missing")),
@@ -308,7 +300,7 @@ def test_microphone_folder_and_bad_input(tmp_path: Path, sim_exe: Path, device_g
                       (["--speaker", str(tmp_path / "no" / "dir.wav")], "--speaker")):
         if "empty" in args[-1]:
             (tmp_path / "empty").mkdir()
-        bad = run_sim(sim_exe, device_gguf, "", *args)
+        bad = run_sim(voice_sim, device_gguf, "", *args)
         assert bad.returncode == 2 and msg in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
         assert "Traceback" not in bad.stderr
     assert not list(tmp_path.glob("*.tmp"))
@@ -325,25 +317,20 @@ def voice_missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def voice_relay() -> Any:
+def voice_relay(engine: Any) -> Any:
     missing = voice_missing()
     if missing:
         pytest.skip(f"voice on the relay cannot run here: {missing}")
-    from pocketgpt.relay.backends import EngineBackend, load_engine
-    from test_relay_support import RelayThread, build_tiny_gguf
+    from pocketgpt.relay.backends import EngineBackend
 
-    cache = ROOT / ".pytest_cache" / "d" / "pocketgpt-relay" / "relay-tiny-v1.gguf"
-    if not cache.exists():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny_gguf(cache)
-    rt = RelayThread(EngineBackend(load_engine(str(cache), threads=1), "tiny", workers=1), open=True, voice=True,
-                     default_max_tokens=12)
+    rt = RelayThread(EngineBackend(engine, "tiny", workers=1), open=True, voice=True, default_max_tokens=12)
     yield rt
     rt.stop()
 
 
+@pytest.mark.relay
 @pytest.mark.parametrize("mode", ["manual", "auto"])
-def test_the_relay_hears_the_simulator_and_answers_aloud(tmp_path: Path, sim_exe: Path, device_gguf: Path,
+def test_the_relay_hears_the_simulator_and_answers_aloud(tmp_path: Path, voice_sim: Path, device_gguf: Path,
                                                          voice_relay: Any, mode: str) -> None:
     """Push-to-talk (manual) and VAD-ended (auto) turns: the relay's transcript comes back, its reply
     sentences are shown as their audio starts, and the reply plays into a valid 24 kHz WAV."""
@@ -351,7 +338,7 @@ def test_the_relay_hears_the_simulator_and_answers_aloud(tmp_path: Path, sim_exe
 
     said = "Tell me something about the moon."
     wav = speech(tmp_path / "moon.wav", said)
-    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", voice_relay.ws_url, "--mic", str(wav),
+    out = run_sim(voice_sim, device_gguf, "/talk\n", "--relay", voice_relay.ws_url, "--mic", str(wav),
                   "--speaker", str(tmp_path / "heard.wav"), "--listen-mode", mode)
     assert out.returncode == 0, out.stderr
     heard = [ln[len("[you] "):] for ln in out.stdout.splitlines() if ln.startswith("[you] ")]
@@ -366,13 +353,13 @@ def test_the_relay_hears_the_simulator_and_answers_aloud(tmp_path: Path, sim_exe
     assert rate == DOWN_RATE and len(reply) > DOWN_RATE // 2 and abs(len(reply) / rate - reported) < 0.01
 
 
-def test_pocketgpt_device_passes_the_voice_options(tmp_path: Path, device_gguf: Path,
-                                                  pytestconfig: pytest.Config) -> None:
+def test_pocketgpt_device_passes_the_voice_options(tmp_path: Path, device_gguf: Path, voice_sim: Path,
+                                                  sim_cache: Path) -> None:
     """`pocketgpt device` builds the simulator with libopus and hands it --mic / --listen-mode."""
     import sys
 
     env = {**os.environ, "POCKETGPT_HOME": str(tmp_path),
-           "POCKETGPT_CACHE": str(pytestconfig.cache.mkdir("pocketgpt-sim-build"))}
+           "POCKETGPT_CACHE": str(sim_cache)}
     base = [sys.executable, "-m", "pocketgpt", "device", "--model", str(device_gguf), "--settings",
             str(tmp_path / "dev.conf")]
     out = subprocess.run(base + ["--mic", str(tmp_path / "nowhere.wav")], capture_output=True, text=True,
@@ -385,14 +372,15 @@ def test_pocketgpt_device_passes_the_voice_options(tmp_path: Path, device_gguf: 
     assert "[voice] the relay is unreachable (no relay configured" in out.stdout  # got past the options
 
 
-def test_barge_in_against_the_relay(tmp_path: Path, sim_exe: Path, device_gguf: Path, voice_relay: Any) -> None:
+@pytest.mark.relay
+def test_barge_in_against_the_relay(tmp_path: Path, voice_sim: Path, device_gguf: Path, voice_relay: Any) -> None:
     """A press over the relay's reply: the device aborts it (the relay owes one tts stop for it), the
     second utterance is heard and answered in the same turn."""
     folder = tmp_path / "mic"
     folder.mkdir()
     speech(folder / "1.wav", "Please tell me a story about a king and a dragon.")
     speech(folder / "2.wav", "Say something funny.")
-    out = run_sim(sim_exe, device_gguf, "/talk\n", "--relay", voice_relay.ws_url, "--mic", str(folder),
+    out = run_sim(voice_sim, device_gguf, "/talk\n", "--relay", voice_relay.ws_url, "--mic", str(folder),
                   "--speaker", str(tmp_path / "heard.wav"), "--barge-in", "2500")
     assert out.returncode == 0, out.stderr
     heard = [ln for ln in out.stdout.splitlines() if ln.startswith("[you] ")]

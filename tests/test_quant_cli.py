@@ -52,6 +52,7 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_quantize_q4_rtn_writes_a_file_gguf_reads(work, capsys):
     out = work / "q4.gguf"
     code, stdout, _ = _run(capsys, "quantize", str(work / "float.gguf"), str(out), "--type", "q4", "--json")
@@ -74,6 +75,7 @@ def test_quantize_q4_rtn_writes_a_file_gguf_reads(work, capsys):
             assert rel < 0.2, t.name
 
 
+@pytest.mark.slow
 def test_single_type_with_fallback_reported(work, capsys, tmp_path):
     small = _make_model(tmp_path / "e64.gguf", 64)
     out = tmp_path / "q3k.gguf"
@@ -83,6 +85,7 @@ def test_single_type_with_fallback_reported(work, capsys, tmp_path):
     assert read_gguf(out).tensors["blk.0.attn_qkv.weight"].qtype == F.Q4_0
 
 
+@pytest.mark.slow
 def test_weighted_and_gptq_run_from_calibration_text(work, capsys):
     results = {}
     for method in ("rtn", "weighted", "gptq"):
@@ -103,6 +106,7 @@ def test_weighted_and_gptq_run_from_calibration_text(work, capsys):
         assert err["weighted"] < err["rtn"], (name, err)
 
 
+@pytest.mark.slow
 def test_eval_reports_kl_against_the_float_input(work, capsys):
     out = work / "q8_eval.gguf"
     code, stdout, _ = _run(capsys, "quantize", str(work / "float.gguf"), str(out), "--type", "q8",

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from engine_models import quant_subject
+from support import quant_subject
 from pocketgpt.cli import main
 from pocketgpt.gguf_io import read_gguf
 from pocketgpt.quant import formats as F
@@ -32,6 +32,7 @@ def measured(work):
     return mf, calib, sens
 
 
+@pytest.mark.slow
 def test_sensitivity_covers_every_matrix_and_more_bits_cost_less_kl(measured):
     mf, _, sens = measured
     mats = [n for n, t in mf.tensors.items() if P.is_matrix(n, t.shape) and n != "position_embd.weight"]
@@ -77,6 +78,7 @@ def test_tied_embedding_gptq_keeps_the_input_role_error_down(measured):
     assert input_error(tied) < input_error(plain)
 
 
+@pytest.mark.slow
 def test_quantize_cli_uses_measured_allocation_with_calibration(work, capsys):
     out = work / "q3.gguf"
     code = main(["quantize", str(work / "float.gguf"), str(out), "--type", "q3", "--method", "gptq",

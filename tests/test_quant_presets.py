@@ -19,6 +19,7 @@ def _matrix_bpw(shapes, plan) -> float:
     return 8 * sum(F.tensor_bytes(plan[n].qtype, shapes[n]) for n in names) / sum(int(np.prod(shapes[n])) for n in names)
 
 
+@pytest.mark.slow
 def test_q4_of_gpt2_124m_is_at_most_63_million_bytes(tmp_path):
     """A real GGUF write (tokenizer and all) of the 124M shape at the q4 plan.
 

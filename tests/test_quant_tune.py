@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from engine_models import quant_subject
+from support import quant_subject
 from pocketgpt.cli import main
 from pocketgpt.evaluate import TorchScorer, evaluate
 from pocketgpt.gguf_io import read_gguf
@@ -27,6 +27,7 @@ def work(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_tuning_lowers_kl_on_unseen_text_and_keeps_levels_types_and_size(work):
     mf = read_gguf(work / "float.gguf")
     shapes = {n: t.shape for n, t in mf.tensors.items()}
@@ -59,6 +60,7 @@ def test_tuning_never_returns_worse_than_it_got(work):
         assert all(np.array_equal(tuned[n].raw, stored[n].raw) for n in stored)
 
 
+@pytest.mark.slow
 def test_quantize_cli_tunes_weighted_and_gptq_by_default(work, capsys):
     out = work / "q.gguf"
     assert main(["quantize", str(work / "float.gguf"), str(out), "--type", "Q3_K", "--method", "weighted",

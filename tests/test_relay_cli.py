@@ -11,26 +11,15 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.client import RelayClient
-from test_relay_support import engine_kind, tiny_gguf  # noqa: F401  (fixture)
+from support import engine_kind, readline_within, run
 
-
-def _readline_within(proc: subprocess.Popen, seconds: float) -> str:
-    """The process's next stdout line, or "" if none comes in time (a hung start fails, not hangs)."""
-    import selectors
-
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        return proc.stdout.readline() if sel.select(timeout=seconds) else ""
-    finally:
-        sel.close()
+pytestmark = pytest.mark.relay
 
 
 class Served:
@@ -41,7 +30,7 @@ class Served:
         cmd = [sys.executable, "-m", "pocketgpt", "serve", "--model", str(model), "--backend", backend,
                "--port", "0", "--http-port", "0", "--home", str(home), "--workers", "1", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = _readline_within(self.proc, 60.0)
+        line = readline_within(self.proc, 60.0)
         if "ready" not in line:
             self.proc.kill()
             raise AssertionError(f"relay did not start: {line!r} {self.proc.stderr.read()}")
@@ -65,10 +54,6 @@ class Served:
             self.proc.kill()
             _, err = self.proc.communicate()
         return self.proc.returncode, err
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_sigterm_drains_then_exits(tiny_gguf: Path, tmp_path: Path) -> None:
@@ -162,6 +147,7 @@ def test_tls_wss_and_https(tiny_gguf: Path, tmp_path: Path) -> None:
         srv.stop()
 
 
+@pytest.mark.voice
 def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> None:
     """Voice is on by default when its packages are here (as with --voice the hello's audio parameters are
     checked); --no-voice turns it off (a text-only relay ignores them)."""
@@ -169,7 +155,7 @@ def test_voice_flag_turns_the_audio_path_on(tiny_gguf: Path, tmp_path: Path) -> 
 
     from websockets.asyncio.client import connect
 
-    from optional_deps import opus_problem
+    from support import opus_problem
 
     if opus_problem():
         pytest.skip(opus_problem())

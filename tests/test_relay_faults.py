@@ -23,17 +23,14 @@ import pytest
 from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.backends import EngineBackend, OpenAIBackend
 from pocketgpt.relay.client import RelayClient
-from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # noqa: F401  (fixtures)
+from support import RelayThread, engine_kind, run
 
 DEV = "aa:bb:cc:00:00:0a"      # the one sending bad requests
 VICTIM = "aa:bb:cc:00:00:0b"   # another device, generating at the same time
 LONG = dict(max_tokens=900, greedy=True, raw=True)  # continuations: they run to their length
 
-pytestmark = pytest.mark.skipif(engine_kind() != "engine", reason="batched decode needs the C engine (pip install -e .)")
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 90))
+pytestmark = [pytest.mark.relay,
+              pytest.mark.skipif(engine_kind() != "engine", reason="batched decode needs the C engine (pip install -e .)")]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +143,7 @@ def test_a_bad_websocket_request_is_refused_and_another_device_finishes(relay: R
             again = await attacker.generate("Hello there", max_tokens=5, greedy=True)
             assert again.error is None and again.reason in ("length", "stop")
         assert (await settled(relay))["generations"] == 0
-    run(go())
+    run(go(), 90)
 
 
 @pytest.mark.parametrize("bad", [b for b in BAD_REQUESTS if "1e300" not in b.id] + [
@@ -168,7 +165,7 @@ def test_a_bad_http_request_is_400_and_another_device_finishes(relay: RelayThrea
             items = await rest
             assert items[-1][0] == "done" and items[-1][1]["reason"] in ("length", "stop")
         assert (await settled(relay))["generations"] == 0
-    run(go())
+    run(go(), 90)
 
 
 def test_an_engine_failure_in_a_step_ends_each_of_its_requests_with_an_error(relay: RelayThread, home: Any,
@@ -184,7 +181,7 @@ def test_an_engine_failure_in_a_step_ends_each_of_its_requests_with_an_error(rel
             reply = await a.generate("Once upon a time", max_tokens=8, greedy=True)
             assert reply.error is None and reply.reason in ("length", "stop")
         assert (await settled(relay))["generations"] == 0
-    run(go())
+    run(go(), 90)
 
 
 def test_an_engine_failure_in_one_prefill_ends_that_request_alone(relay: RelayThread, home: Any) -> None:
@@ -202,7 +199,7 @@ def test_an_engine_failure_in_one_prefill_ends_that_request_alone(relay: RelayTh
             items = await rest
             assert items[-1][0] == "done" and items[-1][1]["reason"] in ("length", "stop")
         assert (await settled(relay))["generations"] == 0
-    run(go())
+    run(go(), 90)
 
 
 # ---- an OpenAI-compatible backend that misbehaves -----------------------------------------------
@@ -258,7 +255,7 @@ def test_a_broken_openai_backend_ends_the_request_with_an_error(chunks: list[byt
         finally:
             await asyncio.get_running_loop().run_in_executor(None, front.stop)
             await runner.cleanup()
-    run(go())
+    run(go(), 90)
 
 
 # ---- clients and disks that fail ---------------------------------------------------------------
@@ -278,7 +275,7 @@ def test_a_client_vanishing_mid_reply_frees_its_generation(relay: RelayThread, h
         async with client(relay, home, DEV) as c:
             reply = await c.generate("Hello", max_tokens=4, greedy=True)
             assert reply.error is None and reply.reason in ("length", "stop")
-    run(go())
+    run(go(), 90)
 
 
 def test_a_full_disk_while_writing_devices_json_changes_nothing(tmp_path: Path,

@@ -28,13 +28,11 @@ from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.backends import EngineBackend
 from pocketgpt.relay.client import RelayClient
 from pocketgpt.relay.server import RelayConfig, exposure_warnings
-from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # noqa: F401  (fixtures)
+from support import RelayThread, engine_kind, readline_within, run
+
+pytestmark = pytest.mark.relay
 
 DEVS = [f"ee:00:00:00:00:0{i}" for i in range(4)]
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 90))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,7 @@ def test_a_client_leaving_a_non_streaming_request_stops_its_generation(engine: A
             w.close()  # the client gives up
             while rt.relay.active:  # until the relay counts the generation as ended
                 await asyncio.sleep(0.05)
-        run(go())
+        run(go(), 90)
         assert backend.scheduler.batched_tokens < 600, backend.scheduler.batched_tokens
     finally:
         rt.stop()
@@ -116,7 +114,7 @@ def test_generation_caps_global_and_per_device(engine: Any, home: Any) -> None:
                     break
                 await asyncio.sleep(0.05)  # the aborted generations leave at the next step
             assert status == 200
-        run(go())
+        run(go(), 90)
     finally:
         rt.stop()
 
@@ -134,7 +132,7 @@ def test_one_device_cannot_take_every_session(engine: Any, home: Any) -> None:
                 assert other.hello["type"] == "hello"
             for ws in held:
                 await ws.close()
-        run(go())
+        run(go(), 90)
     finally:
         rt.stop()
 
@@ -212,7 +210,7 @@ def test_bodies_that_used_to_raise_are_400s_without_tracebacks(engine: Any, home
                         out.append((r.status, (await r.json())["error"]["code"]))
             return out
         with caplog.at_level(logging.INFO, logger="pocketgpt.relay"):
-            got = run(go())
+            got = run(go(), 90)
         assert [status for status, _ in got] == [400, 400, 400, 400], got
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     finally:
@@ -228,7 +226,7 @@ def test_device_ids_cannot_forge_log_lines(engine: Any, home: Any, caplog: pytes
                 await connect(url)
             return refused.value.response.status_code
         with caplog.at_level(logging.INFO, logger="pocketgpt.relay"):
-            assert run(go()) == 400
+            assert run(go(), 90) == 400
         assert not [r for r in caplog.records if "\n" in r.getMessage()], caplog.text
     finally:
         rt.stop()
@@ -247,7 +245,6 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
     --drain-timeout); the second exits now."""
     from aiohttp import web
 
-    from test_relay_cli import _readline_within
 
     async def go() -> int:
         async def endless(request: Any) -> Any:  # an OpenAI backend that streams forever
@@ -269,7 +266,7 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
                                  "--drain-timeout", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         loop = asyncio.get_running_loop()
         try:
-            line = await loop.run_in_executor(None, _readline_within, proc, 60.0)
+            line = await loop.run_in_executor(None, readline_within, proc, 60.0)
             assert "ready" in line, line
             ws_port = int(line.split("ws_port=")[1].split()[0])
             async with RelayClient(f"ws://127.0.0.1:{ws_port}/xiaozhi/v1/") as c:
@@ -285,4 +282,4 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
                 proc.kill()
             proc.communicate()
             await runner.cleanup()
-    assert run(go()) != 0
+    assert run(go(), 90) != 0

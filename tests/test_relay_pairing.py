@@ -7,7 +7,6 @@ from its next OTA call, once. OTA calls are rate limited per source address and 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -21,15 +20,13 @@ import pytest
 from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.backends import EngineBackend
 from pocketgpt.relay.client import RelayClient
-from test_relay_support import RelayThread, engine, tiny_gguf, token_env  # noqa: F401  (fixtures)
+from support import RelayThread, run, token_env
+
+pytestmark = pytest.mark.relay
 
 MAC = "02:11:22:33:44:55"
 BODY = {"application": {"version": "1.7.0", "name": "xiaozhi"}, "mac_address": MAC, "chip_model_name": "esp32s3"}
 HEADERS = {"Device-Id": MAC, "Client-Id": "3f2a9c1e-0000-4000-8000-00000000c1d0", "Activation-Version": "1"}
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:

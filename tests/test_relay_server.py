@@ -16,27 +16,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pocketgpt.relay.auth import TokenStore
-from pocketgpt.relay.backends import EngineBackend, GenRequest
+from pocketgpt.relay.backends import EngineBackend
 from pocketgpt.relay.client import RelayClient
-from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # noqa: F401  (fixtures)
+from support import RelayThread, chat_reference, reference, run
+
+pytestmark = pytest.mark.relay
 
 DEV = "aa:bb:cc:00:00:01"
 DEV2 = "aa:bb:cc:00:00:02"
 STOCK_HELLO = {"type": "hello", "version": 1, "features": {"mcp": True}, "transport": "websocket",
                "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60}}
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def reference(engine: Any, prompt: str, max_tokens: int) -> str:
-    """The engine's own greedy text for a prompt, with the relay's default options."""
-    d = GenRequest(prompt=prompt)
-    sess = engine.session()
-    ids = engine.tokenize(prompt)
-    return "".join(p.text for p in sess.generate(ids, max_tokens=max_tokens, temperature=d.temperature, top_k=d.top_k,
-                                                 top_p=d.top_p, repeat_penalty=d.repeat_penalty, greedy=True))
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +147,6 @@ def test_extension_hello_and_greedy_stream_matches_the_engine(relay: RelayThread
 
 def test_pg_generate_answers_in_the_models_chat_template_unless_raw(relay: RelayThread, home: Any, engine: Any) -> None:
     """The device's escalated request is a chat turn: the model's template, a reply with a word."""
-    from test_relay_http import chat_reference
 
     want, n_prompt = chat_reference(engine, [{"role": "user", "content": "What is love?"}], 24)
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_one_line_error, pocketgpt, pocketgpt_json
-from engine_models import make_hf_model, write_model
+from support import assert_one_line_error, make_hf_model, pocketgpt, pocketgpt_json, write_model
 
 TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -362,6 +361,7 @@ def teacher_path(tmp_path_factory) -> Path:
     return write_model(tmp_path_factory.mktemp("shrink") / "teacher.gguf", model, vocab)
 
 
+@pytest.mark.slow
 def test_shrink_command_writes_a_model_the_engine_runs(teacher_path, tmp_path):
     from pocketgpt.engine import Engine
 
@@ -386,6 +386,7 @@ def test_shrink_command_writes_a_model_the_engine_runs(teacher_path, tmp_path):
     assert res["bpb"] > 0 and res["bytes"] > 0
 
 
+@pytest.mark.slow
 def test_alpha_zero_trains_from_the_teachers_weights_without_a_teacher_pass(teacher_path, tmp_path):
     """--alpha 0: no KL, so the teacher never reads the corpus (nothing to pay for, nothing cached)."""
     corpus = _corpus(tmp_path / "quotes")
@@ -396,6 +397,7 @@ def test_alpha_zero_trains_from_the_teachers_weights_without_a_teacher_pass(teac
     assert not (tmp_path / "t.npz").exists()
 
 
+@pytest.mark.slow
 def test_budget_flag_picks_a_fitting_shape_and_says_so(teacher_path, tmp_path):
     out = tmp_path / "dev.gguf"
     res = pocketgpt("shrink", str(teacher_path), str(out), "--budget", "esp32s3", "--vocab", "300,500",

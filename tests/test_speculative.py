@@ -133,12 +133,13 @@ def test_bad_drafts_are_refused(host: Engine) -> None:
         host.session().stream("x", draft=Draft(other, "builtin:device"))
 
 
+@pytest.mark.relay
 def test_relay_single_stream_uses_the_draft_with_the_same_greedy_text(host: Engine, draft: Draft) -> None:
     import asyncio
 
     from pocketgpt.relay.backends import EngineBackend, GenRequest
     from pocketgpt.relay.client import RelayClient
-    from test_relay_support import RelayThread
+    from support import RelayThread
 
     d = GenRequest(prompt=PROMPTS[0])
     want = "".join(p.text for p in host.session().generate(

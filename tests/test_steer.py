@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 
-from cli_util import pocketgpt
 from pocketgpt import chat_format
 from pocketgpt.chatdata import on_topic
 from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.backends import EngineBackend, load_engine
 from pocketgpt.relay.client import RelayClient
-from test_relay_http import chat_reference
-from test_relay_support import RelayThread
+from support import RelayThread, chat_reference, pocketgpt
 
 DEV = "aa:bb:cc:00:00:07"
 REQUESTS = ["What do you think about money?", "Tell me a joke about cats.", "Give me some advice about love.",

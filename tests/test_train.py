@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_util import pocketgpt, pocketgpt_json
+from support import pocketgpt, pocketgpt_json
 
 FORTUNES = Path("/usr/share/games/fortunes")
 
@@ -39,6 +39,7 @@ def corpus(tmp_path_factory) -> Path:
     return _sample_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_model_is_usable(corpus, tmp_path):
     out = tmp_path / "run"
     res = pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "60", *ARGS)
@@ -54,6 +55,7 @@ def test_loss_falls_and_the_model_is_usable(corpus, tmp_path):
     assert ev["ppl"] < 50257 / 10
 
 
+@pytest.mark.slow
 def test_resume_continues_to_the_same_result(corpus, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     straight = pocketgpt_json("train", str(corpus), "--out", str(a), "--steps", "40", *ARGS)
@@ -65,6 +67,7 @@ def test_resume_continues_to_the_same_result(corpus, tmp_path):
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=2e-3)
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
     out = tmp_path / "run"
     pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "2", *ARGS)
@@ -72,6 +75,7 @@ def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
     assert res.returncode != 0 and "--resume" in res.stderr
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_local_folder(corpus, tmp_path):
     base = tmp_path / "base"
     pocketgpt_json("train", str(corpus), "--out", str(base), "--steps", "20", *ARGS)
@@ -81,6 +85,7 @@ def test_fine_tune_from_a_local_folder(corpus, tmp_path):
     assert ft["steps"] == 20 and ft["n_params"] > 0
 
 
+@pytest.mark.slow
 def test_chat_mix_trains_on_pairs_of_training_quotes_and_the_model_carries_the_template(corpus, tmp_path):
     import gguf
 
@@ -102,7 +107,7 @@ def test_chat_mix_trains_on_pairs_of_training_quotes_and_the_model_carries_the_t
 
 
 def test_chat_mix_outside_zero_to_one_is_a_one_line_error(corpus, tmp_path):
-    from cli_util import assert_one_line_error
+    from support import assert_one_line_error
 
     res = pocketgpt("train", str(corpus), "--out", str(tmp_path / "x"), "--steps", "2", "--chat-mix", "1.5", *ARGS)
     assert_one_line_error(res, "--chat-mix")

@@ -1,7 +1,7 @@
 """Voice on the relay over real sockets: espeak-ng speech -> Opus -> relay -> stt, and the
 reply's audio back (sentence_start, 24 kHz 60 ms Opus, tts stop), in every listening mode.
 
-The relay runs with voice on, the tiny real GPT-2 from test_relay_support as its model, and
+The relay runs with voice on, the tiny real GPT-2 (conftest's tiny_gguf) as its model, and
 pocketsphinx with the shipped language model. Speech comes from espeak-ng (`en-us+f2`, 150
 words/min) and is encoded by libopus here, as a device would. Skips (saying why) only when
 espeak-ng or libopus is missing.
@@ -19,14 +19,15 @@ import pytest
 from pocketgpt.relay.voice.session import VoiceService
 
 MISSING = VoiceService.missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"voice dependencies missing: {MISSING}")
+pytestmark = [pytest.mark.relay, pytest.mark.voice,
+              pytest.mark.skipif(MISSING is not None, reason=f"voice dependencies missing: {MISSING}")]
 
 from pocketgpt.relay.backends import EngineBackend  # noqa: E402
 from pocketgpt.relay.voice.codec import OpusDecoder, OpusEncoder, decode_all  # noqa: E402
 from pocketgpt.relay.voice.evalsets import REQUESTS  # noqa: E402
 from pocketgpt.relay.voice.stt import word_errors  # noqa: E402
 from pocketgpt.relay.voice.tts import synthesize  # noqa: E402
-from test_relay_support import RelayThread, engine, engine_kind, tiny_gguf  # noqa: F401,E402  (fixtures)
+from support import RelayThread, run  # noqa: E402
 
 HELLO = {"type": "hello", "version": 1, "features": {"mcp": True}, "transport": "websocket",
          "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60}}
@@ -58,10 +59,6 @@ def relay(engine: Any) -> Any:
                      rate_per_minute=6000, rate_burst=1000)
     yield rt
     rt.stop()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 80))
 
 
 async def connect(rt: RelayThread, hello: dict[str, Any] | None = None) -> Any:
@@ -138,7 +135,7 @@ def test_each_mode_hears_known_sentences(relay: RelayThread, mode: str, frame_ms
                 await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
         return heard
 
-    heard = run(go())
+    heard = run(go(), 80)
     rate = wer(heard)
     print(f"{mode}: WER {rate:.3f} {heard}")
     assert rate <= MAX_WER, (rate, heard)
@@ -164,7 +161,7 @@ def test_sessions_talking_at_once_each_hear_their_own_words(relay: RelayThread) 
     async def go() -> list[str]:
         return list(await asyncio.gather(*(one(t) for t in texts)))
 
-    heard = run(go())
+    heard = run(go(), 80)
     assert wer(list(zip(texts, heard))) <= MAX_WER, heard
 
 
@@ -182,7 +179,7 @@ def test_realtime_barge_in_stops_the_reply_and_hears_the_new_words(relay: RelayT
             assert e / n <= 0.5, stt
             await ws.send(json.dumps({"type": "abort"}))
             await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
-    run(go())
+    run(go(), 80)
 
 
 # ---- the reply's audio ------------------------------------------------------------------------
@@ -228,7 +225,7 @@ def test_reply_audio_decodes_and_lasts_as_long_as_its_text(relay: RelayThread) -
             # nothing arrives after tts stop
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(ws.recv(), 0.5)
-    run(go())
+    run(go(), 80)
 
 
 def test_abort_mid_reply_stops_the_audio_at_once(relay: RelayThread) -> None:
@@ -252,7 +249,7 @@ def test_abort_mid_reply_stops_the_audio_at_once(relay: RelayThread) -> None:
             except asyncio.TimeoutError:
                 pass
             assert after_stop == 0
-    run(go())
+    run(go(), 80)
 
 
 def test_shutdown_mid_reply_ends_the_audio_with_tts_stop_then_1001(engine: Any) -> None:
@@ -278,7 +275,7 @@ def test_shutdown_mid_reply_ends_the_audio_with_tts_stop_then_1001(engine: Any) 
                 await drain
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
                 assert texts and texts[-1]["type"] == "tts" and texts[-1]["state"] == "stop", texts
-        run(go())
+        run(go(), 80)
     finally:
         rt.stop()
 
@@ -300,7 +297,7 @@ def test_malformed_opus_is_an_error_and_the_session_goes_on(relay: RelayThread) 
             assert word_errors(REQUESTS[2], stt["text"])[0] <= 3, stt
             await ws.send(json.dumps({"type": "abort"}))
             await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
-    run(go())
+    run(go(), 80)
 
 
 @pytest.mark.parametrize("params,word", [
@@ -323,7 +320,7 @@ def test_wrong_audio_params_are_an_error_and_text_still_works(relay: RelayThread
             assert stt["text"] == "Hello there"
             await ws.send(json.dumps({"type": "abort"}))
             await until(ws, lambda m: m["type"] == "tts" and m["state"] == "stop")
-    run(go())
+    run(go(), 80)
 
 
 def test_push_to_talk_with_nothing_heard_is_answered_in_words_not_silence(relay: RelayThread) -> None:
@@ -345,4 +342,4 @@ def test_push_to_talk_with_nothing_heard_is_answered_in_words_not_silence(relay:
                 if m["type"] == "tts" and m["state"] == "stop":
                     break
             assert audio > 0, "the words were not spoken"
-    run(go())
+    run(go(), 80)

@@ -13,6 +13,8 @@ import pytest
 
 from pocketgpt.relay.voice.session import VoiceService
 
+pytestmark = pytest.mark.voice
+
 MISSING = VoiceService.missing()
 needs_voice = pytest.mark.skipif(MISSING is not None, reason=f"voice dependencies missing: {MISSING}")
 

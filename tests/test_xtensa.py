@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.xtensa
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("POCKETGPT_XTENSA_CACHE", Path.home() / ".cache" / "pocketgpt-xtensa"))
 HAVE_TOOLCHAIN = all((CACHE / f).exists() for f in ("bin/xtensa-esp32s3-elf-gcc", "bin/qemu-system-xtensa",
