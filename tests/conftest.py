@@ -14,13 +14,24 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from support import (DEVICE_ID, DEVICE_NAME, TINY_NAME, RelayThread, build_device_gguf, build_tiny_gguf, built_once,
-                     engine_kind, file_lock, is_gguf)
+from support import (
+    DEVICE_ID,
+    DEVICE_NAME,
+    TINY_NAME,
+    RelayThread,
+    build_device_gguf,
+    build_tiny_gguf,
+    built_once,
+    engine_kind,
+    file_lock,
+    is_gguf,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

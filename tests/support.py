@@ -21,9 +21,10 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,6 +139,24 @@ def write_model(path: Path, model: Any, vocab: Any, choose: Callable[[str, np.nd
     cfg, tensors, _ = hf.hf_to_tensors(model)
     stored = store_tensors(tensors, choose or (lambda n, a: F32))
     write_gguf(path, cfg, vocab, stored, name="engine-test")
+    return path
+
+
+def float_gpt2_gguf(path: Path, n_embd: int, n_layer: int = 1, n_ctx: int = 64) -> Path:
+    """A small real GPT-2 shape (random weights, the full GPT-2 vocabulary) as a float GGUF."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pocketgpt import hf
+    from pocketgpt.gguf_io import store_tensors, write_gguf
+    from pocketgpt.quant import formats
+    from pocketgpt.tokenizer import gpt2_vocab
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=n_ctx, n_embd=n_embd, n_layer=n_layer,
+                                       n_head=4, activation_function="gelu_new"))
+    cfg, tensors, _ = hf.hf_to_tensors(model)
+    write_gguf(path, cfg, gpt2_vocab(), store_tensors(tensors, lambda n, a: formats.F32))
     return path
 
 

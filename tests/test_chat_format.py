@@ -93,12 +93,11 @@ def test_an_empty_reply_is_said_in_words_unless_the_user_aborted():
 
 
 def test_the_prompt_uses_the_template_stored_in_the_model_file(tmp_path):
-    from support import make_hf_model
-
     from pocketgpt import hf
     from pocketgpt.engine import Engine
     from pocketgpt.gguf_io import store_tensors, write_gguf
     from pocketgpt.quant.formats import F32
+    from support import make_hf_model
 
     model, vocab = make_hf_model(n_embd=32, n_layer=1, n_head=2, n_ctx=64, seed=3)
     cfg, tensors, _ = hf.hf_to_tensors(model)

@@ -11,11 +11,11 @@ import gguf
 import numpy as np
 import pytest
 
-from support import make_hf_model, pocketgpt_json
 from pocketgpt import hf
 from pocketgpt.chat_format import CHAT_TEMPLATE, TEMPLATE_KEY
 from pocketgpt.gguf_io import store_tensors, write_gguf
 from pocketgpt.quant.formats import F32
+from support import make_hf_model, pocketgpt_json
 
 # A different layout a user might bring: the files must keep it, not replace it with ours.
 CUSTOM = ("{%- for m in messages -%}<{{ m['role'] }}>{{ m['content'] }}{{ '\\n' }}{%- endfor -%}"

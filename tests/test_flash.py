@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("esptool", minversion="5")
 pytest.importorskip("serial")
 
-from support import assert_one_line_error  # noqa: E402
 from esp_rom_double import CHIP_ID_ESP32C3, RomDouble  # noqa: E402
+from support import assert_one_line_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "flash.py"

@@ -13,30 +13,15 @@ from pocketgpt.cli import main
 from pocketgpt.gguf_io import read_gguf
 from pocketgpt.quant import formats as F
 from pocketgpt.quant.quantizer import gptq_quantize
+from support import float_gpt2_gguf
 
 FORTUNES = Path("/usr/share/games/fortunes/fortunes")
-
-
-def _make_model(path: Path, n_embd: int, n_layer: int = 1, n_ctx: int = 64) -> Path:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from pocketgpt import hf
-    from pocketgpt.gguf_io import store_tensors, write_gguf
-    from pocketgpt.tokenizer import gpt2_vocab
-
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=n_ctx, n_embd=n_embd, n_layer=n_layer,
-                                       n_head=4, activation_function="gelu_new"))
-    cfg, tensors, _ = hf.hf_to_tensors(model)
-    write_gguf(path, cfg, gpt2_vocab(), store_tensors(tensors, lambda n, a: F.F32))
-    return path
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("quant")
-    _make_model(d / "float.gguf", 256)
+    float_gpt2_gguf(d / "float.gguf", 256)
     text = FORTUNES.read_text(encoding="utf-8", errors="replace") if FORTUNES.exists() else ""
     if len(text) < 20000:
         text = ("The quick brown fox jumps over the lazy dog. " * 800)
@@ -77,7 +62,7 @@ def test_quantize_q4_rtn_writes_a_file_gguf_reads(work, capsys):
 
 @pytest.mark.slow
 def test_single_type_with_fallback_reported(work, capsys, tmp_path):
-    small = _make_model(tmp_path / "e64.gguf", 64)
+    small = float_gpt2_gguf(tmp_path / "e64.gguf", 64)
     out = tmp_path / "q3k.gguf"
     code, stdout, _ = _run(capsys, "quantize", str(small), str(out), "--type", "Q3_K")
     assert code == 0
@@ -155,7 +140,7 @@ def test_bad_input_one_line_nonzero_no_output(work, capsys, argv, message):
 
 
 def test_model_without_quantizable_matrices_fails_cleanly(tmp_path, capsys):
-    tiny = _make_model(tmp_path / "e20.gguf", 20)  # rows of 20, 60 and 80: no block divides them
+    tiny = float_gpt2_gguf(tmp_path / "e20.gguf", 20)  # rows of 20, 60 and 80: no block divides them
     out = tmp_path / "x.gguf"
     code, _, err = _run(capsys, "quantize", str(tiny), str(out), "--type", "q4")
     assert code == 1 and "nothing to quantize" in err and err.count("\n") == 1

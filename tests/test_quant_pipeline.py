@@ -13,12 +13,12 @@ from pocketgpt.gguf_io import read_gguf
 from pocketgpt.quant import formats as F
 from pocketgpt.quant import presets
 from pocketgpt.quant.pipeline import quantize_model, write_quantized
-from test_quant_cli import _make_model  # a small real GPT-2 (random weights) as float GGUF
+from support import float_gpt2_gguf
 
 
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory) -> Path:
-    return _make_model(tmp_path_factory.mktemp("pipeline") / "float.gguf", 256)
+    return float_gpt2_gguf(tmp_path_factory.mktemp("pipeline") / "float.gguf", 256)
 
 
 def test_library_writes_the_file_the_command_writes(float_model, tmp_path, capsys):

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from support import quant_subject
 from pocketgpt.cli import main
 from pocketgpt.evaluate import TorchScorer, evaluate
 from pocketgpt.gguf_io import read_gguf
 from pocketgpt.quant import formats as F
 from pocketgpt.quant import presets as P
 from pocketgpt.quant import quantizer as Q
+from support import quant_subject
 
 
 @pytest.fixture(scope="module")
