@@ -15,16 +15,7 @@
 #include "router.h"
 #include "settings.h"
 #include "tokenizer.h"
-
-static int failures = 0, checks = 0;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        checks++;                                                            \
-        if (!(cond)) {                                                       \
-            failures++;                                                      \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                    \
-    } while (0)
+#include "check.h"  // CHECK, failures, checks
 
 static char *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
