@@ -269,12 +269,14 @@ static PyObject *engine_dequantize(PyObject *mod, PyObject *args) {
 
 // dot and dot_q8's arguments (type, raw, x_bytes[, mode]), checked (whole blocks of type, raw the
 // size of x's values in that type; whole groups of group values) and copied out of Python's buffers
-// into malloc'd ones (the kernels read aligned rows). 0 with a Python error set on failure.
+// into malloc'd ones (the kernels read aligned rows), and the kernel set mode selects. 0 with a
+// Python error set on failure; else dot_args_done frees the copies.
 typedef struct {
     unsigned int type;
     int mode, n;
     void *w;
     float *x;
+    pg_kernels k;
 } dot_args;
 
 static int dot_args_take(PyObject *args, const char *name, int group, dot_args *d) {
@@ -295,6 +297,7 @@ static int dot_args_take(PyObject *args, const char *name, int group, dot_args *
         memcpy(d->w, raw.buf, (size_t)raw.len);
         memcpy(d->x, x.buf, (size_t)x.len);
         d->n = (int)n;
+        pg_kernels_select(&d->k, d->mode);
         ok = 1;
     }
     PyBuffer_Release(&raw);
@@ -306,17 +309,18 @@ static int dot_args_take(PyObject *args, const char *name, int group, dot_args *
     return ok;
 }
 
+static PyObject *dot_args_done(dot_args *d, PyObject *res) {
+    free(d->w);
+    free(d->x);
+    return res;
+}
+
 // dot(type, raw, x_bytes, force_ref) -> float: one row through the selected kernel set.
 static PyObject *engine_dot(PyObject *mod, PyObject *args) {
     (void)mod;
     dot_args d;
     if (!dot_args_take(args, "dot", 1, &d)) return NULL;
-    pg_kernels k;
-    pg_kernels_select(&k, d.mode);
-    PyObject *res = PyFloat_FromDouble((double)k.type[d.type].dot(d.w, d.x, d.n));
-    free(d.w);
-    free(d.x);
-    return res;
+    return dot_args_done(&d, PyFloat_FromDouble((double)d.k.type[d.type].dot(d.w, d.x, d.n)));
 }
 
 // dot_q8(type, raw, x_bytes, mode) -> float or None: x quantized to int8 per 32 values as the
@@ -325,10 +329,8 @@ static PyObject *engine_dot_q8(PyObject *mod, PyObject *args) {
     (void)mod;
     dot_args d;
     if (!dot_args_take(args, "dot_q8", 32, &d)) return NULL;
-    pg_kernels k;
-    pg_kernels_select(&k, d.mode);
     PyObject *res = NULL;
-    if (!k.type[d.type].dot_q8) {
+    if (!d.k.type[d.type].dot_q8) {
         res = Py_None;
         Py_INCREF(res);
     } else {
@@ -338,16 +340,14 @@ static PyObject *engine_dot_q8(PyObject *mod, PyObject *args) {
         if (xd && xq) {
             int8_t *xa = (int8_t *)(((uintptr_t)xq + 63) & ~(uintptr_t)63);
             pg_quantize_act(d.x, xa, xd, xd + n / 32, n);
-            res = PyFloat_FromDouble((double)k.type[d.type].dot_q8(d.w, xa, xd, xd + n / 32, n));
+            res = PyFloat_FromDouble((double)d.k.type[d.type].dot_q8(d.w, xa, xd, xd + n / 32, n));
         } else {
             PyErr_NoMemory();
         }
         free(xd);
         free(xq);
     }
-    free(d.w);
-    free(d.x);
-    return res;
+    return dot_args_done(&d, res);
 }
 
 // check_blob(bytes) -> None or raises PocketError: validate and load a model from memory (fuzzing).
