@@ -220,21 +220,18 @@ def by_part(per_fn: dict[str, float], calls: dict[str, float]) -> dict[str, floa
         if fn not in shared:
             per_cat[category(fn)] = per_cat.get(category(fn), 0.0) + v
 
-    def give(part: str, v: float) -> None:
-        per_cat[part] = per_cat.get(part, 0.0) + v
+    def split(key: str, entry: str, witness: str, first: str, rest: str) -> None:
+        """Share the instructions of the shared functions by calls of entry: as many as the
+        witness's calls go to first, the others to rest."""
+        total = sum(per_fn.get(f, 0.0) for f in SHARED[key])
+        n = calls.get(entry, 0.0)
+        if n:
+            part = min(n, calls.get(witness, 0.0))
+            per_cat[first] = per_cat.get(first, 0.0) + total * part / n
+            per_cat[rest] = per_cat.get(rest, 0.0) + total * (n - part) / n
 
-    exp_total = sum(per_fn.get(f, 0.0) for f in SHARED["expf"])
-    n_exp = calls.get("expf", 0.0)
-    if n_exp:
-        attn = min(n_exp, calls.get("dot_f32_ref", 0.0))
-        give("attention", exp_total * attn / n_exp)
-        give("gelu", exp_total * (n_exp - attn) / n_exp)
-    div_total = sum(per_fn.get(f, 0.0) for f in SHARED["div"])
-    n_div = calls.get("__divsf3", 0.0)
-    if n_div:
-        gelu = min(n_div, calls.get("tanhf", 0.0))
-        give("gelu", div_total * gelu / n_div)
-        give("runtime (rt.c)", div_total * (n_div - gelu) / n_div)
+    split("expf", "expf", "dot_f32_ref", "attention", "gelu")
+    split("div", "__divsf3", "tanhf", "gelu", "runtime (rt.c)")
     return per_cat
 
 

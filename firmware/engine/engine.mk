@@ -7,7 +7,7 @@
 # per list (no `\` continuation), file names relative to this folder.
 
 # portable C: every build compiles these
-ENGINE_SRCS := pg_common.c gguf.c kernels_ref.c tokenizer.c sampler.c gpt2.c matmul.c
+ENGINE_SRCS := pg_common.c gguf.c kernels_ref.c tokenizer.c textout.c sampler.c gpt2.c matmul.c
 # per-chip kernels: a build adds its target's list (each file compiles to nothing elsewhere)
 ENGINE_SRCS_X86 := kernels_x86.c
 ENGINE_SRCS_ESP32S3 := kernels_esp32s3.c

@@ -9,7 +9,7 @@
 
 #include "gguf.h"
 #include "kernels.h"
-#include "tokenizer.h"
+#include "textout.h"  // and through it tokenizer.h
 
 // Most tasks a matrix product is split into (bounds the per-task row buffers).
 #define PG_MAX_TASKS 16

@@ -359,6 +359,19 @@ static float pow2i(int k) {
     return u2f(1u << (k + 149));
 }
 
+// e^r - 1 by its Taylor series to r^8 (|r| <= 0.347: truncation below 2e-9 relative); always
+// inlined, so that its instructions count in expf's and expm1f's own (tools/xtensa_check.py)
+static inline __attribute__((always_inline)) float em1_series(float r) {
+    float p = 1.0f / 40320.0f;
+    p = p * r + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    return p * r * r + r;
+}
+
 float expf(float x) {
     if (x != x) return x;
     if (x > 88.72283935546875f) return u2f(0x7f800000u);
@@ -369,32 +382,14 @@ float expf(float x) {
     float kf = x * 1.44269504088896341f;
     int k = (int)(kf < 0 ? kf - 0.5f : kf + 0.5f);
     float r = (x - (float)k * LN2_HI) - (float)k * LN2_LO;
-    // e^r - 1 by its Taylor series to r^8 (|r| <= 0.347: truncation below 2e-9 relative)
-    float p = 1.0f / 40320.0f;
-    p = p * r + 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r * r + r;
-    float y = 1.0f + p;
+    float y = 1.0f + em1_series(r);
     if (k < -125) return (y * pow2i(k + 64)) * 0x1p-64f;
     if (k > 127) return (y * 2.0f) * pow2i(k - 1);
     return y * pow2i(k);
 }
 
 float expm1f(float x) {
-    if (fabsf(x) < 0.34657359f) {  // series: no cancellation
-        float p = 1.0f / 40320.0f;
-        p = p * x + 1.0f / 5040.0f;
-        p = p * x + 1.0f / 720.0f;
-        p = p * x + 1.0f / 120.0f;
-        p = p * x + 1.0f / 24.0f;
-        p = p * x + 1.0f / 6.0f;
-        p = p * x + 0.5f;
-        return p * x * x + x;
-    }
+    if (fabsf(x) < 0.34657359f) return em1_series(x);  // series: no cancellation
     return expf(x) - 1.0f;
 }
 

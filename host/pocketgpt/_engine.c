@@ -267,80 +267,87 @@ static PyObject *engine_dequantize(PyObject *mod, PyObject *args) {
     return out;
 }
 
-// dot(type, raw, x_bytes, force_ref) -> float: one row through the selected kernel set.
-static PyObject *engine_dot(PyObject *mod, PyObject *args) {
-    (void)mod;
+// dot and dot_q8's arguments (type, raw, x_bytes[, mode]), checked (whole blocks of type, raw the
+// size of x's values in that type; whole groups of group values) and copied out of Python's buffers
+// into malloc'd ones (the kernels read aligned rows), and the kernel set mode selects. 0 with a
+// Python error set on failure; else dot_args_done frees the copies.
+typedef struct {
     unsigned int type;
+    int mode, n;
+    void *w;
+    float *x;
+    pg_kernels k;
+} dot_args;
+
+static int dot_args_take(PyObject *args, const char *name, int group, dot_args *d) {
     Py_buffer raw, x;
-    int mode = 0;
-    if (!PyArg_ParseTuple(args, "Iy*y*|i", &type, &raw, &x, &mode)) return NULL;
+    d->mode = 0;
+    d->w = NULL;
+    d->x = NULL;
+    if (!PyArg_ParseTuple(args, "Iy*y*|i", &d->type, &raw, &x, &d->mode)) return 0;
     Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
-    uint32_t blk = pg_type_block(type);
-    PyObject *res = NULL;
-    if (!pg_type_supported(type) || blk == 0 || n <= 0 || n % blk != 0 ||
-        (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(type)) {
-        PyErr_Format(s_error, "dot: bad type %u or size", type);
+    uint32_t blk = pg_type_block(d->type);
+    int ok = 0;
+    if (!pg_type_supported(d->type) || blk == 0 || n <= 0 || n % blk != 0 || n % group != 0 ||
+        (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(d->type)) {
+        PyErr_Format(s_error, "%s: bad type %u or size", name, d->type);
+    } else if (!(d->w = malloc((size_t)raw.len)) || !(d->x = malloc((size_t)x.len))) {
+        PyErr_NoMemory();
     } else {
-        void *w = malloc((size_t)raw.len);
-        float *xv = malloc((size_t)x.len);
-        if (w && xv) {
-            memcpy(w, raw.buf, (size_t)raw.len);
-            memcpy(xv, x.buf, (size_t)x.len);
-            pg_kernels k;
-            pg_kernels_select(&k, mode);
-            float r = k.type[type].dot(w, xv, (int)n);
-            res = PyFloat_FromDouble((double)r);
-        } else {
-            PyErr_NoMemory();
-        }
-        free(w);
-        free(xv);
+        memcpy(d->w, raw.buf, (size_t)raw.len);
+        memcpy(d->x, x.buf, (size_t)x.len);
+        d->n = (int)n;
+        pg_kernels_select(&d->k, d->mode);
+        ok = 1;
     }
     PyBuffer_Release(&raw);
     PyBuffer_Release(&x);
+    if (!ok) {
+        free(d->w);
+        free(d->x);
+    }
+    return ok;
+}
+
+static PyObject *dot_args_done(dot_args *d, PyObject *res) {
+    free(d->w);
+    free(d->x);
     return res;
+}
+
+// dot(type, raw, x_bytes, force_ref) -> float: one row through the selected kernel set.
+static PyObject *engine_dot(PyObject *mod, PyObject *args) {
+    (void)mod;
+    dot_args d;
+    if (!dot_args_take(args, "dot", 1, &d)) return NULL;
+    return dot_args_done(&d, PyFloat_FromDouble((double)d.k.type[d.type].dot(d.w, d.x, d.n)));
 }
 
 // dot_q8(type, raw, x_bytes, mode) -> float or None: x quantized to int8 per 32 values as the
 // engine does, then the selected set's integer-activation dot (None when it has none for type).
 static PyObject *engine_dot_q8(PyObject *mod, PyObject *args) {
     (void)mod;
-    unsigned int type;
-    Py_buffer raw, x;
-    int mode = 0;
-    if (!PyArg_ParseTuple(args, "Iy*y*|i", &type, &raw, &x, &mode)) return NULL;
-    Py_ssize_t n = x.len / (Py_ssize_t)sizeof(float);
-    uint32_t blk = pg_type_block(type);
+    dot_args d;
+    if (!dot_args_take(args, "dot_q8", 32, &d)) return NULL;
     PyObject *res = NULL;
-    pg_kernels k;
-    pg_kernels_select(&k, mode);
-    if (!pg_type_supported(type) || blk == 0 || n <= 0 || n % blk != 0 || n % 32 != 0 ||
-        (size_t)raw.len != (size_t)n / blk * pg_type_block_bytes(type)) {
-        PyErr_Format(s_error, "dot_q8: bad type %u or size", type);
-    } else if (!k.type[type].dot_q8) {
+    if (!d.k.type[d.type].dot_q8) {
         res = Py_None;
         Py_INCREF(res);
     } else {
-        void *w = malloc((size_t)raw.len);
-        float *xv = malloc((size_t)x.len), *xd = malloc((size_t)n / 32 * sizeof(float) * 3);
+        int n = d.n;
+        float *xd = malloc((size_t)n / 32 * sizeof(float) * 3);
         int8_t *xq = malloc((size_t)n + 64);
-        if (w && xv && xd && xq) {
-            memcpy(w, raw.buf, (size_t)raw.len);
-            memcpy(xv, x.buf, (size_t)x.len);
+        if (xd && xq) {
             int8_t *xa = (int8_t *)(((uintptr_t)xq + 63) & ~(uintptr_t)63);
-            pg_quantize_act(xv, xa, xd, xd + n / 32, (int)n);
-            res = PyFloat_FromDouble((double)k.type[type].dot_q8(w, xa, xd, xd + n / 32, (int)n));
+            pg_quantize_act(d.x, xa, xd, xd + n / 32, n);
+            res = PyFloat_FromDouble((double)d.k.type[d.type].dot_q8(d.w, xa, xd, xd + n / 32, n));
         } else {
             PyErr_NoMemory();
         }
-        free(w);
-        free(xv);
         free(xd);
         free(xq);
     }
-    PyBuffer_Release(&raw);
-    PyBuffer_Release(&x);
-    return res;
+    return dot_args_done(&d, res);
 }
 
 // check_blob(bytes) -> None or raises PocketError: validate and load a model from memory (fuzzing).

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from pocketgpt import __version__
@@ -41,6 +42,14 @@ def emit(args: argparse.Namespace, result: dict[str, Any], text: str | None = No
         print(json.dumps(result, ensure_ascii=False))
     elif text:
         print(text)
+
+
+def gguf_output(path: str) -> Path:
+    """The output path of a command that writes a model: it must end in .gguf."""
+    out = Path(path)
+    if out.suffix != ".gguf":
+        raise PocketError(f"{out}: output must end in .gguf")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,16 +15,7 @@
 #include "router.h"
 #include "settings.h"
 #include "tokenizer.h"
-
-static int failures = 0, checks = 0;
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        checks++;                                                            \
-        if (!(cond)) {                                                       \
-            failures++;                                                      \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                    \
-    } while (0)
+#include "check.h"  // CHECK, failures, checks
 
 static char *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -45,13 +36,20 @@ static void str_of(const pgj_val *obj, const char *key, char *out, size_t cap) {
     if (pgj_get(obj, key, &v)) pgj_string(&v, out, cap, NULL);
 }
 
-static void test_vectors(const char *path) {
+// A vector file read and parsed into root (a JSON object); NULL (a failed check) when it cannot be.
+// The caller frees the text root points into.
+static char *read_vectors(const char *path, pgj_val *root) {
     size_t n;
     char *doc = read_file(path, &n);
     CHECK(doc != NULL);
-    if (!doc) return;
+    if (doc) CHECK(pgj_parse(doc, n, root) == PGJ_OBJECT);
+    return doc;
+}
+
+static void test_vectors(const char *path) {
     pgj_val root, list, vec, fields, v;
-    CHECK(pgj_parse(doc, n, &root) == PGJ_OBJECT);
+    char *doc = read_vectors(path, &root);
+    if (!doc) return;
     CHECK(pgj_get(&root, "client", &list));
     int built = 0, parsed = 0;
     static char wire[4096], mine[4096], text[4096];
@@ -378,12 +376,9 @@ static void test_ws(void) {
 
 // Every request renders to the Python template's bytes; every streamed reply shows the same text.
 static void test_chat_vectors(const char *path) {
-    size_t n;
-    char *doc = read_file(path, &n);
-    CHECK(doc != NULL);
-    if (!doc) return;
     pgj_val root, list, vec, v, pieces;
-    CHECK(pgj_parse(doc, n, &root) == PGJ_OBJECT);
+    char *doc = read_vectors(path, &root);
+    if (!doc) return;
     static char req[1024], want[1024], mine[1024], piece[1024], buf[512], out[PG_REPLY_OUT(512)];
     int n_prompts = 0, n_replies = 0;
     CHECK(pgj_get(&root, "prompts", &list));

@@ -7,16 +7,7 @@
 
 #include "audio.h"
 #include "relay_proto.h"
-
-static int failures = 0, checks = 0;
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "check.h"  // CHECK, failures, checks
 
 static void test_messages(void) {
     char out[256];

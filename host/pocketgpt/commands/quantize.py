@@ -59,14 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pocketgpt import models
-    from pocketgpt.cli import emit
+    from pocketgpt.cli import emit, gguf_output
     from pocketgpt.errors import PocketError
     from pocketgpt.quant import formats as F
     from pocketgpt.quant.pipeline import check_options, quantize_model, write_quantized
 
-    out = Path(args.output)
-    if out.suffix != ".gguf":
-        raise PocketError(f"{out}: output must end in .gguf")
+    out = gguf_output(args.output)
     # unknown types and impossible option sets fail before any work
     check_options(args.type, args.method, calib=bool(args.calib), bpw=args.bpw, tune=args.tune,
                   alloc=args.alloc, calib_tokens=args.calib_tokens)

@@ -87,15 +87,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
-    from pocketgpt.cli import emit
+    from pocketgpt.cli import emit, gguf_output
     from pocketgpt.errors import PocketError
     from pocketgpt.shrink.run import ShrinkOptions, shrink
 
-    out = Path(args.output)
-    if out.suffix != ".gguf":
-        raise PocketError(f"{out}: output must end in .gguf")
+    out = gguf_output(args.output)
     if args.distill_steps < 0 or args.batch < 1:
         raise PocketError("--distill-steps must be >= 0 and --batch >= 1")
     if args.distill_steps > 0 and not args.corpus:

@@ -46,9 +46,10 @@ class WsSession:
         self.listener: Any = None              # voice.Listener, made at the first listen start
         self.speaker: Any = None               # voice.Speaker of the running turn
 
-    async def send(self, text: str) -> bool:
+    async def send(self, message: str | bytes) -> bool:
+        """One websocket message (text, or an audio packet): False when the device has gone."""
         try:
-            await self.ws.send(text)
+            await self.ws.send(message)
             return True
         except ConnectionClosed:
             return False
@@ -261,11 +262,7 @@ class WsSession:
             await self.send(P.tts("sentence_start", self.session_id, sentence))
 
     async def send_audio(self, packet: bytes) -> bool:
-        try:
-            await self.ws.send(packet)
-            return True
-        except ConnectionClosed:
-            return False
+        return await self.send(packet)
 
     async def _listen_start(self, mode: str) -> None:
         from pocketgpt.relay.voice.session import Listener
