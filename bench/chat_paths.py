@@ -15,7 +15,8 @@ sentence end, a reply without a word becomes chat_format.EMPTY_REPLY). Per path 
 answered (at least 3 words of the model's, chat_format.count_words: the engine's and the
 bench's one count; the empty-reply sentence has 6 words but is not counted as answered), how
 often the empty-reply sentence stood in for a reply, replies with 1-2 words, replies with none,
-and errors (a refusal, a turn with no tts stop, a crash). The relay runs with its rate limit
+and errors (a refusal, a turn with no tts stop, a crash), and on topic (the reply names the
+request's subject: chatdata.on_topic, as in bench/chat.py). The relay runs with its rate limit
 raised (one bench device asks hundreds of times a minute); nothing else is changed.
 
 Writes bench/results/chat_paths.json and prints the table (docs/chat.md, "Through the product paths").
@@ -165,6 +166,7 @@ def summarize(model: str, path: str, rows: list[dict], seconds: float) -> dict:
         "short": sum(0 < r["words"] < 3 for r in ok),
         "empty": sum(r["words"] == 0 for r in ok),
         "errors": n - len(ok),
+        "on_topic": sum(bool(r.get("on_topic")) for r in rows),
         "mean_words": sum(r["words"] for r in rows) / max(n, 1),
         "finish": {f: sum(r["finish"] == f for r in rows) for f in sorted({r["finish"] for r in rows})},
         "seconds": round(seconds, 1), "rows": rows,
@@ -173,12 +175,13 @@ def summarize(model: str, path: str, rows: list[dict], seconds: float) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["| model | path | requests | answered: >= 3 words of the model's | the empty-reply sentence instead | "
-             "1-2 words | no word | errors | mean words |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "1-2 words | no word | errors | on topic | mean words |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         n, a = r["n"], r["answered_not_fallback"]
         lines.append(f"| {r['model']} | {r['path']} | {n} | {a} ({100 * a / n:.1f} %) | {r['fallback']} | "
-                     f"{r['short']} | {r['empty']} | {r['errors']} | {r['mean_words']:.1f} |")
+                     f"{r['short']} | {r['empty']} | {r['errors']} | {100 * r['on_topic'] / n:.1f} % | "
+                     f"{r['mean_words']:.1f} |")
     return "\n".join(lines)
 
 
@@ -201,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     _, reqs = held_out_requests(args.corpus, args.seed, args.val_fraction, args.extra, args.requests,
                                 args.request_seed)
     requests = [r.request for r in reqs]
+
+    def with_topic(rows: list[dict]) -> list[dict]:
+        """Each row marked on topic as bench/chat.py marks it (chatdata.on_topic: the reply names the
+        request's subject or a word of the same stem)."""
+        from pocketgpt.chatdata import on_topic
+
+        for req, r in zip(reqs, rows):
+            r["on_topic"] = bool(req.subject and on_topic(r["reply"], req.subject))
+        return rows
     print(f"{len(requests)} requests", file=sys.stderr)
     results = []
     for model in args.models:
@@ -209,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             got = run_relay(model, relay_paths, requests, args.threads, args.turn_timeout)
             for path, rows in got.items():
-                results.append(summarize(model, path, rows, time.time() - t0))
+                results.append(summarize(model, path, with_topic(rows), time.time() - t0))
         if "sim" in args.paths:
             t0 = time.time()
-            results.append(summarize(model, "sim", run_sim(model, requests, args.sim_timeout), time.time() - t0))
+            results.append(summarize(model, "sim", with_topic(run_sim(model, requests, args.sim_timeout)), time.time() - t0))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -310,6 +310,19 @@ class RelayThread:
             self.thread.join(30)
 
 
+async def serve_completions(handler: Any) -> tuple[Any, str]:
+    """An OpenAI-style backend on 127.0.0.1 whose POST /v1/completions is `handler` (aiohttp):
+    (its runner, for cleanup(); its base URL for `--url` / OpenAIBackend)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+
+
 def reference_run(engine: Any, prompt: str, max_tokens: int) -> tuple[str, int, str]:
     """The engine's own greedy answer to `prompt` with the relay's default options:
     (text, tokens generated, finish reason)."""

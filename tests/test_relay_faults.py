@@ -23,7 +23,7 @@ import pytest
 from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.backends import EngineBackend, OpenAIBackend
 from pocketgpt.relay.client import RelayClient
-from support import RelayThread, engine_kind, run
+from support import RelayThread, engine_kind, run, serve_completions
 
 DEV = "aa:bb:cc:00:00:0a"      # the one sending bad requests
 VICTIM = "aa:bb:cc:00:00:0b"   # another device, generating at the same time
@@ -221,14 +221,7 @@ async def fake_backend(chunks: list[bytes], die: bool) -> tuple[Any, str]:
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/v1"
+    return await serve_completions(completions)
 
 
 GOOD = b'data: {"choices":[{"text":"Hi","index":0,"finish_reason":null}]}\n\n'

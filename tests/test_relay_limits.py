@@ -28,7 +28,7 @@ from pocketgpt.relay.auth import TokenStore
 from pocketgpt.relay.backends import EngineBackend
 from pocketgpt.relay.client import RelayClient
 from pocketgpt.relay.server import RelayConfig, exposure_warnings
-from support import RelayThread, engine_kind, readline_within, run
+from support import RelayThread, engine_kind, readline_within, run, serve_completions
 
 pytestmark = pytest.mark.relay
 
@@ -254,13 +254,7 @@ def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
                 await resp.write(b'data: {"choices":[{"text":"a","index":0}]}\n\n')
                 await asyncio.sleep(0.2)
 
-        app = web.Application()
-        app.router.add_post("/v1/completions", endless)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        backend = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        runner, backend = await serve_completions(endless)
         proc = subprocess.Popen([sys.executable, "-m", "pocketgpt", "serve", "--backend", "openai", "--url", backend,
                                  "--open", "--port", "0", "--http-port", "0", "--home", str(tmp_path),
                                  "--drain-timeout", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
