@@ -20,6 +20,14 @@ from typing import Any
 
 import pytest
 
+# Under pytest-xdist each worker gets its share of the cores for torch's and OpenBLAS's thread pools
+# (read once, when they load: so before `support` imports numpy). Left at their default, every
+# worker would start one thread per core, and `make test`'s one-worker-per-core run would spend
+# much of its CPU time on threads spinning against each other. Subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 from support import (
     DEVICE_ID,
     DEVICE_NAME,

@@ -36,6 +36,16 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Naïve café owners sell c
         "twice on Sundays, 3 times on holidays! ") * 3
 
 
+@pytest.fixture(scope="module")
+def self_scored(model_pair, tmp_path_factory) -> dict:
+    """`eval F32 --ref F32 --backend torch` on TEXT: the float model scored, and against itself. Two
+    tests below read it (each `pocketgpt eval` costs seconds of start-up and GGUF reading)."""
+    _, f32, _ = model_pair
+    txt = tmp_path_factory.mktemp("self") / "t.txt"
+    txt.write_text(TEXT)
+    return pocketgpt_json("eval", str(f32), "--text", str(txt), "--ref", str(f32), "--backend", "torch")
+
+
 @pytest.mark.slow
 def test_perplexity_and_bpb_match_a_direct_computation(model_pair, tmp_path):
     import torch
@@ -69,22 +79,22 @@ def test_perplexity_and_bpb_match_a_direct_computation(model_pair, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_engine_and_transformers_agree(model_pair, tmp_path):
+def test_the_engine_and_transformers_agree(model_pair, self_scored, tmp_path):
     _, f32, _ = model_pair
     txt = tmp_path / "t.txt"
     txt.write_text(TEXT)
-    a = pocketgpt_json("eval", str(f32), "--text", str(txt), "--backend", "torch")
+    a = self_scored  # the torch backend's score
     b = pocketgpt_json("eval", str(f32), "--text", str(txt), "--backend", "engine")
     assert a["tokens"] == b["tokens"]
     assert b["ppl"] == pytest.approx(a["ppl"], rel=1e-3)
 
 
 @pytest.mark.slow
-def test_kl_against_a_reference(model_pair, tmp_path):
+def test_kl_against_a_reference(model_pair, self_scored, tmp_path):
     _, f32, f16 = model_pair
     txt = tmp_path / "t.txt"
     txt.write_text(TEXT)
-    same = pocketgpt_json("eval", str(f32), "--text", str(txt), "--ref", str(f32), "--backend", "torch")
+    same = self_scored
     assert same["kl"] == pytest.approx(0.0, abs=1e-9) and same["top1"] == 1.0
     half = pocketgpt_json("eval", str(f16), "--text", str(txt), "--ref", str(f32), "--backend", "torch")
     assert 0 < half["kl"] < 1e-3 and half["top1"] > 0.9

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,9 @@ def _sample_corpus(tmp: Path) -> Path:
 
 
 ARGS = ["--layers", "2", "--embd", "64", "--heads", "2", "--ctx", "64", "--batch", "8",
-        "--lr", "3e-3", "--eval-every", "20", "--checkpoint-every", "20", "--threads", "2"]
+        "--lr", "3e-3", "--eval-every", "20", "--checkpoint-every", "20", "--threads", "1"]
+# One torch thread: `make test` runs one test worker per core, so more would only contend.
+STEPS = 40
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +42,21 @@ def corpus(tmp_path_factory) -> Path:
     return _sample_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory) -> tuple[dict, Path]:
+    """One straight STEPS-step run (its --json result, its folder), shared by the tests below that
+    need a finished run: training is the slow part, and none of them changes the folder."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", str(STEPS), *ARGS), out
+
+
 @pytest.mark.slow
-def test_loss_falls_and_the_model_is_usable(corpus, tmp_path):
-    out = tmp_path / "run"
-    res = pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "60", *ARGS)
-    assert res["tokens_seen"] == 60 * 8 * 64
+def test_loss_falls_and_the_model_is_usable(trained, tmp_path):
+    res, out = trained
+    assert res["tokens_seen"] == STEPS * 8 * 64
     log = json.loads((out / "train.json").read_text())
-    assert log["steps"] == 60
-    # untrained: ln(50257) ~ 10.8 nats; 60 small steps must bring held-out loss well below that
+    assert log["steps"] == STEPS
+    # untrained: ln(50257) ~ 10.8 nats; 40 small steps must bring held-out loss well below that
     assert res["val_loss"] < 8.0, res
     assert (out / "heldout.txt").stat().st_size > 0
     gg = tmp_path / "m.gguf"
@@ -56,32 +66,30 @@ def test_loss_falls_and_the_model_is_usable(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_to_the_same_result(corpus, tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    straight = pocketgpt_json("train", str(corpus), "--out", str(a), "--steps", "40", *ARGS)
-    first = pocketgpt_json("train", str(corpus), "--out", str(b), "--steps", "40", "--max-minutes", "0.0001", *ARGS)
-    assert first["steps"] < 40
-    resumed = pocketgpt_json("train", str(corpus), "--out", str(b), "--steps", "40", "--resume", *ARGS)
-    assert resumed["steps"] == 40
+def test_resume_continues_to_the_same_result(corpus, trained, tmp_path):
+    straight, _ = trained
+    b = tmp_path / "b"
+    first = pocketgpt_json("train", str(corpus), "--out", str(b), "--steps", str(STEPS), "--max-minutes", "0.0001", *ARGS)
+    assert first["steps"] < STEPS
+    resumed = pocketgpt_json("train", str(corpus), "--out", str(b), "--steps", str(STEPS), "--resume", *ARGS)
+    assert resumed["steps"] == STEPS
     assert resumed["tokens_seen"] == straight["tokens_seen"]
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"], abs=2e-3)
 
 
 @pytest.mark.slow
-def test_refuses_to_overwrite_a_run_without_resume(corpus, tmp_path):
+def test_refuses_to_overwrite_a_run_without_resume(corpus, trained, tmp_path):
     out = tmp_path / "run"
-    pocketgpt_json("train", str(corpus), "--out", str(out), "--steps", "2", *ARGS)
+    shutil.copytree(trained[1], out)  # a copy: a refusal that failed must not spoil the shared run
     res = pocketgpt("train", str(corpus), "--out", str(out), "--steps", "2", *ARGS)
     assert res.returncode != 0 and "--resume" in res.stderr
 
 
 @pytest.mark.slow
-def test_fine_tune_from_a_local_folder(corpus, tmp_path):
-    base = tmp_path / "base"
-    pocketgpt_json("train", str(corpus), "--out", str(base), "--steps", "20", *ARGS)
-    ft = pocketgpt_json("train", str(corpus), "--out", str(tmp_path / "ft"), "--init", str(base),
+def test_fine_tune_from_a_local_folder(corpus, trained, tmp_path):
+    ft = pocketgpt_json("train", str(corpus), "--out", str(tmp_path / "ft"), "--init", str(trained[1]),
                         "--steps", "20", "--lr", "1e-3", "--eval-every", "20", "--checkpoint-every", "20",
-                        "--batch", "8", "--ctx", "64", "--threads", "2")
+                        "--batch", "8", "--ctx", "64", "--threads", "1")
     assert ft["steps"] == 20 and ft["n_params"] > 0
 
 
