@@ -348,8 +348,7 @@ def chat_reference(engine: Any, messages: list[dict[str, str]], max_tokens: int,
 
     ids = chat_format.prompt_ids(engine, messages)
     sess = engine.session()
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    subject = chat_format.subject_of(users[-1]) if steer and users else None
+    subject = chat_format.reply_subject(messages, steer)
     pieces = [p.text for p in sess.generate(ids, max_tokens=max_tokens, greedy=True, subject=subject,
                                             stop=chat_format.STOP_STRINGS, need_word=chat_format.MIN_WORDS)]
     return chat_format.shape_reply(pieces, sess.last_stats["finish_reason"]), len(ids)

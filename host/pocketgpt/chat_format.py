@@ -245,8 +245,8 @@ would wouldn't yes yet you you'd you'll you're you've your yours yourself yourse
 six seven eight nine ten first second yeah hey hmm gee wow hello hi hiya howdy bye goodbye thanks
 thank please sorry good great nice bad little big lot lots sure able whole
 tell telling told ask asked asking call find look mean means feel feeling felt try show talk talking
-speak share hear heard learn teach explain describe help give gave let's got
-thought thoughts opinion opinions view views idea ideas take deal word words something anything
+speak share hear heard learn teach explain describe help gave
+thought thoughts opinion opinions view views idea ideas deal word words
 quote quotes quotation quotations saying sayings joke jokes joking funny fun laugh laughs humor
 humour humorous witty wit advice advise tip tips story stories fact facts info information
 name robot bot bored cheer surprise morning afternoon evening tonight today
@@ -280,3 +280,10 @@ def subject_of(request: str) -> str | None:
             continue
         best = w
     return best
+
+
+def reply_subject(messages: Sequence[dict[str, str]], steer: bool = True) -> str | None:
+    """What a chat reply to `messages` is steered to name: subject_of the last user message (None:
+    steering off, no user message, or small talk). Every chat path asks this one function."""
+    users = [m["content"] for m in messages if m.get("role") == "user"]
+    return subject_of(users[-1]) if steer and users else None

@@ -57,9 +57,10 @@ def stream_reply(engine: Engine | TorchEngine, prompt: str, max_tokens: int, sta
         ids = [engine.eos_id] + list(engine.tokenize(prompt))
         kw: dict[str, Any] = {}
     else:
-        ids = chat_format.prompt_ids(engine, chat_format.user_turn(prompt))
+        messages = chat_format.user_turn(prompt)
+        ids = chat_format.prompt_ids(engine, messages)
         kw = {"stop": chat_format.STOP_STRINGS, "need_word": chat_format.MIN_WORDS}
-        subject = chat_format.subject_of(prompt) if steer else None
+        subject = chat_format.reply_subject(messages, steer)
         if subject:
             kw["subject"] = subject
     ids = ids[-max(1, engine.n_ctx - max_tokens):]

@@ -54,10 +54,9 @@ class GenRequest:
     def subject(self) -> str | None:
         """What the reply is steered to name: the subject of the last user message (None: raw, steering
         off, or small talk)."""
-        from pocketgpt.chat_format import subject_of
+        from pocketgpt.chat_format import reply_subject
 
-        users = [c for r, c in self.messages if r == "user"]
-        return subject_of(users[-1]) if self.steer and users else None
+        return reply_subject(self.chat_messages(), self.steer)
 
 
 @dataclass
