@@ -54,6 +54,13 @@ typedef void (*pg_dot_q8k_rows_fn)(const void *row, const int8_t *xq, const floa
 typedef void (*pg_dot_q8k_x16_fn)(const void *row, const int8_t *xq, const float *xdt, const int32_t *xat, int n,
                                   float *out);
 
+// dot_q8k of 8 consecutive weight rows (row q at row + q * stride bytes) against one activation
+// row -> out[0..7], each the same bits as dot_q8k of that weight row alone. Decode: one activation
+// row meets every weight row, and for short rows (a 256-wide model's head is one block per row)
+// the per-row call, set-up and final sums cost as much as the arithmetic; here 8 rows share them
+typedef void (*pg_dot_q8k_w8_fn)(const void *row, size_t stride, const int8_t *xq, const float *xd, const int16_t *xs,
+                                 int n, float *out);
+
 // 16 K-format activation rows (xd (16, n / 256), xs (16, n / 16)) -> xdt, xat as pg_dot_q8k_x16_fn takes
 void pg_k_rows16_prepare(const float *xd, const int16_t *xs, int n, float *xdt, int32_t *xat);
 
@@ -74,6 +81,7 @@ typedef struct {
     pg_dot_q8k_rows_fn dot_q8kx4;  // optional: 4 activation rows at once
     pg_dot_q8k_rows_fn dot_q8kx8;  // optional: 8 activation rows at once
     pg_dot_q8k_x16_fn dot_q8kx16;  // optional: 16 activation rows at once (see the type)
+    pg_dot_q8k_w8_fn dot_q8kw8;    // optional: 8 weight rows against one activation row (decode)
 } pg_type_kernels;
 
 // A kernel set: filled by name (designated initializers), one pg_type_kernels per weight type.

@@ -709,8 +709,9 @@ PG_Q3K_ROWS(q3_k_rows4_avx2, 4, PG_AVX2, PG_DOT_AVX2, PG_ADD4_AVX2)
 #define PG_UNROLL16 _Pragma("GCC unroll 16")
 #define PG_VNNI_INLINE PG_VNNI256 __attribute__((always_inline)) static inline
 
-// v[0..7] (8 int32 lanes each) -> their 8 lane sums, in order
-PG_VNNI_INLINE __m256i hsum_8x8_epi32(const __m256i *v) {
+// v[0..7] (8 int32 lanes each) -> their 8 lane sums, in order (AVX2 only, so the AVX2 kernels
+// inline it too)
+PG_AVX2 __attribute__((always_inline)) static inline __m256i hsum_8x8_epi32(const __m256i *v) {
     __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
     __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
     // a: v0..v3's sums of lanes 0-3 | of lanes 4-7; c the same for v4..v7
@@ -963,6 +964,126 @@ PG_Q3K_FA_ROWS(q3_k_krows16_vnni256, 16)
 PG_Q4K_P_ROWS(q4_k_krows1_vnni256, 1)
 PG_Q4K_P_ROWS(q4_k_krows4_vnni256, 4)
 PG_Q4K_P_ROWS(q4_k_krows8_vnni256, 8)
+
+// ---- 8 weight rows against one activation row (decode), each the one-row kernel's bits ----------
+
+// the same block of the weight row 8 rows on (the next tile's), prefetched while this one is worked
+// on: a decoded token streams every weight from memory
+#define PG_PREFETCH_NEXT_TILE(b, stride, LAST)                                                             \
+    _mm_prefetch((const char *)(b) + 8 * (stride), _MM_HINT_T0);                                          \
+    _mm_prefetch((const char *)(b) + 8 * (stride) + 64, _MM_HINT_T0);                                     \
+    _mm_prefetch((const char *)(b) + 8 * (stride) + (LAST), _MM_HINT_T0);
+
+// The one-row Q3_K kernel's integer lanes for one block b against the activation codes x (256) and
+// their per-16 sums xs: any exact integer evaluation gives the same block sum T, so 8 weight rows
+// may share the lane sums and the float steps (q3_k_kw8_vnni256)
+PG_VNNI_INLINE __m256i q3k_block_lanes(const uint8_t *b, const int8_t *x, const int16_t *xs) {
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    const __m256i pick0 = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5, 2, 3, 2, 3, 2, 3, 2, 3,
+                                           6, 7, 6, 7, 6, 7, 6, 7);
+    const __m256i pick1 = _mm256_add_epi8(pick0, _mm256_set1_epi8(8));
+    __m256i sc16 = _mm256_cvtepi8_epi16(q3_k_scales_avx2(b + 96));
+    __m256i m4sc = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 2));
+    __m256i s_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00), s_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    __m256i is = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xs), m4sc), is2 = _mm256_setzero_si256();
+    __m256i hm = _mm256_loadu_si256((const __m256i *)b);
+    PG_UNROLL for (int g = 0; g < 8; g += 2) {
+        __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * (g / 4)));
+        __m256i u0 = PG_ADD4_SH(_mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4)), three), hm, g, four);
+        __m256i u1 = PG_ADD4_SH(_mm256_and_si256(_mm256_srli_epi16(qv, 2 * (g % 4) + 2), three), hm, g + 1, four);
+        __m256i sv = _mm256_shuffle_epi8(g < 4 ? s_lo : s_hi, (g % 4) / 2 ? pick1 : pick0);
+        __m256i d0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u0, _mm256_loadu_si256((const __m256i *)(x + 32 * g)));
+        __m256i d1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u1, _mm256_loadu_si256((const __m256i *)(x + 32 * g + 32)));
+        __m256i pk = _mm256_packs_epi32(d0, d1);
+        if (g & 2) is2 = _mm256_dpwssd_epi32(is2, pk, sv);
+        else is = _mm256_dpwssd_epi32(is, pk, sv);
+    }
+    return _mm256_add_epi32(is, is2);
+}
+
+// the 8 rows' f16 scales at byte `at` of block blk -> floats (exact, as f16c of each)
+PG_VNNI_INLINE __m256 d_rows8(const uint8_t *b, size_t stride, size_t at) {
+    uint16_t h[8];
+    PG_UNROLL for (int q = 0; q < 8; q++) memcpy(&h[q], b + (size_t)q * stride + at, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+// Q3_K: per block the 8 rows' exact sums T (one lane sum for all 8), then acc = fma(T, d * xd, acc)
+// per row in a lane, as the one-row kernel does in a scalar
+PG_VNNI256 static void q3_k_kw8_vnni256(const void *row, size_t stride, const int8_t *xq, const float *xd,
+                                        const int16_t *xs, int n, float *out) {
+    const uint8_t *b = (const uint8_t *)row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 256, b += 110) {
+        __m256i is[8];
+        PG_UNROLL for (int q = 0; q < 8; q++) {
+            PG_PREFETCH_NEXT_TILE(b + (size_t)q * stride, stride, 109)
+            is[q] = q3k_block_lanes(b + (size_t)q * stride, xq + i, xs + i / 16);
+        }
+        __m256 sc = _mm256_mul_ps(d_rows8(b, stride, 108), _mm256_set1_ps(xd[i / 256]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum_8x8_epi32(is)), sc, acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+
+// v[0..7] -> hsum256 of each, in order, with hsum256's additions (lanes j + j + 4, then the pairs
+// 0 + 2 and 1 + 3, then those two): the same bits as 8 calls
+PG_AVX2 static void hsum256_x8(const __m256 *v, float *out) {
+    __m256 w[4], c[2];
+    PG_UNROLL for (int k = 0; k < 4; k++)  // rows 2k, 2k + 1: their lo + hi in the two 128-bit lanes
+        w[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
+                             _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+    PG_UNROLL for (int k = 0; k < 2; k++)  // rows 4k, 4k + 2 | 4k + 1, 4k + 3: s0 + s2, s1 + s3
+        c[k] = _mm256_add_ps(_mm256_shuffle_ps(w[2 * k], w[2 * k + 1], 0x44), _mm256_shuffle_ps(w[2 * k], w[2 * k + 1], 0xEE));
+    __m256 e = _mm256_shuffle_ps(c[0], c[1], 0x88), f = _mm256_shuffle_ps(c[0], c[1], 0xDD);
+    // rows 0 2 4 6 | 1 3 5 7
+    __m256 t = _mm256_add_ps(e, f);
+    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+// Q4_K: each row's float lanes exactly as the one-row kernel (per block fma of its int32 lanes with
+// d * xd, fnmadd of the mins' lanes with dmin * xd), the final sums 8 at a time
+PG_VNNI256 static void q4_k_kw8_vnni256(const void *row, size_t stride, const int8_t *xq, const float *xd,
+                                        const int16_t *xs, int n, float *out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m128i mdup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __m128i pa = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m128i pb = _mm_setr_epi8(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+    __m256 acc[8];
+    // row by row (each row's blocks in memory order, the next row's prefetched: the weights stream
+    // from memory in decode), the final sums of the 8 rows together
+    PG_UNROLL for (int q = 0; q < 8; q++) {
+        acc[q] = _mm256_setzero_ps();
+        const uint8_t *b = (const uint8_t *)row + (size_t)q * stride;
+        for (int i = 0; i < n; i += 256, b += 144) {
+            PG_PREFETCH_NEXT_ROW(b, n, 144, 128)
+            uint32_t sm[4];
+            q4_k_unpack(b + 4, sm);
+            __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+            __m256i mn16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, mdup));
+            __m256i sc4 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, pa));
+            __m256i sc4b = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(smv, pb));
+            float d = f16c(b), dmin = f16c(b + 2), dx = xd[i / 256];
+            __m256i is = _mm256_setzero_si256(), is2 = _mm256_setzero_si256();
+            PG_UNROLL for (int p = 0; p < 4; p++) {
+                __m256i qv = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * p));
+                __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+                __m256i src = p < 2 ? sc4 : sc4b;
+                __m256i sv = p % 2 ? _mm256_permute2x128_si256(src, src, 0x11) : _mm256_permute2x128_si256(src, src, 0x00);
+                const int8_t *x = xq + i + 64 * p;
+                __m256i d0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i *)x));
+                __m256i d1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, _mm256_loadu_si256((const __m256i *)(x + 32)));
+                __m256i pk = _mm256_packs_epi32(d0, d1);
+                if (p & 1) is2 = _mm256_dpwssd_epi32(is2, pk, sv);
+                else is = _mm256_dpwssd_epi32(is, pk, sv);
+            }
+            __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + i / 16)), mn16);
+            acc[q] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(is, is2)), _mm256_set1_ps(d * dx), acc[q]);
+            acc[q] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * dx), acc[q]);
+        }
+    }
+    hsum256_x8(acc, out);
+}
 PG_Q3K_K_ROWS(q3_k_krows1_avx2, 1, PG_AVX2, PG_MADD_AVX2, PG_ADD4_AVX2)
 PG_Q3K_K_ROWS(q3_k_krows4_avx2, 4, PG_AVX2, PG_MADD_AVX2, PG_ADD4_AVX2)
 PG_Q4K_K_ROWS(q4_k_krows1_avx2, 1, PG_AVX2, PG_MADD_AVX2)
@@ -1034,6 +1155,50 @@ PG_Q6K_K_ROWS(q6_k_krows4_avx2, 4)
 PG_Q6K_K_ROWS(q6_k_krows8_avx2, 8)
 PG_DOTK_FROM_ROWS1(dot_q6_k_q8k_avx2, q6_k_krows1_avx2, PG_AVX2)
 
+// Q6_K: 8 weight rows against one activation row, each row's integer sum exactly as the one-row
+// kernel's (PG_Q6K_K_ROWS), the block sums of the 8 rows in one lane sum, then the same scalar float
+// step per row
+PG_AVX2 static void q6_k_kw8_avx2(const void *row, size_t stride, const int8_t *xq, const float *xd, const int16_t *xs,
+                                  int n, float *out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    float s[8];
+    for (int q = 0; q < 8; q++) s[q] = 0.0f;
+    const uint8_t *b0 = (const uint8_t *)row;
+    for (int i = 0; i < n; i += 256, b0 += 210) {
+        __m256i x[8];
+        for (int k = 0; k < 8; k++) x[k] = _mm256_loadu_si256((const __m256i *)(xq + i + 32 * k));
+        const __m256i xsv = _mm256_loadu_si256((const __m256i *)(xs + i / 16));
+        __m256i a[8];
+        for (int q = 0; q < 8; q++) {
+            const uint8_t *b = b0 + (size_t)q * stride;
+            const int8_t *sc = (const int8_t *)(b + 192);
+            __m256i acc = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+                __m256i hb = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+                __m256i c[4];
+                c[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+                c[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+                c[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+                c[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+                for (int g = 0; g < 4; g++) {
+                    __m256i scv = _mm256_setr_m128i(_mm_set1_epi16(sc[8 * h + 2 * g]), _mm_set1_epi16(sc[8 * h + 2 * g + 1]));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(c[g], x[4 * h + g]), scv));
+                }
+            }
+            __m256i off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)), xsv);
+            a[q] = _mm256_sub_epi32(acc, _mm256_slli_epi32(off, 5));
+        }
+        int32_t t[8];
+        _mm256_storeu_si256((__m256i *)t, hsum_8x8_epi32(a));
+        for (int q = 0; q < 8; q++) s[q] += f16c(b0 + (size_t)q * stride + 208) * xd[i / 256] * (float)t[q];
+    }
+    for (int q = 0; q < 8; q++) out[q] = s[q];
+}
+
 // The dot-product table's one-row signature over a rows-kernel called for one activation row.
 #define PG_DOT_FROM_ROWS1(name, rows1, attr)                                                              \
     attr static float name(const void *row, const int8_t *xq, const float *xd, const float *xs, int n) { \
@@ -1067,7 +1232,8 @@ static const pg_kernels s_avx2_int = {
             [PG_TYPE_Q6_K] = {.dot = dot_q6_k_avx2,
                               .dot_q8k = dot_q6_k_q8k_avx2,
                               .dot_q8kx4 = q6_k_krows4_avx2,
-                              .dot_q8kx8 = q6_k_krows8_avx2},
+                              .dot_q8kx8 = q6_k_krows8_avx2,
+                              .dot_q8kw8 = q6_k_kw8_avx2},
         },
     .quantize = quantize_act_avx2,
     .quantize_k = quantize_act_k_avx2,
@@ -1088,18 +1254,21 @@ static const pg_kernels s_vnni256_int = {
                               .dot_q8k = dot_q3_k_q8k_vnni256,
                               .dot_q8kx4 = q3_k_krows4_vnni256,
                               .dot_q8kx8 = q3_k_krows8_vnni256,
-                              .dot_q8kx16 = q3_k_krows16_vnni256},
+                              .dot_q8kx16 = q3_k_krows16_vnni256,
+                              .dot_q8kw8 = q3_k_kw8_vnni256},
             [PG_TYPE_Q4_K] = {.dot = dot_q4_k_avx2,
                               .dot_q8 = dot_q4_k_q8_vnni256,
                               .dot_q8x4 = q4_k_rows4_vnni256,
                               .dot_q8x8 = q4_k_rows8_vnni256,
                               .dot_q8k = dot_q4_k_q8k_vnni256,
                               .dot_q8kx4 = q4_k_krows4_vnni256,
-                              .dot_q8kx8 = q4_k_krows8_vnni256},
+                              .dot_q8kx8 = q4_k_krows8_vnni256,
+                              .dot_q8kw8 = q4_k_kw8_vnni256},
             [PG_TYPE_Q6_K] = {.dot = dot_q6_k_avx2,
                               .dot_q8k = dot_q6_k_q8k_avx2,
                               .dot_q8kx4 = q6_k_krows4_avx2,
-                              .dot_q8kx8 = q6_k_krows8_avx2},
+                              .dot_q8kx8 = q6_k_krows8_avx2,
+                              .dot_q8kw8 = q6_k_kw8_avx2},
         },
     .quantize = quantize_act_avx2,
     .quantize_k = quantize_act_k_avx2,

@@ -91,7 +91,20 @@ static PG_NOINLINE void matmul_rows_k(const pg_matmul_job *j, int32_t r0, int32_
     int32_t b16 = k->type[t].dot_q8kx16 && blocks <= 16 ? j->B / 16 * 16 : 0;
     if (b16) matmul_rows_k16(j, r0, r1, b16);
     if (j->B - b16 < 4) {  // one to three rows (decode): straight, which measured faster there
-        for (int32_t r = r0; r < r1; r++) {
+        int32_t r = r0;
+        pg_dot_q8k_w8_fn w8 = k->type[t].dot_q8kw8;
+        if (w8) {  // 8 weight rows per call against each activation row (the same bits as one by one)
+            for (; r + 8 <= r1; r += 8) {
+                for (int32_t b = b16; b < j->B; b++) {
+                    float *o = j->out + (size_t)b * j->out_stride + (size_t)r;
+                    w8(base + (size_t)r * j->w->row_bytes, j->w->row_bytes, j->xq + (size_t)b * (size_t)cols,
+                       j->xd + (size_t)b * blocks, j->xk + (size_t)b * sums, cols, o);
+                    if (j->bias)
+                        for (int32_t q = 0; q < 8; q++) o[q] += j->bias[r + q];
+                }
+            }
+        }
+        for (; r < r1; r++) {
             const void *row = base + (size_t)r * j->w->row_bytes;
             float bias = j->bias ? j->bias[r] : 0.0f;
             for (int32_t b = b16; b < j->B; b++)

@@ -378,17 +378,29 @@ static void test_quantize_act(void) {
     }
 }
 
+// modest half scales (d, dmin) in a random K-quant row of n weights, where the type keeps them
+static void k_row_scales(uint8_t *w, int n, uint32_t type, float scale) {
+    size_t bb = pg_type_block_bytes(type);
+    for (int b = 0; b < n / 256; b++) {
+        uint8_t *blk = w + (size_t)b * bb;
+        size_t at = type == PG_TYPE_Q3_K ? 108 : type == PG_TYPE_Q6_K ? 208 : 0;
+        uint16_t h = pg_f32_to_f16(scale);
+        memcpy(blk + at, &h, 2);
+        if (type == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
+    }
+}
+
 // the K activation format (one scale per 256 values): every set's quantizer equals
 // pg_quantize_act_k bit for bit; each set's Q3_K/Q4_K dot equals the portable definition up to
-// float order (Q6_K's exactly: the same integer sums), and its 4- and 8-row kernels give each row
-// the one-row kernel's bits
+// float order (Q6_K's exactly: the same integer sums), its 4-, 8- and 16-row kernels give each
+// row the one-row kernel's bits, and so does its 8-weight-row kernel to each weight row
 // N columns: 1, 2 and 16 super-blocks (the widest row the 16-row kernel's callers give it)
 static void test_k_format_n(int N) {
     enum { NMAX = 4096, ROWS = 16 };
     static float x[ROWS * NMAX], xd1[ROWS * NMAX / 256], xd2[ROWS * NMAX / 256];
     static int8_t q1[ROWS * NMAX], q2[ROWS * NMAX];
     static int16_t s1[ROWS * NMAX / 16], s2[ROWS * NMAX / 16];
-    static uint8_t w[NMAX / 256 * 210];
+    static uint8_t w[NMAX / 256 * 210], w8[8 * NMAX / 256 * 210];
     static float deq[NMAX];
     uint32_t r = 777;
     for (int i = 0; i < ROWS * N; i++) {
@@ -417,13 +429,7 @@ static void test_k_format_n(int N) {
                     r = r * 1664525u + 1013904223u;
                     w[i] = (uint8_t)(r >> 24);
                 }
-                for (int b = 0; b < N / 256; b++) {  // modest half scales (d, dmin) where the type keeps them
-                    uint8_t *blk = w + (size_t)b * bb;
-                    size_t at = types[t] == PG_TYPE_Q3_K ? 108 : types[t] == PG_TYPE_Q6_K ? 208 : 0;
-                    uint16_t h = pg_f32_to_f16(0.01f * (float)(trial + 1));
-                    memcpy(blk + at, &h, 2);
-                    if (types[t] == PG_TYPE_Q4_K) memcpy(blk + 2, &h, 2);
-                }
+                k_row_scales(w, N, types[t], 0.01f * (float)(trial + 1));
                 float one[ROWS], o4[ROWS], o8[ROWS], o16[ROWS];
                 pg_dequant_row(types[t], w, deq, N);
                 for (int b = 0; b < ROWS; b++) {
@@ -456,6 +462,27 @@ static void test_k_format_n(int N) {
                     pg_k_rows16_prepare(xd1, s1, N, xdt, xat);
                     k->type[types[t]].dot_q8kx16(w, q1, xdt, xat, N, o16);
                     CHECK(memcmp(o16, one, sizeof one) == 0);
+                }
+                // 8 weight rows against one activation row (decode): each weight row's own bits
+                if (k->type[types[t]].dot_q8kw8) {
+                    size_t rb = (size_t)N / 256 * bb;
+                    for (int q = 0; q < 8; q++) {
+                        for (size_t i = 0; i < rb; i++) {
+                            r = r * 1664525u + 1013904223u;
+                            w8[(size_t)q * rb + i] = q == 0 ? w[i] : (uint8_t)(r >> 24);
+                        }
+                        if (q) k_row_scales(w8 + (size_t)q * rb, N, types[t], 0.003f * (float)(q + trial));
+                    }
+                    for (int b = 0; b < ROWS; b += 3) {
+                        float o[8];
+                        k->type[types[t]].dot_q8kw8(w8, rb, q1 + b * N, xd1 + b * N / 256, s1 + b * N / 16, N, o);
+                        CHECK(memcmp(&o[0], &one[b], sizeof(float)) == 0);
+                        for (int q = 0; q < 8; q++) {
+                            float want = k->type[types[t]].dot_q8k(w8 + (size_t)q * rb, q1 + b * N, xd1 + b * N / 256,
+                                                                   s1 + b * N / 16, N);
+                            CHECK(memcmp(&o[q], &want, sizeof(float)) == 0);
+                        }
+                    }
                 }
             }
         }
