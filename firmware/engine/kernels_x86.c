@@ -13,6 +13,7 @@
 #include "kernels.h"
 
 #define PG_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define PG_UNROLL _Pragma("GCC unroll 8")
 
 PG_AVX2 static float hsum256(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -20,6 +21,21 @@ PG_AVX2 static float hsum256(__m256 v) {
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
     lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
     return _mm_cvtss_f32(lo);
+}
+
+// v[0..7] -> hsum256 of each, in order, with hsum256's additions (lanes j + j + 4, then the pairs
+// 0 + 2 and 1 + 3, then those two): the same bits as 8 calls
+PG_AVX2 __attribute__((always_inline)) static inline void hsum256_x8(const __m256 *v, float *out) {
+    __m256 w[4], c[2];
+    PG_UNROLL for (int k = 0; k < 4; k++)  // rows 2k, 2k + 1: their lo + hi in the two 128-bit lanes
+        w[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
+                             _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+    PG_UNROLL for (int k = 0; k < 2; k++)  // rows 4k, 4k + 2 | 4k + 1, 4k + 3: s0 + s2, s1 + s3
+        c[k] = _mm256_add_ps(_mm256_shuffle_ps(w[2 * k], w[2 * k + 1], 0x44), _mm256_shuffle_ps(w[2 * k], w[2 * k + 1], 0xEE));
+    __m256 e = _mm256_shuffle_ps(c[0], c[1], 0x88), f = _mm256_shuffle_ps(c[0], c[1], 0xDD);
+    // rows 0 2 4 6 | 1 3 5 7
+    __m256 t = _mm256_add_ps(e, f);
+    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
 // row (n,) F32 . x (n,) -> float
@@ -486,7 +502,6 @@ static const pg_kernels s_avx512 = {
 
 #define PG_VNNI256 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-#define PG_UNROLL _Pragma("GCC unroll 8")
 
 // Q4_K row (n,) . R int8 activation rows (xq + r * n, xd + r * n / 32, xs + r * n / 16) -> out[r],
 // the same sums as dot_q4_k_q8_ref. The weights are unpacked once for all R rows (prefill and
@@ -954,7 +969,8 @@ PG_VNNI_INLINE __m256 xd_rows8(const float *xd, int nb, int blk, int r0) {
                 acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * dx), acc[r]);      \
             }                                                                                              \
         }                                                                                                  \
-        PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                                    \
+        if (R == 8) hsum256_x8(acc, out); /* the same bits, the 8 sums together */                          \
+        else PG_UNROLL for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);                               \
     }
 
 PG_Q3K_P_ROWS(q3_k_krows1_vnni256, 1)
@@ -1026,20 +1042,6 @@ PG_VNNI256 static void q3_k_kw8_vnni256(const void *row, size_t stride, const in
     _mm256_storeu_ps(out, acc);
 }
 
-// v[0..7] -> hsum256 of each, in order, with hsum256's additions (lanes j + j + 4, then the pairs
-// 0 + 2 and 1 + 3, then those two): the same bits as 8 calls
-PG_AVX2 static void hsum256_x8(const __m256 *v, float *out) {
-    __m256 w[4], c[2];
-    PG_UNROLL for (int k = 0; k < 4; k++)  // rows 2k, 2k + 1: their lo + hi in the two 128-bit lanes
-        w[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20),
-                             _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
-    PG_UNROLL for (int k = 0; k < 2; k++)  // rows 4k, 4k + 2 | 4k + 1, 4k + 3: s0 + s2, s1 + s3
-        c[k] = _mm256_add_ps(_mm256_shuffle_ps(w[2 * k], w[2 * k + 1], 0x44), _mm256_shuffle_ps(w[2 * k], w[2 * k + 1], 0xEE));
-    __m256 e = _mm256_shuffle_ps(c[0], c[1], 0x88), f = _mm256_shuffle_ps(c[0], c[1], 0xDD);
-    // rows 0 2 4 6 | 1 3 5 7
-    __m256 t = _mm256_add_ps(e, f);
-    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
-}
 
 // Q4_K: each row's float lanes exactly as the one-row kernel (per block fma of its int32 lanes with
 // d * xd, fnmadd of the mins' lanes with dmin * xd), the final sums 8 at a time
