@@ -174,8 +174,22 @@ def work_spec(model: str, threads: int, mode: str) -> dict:
         accepted += st.get("draft_accepted", 0)
         same = same and a == b
         n += len(a)
+    # what a verification pass costs against a one-token pass (target alone, logits of every row, as
+    # spec_round asks): the ceiling of any draft, even one that is always right, is B / cost(B)
+    import numpy as np
+
+    s, ids, pass_ms = host.session()._s, list(range(300, 340)), {}
+    for b in sorted({1, draft.k + 1, 8}):
+        rows, best = np.empty((b, host.n_vocab), dtype=np.float32), float("inf")
+        for _ in range(20):
+            s.reset()
+            s.eval(ids[:20])
+            t = time.perf_counter()
+            s.eval(ids[20:20 + b], rows)
+            best = min(best, time.perf_counter() - t)
+        pass_ms[str(b)] = best * 1e3
     return {"plain_tok_s": n / t_plain, "spec_tok_s": n / t_spec, "identical": same, "k": draft.k,
-            "acceptance": accepted / max(proposed, 1), "tokens": n}
+            "acceptance": accepted / max(proposed, 1), "tokens": n, "pass_ms": pass_ms}
 
 
 def llama_bench(model: str, threads: int, pp: tuple[int, ...] = PP_LENS, tg: int = DECODE_LEN) -> dict:
@@ -486,6 +500,14 @@ def render(res: dict) -> str:
         if lh:
             lines.append(f"| llama.cpp `llama-bench -n {SPEC_TOKENS}` on the same file | "
                          f"{lh[f'tg{SPEC_TOKENS}_best']:.0f} ({lh[f'tg{SPEC_TOKENS}_median']:.0f}) | |")
+        pm = sp.get("pass_ms")
+        if pm:
+            one = pm["1"]
+            cells = [f"{b} tokens {pm[b]:.3f} ms ({pm[b] / one:.2f}×, so at most {int(b) / (pm[b] / one):.2f}× with "
+                     f"every proposal kept)" for b in sorted(pm, key=int) if b != "1"]
+            lines += ["", f"What a verification pass of builtin:host costs (best of 20 per round, logits of every row): "
+                      f"1 token {one:.3f} ms; " + "; ".join(cells) + ". A draft that is always right and free would "
+                      "still be bounded by these."]
     rf = r.get("roofline")
     if rf:
         lines += ["", f"Roofline (decode tg128, best round; this machine reads {rf['bandwidth_gb_s']:.1f} GB/s with "
@@ -592,7 +614,8 @@ def main() -> int:
                 results[name] = summarize([{f"{n}_tok_s": row["batch_tok_s"][str(n)] for n in STREAMS} for row in rows])
             elif name == "spec":
                 results[name] = {**summarize(rows), "identical": all(r["identical"] for r in rows), "k": rows[0]["k"],
-                                 "tokens": rows[0]["tokens"], "acceptance": statistics.mean(r["acceptance"] for r in rows)}
+                                 "tokens": rows[0]["tokens"], "acceptance": statistics.mean(r["acceptance"] for r in rows),
+                                 "pass_ms": {b: min(r["pass_ms"][b] for r in rows) for b in rows[0]["pass_ms"]}}
             else:
                 results[name] = summarize(rows)
         bw = read_bandwidth(args.threads, Path(tmp))
