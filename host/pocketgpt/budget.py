@@ -43,7 +43,7 @@ MIB = 1024 * 1024
 SIZEOF_PG_MODEL = 1220
 SIZEOF_PG_STATE = 92
 SIZEOF_PG_LAYER = 112
-SIZEOF_PG_KERNELS = 784    # the model's kernel set, kept in its arena
+SIZEOF_PG_KERNELS = 868    # the model's kernel set, kept in its arena
 PG_MAX_TASKS = 16          # gpt2.h: row buffers per matmul task
 
 # GGML type ids the speed model distinguishes (quant/formats.py has them all)
