@@ -142,7 +142,20 @@ int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logi
     int no_blank = !o->after_text;  // no second run of whitespace tokens before the words
     if (o->n_stop == 0 && !no_blank) return masked;
     uint8_t first[256] = {0};
-    for (int s = 0; s < o->n_stop; s++) first[o->stop[s][0]] = 1;
+    int only_nl = 1;  // every stop string begins with a newline (the chat template's): the class table answers
+    for (int s = 0; s < o->n_stop; s++) {
+        first[o->stop[s][0]] = 1;
+        only_nl &= o->stop[s][0] == '\n';
+    }
+    if (only_nl) {
+        uint8_t want = (uint8_t)((o->n_stop ? PG_TOK_NEWLINE : 0u) | (no_blank ? PG_TOK_BLANK : 0u));
+        for (uint32_t id = 0; id < t->n_vocab; id++)
+            if ((t->cls[id] & want) && id != t->eos_id) {
+                logits[id] = -INFINITY;
+                masked++;
+            }
+        return masked;
+    }
     for (uint32_t id = 0; id < t->n_vocab; id++) {
         if (id == t->eos_id) continue;
         uint32_t a = t->offs[id], b = t->offs[id + 1];
@@ -231,14 +244,8 @@ int pg_topic_steering(const pg_topic *tp) {
 int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokenizer *t, float *logits) {
     if (!pg_topic_steering(tp)) return -1;
     if (tp->boundary) {  // the subject just came out whole: it stays a word of its own ("cache", not "cachelor")
-        for (uint32_t id = 0; id < t->n_vocab; id++) {
-            uint32_t a = t->offs[id];
-            uint32_t e = t->offs[id + 1];
-            if (a == e) continue;
-            uint8_t c0 = t->bytes[a];
-            int possessive = c0 == '\'' && e - a >= 2 && t->bytes[a + 1] == 's' && (e - a == 2 || !ascii_letter(t->bytes[a + 2]));
-            if (ascii_letter(c0) || (c0 >= '0' && c0 <= '9') || (c0 == '\'' && !possessive)) logits[id] = -INFINITY;
-        }
+        for (uint32_t id = 0; id < t->n_vocab; id++)
+            if (t->cls[id] & PG_TOK_GLUES) logits[id] = -INFINITY;
         return -1;
     }
     // a variant begun: force its next token (the longest begun prefix wins)
@@ -285,11 +292,8 @@ int32_t pg_topic_steer(const pg_topic *tp, const pg_textout *o, const pg_tokeniz
     // no end before the subject: end-of-text and stop-string starts stay masked (pg_textout_guard),
     // and so are tokens of nothing but spaces and tabs (a model that wants to end pads with them)
     pg_textout_guard(o, t, logits, 0x7FFFFFFF);
-    for (uint32_t id = 0; id < t->n_vocab; id++) {
-        uint32_t a = t->offs[id], e = t->offs[id + 1], i = a;
-        while (i < e && (t->bytes[i] == ' ' || t->bytes[i] == '\t')) i++;
-        if (i == e && e > a) logits[id] = -INFINITY;
-    }
+    for (uint32_t id = 0; id < t->n_vocab; id++)
+        if (t->cls[id] & PG_TOK_SPACES) logits[id] = -INFINITY;
     return -1;
 }
 

@@ -180,6 +180,25 @@ static uint32_t table_cap(uint64_t n) { return pow2_at_least(n + n / 4 + 1); }
 
 // ---- init ----------------------------------------------------------------------------------
 
+// PG_TOK_* bits of a token's raw bytes b[0..n)
+static uint8_t token_class(const uint8_t *b, uint32_t n) {
+    if (n == 0) return 0;
+    uint8_t c = 0, blank = 1, spaces = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (b[i] == '\n') c |= PG_TOK_NEWLINE;
+        if (!(b[i] == ' ' || (b[i] >= 0x09 && b[i] <= 0x0D))) blank = 0;
+        if (b[i] != ' ' && b[i] != '\t') spaces = 0;
+    }
+    uint8_t c0 = b[0];
+    int letter = (c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z');
+    int possessive = c0 == '\'' && n >= 2 && b[1] == 's' &&
+                     (n == 2 || !((b[2] >= 'a' && b[2] <= 'z') || (b[2] >= 'A' && b[2] <= 'Z')));
+    if (letter || (c0 >= '0' && c0 <= '9') || (c0 == '\'' && !possessive)) c |= PG_TOK_GLUES;
+    if (blank) c |= PG_TOK_BLANK;
+    if (spaces) c |= PG_TOK_SPACES;
+    return c;
+}
+
 pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_expected, pg_arena *a, pg_status *st) {
     memset(t, 0, sizeof *t);
     pg_gguf_value tokens, merges;
@@ -230,6 +249,7 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
     uint32_t *tok_hash = pg_arena_take(a, pg_size_mul(tok_cap, sizeof(uint32_t)), 4);
     uint64_t *merge_hash = pg_arena_take(a, pg_size_mul(merge_cap, sizeof(uint64_t)), 8);
     uint32_t *merge_out = pg_arena_take(a, pg_size_mul((size_t)merges.count, sizeof(uint32_t)), 4);
+    uint8_t *cls = pg_arena_take(a, t->n_vocab, 1);
     if (pg_arena_overflow(a)) return PG_OK;  // counting (or the caller's buffer is short: it checks)
 
     // raw bytes per token, and the token table (first spelling wins on duplicates)
@@ -252,8 +272,10 @@ pg_code pg_tokenizer_init(pg_tokenizer *t, const pg_gguf *g, uint32_t n_vocab_ex
             while (tok_hash[h] != PG_NONE) h = (h + 1) & t->tok_mask;
             tok_hash[h] = i;
         }
+        cls[i] = token_class(bytes + pos, n);
         pos += n;
     }
+    t->cls = cls;
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
         t->byte_token[b] = lookup_token(t, &c, 1);

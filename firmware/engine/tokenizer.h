@@ -18,6 +18,14 @@
 #define PG_TOKENIZER_MAX_VOCAB ((1u << PG_TOKENIZER_ID_BITS) - 1u)             // ids fit 21 bits
 #define PG_TOKENIZER_MAX_MERGES ((1u << (64 - 2 * PG_TOKENIZER_ID_BITS)) - 1u)  // indices the other 22
 
+// Per-token classes, one byte per token, computed once at load: what a reply's guards ask of every
+// token at every step (pg_textout_guard, pg_topic_steer), which scanning the vocabulary's bytes each
+// step cost more than a small model's forward pass
+#define PG_TOK_NEWLINE 1u   // holds a '\n' byte
+#define PG_TOK_BLANK 2u     // not empty, and every byte a space or \t..\r
+#define PG_TOK_SPACES 4u    // not empty, and every byte a space or a tab
+#define PG_TOK_GLUES 8u     // begins with an ASCII letter or digit, or with an apostrophe that does not
+                            // begin a possessive "'s" (it would glue onto the word before it)
 typedef struct {
     uint32_t n_vocab;
     uint32_t n_merges;         // merges usable with this vocabulary
@@ -29,6 +37,7 @@ typedef struct {
     const uint64_t *merge_hash;  // (merge_mask + 1,) packed (a, b, index) entries by (a, b)
     uint32_t merge_mask;
     const uint32_t *merge_out;   // (n_merges,) merged token id by index
+    const uint8_t *cls;          // (n_vocab,) PG_TOK_* bits of each token
     uint32_t byte_token[256];  // token of each single byte
 } pg_tokenizer;
 

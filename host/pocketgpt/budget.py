@@ -40,7 +40,7 @@ KIB = 1024
 MIB = 1024 * 1024
 
 # sizeof() of the engine's structs on a 32-bit target (gcc -m32; the ESP32-S3 is ILP32 too)
-SIZEOF_PG_MODEL = 1220
+SIZEOF_PG_MODEL = 1224
 SIZEOF_PG_STATE = 92
 SIZEOF_PG_LAYER = 112
 SIZEOF_PG_KERNELS = 868    # the model's kernel set, kept in its arena
@@ -236,7 +236,7 @@ def _table_cap(n: int) -> int:
 def model_arena_bytes(n_layer: int, n_vocab: int, n_merges: int, token_bytes: int,
                       sizeof_layer: int = SIZEOF_PG_LAYER, sizeof_kernels: int = SIZEOF_PG_KERNELS) -> int:
     """pg_model_mem_size: the layer table, then the tokenizer's byte table, offsets, token hash,
-    merge hash (8-byte packed entries) and merged ids, then the kernel set."""
+    merge hash (8-byte packed entries), merged ids and per-token classes, then the kernel set."""
     a = _Arena()
     a.take(n_layer * sizeof_layer, 8)
     a.take(token_bytes + 1, 1)
@@ -244,6 +244,7 @@ def model_arena_bytes(n_layer: int, n_vocab: int, n_merges: int, token_bytes: in
     a.take(_table_cap(n_vocab) * 4, 4)
     a.take(_table_cap(n_merges) * 8, 8)
     a.take(n_merges * 4, 4)
+    a.take(n_vocab, 1)  # the per-token classes (PG_TOK_*)
     a.take(sizeof_kernels, 8)
     return a.used
 

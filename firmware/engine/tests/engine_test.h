@@ -20,6 +20,7 @@ extern int test_failures;
 void test_textout(void);
 void test_textout_words(void);
 void test_reply_guard(const pg_model *m);
+void test_guard_masks(const pg_model *m);
 void test_topic(const pg_model *m);
 
 #endif

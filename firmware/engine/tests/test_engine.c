@@ -544,6 +544,7 @@ static void test_model(const uint8_t *blob, size_t size) {
     }
     const pg_model *m = &L.model;
     test_reply_guard(m);
+    test_guard_masks(m);
     const char *text = "Hello, world! It's 2024: naïve café 😀.";
     size_t n = strlen(text), n_ids;
     int32_t ids[256];

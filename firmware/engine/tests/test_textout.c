@@ -168,6 +168,53 @@ static int32_t token_of(const pg_tokenizer *t, const char *s) {
     return -1;
 }
 
+// What pg_textout_guard must mask with the stop strings' first bytes `first` (a 256-entry table),
+// from the tokens' bytes: end-of-text, every token holding one of those bytes, and with no_blank
+// every token of nothing but whitespace. 1 when logits (after the guard) masked exactly those.
+static int guard_masked_as_defined(const pg_tokenizer *t, const float *logits, const uint8_t *first, int no_blank) {
+    for (uint32_t id = 0; id < t->n_vocab; id++) {
+        uint32_t len;
+        const uint8_t *b = pg_tokenizer_token_bytes(t, (int32_t)id, &len);
+        int hit = 0, blank = len > 0;
+        for (uint32_t i = 0; i < len; i++) {
+            hit |= first[b[i]];
+            blank &= b[i] == ' ' || (b[i] >= 0x09 && b[i] <= 0x0D);
+        }
+        int want = id == t->eos_id || hit || (no_blank && blank);
+        if (want != (isinf(logits[id]) != 0)) return 0;
+    }
+    return 1;
+}
+
+// Every vocabulary token, both paths of the guard (stop strings that begin with a newline take the
+// per-token class table, others scan the bytes), before and after the first text: exactly the
+// tokens the definition names are masked
+void test_guard_masks(const pg_model *m) {
+    const pg_tokenizer *t = &m->tok;
+    float *logits = malloc(t->n_vocab * sizeof(float));
+    const char *sets[3][2] = {{"\nQ:", "\nUser"}, {"Q:", "\n"}, {NULL, NULL}};
+    for (int k = 0; k < 3; k++) {
+        const uint8_t *stops[2];
+        size_t lens[2], n;
+        int n_stop = 0;
+        uint8_t first[256] = {0}, out[64];
+        for (int j = 0; j < 2 && sets[k][j]; j++) {
+            stops[n_stop] = (const uint8_t *)sets[k][j];
+            lens[n_stop++] = strlen(sets[k][j]);
+            first[(uint8_t)sets[k][j][0]] = 1;
+        }
+        pg_textout o;
+        CHECK(pg_textout_init(&o, stops, lens, n_stop, NULL) == PG_OK);
+        for (int step = 0; step < 2; step++) {  // before any text (no blank run allowed), then after a word
+            memset(logits, 0, t->n_vocab * sizeof(float));
+            pg_textout_guard(&o, t, logits, 3);
+            CHECK(guard_masked_as_defined(t, logits, first, !o.after_text));
+            pg_textout_push(&o, (const uint8_t *)"Hi", 2, out, &n);
+        }
+    }
+    free(logits);
+}
+
 // The reply guard: no end-of-text, no stop string and no run of whitespace tokens before 3 words
 // ("<Everf Wis_Our/T>" is 2); then nothing is masked.
 void test_reply_guard(const pg_model *m) {
