@@ -435,6 +435,13 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def per_round(a: dict, b: dict, key: str) -> list[float]:
+    """Each round's own ratio of a key between two summarized runtimes: the rounds interleave, so a
+    round's two figures come from the same minutes, and a fast round of one side against a slow
+    round of the other cannot make best-against-best say more than it is."""
+    return [ra[f"{key}_tok_s"] / rb[f"{key}_tok_s"] for ra, rb in zip(a["rounds"], b["rounds"])]
+
+
 def render(res: dict) -> str:
     r, m, rt = res["results"], res["machine"], res["ratios"]
     o = r["ours"]
@@ -465,11 +472,23 @@ def render(res: dict) -> str:
                          "per token: not the anchor)", r["llama_py"], res["files"].get("llama_bytes")))
     if "hf" in r:
         lines.append(row(f"HF transformers {r['hf'].get('version', '')} fp32", r["hf"], None))
-    lines += ["", "Ratios (same run; best rounds, medians in brackets):", ""]
+    lines += ["", "Ratios (same run; best round against best round, medians in brackets, then each round's "
+              "own ratio):", ""]
+
+    rounds_of: dict[str, list[float]] = {}
+    if lb:
+        for key in ("tg128", "pp64", "pp512"):
+            rounds_of[f"{key}_vs_llama_bench"] = per_round(o, lb, key)
+    if "llama_batched" in r:
+        for n in STREAMS:
+            rounds_of[f"batch{n}_vs_llama"] = per_round(r["ours_batch"], r["llama_batched"], str(n))
 
     def ratio(name: str, goal: str | None = None) -> str:
         b, md = rt[name]
-        return f"**{b:.2f}×** ({md:.2f}×)" + (f", goal {goal}" if goal else "")
+        rounds = rounds_of.get(name)
+        each = (f"; each round {', '.join(f'{x:.2f}' for x in rounds)} (median {statistics.median(rounds):.2f}×)"
+                if rounds else "")
+        return f"**{b:.2f}×** ({md:.2f}×){each}" + (f", goal {goal}" if goal else "")
 
     if lb:
         lines.append(f"- decode tg128: {ratio('tg128_vs_llama_bench', '≥ 1.5×')} llama-bench")
@@ -637,6 +656,7 @@ def main() -> int:
 
     def pair(a: dict, b: dict, key: str) -> list[float]:
         return [a[key + "_best"] / b[key + "_best"], a[key + "_median"] / b[key + "_median"]]
+
 
     o = results["ours"]
     ratios: dict = {}
