@@ -1102,6 +1102,21 @@ PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_vnni256, q4_k_krows1_vnni256, PG_VNNI256)
 PG_DOTK_FROM_ROWS1(dot_q3_k_q8k_avx2, q3_k_krows1_avx2, PG_AVX2)
 PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_avx2, q4_k_krows1_avx2, PG_AVX2)
 
+// Q6_K block b, half h (128 weights): the 6-bit codes of its 4 groups of 32 from the low and high
+// bit planes, as dq_q6_k lays them out
+PG_AVX2 __attribute__((always_inline)) static inline void q6k_codes(const uint8_t *b, int h, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+    __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+}
+
 // Q6_K row (n,) . R K-format activation rows -> out[r] (dot_q6_k_q8k_ref's integer sums, so every
 // row count gives the same bits): per 32 weights the 6-bit codes are built once from the low and
 // high bit planes, then for each row multiplied with its codes by maddubs (pairs <= 2 * 63 * 127,
@@ -1111,7 +1126,6 @@ PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_avx2, q4_k_krows1_avx2, PG_AVX2)
     PG_AVX2 static void name(const void *row, const int8_t *xq, const float *xd, const int16_t *xs, int n,        \
                              float *out) {                                                                          \
         const uint8_t *b = (const uint8_t *)row;                                                                   \
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);                                       \
         float s[R];                                                                                                 \
         for (int r = 0; r < R; r++) s[r] = 0.0f;                                                                    \
         for (int i = 0; i < n; i += 256, b += 210) {                                                               \
@@ -1119,17 +1133,8 @@ PG_DOTK_FROM_ROWS1(dot_q4_k_q8k_avx2, q4_k_krows1_avx2, PG_AVX2)
             __m256i acc[R];                                                                                         \
             for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_si256();                                            \
             for (int h = 0; h < 2; h++) {                                                                           \
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));                                     \
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));                                \
-                __m256i hb = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));                               \
                 __m256i q[4];                                                                                       \
-                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));   \
-                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),                                                    \
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));       \
-                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),                              \
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));       \
-                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),                              \
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));       \
+                q6k_codes(b, h, q);                                                                                 \
                 for (int g = 0; g < 4; g++) {                                                                       \
                     __m256i scv = _mm256_setr_m128i(_mm_set1_epi16(sc[8 * h + 2 * g]),                               \
                                                     _mm_set1_epi16(sc[8 * h + 2 * g + 1]));                          \
@@ -1162,7 +1167,6 @@ PG_DOTK_FROM_ROWS1(dot_q6_k_q8k_avx2, q6_k_krows1_avx2, PG_AVX2)
 // step per row
 PG_AVX2 static void q6_k_kw8_avx2(const void *row, size_t stride, const int8_t *xq, const float *xd, const int16_t *xs,
                                   int n, float *out) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     float s[8];
     for (int q = 0; q < 8; q++) s[q] = 0.0f;
     const uint8_t *b0 = (const uint8_t *)row;
@@ -1176,16 +1180,8 @@ PG_AVX2 static void q6_k_kw8_avx2(const void *row, size_t stride, const int8_t *
             const int8_t *sc = (const int8_t *)(b + 192);
             __m256i acc = _mm256_setzero_si256();
             for (int h = 0; h < 2; h++) {
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
-                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
-                __m256i hb = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
                 __m256i c[4];
-                c[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-                c[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
-                c[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
-                c[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+                q6k_codes(b, h, c);
                 for (int g = 0; g < 4; g++) {
                     __m256i scv = _mm256_setr_m128i(_mm_set1_epi16(sc[8 * h + 2 * g]), _mm_set1_epi16(sc[8 * h + 2 * g + 1]));
                     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(c[g], x[4 * h + g]), scv));
@@ -1213,14 +1209,22 @@ PG_DOT_FROM_ROWS1(dot_q3_k_q8_avx2_rows, q3_k_rows1_avx2, PG_AVX2)
 PG_DOT_FROM_ROWS1(dot_q4_k_q8_vnni256, q4_k_rows1_vnni256, PG_VNNI256)
 PG_DOT_FROM_ROWS1(dot_q3_k_q8_vnni256, q3_k_rows1_vnni256, PG_VNNI256)
 
+// the entries both integer sets share (Q6_K has only AVX2 kernels)
+#define PG_X86_INT_SHARED_TYPES                                                                           \
+    PG_X86_FLOAT_ONLY_TYPES, [PG_TYPE_F32] = {.dot = dot_f32_avx2, .axpy = axpy_f32_avx2},                 \
+    [PG_TYPE_F16] = {.dot = dot_f16_avx2, .axpy = axpy_f16_avx2},                                          \
+    [PG_TYPE_Q8_0] = {.dot = dot_q8_0_avx2, .axpy = axpy_q8_0_avx2, .dot_q8 = dot_q8_0_q8_avx2},           \
+    [PG_TYPE_Q6_K] = {.dot = dot_q6_k_avx2,                                                                \
+                      .dot_q8k = dot_q6_k_q8k_avx2,                                                        \
+                      .dot_q8kx4 = q6_k_krows4_avx2,                                                       \
+                      .dot_q8kx8 = q6_k_krows8_avx2,                                                       \
+                      .dot_q8kw8 = q6_k_kw8_avx2}
+
 static const pg_kernels s_avx2_int = {
     .name = "x86-avx2-int8",
     .type =
         {
-            PG_X86_FLOAT_ONLY_TYPES,
-            [PG_TYPE_F32] = {.dot = dot_f32_avx2, .axpy = axpy_f32_avx2},
-            [PG_TYPE_F16] = {.dot = dot_f16_avx2, .axpy = axpy_f16_avx2},
-            [PG_TYPE_Q8_0] = {.dot = dot_q8_0_avx2, .axpy = axpy_q8_0_avx2, .dot_q8 = dot_q8_0_q8_avx2},
+            PG_X86_INT_SHARED_TYPES,
             [PG_TYPE_Q3_K] = {.dot = dot_q3_k_avx2,
                               .dot_q8 = dot_q3_k_q8_avx2_rows,
                               .dot_q8x4 = q3_k_rows4_avx2,
@@ -1231,11 +1235,6 @@ static const pg_kernels s_avx2_int = {
                               .dot_q8x4 = q4_k_rows4_avx2,
                               .dot_q8k = dot_q4_k_q8k_avx2,
                               .dot_q8kx4 = q4_k_krows4_avx2},
-            [PG_TYPE_Q6_K] = {.dot = dot_q6_k_avx2,
-                              .dot_q8k = dot_q6_k_q8k_avx2,
-                              .dot_q8kx4 = q6_k_krows4_avx2,
-                              .dot_q8kx8 = q6_k_krows8_avx2,
-                              .dot_q8kw8 = q6_k_kw8_avx2},
         },
     .quantize = quantize_act_avx2,
     .quantize_k = quantize_act_k_avx2,
@@ -1245,10 +1244,7 @@ static const pg_kernels s_vnni256_int = {
     .name = "x86-vnni256-int8",
     .type =
         {
-            PG_X86_FLOAT_ONLY_TYPES,
-            [PG_TYPE_F32] = {.dot = dot_f32_avx2, .axpy = axpy_f32_avx2},
-            [PG_TYPE_F16] = {.dot = dot_f16_avx2, .axpy = axpy_f16_avx2},
-            [PG_TYPE_Q8_0] = {.dot = dot_q8_0_avx2, .axpy = axpy_q8_0_avx2, .dot_q8 = dot_q8_0_q8_avx2},
+            PG_X86_INT_SHARED_TYPES,
             [PG_TYPE_Q3_K] = {.dot = dot_q3_k_avx2,
                               .dot_q8 = dot_q3_k_q8_vnni256,
                               .dot_q8x4 = q3_k_rows4_vnni256,
@@ -1266,11 +1262,6 @@ static const pg_kernels s_vnni256_int = {
                               .dot_q8kx4 = q4_k_krows4_vnni256,
                               .dot_q8kx8 = q4_k_krows8_vnni256,
                               .dot_q8kw8 = q4_k_kw8_vnni256},
-            [PG_TYPE_Q6_K] = {.dot = dot_q6_k_avx2,
-                              .dot_q8k = dot_q6_k_q8k_avx2,
-                              .dot_q8kx4 = q6_k_krows4_avx2,
-                              .dot_q8kx8 = q6_k_krows8_avx2,
-                              .dot_q8kw8 = q6_k_kw8_avx2},
         },
     .quantize = quantize_act_avx2,
     .quantize_k = quantize_act_k_avx2,

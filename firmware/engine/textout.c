@@ -130,7 +130,6 @@ void pg_textout_flush(pg_textout *o, uint8_t *out, size_t *n_out) {
     o->n_hold = 0;
 }
 
-static int is_blank_byte(uint8_t b) { return b == ' ' || (b >= 0x09 && b <= 0x0D); }
 
 int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logits, int min_words) {
     if (o->n_words >= min_words) return 0;
@@ -165,7 +164,7 @@ int32_t pg_textout_guard(const pg_textout *o, const pg_tokenizer *t, float *logi
                 mask = 1;
                 break;
             }
-            if (!is_blank_byte(t->bytes[i])) mask = 0;
+            if (!pg_byte_is_blank(t->bytes[i])) mask = 0;
         }
         if (mask) {
             logits[id] = -INFINITY;

@@ -186,7 +186,7 @@ static uint8_t token_class(const uint8_t *b, uint32_t n) {
     uint8_t c = 0, blank = 1, spaces = 1;
     for (uint32_t i = 0; i < n; i++) {
         if (b[i] == '\n') c |= PG_TOK_NEWLINE;
-        if (!(b[i] == ' ' || (b[i] >= 0x09 && b[i] <= 0x0D))) blank = 0;
+        if (!pg_byte_is_blank(b[i])) blank = 0;
         if (b[i] != ' ' && b[i] != '\t') spaces = 0;
     }
     uint8_t c0 = b[0];

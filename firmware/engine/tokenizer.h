@@ -26,6 +26,8 @@
 #define PG_TOK_SPACES 4u    // not empty, and every byte a space or a tab
 #define PG_TOK_GLUES 8u     // begins with an ASCII letter or digit, or with an apostrophe that does not
                             // begin a possessive "'s" (it would glue onto the word before it)
+// A whitespace byte as the reply guards count it: a space or \t..\r
+static inline int pg_byte_is_blank(uint8_t b) { return b == ' ' || (b >= 0x09 && b <= 0x0D); }
 typedef struct {
     uint32_t n_vocab;
     uint32_t n_merges;         // merges usable with this vocabulary
