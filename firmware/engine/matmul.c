@@ -157,7 +157,8 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     const pg_type_kernels *tk = &j->k->type[j->w->type];
     pg_dot_fn dot = tk->dot;
     pg_dot_q8_fn dot_q8 = tk->dot_q8;
-    pg_dot_q8x4_fn dot_q8x4 = tk->dot_q8x4, dot_q8x8 = tk->dot_q8x8;
+    const pg_dot_q8x4_fn multi[2] = {tk->dot_q8x8, tk->dot_q8x4};  // 8 and 4 activation rows at once
+    const int32_t width[2] = {8, 4};
     const uint8_t *base = (const uint8_t *)j->w->data;
     size_t groups = (size_t)cols / 32, sums = (size_t)cols / 16;
     // a float batch (prefill) dequantizes each row once and reuses it for every token
@@ -169,20 +170,14 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         float bias = j->bias ? j->bias[r] : 0.0f;
         if (j->xq) {  // integer path: the row stays in L1 while every activation row passes
             int32_t b = 0;
-            if (dot_q8x8) {  // eight activation rows per weight unpacking (same bits as one by one)
-                for (; b + 8 <= j->B; b += 8) {
+            // eight, then four activation rows per weight unpacking (the same bits as one by one)
+            for (int m = 0; m < 2; m++) {
+                if (!multi[m]) continue;
+                for (; b + width[m] <= j->B; b += width[m]) {
                     float o[8];
-                    dot_q8x8(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
+                    multi[m](row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
                              cols, o);
-                    for (int k = 0; k < 8; k++) j->out[(size_t)(b + k) * j->out_stride + (size_t)r] = o[k] + bias;
-                }
-            }
-            if (dot_q8x4) {  // four activation rows per weight unpacking (same bits as one by one)
-                for (; b + 4 <= j->B; b += 4) {
-                    float o[4];
-                    dot_q8x4(row, j->xq + (size_t)b * (size_t)cols, j->xd + (size_t)b * groups, j->xs + (size_t)b * sums,
-                             cols, o);
-                    for (int k = 0; k < 4; k++) j->out[(size_t)(b + k) * j->out_stride + (size_t)r] = o[k] + bias;
+                    for (int k = 0; k < width[m]; k++) j->out[(size_t)(b + k) * j->out_stride + (size_t)r] = o[k] + bias;
                 }
             }
             for (; b < j->B; b++)
